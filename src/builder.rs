@@ -1,0 +1,270 @@
+//! [`Builder`]: every setting of a [`Lessor`], with its default.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::lessor::Lessor;
+
+/// etcd's largest TTL (`MaxLeaseTTL`), and ours: 9,000,000,000 s, about 285 years.
+pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
+
+/// Settings of an open lessor, fixed at open.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub clock: Arc<dyn Clock>,
+    pub ticker: bool,
+    pub max_key_size: usize,
+    pub max_value_size: usize,
+    pub expiry_batch: usize,
+    pub check_integrity_on_open: bool,
+}
+
+impl Config {
+    /// The TTL a grant of `ttl` gets, in nanoseconds: raised to the minimum, refused above the
+    /// maximum.
+    pub(crate) fn effective_ttl(&self, ttl: Duration) -> Result<u64> {
+        if ttl > self.max_ttl {
+            return Err(Error::TtlOutOfRange {
+                ttl,
+                max: self.max_ttl,
+            });
+        }
+        // max_ttl <= MAX_TTL, whose nanoseconds fit a u64 with room to spare.
+        Ok(u64::try_from(ttl.max(self.min_ttl).as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
+        if key.is_empty() {
+            return Err(Error::InvalidKey("keys must not be empty"));
+        }
+        if key.len() > self.max_key_size {
+            return Err(Error::KeyTooLarge {
+                len: key.len(),
+                max: self.max_key_size,
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn check_value(&self, value: &[u8]) -> Result<()> {
+        if value.len() > self.max_value_size {
+            return Err(Error::ValueTooLarge {
+                len: value.len(),
+                max: self.max_value_size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Lessor`] with settings other than the defaults of [`Lessor::open`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::{Lessor, ManualClock};
+///
+/// # fn main() -> lessor::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("data.redb");
+/// let clock = ManualClock::new();
+/// let lessor = Lessor::builder()
+///     .min_ttl(Duration::from_secs(1))
+///     .max_ttl(Duration::from_secs(3600))
+///     .clock(clock.clone())
+///     .ticker(false)
+///     .open(&path)?;
+/// assert_eq!(lessor.grant(Duration::ZERO)?.ttl, Duration::from_secs(1));
+/// # Ok(()) }
+/// ```
+#[must_use]
+#[derive(Clone)]
+pub struct Builder {
+    config: Config,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            config: Config {
+                min_ttl: Duration::from_millis(10),
+                max_ttl: MAX_TTL,
+                clock: Arc::new(SystemClock::new()),
+                ticker: true,
+                max_key_size: 4096,
+                max_value_size: 1 << 20,
+                expiry_batch: 1000,
+                check_integrity_on_open: true,
+            },
+        }
+    }
+}
+
+impl Builder {
+    /// A builder with every setting at its default.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Grants of a shorter TTL get this one instead, as in etcd (so a TTL of zero is not an
+    /// instant expiry). Default: 10 ms.
+    pub fn min_ttl(mut self, ttl: Duration) -> Self {
+        self.config.min_ttl = ttl;
+        self
+    }
+
+    /// Grants of a longer TTL fail with [`Error::TtlOutOfRange`]. Default, and the largest value
+    /// accepted (larger ones are lowered to it): [`MAX_TTL`], etcd's 9,000,000,000 s.
+    pub fn max_ttl(mut self, ttl: Duration) -> Self {
+        self.config.max_ttl = ttl.min(MAX_TTL);
+        self
+    }
+
+    /// Where time comes from. Default: [`SystemClock`], monotonic system time. Use a
+    /// [`ManualClock`](crate::ManualClock) to drive expiry in tests.
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.config.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether a background thread (`lessor-ticker`) revokes leases as they expire. Default:
+    /// `true`. With `false`, expired leases are dead (renew and the rest refuse them) but stay in
+    /// the file, with their keys, until the caller runs [`Lessor::revoke_expired`].
+    pub fn ticker(mut self, on: bool) -> Self {
+        self.config.ticker = on;
+        self
+    }
+
+    /// Longest key accepted, in bytes; longer ones get [`Error::KeyTooLarge`]. Default: 4096.
+    pub fn max_key_size(mut self, bytes: usize) -> Self {
+        self.config.max_key_size = bytes;
+        self
+    }
+
+    /// Longest value accepted, in bytes; longer ones get [`Error::ValueTooLarge`].
+    /// Default: 1 MiB.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.config.max_value_size = bytes;
+        self
+    }
+
+    /// Most leases revoked in one transaction when they expire; a larger burst takes several
+    /// transactions, letting other writers in between. Default: 1000. Zero is treated as one.
+    pub fn expiry_batch_size(mut self, leases: usize) -> Self {
+        self.config.expiry_batch = leases.max(1);
+        self
+    }
+
+    /// Whether opening a file verifies the checksums of every page first, so that a file damaged
+    /// outside `lessor` is refused with [`Error::Corrupted`] instead of being trusted. Costs a
+    /// read of the whole file at open. Default: `true`.
+    pub fn check_integrity_on_open(mut self, on: bool) -> Self {
+        self.config.check_integrity_on_open = on;
+        self
+    }
+
+    /// Opens (or creates) the database file at `path` and restores every lease and key in it.
+    /// Each restored lease gets its full TTL again from now, as in etcd, so holders have time
+    /// to come back.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyOpen`] if the file is open elsewhere (in this process or another),
+    /// [`Error::Io`] if it cannot be opened or created (missing folder, a directory, no
+    /// permission), [`Error::NotLessorDatabase`], [`Error::IncompatibleFormat`] or
+    /// [`Error::Corrupted`] for a file that is not a database this version can use, and
+    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Lessor> {
+        self.validate()?;
+        Lessor::open_with(self.config, Some(path.as_ref()))
+    }
+
+    /// Opens a lessor whose database lives only in memory: nothing survives the process, and
+    /// commits cost no disk I/O.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`.
+    pub fn open_in_memory(self) -> Result<Lessor> {
+        self.validate()?;
+        Lessor::open_with(self.config, None)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.config.min_ttl > self.config.max_ttl {
+            return Err(Error::InvalidConfig("min_ttl is above max_ttl"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.config;
+        f.debug_struct("Builder")
+            .field("min_ttl", &c.min_ttl)
+            .field("max_ttl", &c.max_ttl)
+            .field("clock", &c.clock)
+            .field("ticker", &c.ticker)
+            .field("max_key_size", &c.max_key_size)
+            .field("max_value_size", &c.max_value_size)
+            .field("expiry_batch_size", &c.expiry_batch)
+            .field("check_integrity_on_open", &c.check_integrity_on_open)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_are_raised_to_the_minimum_and_refused_above_the_maximum() {
+        let b = Builder::new()
+            .min_ttl(Duration::from_secs(1))
+            .max_ttl(Duration::from_secs(10));
+        let c = &b.config;
+        assert_eq!(c.effective_ttl(Duration::ZERO).unwrap(), 1_000_000_000);
+        assert_eq!(
+            c.effective_ttl(Duration::from_secs(10)).unwrap(),
+            10_000_000_000
+        );
+        assert!(matches!(
+            c.effective_ttl(Duration::from_secs(11)),
+            Err(Error::TtlOutOfRange { .. })
+        ));
+        assert!(matches!(
+            c.effective_ttl(Duration::MAX),
+            Err(Error::TtlOutOfRange { .. })
+        ));
+    }
+
+    #[test]
+    fn max_ttl_is_capped_and_must_not_be_below_min_ttl() {
+        let b = Builder::new().max_ttl(Duration::MAX);
+        assert_eq!(b.config.max_ttl, MAX_TTL);
+        let b = Builder::new()
+            .min_ttl(Duration::from_secs(2))
+            .max_ttl(Duration::from_secs(1));
+        assert!(matches!(b.validate(), Err(Error::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn keys_and_values_are_checked_against_the_limits() {
+        let c = Builder::new().max_key_size(3).max_value_size(2).config;
+        assert!(matches!(c.check_key(b""), Err(Error::InvalidKey(_))));
+        assert!(c.check_key(b"abc").is_ok());
+        assert!(matches!(
+            c.check_key(b"abcd"),
+            Err(Error::KeyTooLarge { len: 4, max: 3 })
+        ));
+        assert!(c.check_value(b"").is_ok());
+        assert!(matches!(
+            c.check_value(b"abc"),
+            Err(Error::ValueTooLarge { len: 3, max: 2 })
+        ));
+    }
+}

@@ -1,0 +1,187 @@
+//! The one error type of the crate.
+
+use std::time::Duration;
+
+use crate::lease::LeaseId;
+
+/// A specialised `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `lessor`.
+///
+/// Variants are named after the condition, not the operation that met it, so one `match` arm
+/// serves every method: [`Error::LeaseNotFound`] means the same thing from `renew`, `attach` or
+/// `time_to_live`. The enum is `#[non_exhaustive]`: later versions may add variants.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The lease does not exist: it was never granted, was revoked, or its deadline has passed
+    /// (a lease is dead the instant its deadline passes, before the ticker has revoked it).
+    #[error("lease {0} not found (never granted, revoked or expired)")]
+    LeaseNotFound(LeaseId),
+
+    /// `grant_with_id` named an id that belongs to a live lease.
+    #[error("lease {0} already exists")]
+    LeaseExists(LeaseId),
+
+    /// A lease id is 0 or above `i64::MAX` (the ids etcd accepts are positive `i64`s).
+    #[error("invalid lease id {0}: ids are 1..=i64::MAX")]
+    InvalidLeaseId(u64),
+
+    /// Every auto-assignable lease id has been issued: the highest id ever issued (possibly by
+    /// `grant_with_id`) is `i64::MAX`. Ids are never reused, so grant with explicit ids instead.
+    #[error("no lease ids left to assign: the highest id ever issued is i64::MAX")]
+    LeaseIdsExhausted,
+
+    /// A requested TTL is above the lessor's maximum.
+    #[error("TTL {ttl:?} is above the maximum of {max:?}")]
+    TtlOutOfRange {
+        /// The TTL that was asked for.
+        ttl: Duration,
+        /// The configured maximum ([`Builder::max_ttl`](crate::Builder::max_ttl)).
+        max: Duration,
+    },
+
+    /// The key does not exist.
+    #[error("key {} not found", show_key(.0))]
+    KeyNotFound(Vec<u8>),
+
+    /// `detach` named a key that exists but is not attached to that lease.
+    #[error("key {} is not attached to lease {lease}", show_key(.key))]
+    KeyNotAttached {
+        /// The key.
+        key: Vec<u8>,
+        /// The lease it was to be detached from.
+        lease: LeaseId,
+    },
+
+    /// The key is not acceptable (today: it is empty).
+    #[error("invalid key: {0}")]
+    InvalidKey(&'static str),
+
+    /// The key is longer than the configured limit.
+    #[error("key of {len} bytes is above the limit of {max} bytes")]
+    KeyTooLarge {
+        /// Length of the key.
+        len: usize,
+        /// The limit ([`Builder::max_key_size`](crate::Builder::max_key_size)).
+        max: usize,
+    },
+
+    /// The value is longer than the configured limit.
+    #[error("value of {len} bytes is above the limit of {max} bytes")]
+    ValueTooLarge {
+        /// Length of the value.
+        len: usize,
+        /// The limit ([`Builder::max_value_size`](crate::Builder::max_value_size)).
+        max: usize,
+    },
+
+    /// The builder was given settings that contradict each other.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
+
+    /// The storage layer failed: an I/O error, a full disk, a failed commit. What the failing
+    /// call was doing did not happen.
+    #[error("storage error: {0}")]
+    Storage(#[source] redb::Error),
+
+    /// Opening or creating the database file (or its folder) failed.
+    #[error("cannot open {path}: {source}")]
+    Io {
+        /// The path that was being opened.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file is damaged: a record that does not decode, an index that disagrees with the data.
+    #[error("database corrupted: {0}")]
+    Corrupted(String),
+
+    /// The file is a redb database written by something other than `lessor`.
+    #[error("not a lessor database: it holds tables but no lessor metadata")]
+    NotLessorDatabase,
+
+    /// The file was written by a newer `lessor` whose format this version cannot read.
+    #[error("incompatible database format {found}: this version reads format {supported}")]
+    IncompatibleFormat {
+        /// The format version found in the file.
+        found: u64,
+        /// The format version this build reads and writes.
+        supported: u64,
+    },
+
+    /// The database is already open, in this process or another one.
+    #[error("database is already open (by this or another process)")]
+    AlreadyOpen,
+
+    /// The lessor was closed; open the database again to use it.
+    #[error("lessor is closed")]
+    Closed,
+}
+
+/// Renders a key for an error message: as text when it is UTF-8, else as escaped bytes.
+fn show_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) => format!("{s:?}"),
+        Err(_) => format!("b\"{}\"", key.escape_ascii()),
+    }
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::DatabaseAlreadyOpen => Error::AlreadyOpen,
+            redb::Error::Corrupted(msg) => Error::Corrupted(msg),
+            other => Error::Storage(other),
+        }
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::from(redb::Error::from(e))
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_render_as_text_or_escaped_bytes() {
+        let e = Error::KeyNotFound(b"/a/b".to_vec());
+        assert_eq!(e.to_string(), "key \"/a/b\" not found");
+        let e = Error::KeyNotFound(vec![0xff, b'a']);
+        assert_eq!(e.to_string(), "key b\"\\xffa\" not found");
+    }
+
+    #[test]
+    fn redb_conditions_map_to_our_variants() {
+        assert!(matches!(
+            Error::from(redb::DatabaseError::DatabaseAlreadyOpen),
+            Error::AlreadyOpen
+        ));
+        assert!(matches!(
+            Error::from(redb::StorageError::Corrupted("x".into())),
+            Error::Corrupted(m) if m == "x"
+        ));
+        assert!(matches!(
+            Error::from(redb::StorageError::Io(std::io::Error::other("disk"))),
+            Error::Storage(_)
+        ));
+    }
+}

@@ -1,0 +1,133 @@
+//! The expiry queue: which lease is due next. No locks, no clock: the caller passes `now` and
+//! holds the lock that guards the queue.
+//!
+//! # Implementation
+//!
+//! A binary min-heap of `(deadline, id)`. Renew does not touch it: a renewal only moves the
+//! lease's deadline in the [`LeaseTable`](crate::lease_table::LeaseTable). When an entry comes
+//! due, the table says whether the lease was renewed meanwhile (the entry goes back in at the new
+//! deadline), expired (it is claimed and returned), or is gone (the entry is dropped). So each
+//! live lease has exactly one entry, whose deadline is at most the lease's real deadline, and
+//! popping in heap order yields expired leases in deadline order, ties broken by id.
+//!
+//! Entries of leases that were revoked stay until they come due or until [`retain`] drops them;
+//! the lessor calls it when stale entries outnumber live ones.
+//!
+//! [`retain`]: ExpiryQueue::retain
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use crate::lease::LeaseId;
+use crate::lease_table::Due;
+
+/// Min-heap of `(deadline, lease id)` in clock nanoseconds.
+#[derive(Default)]
+pub(crate) struct ExpiryQueue {
+    heap: BinaryHeap<Reverse<(u64, LeaseId)>>,
+}
+
+impl ExpiryQueue {
+    pub(crate) fn new() -> ExpiryQueue {
+        ExpiryQueue::default()
+    }
+
+    /// Queues `id` to be looked at when `deadline` comes.
+    pub(crate) fn push(&mut self, deadline: u64, id: LeaseId) {
+        self.heap.push(Reverse((deadline, id)));
+    }
+
+    /// The earliest queued deadline.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.heap.peek().map(|Reverse((d, _))| *d)
+    }
+
+    /// Number of entries, stale ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Pops every entry due at `now`, up to `limit` claimed leases, asking `check(id, queued)`
+    /// what each entry means. Returns the claimed leases with the deadline they were queued at,
+    /// in deadline order, ties by id.
+    pub(crate) fn pop_due(
+        &mut self,
+        now: u64,
+        limit: usize,
+        mut check: impl FnMut(LeaseId, u64) -> Due,
+    ) -> Vec<(LeaseId, u64)> {
+        let mut claimed = Vec::new();
+        while claimed.len() < limit {
+            let Some(&Reverse((deadline, id))) = self.heap.peek() else {
+                break;
+            };
+            if deadline > now {
+                break;
+            }
+            self.heap.pop();
+            match check(id, deadline) {
+                Due::Stale => {}
+                Due::Requeue(later) => self.push(later, id),
+                Due::Claimed => claimed.push((id, deadline)),
+            }
+        }
+        claimed
+    }
+
+    /// Keeps only the entries for which `keep(id, deadline)` holds.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(LeaseId, u64) -> bool) {
+        self.heap.retain(|Reverse((d, id))| keep(*id, *d));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> LeaseId {
+        LeaseId::new(n).unwrap()
+    }
+
+    #[test]
+    fn pops_due_entries_in_deadline_then_id_order() {
+        let mut q = ExpiryQueue::new();
+        q.push(30, id(1));
+        q.push(10, id(7));
+        q.push(10, id(2));
+        q.push(50, id(3));
+        let got = q.pop_due(30, usize::MAX, |_, _| Due::Claimed);
+        assert_eq!(got, vec![(id(2), 10), (id(7), 10), (id(1), 30)]);
+        assert_eq!(q.next_deadline(), Some(50));
+    }
+
+    #[test]
+    fn requeued_entries_wait_for_their_new_deadline_and_stale_ones_vanish() {
+        let mut q = ExpiryQueue::new();
+        q.push(10, id(1));
+        q.push(10, id(2));
+        let got = q.pop_due(10, usize::MAX, |id, _| {
+            if id.get() == 1 {
+                Due::Requeue(20)
+            } else {
+                Due::Stale
+            }
+        });
+        assert!(got.is_empty());
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.next_deadline(), Some(20));
+    }
+
+    #[test]
+    fn stops_at_the_limit_and_leaves_the_rest_queued() {
+        let mut q = ExpiryQueue::new();
+        for n in 1..=10 {
+            q.push(n, id(n));
+        }
+        let got = q.pop_due(100, 3, |_, _| Due::Claimed);
+        assert_eq!(got.len(), 3);
+        assert_eq!(q.len(), 7);
+        assert_eq!(q.next_deadline(), Some(4));
+        q.retain(|id, _| id.get() % 2 == 0);
+        assert_eq!(q.len(), 4);
+    }
+}

@@ -1,0 +1,785 @@
+//! [`Lessor`]: the handle, and the core every handle and the ticker share.
+//!
+//! # Implementation
+//!
+//! Shared state lives in [`Core`]:
+//! - `table` ([`LeaseTable`]): live leases and their atomic deadlines. Renew reads it under one
+//!   shard's read lock and does nothing else.
+//! - `store`: the redb database, `None` once closed. Every call that reads or writes the file
+//!   holds its read lock for the call's length; only `close` takes the write lock, so it waits
+//!   for calls in flight.
+//! - `writer`: one mutating call at a time (redb admits one write transaction anyway). It guards
+//!   the counters (revision, highest lease id) and the leases whose expiry failed to commit.
+//! - `queue` ([`ExpiryQueue`]): one entry per live lease, by deadline.
+//!
+//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard. Nothing waits on a
+//! channel or calls out while holding any of them. Renew takes only a shard read lock.
+//!
+//! Every mutation is one redb transaction, committed durably before the call returns; the
+//! in-memory state changes only after the commit succeeds (a revocation claims its lease first
+//! and restores it if the commit fails).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use parking_lot::{Mutex, MutexGuard, RwLock};
+use redb::{Database, ReadTransaction, ReadableDatabase};
+
+use crate::builder::{Builder, Config};
+use crate::clock::now_nanos;
+use crate::error::{Error, Result};
+use crate::expiry::ExpiryQueue;
+use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision};
+use crate::lease_table::{LeaseTable, deadline_after};
+use crate::record::LeaseRecord;
+use crate::recovery;
+use crate::store::{self, Counters, Tables};
+use crate::ticker::Ticker;
+
+/// A handle to an open lease database: grant, renew and revoke leases, and read and write the
+/// keys attached to them.
+///
+/// `Lessor` is `Clone + Send + Sync`; clones share one database. Every method is synchronous.
+/// Mutating calls return once their change is durable on disk (one redb commit with fsync);
+/// [`renew`](Lessor::renew) touches no disk at all. Unless built with
+/// [`Builder::ticker(false)`](Builder::ticker), a background thread revokes leases as they
+/// expire, deleting their keys.
+///
+/// The database closes when [`close`](Lessor::close) is called or the last clone is dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::Lessor;
+///
+/// # fn main() -> lessor::Result<()> {
+/// # let dir = tempfile::tempdir().unwrap();
+/// # let path = dir.path().join("data.redb");
+/// let lessor = Lessor::open(&path)?;
+/// let lease = lessor.grant(Duration::from_secs(10))?;
+/// lessor.put_with_lease("/cron/lock/job1", "10001", lease.id)?;
+///
+/// let kv = lessor.get("/cron/lock/job1")?.unwrap();
+/// assert_eq!(kv.value, b"10001");
+/// assert_eq!(kv.lease, Some(lease.id));
+///
+/// lessor.renew(lease.id)?; // keep it alive for another 10 s
+/// lessor.revoke(lease.id)?; // ... or end it now: its keys go with it
+/// assert_eq!(lessor.get("/cron/lock/job1")?, None);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Lessor {
+    handle: Arc<Handle>,
+}
+
+/// What the handles share. Dropping the last one closes the lessor.
+struct Handle {
+    core: Arc<Core>,
+    /// The ticker thread, until close joins it.
+    ticker: Mutex<Option<Ticker>>,
+}
+
+/// A value on cache lines of its own, so that writes to it do not slow readers of neighbours.
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub T);
+
+/// State shared by every handle and the ticker thread; see the module docs.
+pub(crate) struct Core {
+    pub(crate) config: Config,
+    /// `Some` for a file-backed database; for messages and `Debug`.
+    path: Option<PathBuf>,
+    /// Set once by `close`; every public call checks it first.
+    closed: AtomicBool,
+    /// Live leases; the renew path.
+    table: LeaseTable,
+    /// The database; `None` once closed.
+    store: RwLock<Option<Database>>,
+    /// Serialises mutations and guards their bookkeeping.
+    writer: Mutex<Writer>,
+    /// One entry per live lease, by deadline.
+    queue: Mutex<ExpiryQueue>,
+    /// Wakes the ticker when a grant creates a deadline earlier than the one it sleeps until.
+    ticker_wake: Option<Sender<()>>,
+    /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
+    pub(crate) ticker_sleeps_until: Padded<AtomicU64>,
+    /// Failed expiry batches since open, and the last failure's message.
+    pub(crate) ticker_failures: Padded<AtomicU64>,
+    pub(crate) ticker_last_error: Mutex<Option<String>>,
+}
+
+/// Guarded by `Core::writer`.
+struct Writer {
+    counters: Counters,
+    /// Leases claimed for expiry whose revocation did not commit; revoked first next time.
+    retry: Vec<LeaseId>,
+    /// The highest time the expiry path has seen: a clock that steps back cannot undo it.
+    high_water: u64,
+}
+
+/// A snapshot of the ticker's health, from [`Lessor::health`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether the ticker thread is running (`false` if built without one, or once closed).
+    pub ticker_running: bool,
+    /// Expiry batches that failed to commit since open; each is retried with backoff.
+    pub ticker_failures: u64,
+    /// The last such failure.
+    pub last_ticker_error: Option<String>,
+}
+
+impl Lessor {
+    /// Opens (or creates) the database file at `path` with the default settings: a background
+    /// ticker, the system clock, TTLs from 10 ms to etcd's maximum. See [`Builder::open`].
+    ///
+    /// # Errors
+    /// As [`Builder::open`]: [`Error::AlreadyOpen`], [`Error::Io`], [`Error::Corrupted`],
+    /// [`Error::NotLessorDatabase`], [`Error::IncompatibleFormat`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Lessor> {
+        Builder::new().open(path)
+    }
+
+    /// Opens a lessor with the default settings whose database lives only in memory; see
+    /// [`Builder::open_in_memory`].
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the in-memory database cannot be set up.
+    pub fn open_in_memory() -> Result<Lessor> {
+        Builder::new().open_in_memory()
+    }
+
+    /// A [`Builder`] for other settings.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    pub(crate) fn open_with(config: Config, path: Option<&Path>) -> Result<Lessor> {
+        let db = recovery::open_database(path, &config)?;
+        let recovered = recovery::recover(&db, now_nanos(&*config.clock))?;
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let core = Arc::new(Core {
+            path: path.map(Path::to_path_buf),
+            closed: AtomicBool::new(false),
+            table: recovered.table,
+            store: RwLock::new(Some(db)),
+            writer: Mutex::new(Writer {
+                counters: recovered.counters,
+                retry: Vec::new(),
+                high_water: 0,
+            }),
+            queue: Mutex::new(recovered.queue),
+            ticker_wake: config.ticker.then_some(wake_tx),
+            ticker_sleeps_until: Padded(AtomicU64::new(u64::MAX)),
+            ticker_failures: Padded(AtomicU64::new(0)),
+            ticker_last_error: Mutex::new(None),
+            config,
+        });
+        let ticker = if core.config.ticker {
+            match Ticker::spawn(Arc::clone(&core), wake_rx) {
+                Ok(t) => Some(t),
+                Err(source) => {
+                    return Err(Error::Io {
+                        path: PathBuf::from("<ticker thread>"),
+                        source,
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        Ok(Lessor {
+            handle: Arc::new(Handle {
+                core,
+                ticker: Mutex::new(ticker),
+            }),
+        })
+    }
+
+    fn core(&self) -> Result<&Core> {
+        let core = &*self.handle.core;
+        if core.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(core)
+    }
+
+    /// Grants a lease of `ttl` with a new id: one above the highest id ever issued in this
+    /// database, so ids are never reused. A `ttl` below the minimum is raised to it.
+    ///
+    /// # Errors
+    /// [`Error::TtlOutOfRange`] above the maximum TTL, [`Error::LeaseIdsExhausted`] once
+    /// `i64::MAX` has been issued, [`Error::Storage`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let a = lessor.grant(Duration::from_secs(10))?;
+    /// let b = lessor.grant(Duration::from_secs(10))?;
+    /// assert!(b.id > a.id);
+    /// assert_eq!(a.ttl, Duration::from_secs(10));
+    /// # Ok(()) }
+    /// ```
+    pub fn grant(&self, ttl: Duration) -> Result<Lease> {
+        self.core()?.grant(None, ttl)
+    }
+
+    /// Grants a lease with the id of the caller's choice.
+    ///
+    /// An id whose lease has expired but not yet been revoked is revoked (its keys deleted, as
+    /// expiry would) and granted afresh in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExists`] if the id belongs to a live lease, [`Error::TtlOutOfRange`],
+    /// [`Error::Storage`], [`Error::Closed`].
+    pub fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease> {
+        self.core()?.grant(Some(id), ttl)
+    }
+
+    /// Renews a lease once: its deadline becomes now + its TTL. Returns the TTL.
+    ///
+    /// This is the hot path: it does no I/O and takes no exclusive lock. Renewals are not written
+    /// to disk; after a restart every lease gets its full TTL again anyway.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease was never granted, was revoked, or has expired (a
+    /// lease is dead the instant its deadline passes, even before the ticker revokes it);
+    /// [`Error::Closed`].
+    pub fn renew(&self, id: LeaseId) -> Result<Duration> {
+        let core = self.core()?;
+        let now = core.now();
+        core.table
+            .renew(id, now)
+            .map(Duration::from_nanos)
+            .ok_or(Error::LeaseNotFound(id))
+    }
+
+    /// Revokes a lease: deletes it and every key attached to it, in one transaction. Returns the
+    /// revision after the revocation (advanced by one if any key was deleted).
+    ///
+    /// A lease that has expired but not yet been revoked can still be revoked this way.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if there is no such lease, [`Error::Storage`] (the lease then
+    /// stays as it was), [`Error::Closed`].
+    pub fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        self.core()?.revoke(id)
+    }
+
+    /// Revokes every lease whose deadline has passed, in deadline order (ties by id), in batches
+    /// of [`Builder::expiry_batch_size`] per transaction. Returns the revoked ids in that order.
+    /// This is what the ticker does; call it yourself when built with `ticker(false)`.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if a batch fails to commit: the batch's leases stay dead (renew refuses
+    /// them) and are revoked first at the next call. [`Error::Closed`].
+    pub fn revoke_expired(&self) -> Result<Vec<LeaseId>> {
+        let core = self.core()?;
+        let mut all = Vec::new();
+        loop {
+            let batch = core.expire_batch()?;
+            let done = batch.len() < core.config.expiry_batch;
+            all.extend(batch);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// What is known of a live lease: its granted TTL, the time it has left, and its keys.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if it is not alive, [`Error::Storage`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(60))?;
+    /// lessor.put_with_lease("/workers/7", "up", lease.id)?;
+    /// let info = lessor.time_to_live(lease.id)?;
+    /// assert_eq!(info.granted_ttl, Duration::from_secs(60));
+    /// assert!(info.remaining <= Duration::from_secs(60));
+    /// assert_eq!(info.keys, vec![b"/workers/7".to_vec()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+        let core = self.core()?;
+        core.read(|read| {
+            let now = core.now();
+            let (ttl, deadline) = core.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
+            Ok(LeaseInfo {
+                id,
+                granted_ttl: Duration::from_nanos(ttl),
+                remaining: Duration::from_nanos(deadline - now),
+                keys: store::lease_keys(read, id)?,
+            })
+        })
+    }
+
+    /// Ids of the live leases, ascending. Empty once closed.
+    pub fn leases(&self) -> Vec<LeaseId> {
+        match self.core() {
+            Ok(core) => core.table.alive_ids(core.now()),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Writes `key = value` attached to lease `id`: the key is deleted when the lease ends.
+    /// Returns the new revision. A key attached to another lease moves to this one.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease is not alive; [`Error::InvalidKey`],
+    /// [`Error::KeyTooLarge`], [`Error::ValueTooLarge`], [`Error::Storage`], [`Error::Closed`].
+    pub fn put_with_lease(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        id: LeaseId,
+    ) -> Result<Revision> {
+        self.core()?.put(key.as_ref(), value.as_ref(), Some(id))
+    }
+
+    /// Writes `key = value` with no lease: the key stays until deleted. As in etcd, a key that
+    /// was attached to a lease is detached from it. Returns the new revision.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`],
+    /// [`Error::Storage`], [`Error::Closed`].
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<Revision> {
+        self.core()?.put(key.as_ref(), value.as_ref(), None)
+    }
+
+    /// Reads one key.
+    ///
+    /// Keys of a lease that has expired but that the ticker has not revoked yet are still
+    /// returned (as in etcd); they go within milliseconds when the ticker runs.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>> {
+        self.core()?.read(|read| store::get(read, key.as_ref()))
+    }
+
+    /// Reads every key that starts with `prefix`, in key order (`""` reads them all).
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// lessor.put("/cron/b", "2")?;
+    /// lessor.put("/cron/a", "1")?;
+    /// lessor.put("/other", "3")?;
+    /// let keys: Vec<_> = lessor.range("/cron/")?.into_iter().map(|kv| kv.key).collect();
+    /// assert_eq!(keys, vec![b"/cron/a".to_vec(), b"/cron/b".to_vec()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn range(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>> {
+        self.core()?
+            .read(|read| store::range(read, prefix.as_ref()))
+    }
+
+    /// Deletes a key (detaching it from its lease). Returns whether it existed; deleting a key
+    /// advances the revision, deleting a missing one does not.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`], [`Error::KeyTooLarge`], [`Error::Storage`], [`Error::Closed`].
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.core()?.delete(key.as_ref())
+    }
+
+    /// Attaches existing keys to lease `id`, moving any that belong to another lease. All or
+    /// nothing. Values and revisions are unchanged.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease is not alive, [`Error::KeyNotFound`] if a key does
+    /// not exist (nothing is attached then), [`Error::InvalidKey`], [`Error::KeyTooLarge`],
+    /// [`Error::Storage`], [`Error::Closed`].
+    pub fn attach<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<()> {
+        self.core()?.attach_or_detach(id, keys, true)
+    }
+
+    /// Detaches keys from lease `id`: they stay, attached to no lease. All or nothing.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease is not alive, [`Error::KeyNotFound`],
+    /// [`Error::KeyNotAttached`] if a key is not attached to this lease, [`Error::InvalidKey`],
+    /// [`Error::KeyTooLarge`], [`Error::Storage`], [`Error::Closed`].
+    pub fn detach<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<()> {
+        self.core()?.attach_or_detach(id, keys, false)
+    }
+
+    /// The database's current revision.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn revision(&self) -> Result<Revision> {
+        Ok(Revision(self.core()?.writer.lock().counters.revision))
+    }
+
+    /// Checks the whole database: every attachment is two-sided (key and lease index agree),
+    /// every key's lease exists, every record decodes, the counters are not behind the data, and
+    /// the leases in memory are exactly those in the file.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] listing every problem found; [`Error::Storage`], [`Error::Closed`].
+    pub fn verify(&self) -> Result<()> {
+        let core = self.core()?;
+        let guard = core.store.read();
+        let db = guard.as_ref().ok_or(Error::Closed)?;
+        // Holding the writer keeps memory and file still while they are compared.
+        let w = core.writer.lock();
+        let read = db.begin_read()?;
+        let mut problems = store::verify(&read)?;
+        let on_disk: Vec<LeaseId> = store::load_leases(db)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let in_memory = core.table.all_ids();
+        if on_disk != in_memory {
+            problems.push(format!(
+                "leases in memory ({}) differ from leases in the file ({})",
+                in_memory.len(),
+                on_disk.len()
+            ));
+        }
+        if w.counters.max_lease_id < on_disk.last().map_or(0, |id| id.get()) {
+            problems.push("the lease-id high-water mark is below a stored lease".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Corrupted(problems.join("; ")))
+        }
+    }
+
+    /// The ticker's health: whether it runs, and how many expiry batches failed.
+    pub fn health(&self) -> Health {
+        let core = &self.handle.core;
+        Health {
+            ticker_running: self
+                .handle
+                .ticker
+                .lock()
+                .as_ref()
+                .is_some_and(|t| !t.is_finished()),
+            ticker_failures: core.ticker_failures.0.load(Ordering::Relaxed),
+            last_ticker_error: core.ticker_last_error.lock().clone(),
+        }
+    }
+
+    /// Closes the lessor: stops and joins the ticker, revokes what has already expired (so that
+    /// a clean close never gives an expired lease a new TTL at the next open), and closes the
+    /// file. Calls in flight finish first; later calls get [`Error::Closed`]. Calling it again
+    /// does nothing. Dropping the last clone closes too, ignoring errors.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the final expiry could not be committed (those leases are then
+    /// restored, with a full TTL, at the next open).
+    pub fn close(&self) -> Result<()> {
+        self.handle.close()
+    }
+}
+
+impl Handle {
+    fn close(&self) -> Result<()> {
+        let core = &*self.core;
+        if core.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(ticker) = self.ticker.lock().take() {
+            ticker.stop();
+        }
+        let reaped = loop {
+            match core.expire_batch() {
+                Ok(batch) if batch.len() >= core.config.expiry_batch => {}
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let db = core.store.write().take();
+        let _writer = core.writer.lock(); // a call that committed last finishes its memory update
+        core.table.clear();
+        *core.queue.lock() = ExpiryQueue::new();
+        drop(db);
+        reaped
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
+
+impl Core {
+    /// The clock, in nanoseconds.
+    pub(crate) fn now(&self) -> u64 {
+        now_nanos(&*self.config.clock)
+    }
+
+    /// Runs `f` on a read transaction.
+    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+        let guard = self.store.read();
+        let db = guard.as_ref().ok_or(Error::Closed)?;
+        f(&db.begin_read()?)
+    }
+
+    /// Runs `f` in a write transaction and commits it. `f` gets the tables and a copy of the
+    /// counters to advance; they are kept only if the commit succeeds. Returns the writer, still
+    /// locked, so that the caller updates memory (or undoes a claim) before anyone else writes.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut Writer, &mut Tables<'_>, &mut Counters) -> Result<T>,
+    ) -> (MutexGuard<'_, Writer>, Result<T>) {
+        let guard = self.store.read();
+        let mut w = self.writer.lock();
+        let result = match guard.as_ref() {
+            Some(db) => commit_with(db, &mut w, f),
+            None => Err(Error::Closed),
+        };
+        (w, result)
+    }
+
+    fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
+        let ttl = self.config.effective_ttl(ttl)?;
+        // Set when `want` names a dead lease not yet revoked, which this grant revokes.
+        let mut replaced = None;
+        let (mut w, result) = self.write(|_, tables, counters| {
+            let id = match want {
+                Some(id) => id,
+                None => LeaseId::new(counters.max_lease_id.saturating_add(1))
+                    .ok_or(Error::LeaseIdsExhausted)?,
+            };
+            if self.table.contains(id) {
+                if self.table.alive(id, self.now()).is_some() {
+                    return Err(Error::LeaseExists(id));
+                }
+                self.table.claim(id);
+                replaced = Some(id);
+                if !tables.revoke(id)?.is_empty() {
+                    counters.revision += 1;
+                }
+            } else if tables.lease_exists(id)? {
+                return Err(Error::Corrupted(format!(
+                    "lease {id} is in the file but not in memory"
+                )));
+            }
+            let record = LeaseRecord {
+                ttl_nanos: ttl,
+                granted_revision: counters.revision,
+            };
+            tables.insert_lease(id, &record)?;
+            counters.max_lease_id = counters.max_lease_id.max(id.get());
+            Ok(id)
+        });
+        let id = match result {
+            Ok(id) => id,
+            Err(e) => {
+                // A dead lease claimed here stays dead; the expiry path revokes it later.
+                if let Some(dead) = replaced.filter(|d| !w.retry.contains(d)) {
+                    w.retry.push(dead);
+                }
+                return Err(e);
+            }
+        };
+        w.retry.retain(|&r| Some(r) != replaced);
+        // The TTL runs from the commit, so the fsync does not eat into it.
+        let deadline = deadline_after(self.now(), ttl);
+        self.table.insert(id, ttl, deadline);
+        self.queue.lock().push(deadline, id);
+        let revision = Revision(w.counters.revision);
+        drop(w);
+        self.wake_ticker(deadline);
+        Ok(Lease {
+            id,
+            ttl: Duration::from_nanos(ttl),
+            revision,
+        })
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
+        self.config.check_key(key)?;
+        self.config.check_value(value)?;
+        let (w, result) = self.write(|_, tables, counters| {
+            if let Some(id) = lease {
+                self.check_alive(id)?;
+            }
+            counters.revision += 1;
+            tables.put(key, value, lease, counters.revision)
+        });
+        result.map(|()| Revision(w.counters.revision))
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        self.config.check_key(key)?;
+        let (_, result) = self.write(|_, tables, counters| {
+            let existed = tables.delete(key)?;
+            if existed {
+                counters.revision += 1;
+            }
+            Ok(existed)
+        });
+        result
+    }
+
+    fn attach_or_detach<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+        attach: bool,
+    ) -> Result<()> {
+        let keys: Vec<K> = keys.into_iter().collect();
+        for k in &keys {
+            self.config.check_key(k.as_ref())?;
+        }
+        let (_, result) = self.write(|_, tables, _| {
+            self.check_alive(id)?;
+            for k in &keys {
+                if attach {
+                    tables.attach(id, k.as_ref())?;
+                } else {
+                    tables.detach(id, k.as_ref())?;
+                }
+            }
+            Ok(())
+        });
+        result
+    }
+
+    fn check_alive(&self, id: LeaseId) -> Result<()> {
+        match self.table.alive(id, self.now()) {
+            Some(_) => Ok(()),
+            None => Err(Error::LeaseNotFound(id)),
+        }
+    }
+
+    fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        let mut claimed = None;
+        let (mut w, result) = self.write(|w, tables, counters| {
+            claimed = self.table.claim(id);
+            // Unclaimed: unknown, or claimed by an expiry batch that failed to commit.
+            if claimed.is_none() && !w.retry.contains(&id) {
+                return Err(Error::LeaseNotFound(id));
+            }
+            if !tables.revoke(id)?.is_empty() {
+                counters.revision += 1;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            if let Some(deadline) = claimed {
+                self.table.restore(id, deadline);
+            }
+            return Err(e);
+        }
+        w.retry.retain(|&r| r != id);
+        self.table.remove(id);
+        self.compact_queue();
+        Ok(Revision(w.counters.revision))
+    }
+
+    /// Revokes up to one batch of expired leases in one transaction; returns their ids in
+    /// deadline order. Leases of a batch that failed to commit stay claimed (dead to callers)
+    /// and go first at the next attempt.
+    pub(crate) fn expire_batch(&self) -> Result<Vec<LeaseId>> {
+        let mut batch = Vec::new();
+        let (mut w, result) = self.write(|w, tables, counters| {
+            let now = self.now().max(w.high_water);
+            w.high_water = now;
+            batch = std::mem::take(&mut w.retry);
+            let room = self.config.expiry_batch.saturating_sub(batch.len());
+            let due = self.queue.lock().pop_due(now, room, |id, queued| {
+                self.table.check_due(id, queued, now)
+            });
+            batch.extend(due.into_iter().map(|(id, _)| id));
+            for &id in &batch {
+                if !tables.revoke(id)?.is_empty() {
+                    counters.revision += 1;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                for &id in &batch {
+                    self.table.remove(id);
+                }
+                Ok(batch)
+            }
+            Err(e) => {
+                batch.append(&mut w.retry);
+                w.retry = batch;
+                Err(e)
+            }
+        }
+    }
+
+    /// The earliest deadline the ticker must act on, if any lease is queued or a retry waits.
+    pub(crate) fn next_deadline(&self) -> Option<u64> {
+        self.queue.lock().next_deadline()
+    }
+
+    /// Wakes the ticker if `deadline` is earlier than the one it sleeps until.
+    fn wake_ticker(&self, deadline: u64) {
+        if let Some(tx) = &self.ticker_wake
+            && deadline < self.ticker_sleeps_until.0.load(Ordering::Acquire)
+        {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// Drops queue entries of revoked leases once they outnumber the live ones.
+    fn compact_queue(&self) {
+        let mut q = self.queue.lock();
+        let live = self.table.len();
+        if q.len() > 2 * live + 1024 {
+            q.retain(|id, queued| self.table.queued_at(id) == Some(queued));
+        }
+    }
+}
+
+/// Opens a write transaction on `db`, runs `f`, stores the counters and commits; the counters
+/// in `w` advance only when the commit succeeds.
+fn commit_with<T>(
+    db: &Database,
+    w: &mut Writer,
+    f: impl FnOnce(&mut Writer, &mut Tables<'_>, &mut Counters) -> Result<T>,
+) -> Result<T> {
+    let txn = db.begin_write()?;
+    let mut counters = w.counters;
+    let out = {
+        let mut tables = Tables::open(&txn)?;
+        let out = f(w, &mut tables, &mut counters)?;
+        tables.set_counters(counters)?;
+        out
+    };
+    txn.commit()?;
+    w.counters = counters;
+    Ok(out)
+}
+
+impl fmt::Debug for Lessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let core = &self.handle.core;
+        f.debug_struct("Lessor")
+            .field("path", &core.path)
+            .field("closed", &core.closed.load(Ordering::Relaxed))
+            .field("leases", &core.table.len())
+            .finish()
+    }
+}

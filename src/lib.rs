@@ -1,0 +1,81 @@
+//! An embedded, in-process lease engine: what etcd's lease subsystem gives a cluster, in one
+//! process and one [redb](https://docs.rs/redb) file.
+//!
+//! A *lease* is a promise that expires: it is granted with a TTL, kept alive by renewing it, and
+//! ends when it is revoked or when a TTL passes without a renewal. Keys of the embedded key-value
+//! store can be *attached* to a lease; when the lease ends, its keys are deleted with it, in one
+//! transaction. That is the building block of sessions, locks with a TTL, service registries and
+//! worker heartbeats: a holder that crashes stops renewing, and what it held disappears.
+//!
+//! ```
+//! use std::time::Duration;
+//! use lessor::Lessor;
+//!
+//! # fn main() -> lessor::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("data.redb");
+//! let lessor = Lessor::open(&path)?;                       // a background ticker runs expiry
+//! let lease = lessor.grant(Duration::from_secs(10))?;
+//! let rev = lessor.put_with_lease("/cron/lock/job1", "10001", lease.id)?;
+//! println!("put at revision {rev}");
+//!
+//! lessor.renew(lease.id)?;                                 // 10 s more, no disk write
+//! let info = lessor.time_to_live(lease.id)?;
+//! assert_eq!(info.keys, vec![b"/cron/lock/job1".to_vec()]);
+//!
+//! lessor.revoke(lease.id)?;                                // the key goes with it
+//! assert!(lessor.get("/cron/lock/job1")?.is_none());
+//! # Ok(()) }
+//! ```
+//!
+//! # Concepts
+//! - **Lease** ([`LeaseId`], [`Lease`]): granted with a TTL between the lessor's minimum (shorter
+//!   TTLs are raised to it) and maximum. It is dead the instant its deadline passes: `renew`,
+//!   `time_to_live`, `attach` and `put_with_lease` refuse it with [`Error::LeaseNotFound`] even
+//!   before the ticker has revoked it, and a lease that has been refused is never resurrected.
+//! - **Renew**: moves the deadline to now + TTL. It happens in memory only, without exclusive
+//!   locks, in tens of nanoseconds.
+//! - **Revision** ([`Revision`]): one counter for the whole database, advanced by every put,
+//!   every delete, and every revocation that deletes keys.
+//! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
+//!   expired leases in deadline order, many per transaction. [`Lessor::revoke_expired`] does the
+//!   same on demand.
+//! - **Restart**: leases, keys and the revision survive a restart. As in etcd, each lease gets its
+//!   full TTL again when the database is reopened.
+//! - **Time** comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests.
+//!
+//! # Threads and durability
+//! [`Lessor::open`] starts one thread, `lessor-ticker`, joined by [`Lessor::close`] (or by dropping
+//! the last handle). Every mutating call (grant, put, delete, attach, detach, revoke) is one redb
+//! transaction, fsynced before the call returns. Renewals are not written: after a restart every
+//! lease starts a fresh TTL anyway.
+//!
+//! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.
+
+mod builder;
+mod clock;
+mod error;
+mod expiry;
+mod lease;
+mod lease_table;
+mod lessor;
+mod record;
+mod recovery;
+mod store;
+mod ticker;
+
+pub use crate::builder::{Builder, MAX_TTL};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::error::{Error, Result};
+pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision};
+pub use crate::lessor::{Health, Lessor};
+
+/// Entry points for the fuzz targets in `fuzz/`; not part of the API.
+#[doc(hidden)]
+pub mod __fuzz {
+    /// Decodes arbitrary bytes as every record type; `Err` names a record that decodes but
+    /// does not survive re-encoding. Must never panic.
+    pub fn records(bytes: &[u8]) -> Result<(), String> {
+        crate::record::check_roundtrip(bytes)
+    }
+}

@@ -1,0 +1,104 @@
+//! The ticker: a background thread that revokes leases as they expire.
+//!
+//! # Implementation
+//!
+//! The thread (`lessor-ticker`) loops: revoke every batch that is due, then sleep until the
+//! earliest queued deadline. It publishes that deadline in `Core::ticker_sleeps_until` before
+//! sleeping (and `u64::MAX` while awake), so a grant that queues an earlier deadline sends it a
+//! wake-up; a [`ManualClock`](crate::ManualClock) wakes it at every advance. There is no fixed
+//! polling interval: an idle lessor's ticker sleeps until the next deadline.
+//!
+//! A batch that fails to commit is retried after a backoff (10 ms doubling to 1 s); the failure
+//! is counted in [`Lessor::health`](crate::Lessor::health). The thread never exits on an error,
+//! only when its stop channel closes; `close` then joins it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, never, select};
+
+use crate::lessor::Core;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The running ticker thread.
+pub(crate) struct Ticker {
+    /// Dropping it tells the thread to stop.
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Ticker {
+    /// Starts the thread; `wake` receives a message when a grant queues an earlier deadline.
+    pub(crate) fn spawn(core: Arc<Core>, wake: Receiver<()>) -> std::io::Result<Ticker> {
+        let (stop, stop_rx) = crossbeam_channel::bounded(0);
+        let thread = std::thread::Builder::new()
+            .name("lessor-ticker".into())
+            .spawn(move || run(&core, &wake, &stop_rx))?;
+        Ok(Ticker { stop, thread })
+    }
+
+    /// Stops the thread and waits for it to finish its current batch.
+    pub(crate) fn stop(self) {
+        drop(self.stop);
+        let _ = self.thread.join();
+    }
+
+    /// Whether the thread has ended (only after `stop`, or a bug).
+    pub(crate) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}
+
+fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
+    let jumps = core.config.clock.jumps().unwrap_or_else(never);
+    let mut backoff: Option<Duration> = None;
+    loop {
+        core.ticker_sleeps_until
+            .0
+            .store(u64::MAX, Ordering::Release);
+        // Revoke batch after batch until nothing is due (or a batch fails).
+        let failed = loop {
+            match core.expire_batch() {
+                Ok(batch) if batch.len() >= core.config.expiry_batch => continue,
+                Ok(_) => break false,
+                Err(e) => {
+                    core.ticker_failures.0.fetch_add(1, Ordering::Relaxed);
+                    *core.ticker_last_error.lock() = Some(e.to_string());
+                    break true;
+                }
+            }
+        };
+        let now = core.now();
+        let wait = if failed {
+            let b = backoff.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
+            backoff = Some(b);
+            let retry_at = now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
+            core.ticker_sleeps_until
+                .0
+                .store(retry_at, Ordering::Release);
+            Some(b)
+        } else {
+            backoff = None;
+            core.next_deadline().map(|deadline| {
+                core.ticker_sleeps_until
+                    .0
+                    .store(deadline, Ordering::Release);
+                Duration::from_nanos(deadline.saturating_sub(now))
+            })
+        };
+        let timeout = match wait {
+            Some(w) => crossbeam_channel::after(w),
+            None => never(),
+        };
+        select! {
+            recv(stop) -> _ => return,
+            recv(wake) -> _ => {}
+            recv(jumps) -> _ => {}
+            recv(timeout) -> _ => {}
+        }
+    }
+}
