@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
+use crate::recovery;
 
 /// etcd's largest TTL (`MaxLeaseTTL`), and ours: 9,000,000,000 s, about 285 years.
 pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
@@ -180,7 +181,9 @@ impl Builder {
     /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Lessor> {
         self.validate()?;
-        Lessor::open_with(self.config, Some(path.as_ref()))
+        let path = path.as_ref();
+        let db = recovery::open_file(path, &self.config)?;
+        Lessor::open_with(self.config, db, Some(path))
     }
 
     /// Opens a lessor whose database lives only in memory: nothing survives the process, and
@@ -189,8 +192,19 @@ impl Builder {
     /// # Errors
     /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`.
     pub fn open_in_memory(self) -> Result<Lessor> {
+        self.open_with_backend(redb::backends::InMemoryBackend::new())
+    }
+
+    /// Opens a lessor on any redb [`StorageBackend`](redb::StorageBackend): a file of your own
+    /// opening, an encrypted or remote store, or a test backend that injects faults. The backend
+    /// provides (or not) the file locking that makes [`Error::AlreadyOpen`] possible.
+    ///
+    /// # Errors
+    /// As [`Builder::open`], but for [`Error::Io`].
+    pub fn open_with_backend(self, backend: impl redb::StorageBackend) -> Result<Lessor> {
         self.validate()?;
-        Lessor::open_with(self.config, None)
+        let db = recovery::open_backend(backend, &self.config)?;
+        Lessor::open_with(self.config, db, None)
     }
 
     fn validate(&self) -> Result<()> {

@@ -100,9 +100,10 @@ pub enum Error {
     #[error("database corrupted: {0}")]
     Corrupted(String),
 
-    /// The file is a redb database written by something other than `lessor`.
-    #[error("not a lessor database: it holds tables but no lessor metadata")]
-    NotLessorDatabase,
+    /// The file is not a `lessor` database: not a redb file at all, or a redb database written by
+    /// something else. It is left untouched.
+    #[error("not a lessor database: {0}")]
+    NotLessorDatabase(String),
 
     /// The file was written by a newer `lessor` whose format this version cannot read.
     #[error("incompatible database format {found}: this version reads format {supported}")]

@@ -6,9 +6,10 @@
 //! A binary min-heap of `(deadline, id)`. Renew does not touch it: a renewal only moves the
 //! lease's deadline in the [`LeaseTable`](crate::lease_table::LeaseTable). When an entry comes
 //! due, the table says whether the lease was renewed meanwhile (the entry goes back in at the new
-//! deadline), expired (it is claimed and returned), or is gone (the entry is dropped). So each
-//! live lease has exactly one entry, whose deadline is at most the lease's real deadline, and
-//! popping in heap order yields expired leases in deadline order, ties broken by id.
+//! deadline, even if that has passed too), expired (it is claimed and returned), or is gone (the
+//! entry is dropped). So each live lease has exactly one entry, whose deadline is at most the
+//! lease's real deadline, and a lease is claimed only from an entry at its real deadline: popping
+//! in heap order yields expired leases in deadline order, ties broken by id.
 //!
 //! Entries of leases that were revoked stay until they come due or until [`retain`] drops them;
 //! the lessor calls it when stale entries outnumber live ones.

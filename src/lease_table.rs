@@ -181,21 +181,27 @@ impl LeaseTable {
         if slot.queued.load(Ordering::Relaxed) != queued {
             return Due::Stale; // an entry of an earlier lease with this id
         }
-        let mut cur = slot.deadline.load(Ordering::Acquire);
-        loop {
-            if cur == DEAD {
-                return Due::Stale;
-            }
-            if cur > now {
-                slot.queued.store(cur, Ordering::Relaxed);
-                return Due::Requeue(cur);
-            }
-            match slot
-                .deadline
-                .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return Due::Claimed,
-                Err(actual) => cur = actual,
+        let cur = slot.deadline.load(Ordering::Acquire);
+        if cur == DEAD {
+            return Due::Stale;
+        }
+        if cur != queued || cur > now {
+            // Renewed since it was queued (deadlines only grow). Re-queue it at its real deadline
+            // even if that has passed too: claiming it now would revoke it ahead of leases whose
+            // deadlines fall between the two.
+            slot.queued.store(cur, Ordering::Relaxed);
+            return Due::Requeue(cur);
+        }
+        // Not renewed since queued, and due. A renew racing us either lands first (and we
+        // re-queue) or finds DEAD.
+        match slot
+            .deadline
+            .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => Due::Claimed,
+            Err(renewed) => {
+                slot.queued.store(renewed, Ordering::Relaxed);
+                Due::Requeue(renewed)
             }
         }
     }
@@ -278,6 +284,11 @@ mod tests {
         t.insert(id(1), 10, 10);
         t.renew(id(1), 5); // deadline 15, still queued at 10
         assert_eq!(t.check_due(id(1), 10, 10), Due::Requeue(15));
+        // renewed and expired again: still re-queued, so that expiry stays in deadline order
+        t.insert(id(2), 10, 10);
+        t.renew(id(2), 5);
+        assert_eq!(t.check_due(id(2), 10, 99), Due::Requeue(15));
+        assert_eq!(t.check_due(id(2), 15, 99), Due::Claimed);
         assert_eq!(t.check_due(id(1), 10, 15), Due::Stale); // old entry
         assert_eq!(t.check_due(id(1), 15, 15), Due::Claimed);
         assert_eq!(t.check_due(id(1), 15, 15), Due::Stale); // already claimed

@@ -157,8 +157,7 @@ impl Lessor {
         Builder::new()
     }
 
-    pub(crate) fn open_with(config: Config, path: Option<&Path>) -> Result<Lessor> {
-        let db = recovery::open_database(path, &config)?;
+    pub(crate) fn open_with(config: Config, db: Database, path: Option<&Path>) -> Result<Lessor> {
         let recovered = recovery::recover(&db, now_nanos(&*config.clock))?;
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let core = Arc::new(Core {

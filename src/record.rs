@@ -126,7 +126,9 @@ mod tests {
 /// that decodes to the same value. For the `records` fuzz target; never panics.
 pub(crate) fn check_roundtrip(bytes: &[u8]) -> std::result::Result<(), String> {
     if let Ok(r) = LeaseRecord::decode(bytes) {
-        let again = r.encode().and_then(|b| LeaseRecord::decode(&b).map(|x| x == r));
+        let again = r
+            .encode()
+            .and_then(|b| LeaseRecord::decode(&b).map(|x| x == r));
         if !matches!(again, Ok(true)) {
             return Err(format!("lease record {r:?} does not round-trip"));
         }

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use redb::{Database, DatabaseError, StorageError};
+use redb::{Database, DatabaseError, StorageBackend, StorageError};
 
 use crate::builder::Config;
 use crate::error::{Error, Result};
@@ -23,13 +23,15 @@ pub(crate) struct Recovered {
     pub queue: ExpiryQueue,
 }
 
-/// Opens (or creates) the redb database at `path`, or an in-memory one.
-pub(crate) fn open_database(path: Option<&Path>, config: &Config) -> Result<Database> {
+/// redb's settings for a lessor's database.
+fn redb_builder(config: &Config) -> redb::Builder {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(config.check_integrity_on_open);
-    let Some(path) = path else {
-        return Ok(builder.create_with_backend(redb::backends::InMemoryBackend::new())?);
-    };
+    builder
+}
+
+/// Opens (or creates) the redb database file at `path`.
+pub(crate) fn open_file(path: &Path, config: &Config) -> Result<Database> {
     if path.is_dir() {
         return Err(Error::Io {
             path: path.to_path_buf(),
@@ -39,13 +41,29 @@ pub(crate) fn open_database(path: Option<&Path>, config: &Config) -> Result<Data
             ),
         });
     }
-    builder.create(path).map_err(|e| match e {
+    redb_builder(config).create(path).map_err(|e| match e {
+        // redb reports a file without its magic number as invalid data.
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Error::NotLessorDatabase(source.to_string())
+        }
+        DatabaseError::Storage(StorageError::Io(source))
+            if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+        {
+            Error::Corrupted(format!("the file is truncated ({source})"))
+        }
         DatabaseError::Storage(StorageError::Io(source)) => Error::Io {
             path: path.to_path_buf(),
             source,
         },
         other => Error::from(other),
     })
+}
+
+/// Opens (or creates) a database on any redb storage backend.
+pub(crate) fn open_backend(backend: impl StorageBackend, config: &Config) -> Result<Database> {
+    Ok(redb_builder(config).create_with_backend(backend)?)
 }
 
 /// Checks the format (initialising an empty database) and rebuilds the lease table and the

@@ -61,7 +61,9 @@ pub(crate) fn init(db: &Database) -> Result<Counters> {
         }
     }
     if !has_meta && has_other {
-        return Err(Error::NotLessorDatabase);
+        return Err(Error::NotLessorDatabase(
+            "a redb database whose tables are not lessor's".into(),
+        ));
     }
     if has_meta {
         let meta = read.open_table(META)?;

@@ -1,0 +1,112 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use lessor::{LeaseId, Lessor, ManualClock};
+
+/// A lease id from a literal.
+pub fn id(n: u64) -> LeaseId {
+    LeaseId::new(n).expect("test ids are valid")
+}
+
+/// A temporary folder holding one database path, removed when dropped.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+pub fn test_dir() -> TestDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lessor.redb");
+    TestDir { dir, path }
+}
+
+/// A lessor on `path` driven by `clock`, without a ticker: tests call `revoke_expired`.
+pub fn manual_at(path: &std::path::Path, clock: &ManualClock) -> Lessor {
+    Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .open(path)
+        .unwrap()
+}
+
+/// A fresh database with a manual clock and no ticker.
+pub fn manual() -> (Lessor, ManualClock, TestDir) {
+    let dir = test_dir();
+    let clock = ManualClock::new();
+    let lessor = manual_at(&dir.path, &clock);
+    (lessor, clock, dir)
+}
+
+pub fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Polls `cond` until it holds or `limit` of real time passes. For waiting on another thread
+/// (the ticker) to act, never for waiting on a TTL: tests move a manual clock for that.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
+
+/// A disk in memory that outlives the lessors opened on it, so tests can close and reopen a
+/// database without paying an fsync per commit. Clones share the same bytes.
+#[derive(Clone, Debug, Default)]
+pub struct MemDisk(std::sync::Arc<parking_lot::RwLock<Vec<u8>>>);
+
+impl MemDisk {
+    pub fn new() -> MemDisk {
+        MemDisk::default()
+    }
+
+    /// Opens a lessor on this disk with a manual clock and no ticker.
+    pub fn open(&self, clock: &ManualClock) -> lessor::Result<Lessor> {
+        Lessor::builder()
+            .clock(clock.clone())
+            .ticker(false)
+            .open_with_backend(self.clone())
+    }
+}
+
+impl redb::StorageBackend for MemDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        Ok(self.0.read().len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        let data = self.0.read();
+        let start = offset as usize;
+        let src = data
+            .get(start..start + out.len())
+            .ok_or_else(|| std::io::Error::other("read past the end"))?;
+        out.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.write().resize(len as usize, 0);
+        Ok(())
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let mut disk = self.0.write();
+        let start = offset as usize;
+        if disk.len() < start + data.len() {
+            return Err(std::io::Error::other("write past the end"));
+        }
+        disk[start..start + data.len()].copy_from_slice(data);
+        Ok(())
+    }
+}
