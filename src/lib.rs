@@ -79,3 +79,8 @@ pub mod __fuzz {
         crate::record::check_roundtrip(bytes)
     }
 }
+
+/// The README's code blocks, run as doctests so that the README stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
