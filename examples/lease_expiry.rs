@@ -68,7 +68,10 @@ fn run(args: Args) -> lessor::Result<()> {
     loop {
         match lessor.get(KEY)? {
             None => {
-                println!("key expired ({:.1}s after the put)", start.elapsed().as_secs_f64());
+                println!(
+                    "key expired ({:.1}s after the put)",
+                    start.elapsed().as_secs_f64()
+                );
                 break;
             }
             Some(kv) => {

@@ -87,6 +87,14 @@ struct Handle {
 #[repr(align(128))]
 pub(crate) struct Padded<T>(pub T);
 
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// State shared by every handle and the ticker thread; see the module docs.
 pub(crate) struct Core {
     pub(crate) config: Config,
@@ -96,12 +104,14 @@ pub(crate) struct Core {
     closed: AtomicBool,
     /// Live leases; the renew path.
     table: LeaseTable,
+    // The three locks below are written by every read or mutation; padding keeps them off the
+    // cache lines renew reads (`closed`, `config.clock`, `table`).
     /// The database; `None` once closed.
-    store: RwLock<Option<Database>>,
+    store: Padded<RwLock<Option<Database>>>,
     /// Serialises mutations and guards their bookkeeping.
-    writer: Mutex<Writer>,
+    writer: Padded<Mutex<Writer>>,
     /// One entry per live lease, by deadline.
-    queue: Mutex<ExpiryQueue>,
+    queue: Padded<Mutex<ExpiryQueue>>,
     /// Wakes the ticker when a grant creates a deadline earlier than the one it sleeps until.
     ticker_wake: Option<Sender<()>>,
     /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
@@ -164,13 +174,13 @@ impl Lessor {
             path: path.map(Path::to_path_buf),
             closed: AtomicBool::new(false),
             table: recovered.table,
-            store: RwLock::new(Some(db)),
-            writer: Mutex::new(Writer {
+            store: Padded(RwLock::new(Some(db))),
+            writer: Padded(Mutex::new(Writer {
                 counters: recovered.counters,
                 retry: Vec::new(),
                 high_water: 0,
-            }),
-            queue: Mutex::new(recovered.queue),
+            })),
+            queue: Padded(Mutex::new(recovered.queue)),
             ticker_wake: config.ticker.then_some(wake_tx),
             ticker_sleeps_until: Padded(AtomicU64::new(u64::MAX)),
             ticker_failures: Padded(AtomicU64::new(0)),
@@ -476,7 +486,7 @@ impl Lessor {
                 .lock()
                 .as_ref()
                 .is_some_and(|t| !t.is_finished()),
-            ticker_failures: core.ticker_failures.0.load(Ordering::Relaxed),
+            ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
             last_ticker_error: core.ticker_last_error.lock().clone(),
         }
     }
@@ -736,7 +746,7 @@ impl Core {
     /// Wakes the ticker if `deadline` is earlier than the one it sleeps until.
     fn wake_ticker(&self, deadline: u64) {
         if let Some(tx) = &self.ticker_wake
-            && deadline < self.ticker_sleeps_until.0.load(Ordering::Acquire)
+            && deadline < self.ticker_sleeps_until.load(Ordering::Acquire)
         {
             let _ = tx.try_send(());
         }

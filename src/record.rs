@@ -73,6 +73,26 @@ impl<'a> KvRecord<'a> {
     }
 }
 
+/// Decodes `bytes` as each record type and checks that whatever decodes re-encodes to a record
+/// that decodes to the same value. For the `records` fuzz target; never panics.
+pub(crate) fn check_roundtrip(bytes: &[u8]) -> std::result::Result<(), String> {
+    if let Ok(r) = LeaseRecord::decode(bytes) {
+        let again = r
+            .encode()
+            .and_then(|b| LeaseRecord::decode(&b).map(|x| x == r));
+        if !matches!(again, Ok(true)) {
+            return Err(format!("lease record {r:?} does not round-trip"));
+        }
+    }
+    if let Ok(r) = KvRecord::decode(bytes) {
+        let encoded = r.encode().map_err(|e| e.to_string())?;
+        if KvRecord::decode(&encoded).ok() != Some(r) {
+            return Err(format!("key record {r:?} does not round-trip"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,24 +140,4 @@ mod tests {
         }
         assert!(matches!(KvRecord::decode(&l), Err(Error::Corrupted(_))));
     }
-}
-
-/// Decodes `bytes` as each record type and checks that whatever decodes re-encodes to a record
-/// that decodes to the same value. For the `records` fuzz target; never panics.
-pub(crate) fn check_roundtrip(bytes: &[u8]) -> std::result::Result<(), String> {
-    if let Ok(r) = LeaseRecord::decode(bytes) {
-        let again = r
-            .encode()
-            .and_then(|b| LeaseRecord::decode(&b).map(|x| x == r));
-        if !matches!(again, Ok(true)) {
-            return Err(format!("lease record {r:?} does not round-trip"));
-        }
-    }
-    if let Ok(r) = KvRecord::decode(bytes) {
-        let encoded = r.encode().map_err(|e| e.to_string())?;
-        if KvRecord::decode(&encoded).ok() != Some(r) {
-            return Err(format!("key record {r:?} does not round-trip"));
-        }
-    }
-    Ok(())
 }

@@ -66,7 +66,7 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
                 Ok(batch) if batch.len() >= core.config.expiry_batch => continue,
                 Ok(_) => break false,
                 Err(e) => {
-                    core.ticker_failures.0.fetch_add(1, Ordering::Relaxed);
+                    core.ticker_failures.fetch_add(1, Ordering::Relaxed);
                     *core.ticker_last_error.lock() = Some(e.to_string());
                     break true;
                 }

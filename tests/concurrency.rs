@@ -55,7 +55,8 @@ fn threads_racing_the_ticker_leave_a_consistent_database() {
         std::thread::spawn(move || {
             let mut renewals = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                l.renew(keeper.id).expect("a lease renewed every 2 ms was lost");
+                l.renew(keeper.id)
+                    .expect("a lease renewed every 2 ms was lost");
                 renewals += 1;
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -119,7 +120,10 @@ fn threads_racing_the_ticker_leave_a_consistent_database() {
     // Every short lease expires within its TTL plus the ticker's reaction time.
     assert!(wait_until(Duration::from_secs(10), || l.leases() == vec![keeper.id]));
     assert!(wait_until(Duration::from_secs(10), || {
-        l.range("").unwrap().iter().all(|kv| kv.lease.is_none() || kv.lease == Some(keeper.id))
+        l.range("")
+            .unwrap()
+            .iter()
+            .all(|kv| kv.lease.is_none() || kv.lease == Some(keeper.id))
     }));
     assert_eq!(l.get("/keeper").unwrap().unwrap().lease, Some(keeper.id));
     l.verify().unwrap();
@@ -145,7 +149,8 @@ fn renew_and_expiry_never_both_win() {
             .map(|_| l.grant(Duration::from_secs(10)).unwrap().id)
             .collect();
         for id in &ids {
-            l.put_with_lease(format!("/k{}", id.get()), "", *id).unwrap();
+            l.put_with_lease(format!("/k{}", id.get()), "", *id)
+                .unwrap();
         }
         clock.advance(Duration::from_secs(10) - Duration::from_nanos(1));
         let renewer = {
