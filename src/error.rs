@@ -121,6 +121,12 @@ pub enum Error {
     /// The lessor was closed; open the database again to use it.
     #[error("lessor is closed")]
     Closed,
+
+    /// An earlier write failed in storage ([`Error::Storage`]). Whether that write reached the
+    /// disk is unknown and redb refuses further work, so every call fails with this until the
+    /// lessor is closed and the database reopened; the file then says what was committed.
+    #[error("a write failed in storage; close and reopen the database")]
+    Poisoned,
 }
 
 /// Renders a key for an error message: as text when it is UTF-8, else as escaped bytes.

@@ -12,6 +12,11 @@
 //! that is `DEAD` or already past, so between a renew and a claim on the same lease exactly one
 //! compare-and-swap wins: a lease is never both renewed and expired.
 //!
+//! Whoever finds a deadline past (a renew, `time_to_live`, `leases`) sets its [`EXPIRED`] bit.
+//! That makes the verdict stick: a renew that read the clock earlier, and whose compare-and-swap
+//! lands later, fails on the changed word instead of reviving a lease someone was told is gone.
+//! The bit keeps the deadline itself, so expiry still happens in deadline order.
+//!
 //! Ground rules:
 //! - shard write locks are taken only to insert or remove a slot (grant, revoke, expiry, open);
 //! - `queued` is written only by holders of the expiry-queue lock (lock order: queue, then shard);
@@ -29,14 +34,48 @@ use crate::lease::LeaseId;
 /// Real deadlines are always at least 1 (see [`deadline_after`]).
 pub(crate) const DEAD: u64 = 0;
 
+/// Set on a deadline that someone has seen pass; the low bits keep the deadline.
+pub(crate) const EXPIRED: u64 = 1 << 63;
+
+/// The latest representable deadline (about 292 years of clock time).
+const MAX_DEADLINE: u64 = EXPIRED - 1;
+
+/// The deadline of a lease granted but not yet given its first deadline: alive until
+/// [`LeaseTable::settle`] replaces it, moments later.
+const PENDING: u64 = MAX_DEADLINE;
+
 /// Number of shards: a power of two. 64 keeps two renewing threads apart nearly always while
 /// keeping the table's fixed cost at 8 KiB.
 const SHARDS: usize = 64;
 
 /// The deadline of a lease renewed (or granted) at `now` with `ttl`, both in nanoseconds.
-/// Never `DEAD`, saturating instead of overflowing.
+/// Never `DEAD`, never with the `EXPIRED` bit, saturating instead of overflowing.
 pub(crate) fn deadline_after(now: u64, ttl: u64) -> u64 {
-    now.saturating_add(ttl).max(1)
+    now.saturating_add(ttl).clamp(1, MAX_DEADLINE)
+}
+
+/// The deadline of a slot as of `now`, if it is alive. A deadline found past is marked
+/// [`EXPIRED`], so that the verdict cannot be undone by a renew working from an older clock
+/// reading.
+fn observe(slot: &Slot, now: u64) -> Option<u64> {
+    let mut cur = slot.deadline.load(Ordering::Acquire);
+    loop {
+        if cur == DEAD || cur & EXPIRED != 0 {
+            return None;
+        }
+        if cur > now {
+            return Some(cur);
+        }
+        match slot.deadline.compare_exchange_weak(
+            cur,
+            cur | EXPIRED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return None,
+            Err(actual) => cur = actual,
+        }
+    }
 }
 
 /// One live lease.
@@ -88,7 +127,31 @@ impl LeaseTable {
         &self.shards[(h >> 58) as usize % SHARDS].0
     }
 
-    /// Adds a lease (or replaces a claimed one with the same id).
+    /// Adds a lease just granted, alive until [`settle`](Self::settle) gives it its deadline
+    /// (or replaces a claimed one with the same id).
+    pub(crate) fn insert_pending(&self, id: LeaseId, ttl: u64) {
+        self.insert(id, ttl, PENDING);
+    }
+
+    /// Gives a lease inserted by [`insert_pending`](Self::insert_pending) its first deadline;
+    /// the caller holds the expiry-queue lock and queues the lease if this returns `true`.
+    /// `false` if it was revoked meanwhile.
+    pub(crate) fn settle(&self, id: LeaseId, deadline: u64) -> bool {
+        let map = self.shard(id.get()).read();
+        let Some(slot) = map.get(&id.get()) else {
+            return false;
+        };
+        let settled = slot
+            .deadline
+            .compare_exchange(PENDING, deadline, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if settled {
+            slot.queued.store(deadline, Ordering::Relaxed);
+        }
+        settled
+    }
+
+    /// Adds a lease with a known deadline (recovery), or replaces a claimed one with the same id.
     pub(crate) fn insert(&self, id: LeaseId, ttl: u64, deadline: u64) {
         let slot = Slot {
             deadline: AtomicU64::new(deadline),
@@ -119,30 +182,32 @@ impl LeaseTable {
         let target = deadline_after(now, slot.ttl);
         let mut cur = slot.deadline.load(Ordering::Acquire);
         loop {
-            if cur <= now {
-                return None; // DEAD (0) or past its deadline
-            }
-            if cur >= target {
-                return Some(slot.ttl); // a concurrent renew already went further
-            }
-            match slot.deadline.compare_exchange_weak(
-                cur,
-                target,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Some(slot.ttl),
-                Err(actual) => cur = actual,
+            if cur > now && cur < EXPIRED {
+                if cur >= target {
+                    return Some(slot.ttl); // a concurrent renew already went further
+                }
+                match slot.deadline.compare_exchange_weak(
+                    cur,
+                    target,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Some(slot.ttl),
+                    Err(actual) => cur = actual,
+                }
+            } else {
+                // Claimed, marked, or past: observe() marks a past deadline so it stays dead. If
+                // a concurrent renew got there first, try again from its deadline.
+                cur = observe(slot, now)?;
             }
         }
     }
 
-    /// `(ttl, deadline)` of a lease alive at `now`.
+    /// `(ttl, deadline)` of a lease alive at `now`; marks it expired if its deadline has passed.
     pub(crate) fn alive(&self, id: LeaseId, now: u64) -> Option<(u64, u64)> {
         let map = self.shard(id.get()).read();
         let slot = map.get(&id.get())?;
-        let d = slot.deadline.load(Ordering::Acquire);
-        (d > now).then_some((slot.ttl, d))
+        observe(slot, now).map(|d| (slot.ttl, d))
     }
 
     /// Whether the table has a slot for `id`, alive, expired or claimed.
@@ -181,27 +246,26 @@ impl LeaseTable {
         if slot.queued.load(Ordering::Relaxed) != queued {
             return Due::Stale; // an entry of an earlier lease with this id
         }
-        let cur = slot.deadline.load(Ordering::Acquire);
-        if cur == DEAD {
-            return Due::Stale;
-        }
-        if cur != queued || cur > now {
-            // Renewed since it was queued (deadlines only grow). Re-queue it at its real deadline
-            // even if that has passed too: claiming it now would revoke it ahead of leases whose
-            // deadlines fall between the two.
-            slot.queued.store(cur, Ordering::Relaxed);
-            return Due::Requeue(cur);
-        }
-        // Not renewed since queued, and due. A renew racing us either lands first (and we
-        // re-queue) or finds DEAD.
-        match slot
-            .deadline
-            .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => Due::Claimed,
-            Err(renewed) => {
-                slot.queued.store(renewed, Ordering::Relaxed);
-                Due::Requeue(renewed)
+        let mut cur = slot.deadline.load(Ordering::Acquire);
+        loop {
+            if cur == DEAD {
+                return Due::Stale;
+            }
+            let deadline = cur & !EXPIRED;
+            if deadline != queued || deadline > now {
+                // Renewed since it was queued (deadlines only grow). Re-queue it at its real
+                // deadline even if that has passed too: claiming it now would revoke it ahead of
+                // leases whose deadlines fall between the two.
+                slot.queued.store(deadline, Ordering::Relaxed);
+                return Due::Requeue(deadline);
+            }
+            // Due and not renewed since queued: claim it, unless a renew lands first.
+            match slot
+                .deadline
+                .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Due::Claimed,
+                Err(actual) => cur = actual,
             }
         }
     }
@@ -220,7 +284,7 @@ impl LeaseTable {
             let map = s.0.read();
             ids.extend(
                 map.iter()
-                    .filter(|(_, slot)| slot.deadline.load(Ordering::Acquire) > now)
+                    .filter(|(_, slot)| observe(slot, now).is_some())
                     .filter_map(|(&id, _)| LeaseId::new(id)),
             );
         }
@@ -268,6 +332,32 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_seen_dead_stays_dead_for_renewals_with_an_older_clock_reading() {
+        let t = LeaseTable::new();
+        t.insert(id(1), 10, 10);
+        assert_eq!(t.renew(id(1), 10), None); // refused at 10 ...
+        assert_eq!(t.renew(id(1), 5), None); // ... so a renew that read the clock at 5 fails too
+        assert_eq!(t.alive(id(1), 5), None);
+        t.insert(id(2), 10, 10);
+        assert_eq!(t.alive(id(2), 12), None); // seen dead by time_to_live & co. as well
+        assert_eq!(t.renew(id(2), 9), None);
+        // the mark keeps the deadline: expiry claims it from its own queue entry
+        assert_eq!(t.check_due(id(2), 10, 10), Due::Claimed);
+    }
+
+    #[test]
+    fn pending_leases_are_alive_until_settled() {
+        let t = LeaseTable::new();
+        t.insert_pending(id(1), 10);
+        assert!(t.alive(id(1), 1_000).is_some());
+        assert!(t.settle(id(1), 1_010));
+        assert!(!t.settle(id(1), 2_000));
+        assert_eq!(t.alive(id(1), 1_000), Some((10, 1_010)));
+        assert_eq!(t.queued_at(id(1)), Some(1_010));
+        assert!(!t.settle(id(2), 5)); // unknown
+    }
+
+    #[test]
     fn claim_beats_later_renewals_and_restore_undoes_it() {
         let t = LeaseTable::new();
         t.insert(id(1), 10, 10);
@@ -298,7 +388,8 @@ mod tests {
     #[test]
     fn deadlines_are_never_dead_and_never_overflow() {
         assert_eq!(deadline_after(0, 0), 1);
-        assert_eq!(deadline_after(u64::MAX - 1, 5), u64::MAX);
+        assert_eq!(deadline_after(u64::MAX - 1, 5), MAX_DEADLINE);
+        assert_eq!(deadline_after(5, 10), 15);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -81,6 +81,8 @@ struct Handle {
     core: Arc<Core>,
     /// The ticker thread, until close joins it.
     ticker: Mutex<Option<Ticker>>,
+    /// Held for the whole of `close`.
+    closing: Mutex<()>,
 }
 
 /// A value on cache lines of its own, so that writes to it do not slow readers of neighbours.
@@ -100,12 +102,13 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     /// `Some` for a file-backed database; for messages and `Debug`.
     path: Option<PathBuf>,
-    /// Set once by `close`; every public call checks it first.
-    closed: AtomicBool,
+    /// [`OPEN`], [`CLOSED`] (by `close`) or [`POISONED`] (by a failed commit); every public call
+    /// checks it first.
+    state: AtomicU8,
     /// Live leases; the renew path.
     table: LeaseTable,
     // The three locks below are written by every read or mutation; padding keeps them off the
-    // cache lines renew reads (`closed`, `config.clock`, `table`).
+    // cache lines renew reads (`state`, `config.clock`, `table`).
     /// The database; `None` once closed.
     store: Padded<RwLock<Option<Database>>>,
     /// Serialises mutations and guards their bookkeeping.
@@ -120,6 +123,14 @@ pub(crate) struct Core {
     pub(crate) ticker_failures: Padded<AtomicU64>,
     pub(crate) ticker_last_error: Mutex<Option<String>>,
 }
+
+/// `Core::state`: open for business.
+const OPEN: u8 = 0;
+/// `Core::state`: closed by `close` or by dropping the last handle.
+const CLOSED: u8 = 1;
+/// `Core::state`: a write failed in storage; redb needs a reopen, and memory may no longer match
+/// the file, so every call refuses until the database is reopened.
+const POISONED: u8 = 2;
 
 /// Guarded by `Core::writer`.
 struct Writer {
@@ -140,6 +151,9 @@ pub struct Health {
     pub ticker_failures: u64,
     /// The last such failure.
     pub last_ticker_error: Option<String>,
+    /// Whether a write failed in storage: every call then returns [`Error::Poisoned`] until the
+    /// database is closed and reopened.
+    pub poisoned: bool,
 }
 
 impl Lessor {
@@ -172,7 +186,7 @@ impl Lessor {
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let core = Arc::new(Core {
             path: path.map(Path::to_path_buf),
-            closed: AtomicBool::new(false),
+            state: AtomicU8::new(OPEN),
             table: recovered.table,
             store: Padded(RwLock::new(Some(db))),
             writer: Padded(Mutex::new(Writer {
@@ -204,16 +218,18 @@ impl Lessor {
             handle: Arc::new(Handle {
                 core,
                 ticker: Mutex::new(ticker),
+                closing: Mutex::new(()),
             }),
         })
     }
 
     fn core(&self) -> Result<&Core> {
         let core = &*self.handle.core;
-        if core.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
+        match core.state.load(Ordering::Acquire) {
+            OPEN => Ok(core),
+            POISONED => Err(Error::Poisoned),
+            _ => Err(Error::Closed),
         }
-        Ok(core)
     }
 
     /// Grants a lease of `ttl` with a new id: one above the highest id ever issued in this
@@ -290,7 +306,7 @@ impl Lessor {
         let core = self.core()?;
         let mut all = Vec::new();
         loop {
-            let batch = core.expire_batch()?;
+            let batch = core.expire_batch(core.now())?;
             let done = batch.len() < core.config.expiry_batch;
             all.extend(batch);
             if done {
@@ -318,8 +334,8 @@ impl Lessor {
     /// ```
     pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
         let core = self.core()?;
+        let now = core.now();
         core.read(|read| {
-            let now = core.now();
             let (ttl, deadline) = core.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
@@ -488,6 +504,7 @@ impl Lessor {
                 .is_some_and(|t| !t.is_finished()),
             ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
             last_ticker_error: core.ticker_last_error.lock().clone(),
+            poisoned: core.state.load(Ordering::Acquire) == POISONED,
         }
     }
 
@@ -506,15 +523,23 @@ impl Lessor {
 
 impl Handle {
     fn close(&self) -> Result<()> {
+        // A second close waits for the first, so that the file is free when either returns.
+        let _closing = self.closing.lock();
         let core = &*self.core;
-        if core.closed.swap(true, Ordering::AcqRel) {
+        let was = core.state.swap(CLOSED, Ordering::AcqRel);
+        if was == CLOSED {
             return Ok(());
         }
-        if let Some(ticker) = self.ticker.lock().take() {
+        let ticker = self.ticker.lock().take();
+        if let Some(ticker) = ticker {
             ticker.stop();
         }
+        // Revoke what has expired, unless storage already failed (then the next open decides).
         let reaped = loop {
-            match core.expire_batch() {
+            if was == POISONED {
+                break Ok(());
+            }
+            match core.expire_batch(core.now()) {
                 Ok(batch) if batch.len() >= core.config.expiry_batch => {}
                 Ok(_) => break Ok(()),
                 Err(e) => break Err(e),
@@ -561,11 +586,19 @@ impl Core {
             Some(db) => commit_with(db, &mut w, f),
             None => Err(Error::Closed),
         };
+        if let Err(Error::Storage(_)) = &result {
+            // redb refuses further work after an I/O error, and a failed commit may or may not
+            // have reached the disk: stop trusting memory until the file is reopened.
+            let _ =
+                self.state
+                    .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
+        }
         (w, result)
     }
 
     fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
         let ttl = self.config.effective_ttl(ttl)?;
+        let now = self.now();
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
         let (mut w, result) = self.write(|_, tables, counters| {
@@ -575,13 +608,13 @@ impl Core {
                     .ok_or(Error::LeaseIdsExhausted)?,
             };
             if self.table.contains(id) {
-                if self.table.alive(id, self.now()).is_some() {
+                if self.table.alive(id, now).is_some() {
                     return Err(Error::LeaseExists(id));
                 }
                 self.table.claim(id);
                 replaced = Some(id);
                 if !tables.revoke(id)?.is_empty() {
-                    counters.revision += 1;
+                    counters.bump_revision()?;
                 }
             } else if tables.lease_exists(id)? {
                 return Err(Error::Corrupted(format!(
@@ -607,13 +640,23 @@ impl Core {
             }
         };
         w.retry.retain(|&r| Some(r) != replaced);
-        // The TTL runs from the commit, so the fsync does not eat into it.
-        let deadline = deadline_after(self.now(), ttl);
-        self.table.insert(id, ttl, deadline);
-        self.queue.lock().push(deadline, id);
+        self.table.insert_pending(id, ttl);
         let revision = Revision(w.counters.revision);
         drop(w);
-        self.wake_ticker(deadline);
+        // The TTL runs from the commit, so the fsync does not eat into it; the clock is read
+        // with no lock held.
+        let deadline = deadline_after(self.now(), ttl);
+        let settled = {
+            let mut queue = self.queue.lock();
+            let settled = self.table.settle(id, deadline);
+            if settled {
+                queue.push(deadline, id);
+            }
+            settled
+        };
+        if settled {
+            self.wake_ticker(deadline);
+        }
         Ok(Lease {
             id,
             ttl: Duration::from_nanos(ttl),
@@ -624,12 +667,13 @@ impl Core {
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
         self.config.check_key(key)?;
         self.config.check_value(value)?;
+        let now = self.now();
         let (w, result) = self.write(|_, tables, counters| {
             if let Some(id) = lease {
-                self.check_alive(id)?;
+                self.check_alive(id, now)?;
             }
-            counters.revision += 1;
-            tables.put(key, value, lease, counters.revision)
+            let rev = counters.bump_revision()?;
+            tables.put(key, value, lease, rev)
         });
         result.map(|()| Revision(w.counters.revision))
     }
@@ -639,7 +683,7 @@ impl Core {
         let (_, result) = self.write(|_, tables, counters| {
             let existed = tables.delete(key)?;
             if existed {
-                counters.revision += 1;
+                counters.bump_revision()?;
             }
             Ok(existed)
         });
@@ -656,8 +700,9 @@ impl Core {
         for k in &keys {
             self.config.check_key(k.as_ref())?;
         }
+        let now = self.now();
         let (_, result) = self.write(|_, tables, _| {
-            self.check_alive(id)?;
+            self.check_alive(id, now)?;
             for k in &keys {
                 if attach {
                     tables.attach(id, k.as_ref())?;
@@ -670,8 +715,8 @@ impl Core {
         result
     }
 
-    fn check_alive(&self, id: LeaseId) -> Result<()> {
-        match self.table.alive(id, self.now()) {
+    fn check_alive(&self, id: LeaseId, now: u64) -> Result<()> {
+        match self.table.alive(id, now) {
             Some(_) => Ok(()),
             None => Err(Error::LeaseNotFound(id)),
         }
@@ -686,7 +731,7 @@ impl Core {
                 return Err(Error::LeaseNotFound(id));
             }
             if !tables.revoke(id)?.is_empty() {
-                counters.revision += 1;
+                counters.bump_revision()?;
             }
             Ok(())
         });
@@ -705,10 +750,10 @@ impl Core {
     /// Revokes up to one batch of expired leases in one transaction; returns their ids in
     /// deadline order. Leases of a batch that failed to commit stay claimed (dead to callers)
     /// and go first at the next attempt.
-    pub(crate) fn expire_batch(&self) -> Result<Vec<LeaseId>> {
+    pub(crate) fn expire_batch(&self, now: u64) -> Result<Vec<LeaseId>> {
         let mut batch = Vec::new();
         let (mut w, result) = self.write(|w, tables, counters| {
-            let now = self.now().max(w.high_water);
+            let now = now.max(w.high_water);
             w.high_water = now;
             batch = std::mem::take(&mut w.retry);
             let room = self.config.expiry_batch.saturating_sub(batch.len());
@@ -718,7 +763,7 @@ impl Core {
             batch.extend(due.into_iter().map(|(id, _)| id));
             for &id in &batch {
                 if !tables.revoke(id)?.is_empty() {
-                    counters.revision += 1;
+                    counters.bump_revision()?;
                 }
             }
             Ok(())
@@ -738,9 +783,19 @@ impl Core {
         }
     }
 
-    /// The earliest deadline the ticker must act on, if any lease is queued or a retry waits.
+    /// The earliest deadline the ticker must act on: now if leases wait for a retry, else the
+    /// earliest queued one, if any.
     pub(crate) fn next_deadline(&self) -> Option<u64> {
+        let w = self.writer.lock();
+        if !w.retry.is_empty() {
+            return Some(0);
+        }
         self.queue.lock().next_deadline()
+    }
+
+    /// Whether storage failed; the ticker then waits for `close`.
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.state.load(Ordering::Acquire) == POISONED
     }
 
     /// Wakes the ticker if `deadline` is earlier than the one it sleeps until.
@@ -787,7 +842,7 @@ impl fmt::Debug for Lessor {
         let core = &self.handle.core;
         f.debug_struct("Lessor")
             .field("path", &core.path)
-            .field("closed", &core.closed.load(Ordering::Relaxed))
+            .field("state", &core.state.load(Ordering::Relaxed))
             .field("leases", &core.table.len())
             .finish()
     }

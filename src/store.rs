@@ -18,8 +18,8 @@
 //! the in-memory state.
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, TableHandle, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    TableHandle, WriteTransaction,
 };
 
 use crate::error::{Error, Result};
@@ -45,6 +45,17 @@ pub(crate) struct Counters {
     pub revision: u64,
     /// The highest lease id ever issued (auto or explicit); 0 if none.
     pub max_lease_id: u64,
+}
+
+impl Counters {
+    /// Advances the revision by one and returns it.
+    pub(crate) fn bump_revision(&mut self) -> Result<u64> {
+        self.revision = self
+            .revision
+            .checked_add(1)
+            .ok_or_else(|| Error::Corrupted("the revision counter is at its maximum".into()))?;
+        Ok(self.revision)
+    }
 }
 
 /// Checks the format of a freshly opened database, initialising an empty one. Returns the
@@ -96,7 +107,7 @@ pub(crate) fn init(db: &Database) -> Result<Counters> {
 pub(crate) fn load_leases(db: &Database) -> Result<Vec<(LeaseId, LeaseRecord)>> {
     let read = db.begin_read()?;
     let table = read.open_table(LEASES)?;
-    let mut out = Vec::with_capacity(usize::try_from(table.len()?).unwrap_or(0));
+    let mut out = Vec::new();
     for entry in table.iter()? {
         let (k, v) = entry?;
         let id = lease_id(k.value())?;
@@ -296,9 +307,10 @@ impl<'txn> Tables<'txn> {
         for key in keys {
             self.lease_keys.remove((id.get(), key.as_slice()))?;
             // Only delete a key that really belongs to this lease: a stale index entry must not
-            // take another lease's key with it.
+            // take another lease's key with it. A record that does not decode is deleted on the
+            // index's word, so that one damaged record cannot stop expiry.
             let owner = match self.kv.get(key.as_slice())? {
-                Some(bytes) => KvRecord::decode(bytes.value())?.lease,
+                Some(bytes) => KvRecord::decode(bytes.value()).map_or(id.get(), |r| r.lease),
                 None => continue,
             };
             if owner == id.get() {

@@ -57,12 +57,15 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
     let jumps = core.config.clock.jumps().unwrap_or_else(never);
     let mut backoff: Option<Duration> = None;
     loop {
-        core.ticker_sleeps_until
-            .0
-            .store(u64::MAX, Ordering::Release);
+        if core.is_poisoned() {
+            // Storage failed: nothing can be revoked until the database is reopened.
+            let _ = stop.recv();
+            return;
+        }
+        core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
         // Revoke batch after batch until nothing is due (or a batch fails).
         let failed = loop {
-            match core.expire_batch() {
+            match core.expire_batch(core.now()) {
                 Ok(batch) if batch.len() >= core.config.expiry_batch => continue,
                 Ok(_) => break false,
                 Err(e) => {
@@ -77,16 +80,12 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
             let b = backoff.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
             backoff = Some(b);
             let retry_at = now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
-            core.ticker_sleeps_until
-                .0
-                .store(retry_at, Ordering::Release);
+            core.ticker_sleeps_until.store(retry_at, Ordering::Release);
             Some(b)
         } else {
             backoff = None;
             core.next_deadline().map(|deadline| {
-                core.ticker_sleeps_until
-                    .0
-                    .store(deadline, Ordering::Release);
+                core.ticker_sleeps_until.store(deadline, Ordering::Release);
                 Duration::from_nanos(deadline.saturating_sub(now))
             })
         };

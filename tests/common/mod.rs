@@ -58,13 +58,22 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// A disk in memory that outlives the lessors opened on it, so tests can close and reopen a
-/// database without paying an fsync per commit. Clones share the same bytes.
+/// database without paying an fsync per commit. Clones share the same bytes, and the switch
+/// that makes `sync_data` fail.
 #[derive(Clone, Debug, Default)]
-pub struct MemDisk(std::sync::Arc<parking_lot::RwLock<Vec<u8>>>);
+pub struct MemDisk(
+    std::sync::Arc<parking_lot::RwLock<Vec<u8>>>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl MemDisk {
     pub fn new() -> MemDisk {
         MemDisk::default()
+    }
+
+    /// Makes every later `sync_data` fail (or succeed again).
+    pub fn fail_syncs(&self, fail: bool) {
+        self.1.store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Opens a lessor on this disk with a manual clock and no ticker.
@@ -97,6 +106,9 @@ impl redb::StorageBackend for MemDisk {
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected sync failure"));
+        }
         Ok(())
     }
 
