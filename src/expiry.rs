@@ -7,14 +7,16 @@
 //! lease's deadline in the [`LeaseTable`](crate::lease_table::LeaseTable). When an entry comes
 //! due, the table says whether the lease was renewed meanwhile (the entry goes back in at the new
 //! deadline, even if that has passed too), expired (it is claimed and returned), or is gone (the
-//! entry is dropped). So each live lease has exactly one entry, whose deadline is at most the
-//! lease's real deadline, and a lease is claimed only from an entry at its real deadline: popping
-//! in heap order yields expired leases in deadline order, ties broken by id.
+//! entry is dropped). So each live lease has an entry whose deadline is at most the lease's real
+//! deadline, and a lease is claimed only from an entry at its real deadline: popping in heap order
+//! yields expired leases in deadline order, ties broken by id.
 //!
-//! Entries of leases that were revoked stay until they come due or until [`retain`] drops them;
-//! the lessor calls it when stale entries outnumber live ones.
+//! Entries of leases that were revoked stay until they come due or until [`compact`] drops them;
+//! the lessor calls it when stale entries outnumber live ones. A lease revoked and granted again
+//! under the same id may briefly have two entries; the later one is dropped as stale when it
+//! comes due, or by `compact`.
 //!
-//! [`retain`]: ExpiryQueue::retain
+//! [`compact`]: ExpiryQueue::compact
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -75,9 +77,18 @@ impl ExpiryQueue {
         claimed
     }
 
-    /// Keeps only the entries for which `keep(id, deadline)` holds.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(LeaseId, u64) -> bool) {
-        self.heap.retain(|Reverse((d, id))| keep(*id, *d));
+    /// Drops stale entries: those of leases `deadline_of` does not know (revoked) or whose real
+    /// deadline is earlier than the entry (an earlier lease under the same id), and all but the
+    /// earliest entry of each lease.
+    pub(crate) fn compact(&mut self, deadline_of: impl Fn(LeaseId) -> Option<u64>) {
+        let mut entries: Vec<(u64, LeaseId)> = std::mem::take(&mut self.heap)
+            .into_iter()
+            .map(|Reverse(e)| e)
+            .collect();
+        entries.sort_unstable_by_key(|&(d, id)| (id, d));
+        entries.dedup_by_key(|&mut (_, id)| id);
+        entries.retain(|&(d, id)| deadline_of(id).is_some_and(|real| d <= real));
+        self.heap = entries.into_iter().map(Reverse).collect();
     }
 }
 
@@ -128,7 +139,22 @@ mod tests {
         assert_eq!(got.len(), 3);
         assert_eq!(q.len(), 7);
         assert_eq!(q.next_deadline(), Some(4));
-        q.retain(|id, _| id.get() % 2 == 0);
-        assert_eq!(q.len(), 4);
+    }
+
+    #[test]
+    fn compact_keeps_one_entry_per_known_lease() {
+        let mut q = ExpiryQueue::new();
+        q.push(10, id(1)); // lease 1, deadline 30: keep the earliest entry only
+        q.push(20, id(1));
+        q.push(10, id(2)); // revoked
+        q.push(50, id(3)); // an earlier lease's entry: lease 3's deadline is 40
+        q.push(40, id(3));
+        q.compact(|id| match id.get() {
+            1 => Some(30),
+            3 => Some(40),
+            _ => None,
+        });
+        let got = q.pop_due(u64::MAX, usize::MAX, |_, _| Due::Claimed);
+        assert_eq!(got, vec![(id(1), 10), (id(3), 40)]);
     }
 }

@@ -2,40 +2,56 @@
 //!
 //! # Implementation
 //!
-//! Live leases sit in a fixed number of shards, each a `RwLock<HashMap<id, Slot>>` padded to its
-//! own cache lines. A slot holds the lease's TTL and its deadline as an `AtomicU64` (nanoseconds
-//! of the lessor's clock). Renew takes the read lock of one shard, so renewals of different
-//! leases never write a shared cache line, and moves the deadline forward with a compare-and-swap.
-//! Nothing on the renew path touches the disk, the expiry queue or any exclusive lock.
+//! Live leases sit in 64 shards. Each shard holds an open-addressing array of entries
+//! `{ id, deadline, ttl }`, every field an `AtomicU64`, 32 bytes, two to a cache line, behind an
+//! [`ArcSwap`]. A lookup loads the shard's array (arc-swap's load writes only to a per-thread
+//! slot), probes linearly from the id's hash, and works on the entry in place. So renew takes no
+//! lock, writes no memory shared with other renewers except its own lease's entry, and usually
+//! touches one cache line besides the array header. Nothing on the renew path touches the disk or
+//! the expiry queue.
 //!
-//! A lease ends by a *claim*: its deadline is swapped to [`DEAD`] (0). Renew refuses a deadline
-//! that is `DEAD` or already past, so between a renew and a claim on the same lease exactly one
-//! compare-and-swap wins: a lease is never both renewed and expired.
+//! Deadlines are nanoseconds of the lessor's clock, and the deadline word also carries the
+//! lease's state:
+//! - `1..=2^63-1`: alive until then. [`PENDING`] (the largest) marks a lease granted but not yet
+//!   [`settle`](LeaseTable::settle)d.
+//! - [`EXPIRED`] bit set: someone saw the deadline pass; the low bits keep the deadline.
+//! - [`DEAD`] (0): claimed for revocation, by `revoke` or by expiry.
+//! - [`MOVED`] (`u64::MAX`): this array is being replaced; look again in the new one.
 //!
-//! Whoever finds a deadline past (a renew, `time_to_live`, `leases`) sets its [`EXPIRED`] bit.
-//! That makes the verdict stick: a renew that read the clock earlier, and whose compare-and-swap
-//! lands later, fails on the changed word instead of reviving a lease someone was told is gone.
-//! The bit keeps the deadline itself, so expiry still happens in deadline order.
+//! A lease ends by a *claim* (a CAS to `DEAD`); renew succeeds only by a CAS from a live
+//! deadline, so between a renew and a claim exactly one wins: a lease is never both renewed and
+//! expired. Whoever sees a deadline pass sets its `EXPIRED` bit by CAS; a renew that read the
+//! clock earlier and lands its CAS later then fails on the changed word, so a lease someone was
+//! told is gone stays gone.
 //!
-//! Ground rules:
-//! - shard write locks are taken only to insert or remove a slot (grant, revoke, expiry, open);
-//! - `queued` is written only by holders of the expiry-queue lock (lock order: queue, then shard);
+//! Ground rules for the structure (each shard's mutex serialises insert, remove and rebuild):
+//! - an entry is published by storing its id last (`Release`); readers match ids with `Acquire`;
+//! - a removed entry's id becomes [`TOMB`] and the entry is never reused within that array, so a
+//!   reader that found lease X's entry holds X's entry for as long as it looks;
+//! - a rebuild (grow, shrink, purge tombstones) swaps every old entry's deadline to `MOVED`,
+//!   copies the value it swapped out into a new array, then publishes the new array. Deadlines
+//!   change only by CAS or swap on the one current entry, so nothing is lost; a reader that meets
+//!   `MOVED` waits on the shard's mutex (the rebuild holds it until the new array is out) and
+//!   looks again;
 //! - a slot is removed only after its revocation has committed.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::lease::LeaseId;
 
-/// The deadline of a lease that has been claimed for revocation (by `revoke` or by expiry).
-/// Real deadlines are always at least 1 (see [`deadline_after`]).
+/// The deadline of a lease that has been claimed for revocation.
 pub(crate) const DEAD: u64 = 0;
 
 /// Set on a deadline that someone has seen pass; the low bits keep the deadline.
 pub(crate) const EXPIRED: u64 = 1 << 63;
+
+/// The deadline word of an entry whose array is being replaced.
+const MOVED: u64 = u64::MAX;
 
 /// The latest representable deadline (about 292 years of clock time).
 const MAX_DEADLINE: u64 = EXPIRED - 1;
@@ -44,50 +60,22 @@ const MAX_DEADLINE: u64 = EXPIRED - 1;
 /// [`LeaseTable::settle`] replaces it, moments later.
 const PENDING: u64 = MAX_DEADLINE;
 
-/// Number of shards: a power of two. 64 keeps two renewing threads apart nearly always while
-/// keeping the table's fixed cost at 8 KiB.
+/// The id of an entry never used in this array (lease ids are never 0).
+const EMPTY: u64 = 0;
+
+/// The id of an entry whose lease was removed; never reused within its array.
+const TOMB: u64 = u64::MAX;
+
+/// Number of shards (a power of two): rebuild pauses touch 1/64 of the leases.
 const SHARDS: usize = 64;
+
+/// Smallest array per shard.
+const MIN_CAPACITY: usize = 16;
 
 /// The deadline of a lease renewed (or granted) at `now` with `ttl`, both in nanoseconds.
 /// Never `DEAD`, never with the `EXPIRED` bit, saturating instead of overflowing.
 pub(crate) fn deadline_after(now: u64, ttl: u64) -> u64 {
     now.saturating_add(ttl).clamp(1, MAX_DEADLINE)
-}
-
-/// The deadline of a slot as of `now`, if it is alive. A deadline found past is marked
-/// [`EXPIRED`], so that the verdict cannot be undone by a renew working from an older clock
-/// reading.
-fn observe(slot: &Slot, now: u64) -> Option<u64> {
-    let mut cur = slot.deadline.load(Ordering::Acquire);
-    loop {
-        if cur == DEAD || cur & EXPIRED != 0 {
-            return None;
-        }
-        if cur > now {
-            return Some(cur);
-        }
-        match slot.deadline.compare_exchange_weak(
-            cur,
-            cur | EXPIRED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => return None,
-            Err(actual) => cur = actual,
-        }
-    }
-}
-
-/// One live lease.
-struct Slot {
-    /// The deadline in clock nanoseconds, or `DEAD` once claimed. Renew moves it forward by CAS;
-    /// a claim swaps it to `DEAD`.
-    deadline: AtomicU64,
-    /// The deadline under which this lease's single entry sits in the expiry queue. Guarded by
-    /// the expiry-queue lock (an atomic only so that it can be written under a shard read lock).
-    queued: AtomicU64,
-    /// The granted TTL in nanoseconds; fixed for the slot's life.
-    ttl: u64,
 }
 
 /// What the expiry queue should do with an entry it popped; see [`LeaseTable::check_due`].
@@ -101,30 +89,134 @@ pub(crate) enum Due {
     Claimed,
 }
 
+/// One lease in an array. 32 bytes, so an entry never straddles two cache lines.
+#[repr(align(32))]
+#[derive(Default)]
+struct Entry {
+    /// The lease id; [`EMPTY`] or [`TOMB`] when the entry holds no lease.
+    id: AtomicU64,
+    /// The deadline word (see the module docs).
+    deadline: AtomicU64,
+    /// The granted TTL in nanoseconds; written before the id is published, then fixed.
+    ttl: AtomicU64,
+}
+
+/// One shard's array of entries: a power-of-two length, at most 3/4 used (live + tombstones),
+/// so every probe meets an `EMPTY` entry.
+struct Slots {
+    entries: Box<[Entry]>,
+}
+
+impl Slots {
+    fn with_capacity(capacity: usize) -> Slots {
+        Slots {
+            entries: (0..capacity).map(|_| Entry::default()).collect(),
+        }
+    }
+
+    fn mask(&self) -> usize {
+        self.entries.len() - 1
+    }
+
+    /// The entry holding lease `id`.
+    fn find(&self, id: u64, hash: u64) -> Option<&Entry> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        for _ in 0..self.entries.len() {
+            let e = &self.entries[i];
+            match e.id.load(Ordering::Acquire) {
+                x if x == id => return Some(e),
+                EMPTY => return None,
+                _ => i = (i + 1) & mask,
+            }
+        }
+        None
+    }
+
+    /// The first never-used entry on `hash`'s probe sequence. The caller holds the shard mutex
+    /// and has checked that the array has room.
+    fn vacant(&self, hash: u64) -> Option<&Entry> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        for _ in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if e.id.load(Ordering::Relaxed) == EMPTY {
+                return Some(e);
+            }
+            i = (i + 1) & mask;
+        }
+        None
+    }
+}
+
+/// Bookkeeping of a shard's array, guarded by the shard mutex.
+#[derive(Default)]
+struct Counts {
+    /// Entries holding a lease.
+    live: usize,
+    /// Entries holding a lease or a tombstone.
+    used: usize,
+}
+
 #[repr(align(128))]
-struct Shard(RwLock<HashMap<u64, Slot, foldhash::fast::RandomState>>);
+struct Shard {
+    /// The current array. Loaded without locking; replaced only under `lock`.
+    slots: ArcSwap<Slots>,
+    /// Serialises insert, remove and rebuild of this shard; readers that meet `MOVED` wait here.
+    lock: Mutex<Counts>,
+}
+
+/// What a function run on an entry tells [`LeaseTable::with_entry`].
+enum Step<R> {
+    Done(R),
+    /// The entry's array is being replaced: wait and look again.
+    Moved,
+}
 
 /// Every live lease, sharded; see the module docs.
 pub(crate) struct LeaseTable {
-    /// Each shard's lock guards its map's shape (insert, remove); slots change through atomics.
     shards: Box<[Shard]>,
-    /// Picks a shard from an id; independent of the maps' own hashers.
-    router: foldhash::fast::FixedState,
+    /// Hashes ids: the top bits pick the shard, the low bits the position in its array.
+    hasher: foldhash::fast::FixedState,
+    /// Leases in the table, all shards together (alive, expired or claimed).
+    live: AtomicUsize,
 }
 
 impl LeaseTable {
     pub(crate) fn new() -> LeaseTable {
         LeaseTable {
             shards: (0..SHARDS)
-                .map(|_| Shard(RwLock::new(HashMap::default())))
+                .map(|_| Shard {
+                    slots: ArcSwap::from_pointee(Slots::with_capacity(MIN_CAPACITY)),
+                    lock: Mutex::new(Counts::default()),
+                })
                 .collect(),
-            router: foldhash::fast::FixedState::with_seed(0x6c65_7373_6f72),
+            hasher: foldhash::fast::FixedState::with_seed(0x6c65_7373_6f72),
+            live: AtomicUsize::new(0),
         }
     }
 
-    fn shard(&self, id: u64) -> &RwLock<HashMap<u64, Slot, foldhash::fast::RandomState>> {
-        let h = self.router.hash_one(id);
-        &self.shards[(h >> 58) as usize % SHARDS].0
+    fn locate(&self, id: LeaseId) -> (&Shard, u64) {
+        let hash = self.hasher.hash_one(id.get());
+        (&self.shards[(hash >> 58) as usize % SHARDS], hash)
+    }
+
+    /// Runs `f` on lease `id`'s entry, looking again whenever its array is being replaced.
+    /// `None` if there is no such lease.
+    #[inline]
+    fn with_entry<R>(&self, id: LeaseId, mut f: impl FnMut(&Entry) -> Step<R>) -> Option<R> {
+        let (shard, hash) = self.locate(id);
+        loop {
+            let slots = shard.slots.load();
+            match f(slots.find(id.get(), hash)?) {
+                Step::Done(r) => return Some(r),
+                Step::Moved => {
+                    drop(slots);
+                    // The rebuild that wrote MOVED holds the lock until the new array is out.
+                    drop(shard.lock.lock());
+                }
+            }
+        }
     }
 
     /// Adds a lease just granted, alive until [`settle`](Self::settle) gives it its deadline
@@ -133,43 +225,73 @@ impl LeaseTable {
         self.insert(id, ttl, PENDING);
     }
 
-    /// Gives a lease inserted by [`insert_pending`](Self::insert_pending) its first deadline;
-    /// the caller holds the expiry-queue lock and queues the lease if this returns `true`.
-    /// `false` if it was revoked meanwhile.
-    pub(crate) fn settle(&self, id: LeaseId, deadline: u64) -> bool {
-        let map = self.shard(id.get()).read();
-        let Some(slot) = map.get(&id.get()) else {
-            return false;
-        };
-        let settled = slot
-            .deadline
-            .compare_exchange(PENDING, deadline, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok();
-        if settled {
-            slot.queued.store(deadline, Ordering::Relaxed);
-        }
-        settled
-    }
-
     /// Adds a lease with a known deadline (recovery), or replaces a claimed one with the same id.
     pub(crate) fn insert(&self, id: LeaseId, ttl: u64, deadline: u64) {
-        let slot = Slot {
-            deadline: AtomicU64::new(deadline),
-            queued: AtomicU64::new(deadline),
-            ttl,
-        };
-        self.shard(id.get()).write().insert(id.get(), slot);
+        let (shard, hash) = self.locate(id);
+        let mut counts = shard.lock.lock();
+        let mut slots = shard.slots.load_full();
+        if let Some(old) = slots.find(id.get(), hash) {
+            old.id.store(TOMB, Ordering::Release);
+            counts.live -= 1;
+            self.live.fetch_sub(1, Ordering::Relaxed);
+        }
+        if (counts.used + 1) * 4 > slots.entries.len() * 3 {
+            let capacity = capacity_for(counts.live + 1);
+            slots = rebuild(shard, &mut counts, capacity, &self.hasher);
+        }
+        if let Some(e) = slots.vacant(hash) {
+            e.ttl.store(ttl, Ordering::Relaxed);
+            e.deadline.store(deadline, Ordering::Relaxed);
+            e.id.store(id.get(), Ordering::Release);
+            counts.live += 1;
+            counts.used += 1;
+            self.live.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives a lease inserted by [`insert_pending`](Self::insert_pending) its first deadline.
+    /// `false` if it was revoked meanwhile; the caller queues it if `true`.
+    pub(crate) fn settle(&self, id: LeaseId, deadline: u64) -> bool {
+        self.with_entry(id, |e| {
+            match e.deadline.compare_exchange(
+                PENDING,
+                deadline,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => Step::Done(true),
+                Err(MOVED) => Step::Moved,
+                Err(_) => Step::Done(false),
+            }
+        })
+        .unwrap_or(false)
     }
 
     /// Removes a lease; called once its revocation has committed.
     pub(crate) fn remove(&self, id: LeaseId) {
-        self.shard(id.get()).write().remove(&id.get());
+        let (shard, hash) = self.locate(id);
+        let mut counts = shard.lock.lock();
+        let slots = shard.slots.load_full();
+        if let Some(e) = slots.find(id.get(), hash) {
+            e.id.store(TOMB, Ordering::Release);
+            counts.live -= 1;
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            if slots.entries.len() > MIN_CAPACITY && counts.live * 8 < slots.entries.len() {
+                let capacity = capacity_for(counts.live);
+                rebuild(shard, &mut counts, capacity, &self.hasher);
+            }
+        }
     }
 
     /// Removes every lease (on close).
     pub(crate) fn clear(&self) {
-        for s in self.shards.iter() {
-            *s.0.write() = HashMap::default();
+        for shard in self.shards.iter() {
+            let mut counts = shard.lock.lock();
+            shard
+                .slots
+                .store(Arc::new(Slots::with_capacity(MIN_CAPACITY)));
+            self.live.fetch_sub(counts.live, Ordering::Relaxed);
+            *counts = Counts::default();
         }
     }
 
@@ -177,135 +299,230 @@ impl LeaseTable {
     /// backwards) and returns its TTL in nanoseconds; `None` if it is unknown, claimed or expired.
     #[inline]
     pub(crate) fn renew(&self, id: LeaseId, now: u64) -> Option<u64> {
-        let map = self.shard(id.get()).read();
-        let slot = map.get(&id.get())?;
-        let target = deadline_after(now, slot.ttl);
-        let mut cur = slot.deadline.load(Ordering::Acquire);
-        loop {
-            if cur > now && cur < EXPIRED {
-                if cur >= target {
-                    return Some(slot.ttl); // a concurrent renew already went further
+        self.with_entry(id, |e| {
+            let ttl = e.ttl.load(Ordering::Relaxed);
+            let target = deadline_after(now, ttl);
+            let mut cur = e.deadline.load(Ordering::Acquire);
+            loop {
+                if cur > now && cur < EXPIRED {
+                    if cur >= target {
+                        return Step::Done(Some(ttl)); // a concurrent renew went further
+                    }
+                    match e.deadline.compare_exchange_weak(
+                        cur,
+                        target,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return Step::Done(Some(ttl)),
+                        Err(actual) => cur = actual,
+                    }
+                } else {
+                    match observe(e, now, cur) {
+                        Step::Done(Some(live)) => cur = live, // revived by a concurrent renew
+                        Step::Done(None) => return Step::Done(None),
+                        Step::Moved => return Step::Moved,
+                    }
                 }
-                match slot.deadline.compare_exchange_weak(
-                    cur,
-                    target,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return Some(slot.ttl),
-                    Err(actual) => cur = actual,
-                }
-            } else {
-                // Claimed, marked, or past: observe() marks a past deadline so it stays dead. If
-                // a concurrent renew got there first, try again from its deadline.
-                cur = observe(slot, now)?;
             }
-        }
+        })
+        .flatten()
     }
 
     /// `(ttl, deadline)` of a lease alive at `now`; marks it expired if its deadline has passed.
     pub(crate) fn alive(&self, id: LeaseId, now: u64) -> Option<(u64, u64)> {
-        let map = self.shard(id.get()).read();
-        let slot = map.get(&id.get())?;
-        observe(slot, now).map(|d| (slot.ttl, d))
+        self.with_entry(id, |e| {
+            match observe(e, now, e.deadline.load(Ordering::Acquire)) {
+                Step::Done(d) => Step::Done(d.map(|d| (e.ttl.load(Ordering::Relaxed), d))),
+                Step::Moved => Step::Moved,
+            }
+        })
+        .flatten()
     }
 
-    /// Whether the table has a slot for `id`, alive, expired or claimed.
+    /// Whether the table has an entry for `id`, alive, expired or claimed.
     pub(crate) fn contains(&self, id: LeaseId) -> bool {
-        self.shard(id.get()).read().contains_key(&id.get())
+        self.with_entry(id, |_| Step::Done(())).is_some()
     }
 
-    /// Claims a lease for revocation whatever its deadline, returning the deadline it had (to
-    /// [`restore`](Self::restore) if the revocation fails), or `None` if there is no slot or it
-    /// was already claimed.
+    /// Claims a lease for revocation whatever its deadline, returning the deadline word it had
+    /// (to [`restore`](Self::restore) if the revocation fails), or `None` if there is no entry or
+    /// it was already claimed.
     pub(crate) fn claim(&self, id: LeaseId) -> Option<u64> {
-        let map = self.shard(id.get()).read();
-        let slot = map.get(&id.get())?;
-        match slot.deadline.swap(DEAD, Ordering::AcqRel) {
-            DEAD => None,
-            d => Some(d),
-        }
+        self.with_entry(id, |e| {
+            let mut cur = e.deadline.load(Ordering::Acquire);
+            loop {
+                match cur {
+                    MOVED => return Step::Moved,
+                    DEAD => return Step::Done(None),
+                    _ => match e.deadline.compare_exchange_weak(
+                        cur,
+                        DEAD,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return Step::Done(Some(cur)),
+                        Err(actual) => cur = actual,
+                    },
+                }
+            }
+        })
+        .flatten()
     }
 
     /// Undoes a [`claim`](Self::claim) whose revocation did not commit.
     pub(crate) fn restore(&self, id: LeaseId, deadline: u64) {
-        if let Some(slot) = self.shard(id.get()).read().get(&id.get()) {
-            let _ =
-                slot.deadline
-                    .compare_exchange(DEAD, deadline, Ordering::AcqRel, Ordering::Acquire);
-        }
-    }
-
-    /// Decides the fate of an expiry-queue entry `(queued, id)` popped at `now`; the caller holds
-    /// the queue lock. Claims the lease if it has expired.
-    pub(crate) fn check_due(&self, id: LeaseId, queued: u64, now: u64) -> Due {
-        let map = self.shard(id.get()).read();
-        let Some(slot) = map.get(&id.get()) else {
-            return Due::Stale;
-        };
-        if slot.queued.load(Ordering::Relaxed) != queued {
-            return Due::Stale; // an entry of an earlier lease with this id
-        }
-        let mut cur = slot.deadline.load(Ordering::Acquire);
-        loop {
-            if cur == DEAD {
-                return Due::Stale;
-            }
-            let deadline = cur & !EXPIRED;
-            if deadline != queued || deadline > now {
-                // Renewed since it was queued (deadlines only grow). Re-queue it at its real
-                // deadline even if that has passed too: claiming it now would revoke it ahead of
-                // leases whose deadlines fall between the two.
-                slot.queued.store(deadline, Ordering::Relaxed);
-                return Due::Requeue(deadline);
-            }
-            // Due and not renewed since queued: claim it, unless a renew lands first.
-            match slot
+        self.with_entry(id, |e| {
+            match e
                 .deadline
-                .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(DEAD, deadline, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Due::Claimed,
-                Err(actual) => cur = actual,
+                Err(MOVED) => Step::Moved,
+                _ => Step::Done(()),
+            }
+        });
+    }
+
+    /// Decides the fate of an expiry-queue entry `(queued, id)` popped at `now`; claims the lease
+    /// if it has expired.
+    pub(crate) fn check_due(&self, id: LeaseId, queued: u64, now: u64) -> Due {
+        self.with_entry(id, |e| {
+            let mut cur = e.deadline.load(Ordering::Acquire);
+            loop {
+                if cur == MOVED {
+                    return Step::Moved;
+                }
+                if cur == DEAD || cur == PENDING {
+                    return Step::Done(Due::Stale); // claimed, or its own entry is on the way
+                }
+                let deadline = cur & !EXPIRED;
+                if deadline < queued {
+                    return Step::Done(Due::Stale); // an earlier lease's entry under this id
+                }
+                if deadline > queued || deadline > now {
+                    // Renewed since it was queued. Re-queue it at its real deadline even if that
+                    // has passed too: claiming it now would revoke it ahead of leases whose
+                    // deadlines fall between the two.
+                    return Step::Done(Due::Requeue(deadline));
+                }
+                match e
+                    .deadline
+                    .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Step::Done(Due::Claimed),
+                    Err(actual) => cur = actual,
+                }
+            }
+        })
+        .unwrap_or(Due::Stale)
+    }
+
+    /// The real deadline of a lease that is in the table and not claimed (expired or not).
+    pub(crate) fn deadline_of(&self, id: LeaseId) -> Option<u64> {
+        self.with_entry(id, |e| match e.deadline.load(Ordering::Acquire) {
+            MOVED => Step::Moved,
+            DEAD => Step::Done(None),
+            d => Step::Done(Some(d & !EXPIRED)),
+        })
+        .flatten()
+    }
+
+    /// Ids of the leases alive at `now`, ascending. Marks the expired ones it meets.
+    pub(crate) fn alive_ids(&self, now: u64) -> Vec<LeaseId> {
+        self.collect_ids(|e| {
+            matches!(
+                observe(e, now, e.deadline.load(Ordering::Acquire)),
+                Step::Done(Some(_))
+            )
+        })
+    }
+
+    /// Ids of every lease in the table (alive, expired or claimed), ascending.
+    pub(crate) fn all_ids(&self) -> Vec<LeaseId> {
+        self.collect_ids(|_| true)
+    }
+
+    fn collect_ids(&self, mut keep: impl FnMut(&Entry) -> bool) -> Vec<LeaseId> {
+        let mut ids = Vec::new();
+        for shard in self.shards.iter() {
+            // Holding the mutex keeps rebuilds (and so MOVED) away while we look.
+            let _counts: MutexGuard<'_, Counts> = shard.lock.lock();
+            let slots = shard.slots.load();
+            for e in slots.entries.iter() {
+                let id = e.id.load(Ordering::Acquire);
+                if id != EMPTY && id != TOMB && keep(e) {
+                    ids.extend(LeaseId::new(id));
+                }
             }
         }
-    }
-
-    /// The deadline a live (unclaimed) lease's queue entry sits at.
-    pub(crate) fn queued_at(&self, id: LeaseId) -> Option<u64> {
-        let map = self.shard(id.get()).read();
-        let slot = map.get(&id.get())?;
-        (slot.deadline.load(Ordering::Acquire) != DEAD).then(|| slot.queued.load(Ordering::Relaxed))
-    }
-
-    /// Ids of the leases alive at `now`, ascending.
-    pub(crate) fn alive_ids(&self, now: u64) -> Vec<LeaseId> {
-        let mut ids = Vec::new();
-        for s in self.shards.iter() {
-            let map = s.0.read();
-            ids.extend(
-                map.iter()
-                    .filter(|(_, slot)| observe(slot, now).is_some())
-                    .filter_map(|(&id, _)| LeaseId::new(id)),
-            );
-        }
         ids.sort_unstable();
         ids
     }
 
-    /// Ids of every slot (alive, expired or claimed), ascending.
-    pub(crate) fn all_ids(&self) -> Vec<LeaseId> {
-        let mut ids = Vec::new();
-        for s in self.shards.iter() {
-            ids.extend(s.0.read().keys().filter_map(|&id| LeaseId::new(id)));
-        }
-        ids.sort_unstable();
-        ids
-    }
-
-    /// Number of slots (alive, expired or claimed).
+    /// Number of leases in the table (alive, expired or claimed).
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.read().len()).sum()
+        self.live.load(Ordering::Relaxed)
     }
+}
+
+/// The deadline of an entry whose deadline word was `cur`, if it is alive at `now`. A deadline
+/// found past is marked [`EXPIRED`], so that the verdict cannot be undone by a renew working
+/// from an older clock reading.
+fn observe(e: &Entry, now: u64, mut cur: u64) -> Step<Option<u64>> {
+    loop {
+        if cur == MOVED {
+            return Step::Moved;
+        }
+        if cur == DEAD || cur & EXPIRED != 0 {
+            return Step::Done(None);
+        }
+        if cur > now {
+            return Step::Done(Some(cur));
+        }
+        match e.deadline.compare_exchange_weak(
+            cur,
+            cur | EXPIRED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return Step::Done(None),
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// The array length for `live` leases: at most half full after a rebuild.
+fn capacity_for(live: usize) -> usize {
+    (live * 2).next_power_of_two().max(MIN_CAPACITY)
+}
+
+/// Replaces `shard`'s array by one of `capacity` entries holding its live leases; the caller
+/// holds the shard mutex. Returns the new array.
+fn rebuild(
+    shard: &Shard,
+    counts: &mut Counts,
+    capacity: usize,
+    hasher: &foldhash::fast::FixedState,
+) -> Arc<Slots> {
+    let old = shard.slots.load_full();
+    let new = Arc::new(Slots::with_capacity(capacity));
+    for e in old.entries.iter() {
+        let id = e.id.load(Ordering::Acquire);
+        if id == EMPTY || id == TOMB {
+            continue;
+        }
+        // From here on every CAS on the old entry fails; the value swapped out is the last.
+        let deadline = e.deadline.swap(MOVED, Ordering::AcqRel);
+        if let Some(slot) = new.vacant(hasher.hash_one(id)) {
+            slot.ttl
+                .store(e.ttl.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.deadline.store(deadline, Ordering::Relaxed);
+            slot.id.store(id, Ordering::Release);
+        }
+    }
+    shard.slots.store(Arc::clone(&new));
+    counts.used = counts.live;
+    new
 }
 
 #[cfg(test)]
@@ -350,10 +567,10 @@ mod tests {
         let t = LeaseTable::new();
         t.insert_pending(id(1), 10);
         assert!(t.alive(id(1), 1_000).is_some());
+        assert_eq!(t.check_due(id(1), 5, 1_000), Due::Stale);
         assert!(t.settle(id(1), 1_010));
         assert!(!t.settle(id(1), 2_000));
         assert_eq!(t.alive(id(1), 1_000), Some((10, 1_010)));
-        assert_eq!(t.queued_at(id(1)), Some(1_010));
         assert!(!t.settle(id(2), 5)); // unknown
     }
 
@@ -364,8 +581,10 @@ mod tests {
         assert_eq!(t.claim(id(1)), Some(10));
         assert_eq!(t.claim(id(1)), None);
         assert_eq!(t.renew(id(1), 0), None);
+        assert_eq!(t.deadline_of(id(1)), None);
         t.restore(id(1), 10);
         assert_eq!(t.renew(id(1), 0), Some(10));
+        assert_eq!(t.deadline_of(id(1)), Some(10));
     }
 
     #[test]
@@ -375,11 +594,8 @@ mod tests {
         t.renew(id(1), 5); // deadline 15, still queued at 10
         assert_eq!(t.check_due(id(1), 10, 10), Due::Requeue(15));
         // renewed and expired again: still re-queued, so that expiry stays in deadline order
-        t.insert(id(2), 10, 10);
-        t.renew(id(2), 5);
-        assert_eq!(t.check_due(id(2), 10, 99), Due::Requeue(15));
-        assert_eq!(t.check_due(id(2), 15, 99), Due::Claimed);
-        assert_eq!(t.check_due(id(1), 10, 15), Due::Stale); // old entry
+        assert_eq!(t.check_due(id(1), 10, 99), Due::Requeue(15));
+        assert_eq!(t.check_due(id(1), 20, 99), Due::Stale); // an entry later than the lease
         assert_eq!(t.check_due(id(1), 15, 15), Due::Claimed);
         assert_eq!(t.check_due(id(1), 15, 15), Due::Stale); // already claimed
         assert_eq!(t.check_due(id(9), 15, 15), Due::Stale); // unknown
@@ -393,8 +609,43 @@ mod tests {
     }
 
     #[test]
+    fn grows_shrinks_and_replaces_without_losing_deadlines() {
+        let t = LeaseTable::new();
+        for n in 1..=5_000 {
+            t.insert(id(n), 100_000, 100_000 + n);
+        }
+        assert_eq!(t.len(), 5_000);
+        for n in (1..=5_000).step_by(7) {
+            assert_eq!(t.renew(id(n), 50_000), Some(100_000));
+        }
+        for n in 1..=4_990 {
+            if n % 3 != 0 {
+                assert!(t.claim(id(n)).is_some());
+                t.remove(id(n));
+            }
+        }
+        for n in 1..=5_000u64 {
+            let want = if n <= 4_990 && n % 3 != 0 {
+                None
+            } else if (n - 1) % 7 == 0 {
+                Some(150_000)
+            } else {
+                Some(100_000 + n)
+            };
+            assert_eq!(t.deadline_of(id(n)), want, "lease {n}");
+        }
+        // re-granting a claimed id replaces its entry
+        t.claim(id(3));
+        t.insert(id(3), 50, 60);
+        assert_eq!(t.alive(id(3), 0), Some((50, 60)));
+        assert_eq!(t.all_ids().len(), t.len());
+        t.clear();
+        assert_eq!(t.len(), 0);
+        assert!(!t.contains(id(3)));
+    }
+
+    #[test]
     fn racing_renew_and_claim_never_both_win() {
-        use std::sync::Arc;
         for _ in 0..200 {
             let t = Arc::new(LeaseTable::new());
             t.insert(id(1), 1_000, 1_000);
@@ -409,8 +660,36 @@ mod tests {
             renewer.join().unwrap();
             // had a renew's CAS landed after the claim, the slot would be alive again
             assert_eq!(t.alive(id(1), 0), None);
-            assert_eq!(t.renew(id(1), 0), None);
         }
+    }
+
+    #[test]
+    fn renewals_racing_rebuilds_are_never_lost() {
+        // One thread renews lease 1 forever forward while another grows and shrinks its shard.
+        let t = Arc::new(LeaseTable::new());
+        t.insert(id(1), 1_000_000, 1_000_000);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t2, stop2) = (Arc::clone(&t), Arc::clone(&stop));
+        let renewer = std::thread::spawn(move || {
+            let mut now = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                now += 1;
+                assert_eq!(t2.renew(id(1), now), Some(1_000_000));
+            }
+            now
+        });
+        for round in 0..20u64 {
+            let ids: Vec<LeaseId> = (2..2_000).map(|n| id(n + round * 10_000)).collect();
+            for &i in &ids {
+                t.insert(i, 1, 1);
+            }
+            for &i in &ids {
+                t.remove(i);
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let last = renewer.join().unwrap();
+        assert_eq!(t.deadline_of(id(1)), Some(last + 1_000_000));
     }
 
     #[test]
@@ -425,5 +704,6 @@ mod tests {
         assert_eq!(t.len(), 4);
         t.remove(id(3));
         assert_eq!(t.len(), 3);
+        assert_eq!(t.alive_ids(10), vec![]);
     }
 }

@@ -646,14 +646,10 @@ impl Core {
         // The TTL runs from the commit, so the fsync does not eat into it; the clock is read
         // with no lock held.
         let deadline = deadline_after(self.now(), ttl);
-        let settled = {
-            let mut queue = self.queue.lock();
-            let settled = self.table.settle(id, deadline);
-            if settled {
-                queue.push(deadline, id);
-            }
-            settled
-        };
+        let settled = self.table.settle(id, deadline);
+        if settled {
+            self.queue.lock().push(deadline, id);
+        }
         if settled {
             self.wake_ticker(deadline);
         }
@@ -812,7 +808,7 @@ impl Core {
         let mut q = self.queue.lock();
         let live = self.table.len();
         if q.len() > 2 * live + 1024 {
-            q.retain(|id, queued| self.table.queued_at(id) == Some(queued));
+            q.compact(|id| self.table.deadline_of(id));
         }
     }
 }
