@@ -23,6 +23,10 @@
 //! - Compare the two groups by `thrpt`: the 2-thread speed-up for a given N is
 //!   `thrpt(2_threads) / thrpt(1_thread)`, which equals `2 * time(1_thread) / time(2_threads)`.
 //!   Perfect scaling is 2.0; `time(2_threads) / 2` is the amortised cost of one renewal.
+//! - criterion prints `[low estimate high]`: a confidence interval around its estimate of the
+//!   time per iteration (the regression slope over the samples), not the median. The median is
+//!   `median.point_estimate` (in ns) in `target/criterion/renew_1_thread/N/new/estimates.json`
+//!   (and `renew_2_threads/...`).
 //!
 //! The machine's other load competes with the two threads, so on a 2-core machine the 2-thread
 //! group is the noisier one.

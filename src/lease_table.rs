@@ -101,7 +101,7 @@ struct Entry {
     ttl: AtomicU64,
 }
 
-/// One shard's array of entries: a power-of-two length, at most 3/4 used (live + tombstones),
+/// One shard's array of entries: a power-of-two length, at most 7/8 used (live + tombstones),
 /// so every probe meets an `EMPTY` entry.
 struct Slots {
     entries: Box<[Entry]>,
@@ -235,7 +235,7 @@ impl LeaseTable {
             counts.live -= 1;
             self.live.fetch_sub(1, Ordering::Relaxed);
         }
-        if (counts.used + 1) * 4 > slots.entries.len() * 3 {
+        if (counts.used + 1) * 8 > slots.entries.len() * 7 {
             let capacity = capacity_for(counts.live + 1);
             slots = rebuild(shard, &mut counts, capacity, &self.hasher);
         }
@@ -491,9 +491,9 @@ fn observe(e: &Entry, now: u64, mut cur: u64) -> Step<Option<u64>> {
     }
 }
 
-/// The array length for `live` leases: at most half full after a rebuild.
+/// The array length for `live` leases: the smallest power of two they fill to at most 7/10.
 fn capacity_for(live: usize) -> usize {
-    (live * 2).next_power_of_two().max(MIN_CAPACITY)
+    (live * 10 / 7 + 1).next_power_of_two().max(MIN_CAPACITY)
 }
 
 /// Replaces `shard`'s array by one of `capacity` entries holding its live leases; the caller

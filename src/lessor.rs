@@ -280,7 +280,7 @@ impl Lessor {
         core.table
             .renew(id, now)
             .map(Duration::from_nanos)
-            .ok_or(Error::LeaseNotFound(id))
+            .ok_or_else(|| Error::LeaseNotFound(id))
     }
 
     /// Revokes a lease: deletes it and every key attached to it, in one transaction. Returns the
