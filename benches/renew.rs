@@ -30,11 +30,17 @@
 //!
 //! The machine's other load competes with the two threads, so on a 2-core machine the 2-thread
 //! group is the noisier one.
+//!
+//! - `memory/random_rmw/N`: no lessor, a baseline: one atomic read-modify-write on a random
+//!   cache line of a buffer the size of the lease table at N leases (64 bytes a lease). That is
+//!   the part of a renewal no design can avoid; `renew/1_thread/N` minus it is what the lessor
+//!   adds (clock, hashing, probing).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -227,6 +233,63 @@ fn renew(c: &mut Criterion) {
     group.finish();
 }
 
+/// `lines` cache lines, and a random sequence of them to update.
+struct Lines {
+    words: Vec<AtomicU64>,
+    seq: Vec<u32>,
+    next: usize,
+}
+
+impl Lines {
+    fn new(lines: usize) -> Lines {
+        let mut rng = SplitMix64(SEEDS[0]);
+        Lines {
+            words: (0..lines * 8).map(|_| AtomicU64::new(0)).collect(),
+            seq: (0..SEQ_LEN).map(|_| rng.below(lines) as u32).collect(),
+            next: 0,
+        }
+    }
+
+    /// One atomic read-modify-write on each of the next `iters` lines of the sequence.
+    #[inline(never)]
+    fn update(&mut self, iters: u64) {
+        let mask = SEQ_LEN - 1;
+        let mut pos = self.next;
+        for _ in 0..iters {
+            let line = self.seq[pos] as usize;
+            pos = (pos + 1) & mask;
+            black_box(self.words[line * 8].fetch_add(1, Ordering::AcqRel));
+        }
+        self.next = pos;
+    }
+}
+
+/// What renew cannot avoid: an atomic read-modify-write (its compare-and-swap) on a cache line
+/// at a random place in a table of N leases. This group times exactly that, with no lessor, on a
+/// buffer of the table's size at each N (32-byte entries at the table's ~60% fill: about 64 bytes
+/// a lease), in the same run as the renew groups, so that `renew/1_thread/N` can be read against
+/// the memory system of the machine it ran on.
+fn memory_baseline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("memory/random_rmw");
+    group.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let lines = if test_mode() {
+            n.min(TEST_MODE_MAX_LEASES)
+        } else {
+            n
+        };
+        let mut buffer = Lines::new(lines);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter_custom(|iters| {
+                let started = Instant::now();
+                buffer.update(iters);
+                started.elapsed()
+            });
+        });
+    }
+    group.finish();
+}
+
 // `criterion_group!` would define an undocumented public function, which the crate's
 // `missing_docs` lint refuses; this is what the two macros expand to.
 fn main() {
@@ -236,5 +299,6 @@ fn main() {
         .measurement_time(Duration::from_secs(8))
         .configure_from_args();
     renew(&mut c);
+    memory_baseline(&mut c);
     c.final_summary();
 }

@@ -53,12 +53,14 @@ pub(crate) const EXPIRED: u64 = 1 << 63;
 /// The deadline word of an entry whose array is being replaced.
 const MOVED: u64 = u64::MAX;
 
-/// The latest representable deadline (about 292 years of clock time).
-const MAX_DEADLINE: u64 = EXPIRED - 1;
-
 /// The deadline of a lease granted but not yet given its first deadline: alive until
-/// [`LeaseTable::settle`] replaces it, moments later.
-const PENDING: u64 = MAX_DEADLINE;
+/// [`LeaseTable::settle`] replaces it, moments later. Above every real deadline and every `now`
+/// (both are clamped to [`MAX_DEADLINE`]), so it is never marked expired, and distinct from
+/// `MOVED` with or without the `EXPIRED` bit.
+const PENDING: u64 = EXPIRED - 1;
+
+/// The latest real deadline (about 292 years of clock time); `now` is clamped to it too.
+const MAX_DEADLINE: u64 = EXPIRED - 2;
 
 /// The id of an entry never used in this array (lease ids are never 0).
 const EMPTY: u64 = 0;
@@ -231,6 +233,8 @@ impl LeaseTable {
         let mut counts = shard.lock.lock();
         let mut slots = shard.slots.load_full();
         if let Some(old) = slots.find(id.get(), hash) {
+            // Callers claim a lease before replacing it; make sure no renew lands on the orphan.
+            old.deadline.store(DEAD, Ordering::Release);
             old.id.store(TOMB, Ordering::Release);
             counts.live -= 1;
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -239,6 +243,7 @@ impl LeaseTable {
             let capacity = capacity_for(counts.live + 1);
             slots = rebuild(shard, &mut counts, capacity, &self.hasher);
         }
+        debug_assert!(slots.vacant(hash).is_some(), "a shard array is full");
         if let Some(e) = slots.vacant(hash) {
             e.ttl.store(ttl, Ordering::Relaxed);
             e.deadline.store(deadline, Ordering::Relaxed);
@@ -273,6 +278,7 @@ impl LeaseTable {
         let mut counts = shard.lock.lock();
         let slots = shard.slots.load_full();
         if let Some(e) = slots.find(id.get(), hash) {
+            e.deadline.store(DEAD, Ordering::Release); // already claimed by the caller
             e.id.store(TOMB, Ordering::Release);
             counts.live -= 1;
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -299,6 +305,7 @@ impl LeaseTable {
     /// backwards) and returns its TTL in nanoseconds; `None` if it is unknown, claimed or expired.
     #[inline]
     pub(crate) fn renew(&self, id: LeaseId, now: u64) -> Option<u64> {
+        let now = now.min(MAX_DEADLINE);
         self.with_entry(id, |e| {
             let ttl = e.ttl.load(Ordering::Relaxed);
             let target = deadline_after(now, ttl);
@@ -331,6 +338,7 @@ impl LeaseTable {
 
     /// `(ttl, deadline)` of a lease alive at `now`; marks it expired if its deadline has passed.
     pub(crate) fn alive(&self, id: LeaseId, now: u64) -> Option<(u64, u64)> {
+        let now = now.min(MAX_DEADLINE);
         self.with_entry(id, |e| {
             match observe(e, now, e.deadline.load(Ordering::Acquire)) {
                 Step::Done(d) => Step::Done(d.map(|d| (e.ttl.load(Ordering::Relaxed), d))),
@@ -370,22 +378,32 @@ impl LeaseTable {
         .flatten()
     }
 
-    /// Undoes a [`claim`](Self::claim) whose revocation did not commit.
-    pub(crate) fn restore(&self, id: LeaseId, deadline: u64) {
+    /// After a [`claim`](Self::claim) whose revocation did not commit, puts back the deadline the
+    /// lease had, marked expired: callers were told it is gone while it was claimed, so it stays
+    /// dead, and expiry revokes it from its queue entry at that deadline. Returns `false` for a
+    /// lease claimed before it was settled (it has no queue entry): the caller must see to it.
+    pub(crate) fn restore(&self, id: LeaseId, claimed: u64) -> bool {
+        if claimed == PENDING || claimed == DEAD {
+            return false;
+        }
         self.with_entry(id, |e| {
-            match e
-                .deadline
-                .compare_exchange(DEAD, deadline, Ordering::AcqRel, Ordering::Acquire)
-            {
+            match e.deadline.compare_exchange(
+                DEAD,
+                claimed | EXPIRED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Err(MOVED) => Step::Moved,
-                _ => Step::Done(()),
+                _ => Step::Done(true),
             }
-        });
+        })
+        .unwrap_or(false)
     }
 
     /// Decides the fate of an expiry-queue entry `(queued, id)` popped at `now`; claims the lease
     /// if it has expired.
     pub(crate) fn check_due(&self, id: LeaseId, queued: u64, now: u64) -> Due {
+        let now = now.min(MAX_DEADLINE);
         self.with_entry(id, |e| {
             let mut cur = e.deadline.load(Ordering::Acquire);
             loop {
@@ -429,6 +447,7 @@ impl LeaseTable {
 
     /// Ids of the leases alive at `now`, ascending. Marks the expired ones it meets.
     pub(crate) fn alive_ids(&self, now: u64) -> Vec<LeaseId> {
+        let now = now.min(MAX_DEADLINE);
         self.collect_ids(|e| {
             matches!(
                 observe(e, now, e.deadline.load(Ordering::Acquire)),
@@ -582,9 +601,30 @@ mod tests {
         assert_eq!(t.claim(id(1)), None);
         assert_eq!(t.renew(id(1), 0), None);
         assert_eq!(t.deadline_of(id(1)), None);
-        t.restore(id(1), 10);
-        assert_eq!(t.renew(id(1), 0), Some(10));
+        // restored dead: renewals were refused while it was claimed, so they stay refused ...
+        assert!(t.restore(id(1), 10));
+        assert_eq!(t.renew(id(1), 0), None);
+        // ... and expiry takes it from its queue entry
         assert_eq!(t.deadline_of(id(1)), Some(10));
+        assert_eq!(t.check_due(id(1), 10, 10), Due::Claimed);
+        // a lease claimed before it was settled has no queue entry: the caller handles it
+        t.insert_pending(id(2), 10);
+        let claimed = t.claim(id(2)).unwrap();
+        assert!(!t.settle(id(2), 50));
+        assert!(!t.restore(id(2), claimed));
+    }
+
+    #[test]
+    fn a_saturated_clock_never_turns_a_deadline_into_a_marker() {
+        let t = LeaseTable::new();
+        t.insert(id(1), 10, deadline_after(u64::MAX - 100, 10));
+        t.insert_pending(id(2), 10);
+        assert_eq!(t.alive(id(1), u64::MAX), None); // expired, marked
+        assert!(t.alive(id(2), u64::MAX).is_some()); // pending stays alive
+        assert_eq!(t.renew(id(1), u64::MAX), None);
+        assert_eq!(t.deadline_of(id(1)), Some(MAX_DEADLINE));
+        assert_eq!(t.check_due(id(1), MAX_DEADLINE, u64::MAX), Due::Claimed);
+        assert!(t.settle(id(2), MAX_DEADLINE));
     }
 
     #[test]

@@ -3,21 +3,23 @@
 //! # Implementation
 //!
 //! Shared state lives in [`Core`]:
-//! - `table` ([`LeaseTable`]): live leases and their atomic deadlines. Renew reads it under one
-//!   shard's read lock and does nothing else.
+//! - `table` ([`LeaseTable`]): live leases and their atomic deadlines. Renew finds its lease
+//!   there without a lock and compare-and-swaps the deadline; it does nothing else.
 //! - `store`: the redb database, `None` once closed. Every call that reads or writes the file
 //!   holds its read lock for the call's length; only `close` takes the write lock, so it waits
 //!   for calls in flight.
 //! - `writer`: one mutating call at a time (redb admits one write transaction anyway). It guards
 //!   the counters (revision, highest lease id) and the leases whose expiry failed to commit.
-//! - `queue` ([`ExpiryQueue`]): one entry per live lease, by deadline.
+//! - `queue` ([`ExpiryQueue`]): an entry per live lease, by deadline.
+//! - `state`: open, closed, or poisoned by a storage failure.
 //!
-//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard. Nothing waits on a
-//! channel or calls out while holding any of them. Renew takes only a shard read lock.
+//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard's mutex. Nothing waits on
+//! a channel, reads the clock or calls out while holding any of them. Renew takes no lock.
 //!
 //! Every mutation is one redb transaction, committed durably before the call returns; the
-//! in-memory state changes only after the commit succeeds (a revocation claims its lease first
-//! and restores it if the commit fails).
+//! in-memory state changes only after the commit succeeds (a revocation claims its lease first;
+//! if its transaction aborts, the lease stays dead and expiry takes it). A storage error poisons
+//! the lessor.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -289,8 +291,10 @@ impl Lessor {
     /// A lease that has expired but not yet been revoked can still be revoked this way.
     ///
     /// # Errors
-    /// [`Error::LeaseNotFound`] if there is no such lease, [`Error::Storage`] (the lease then
-    /// stays as it was), [`Error::Closed`].
+    /// [`Error::LeaseNotFound`] if there is no such lease, [`Error::Closed`]. If the transaction
+    /// fails ([`Error::Storage`], which poisons the lessor, or [`Error::Corrupted`]), the lease is
+    /// dead from the call on (renew refuses it) and is revoked by expiry at its deadline, or
+    /// restored with the file's state at the next open.
     pub fn revoke(&self, id: LeaseId) -> Result<Revision> {
         self.core()?.revoke(id)
     }
@@ -732,8 +736,12 @@ impl Core {
             Ok(())
         });
         if let Err(e) = result {
-            if let Some(deadline) = claimed {
-                self.table.restore(id, deadline);
+            // Dead from the claim on, whatever happened: expiry revokes it later.
+            if let Some(prior) = claimed
+                && !self.table.restore(id, prior)
+                && !w.retry.contains(&id)
+            {
+                w.retry.push(id);
             }
             return Err(e);
         }
