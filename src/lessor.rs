@@ -269,7 +269,7 @@ impl Lessor {
 
     /// Renews a lease once: its deadline becomes now + its TTL. Returns the TTL.
     ///
-    /// This is the hot path: it does no I/O and takes no exclusive lock. Renewals are not written
+    /// This is the hot path: it does no I/O and takes no lock. Renewals are not written
     /// to disk; after a restart every lease gets its full TTL again anyway.
     ///
     /// # Errors

@@ -33,8 +33,8 @@
 //!   TTLs are raised to it) and maximum. It is dead the instant its deadline passes: `renew`,
 //!   `time_to_live`, `attach` and `put_with_lease` refuse it with [`Error::LeaseNotFound`] even
 //!   before the ticker has revoked it, and a lease that has been refused is never resurrected.
-//! - **Renew**: moves the deadline to now + TTL. It happens in memory only, without exclusive
-//!   locks, in tens of nanoseconds.
+//! - **Renew**: moves the deadline to now + TTL. It happens in memory only, without locks, in
+//!   tens of nanoseconds (a few hundred with a million leases out of cache).
 //! - **Revision** ([`Revision`]): one counter for the whole database, advanced by every put,
 //!   every delete, and every revocation that deletes keys.
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
