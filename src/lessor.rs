@@ -650,11 +650,8 @@ impl Core {
         // The TTL runs from the commit, so the fsync does not eat into it; the clock is read
         // with no lock held.
         let deadline = deadline_after(self.now(), ttl);
-        let settled = self.table.settle(id, deadline);
-        if settled {
+        if self.table.settle(id, deadline) {
             self.queue.lock().push(deadline, id);
-        }
-        if settled {
             self.wake_ticker(deadline);
         }
         Ok(Lease {
