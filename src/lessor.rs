@@ -275,7 +275,18 @@ impl Lessor {
     /// # Errors
     /// [`Error::LeaseNotFound`] if the lease was never granted, was revoked, or has expired (a
     /// lease is dead the instant its deadline passes, even before the ticker revokes it);
-    /// [`Error::Closed`].
+    /// [`Error::Closed`], [`Error::Poisoned`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(5))?;
+    /// assert_eq!(lessor.renew(lease.id)?, Duration::from_secs(5));
+    /// lessor.revoke(lease.id)?;
+    /// assert!(matches!(lessor.renew(lease.id), Err(lessor::Error::LeaseNotFound(_))));
+    /// # Ok(()) }
+    /// ```
     pub fn renew(&self, id: LeaseId) -> Result<Duration> {
         let core = self.core()?;
         let now = core.now();
@@ -295,6 +306,19 @@ impl Lessor {
     /// fails ([`Error::Storage`], which poisons the lessor, or [`Error::Corrupted`]), the lease is
     /// dead from the call on (renew refuses it) and is revoked by expiry at its deadline, or
     /// restored with the file's state at the next open.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let session = lessor.grant(Duration::from_secs(30))?;
+    /// lessor.put_with_lease("/sessions/42/user", "ada", session.id)?;
+    /// lessor.put_with_lease("/sessions/42/cart", "[]", session.id)?;
+    /// let rev = lessor.revoke(session.id)?; // log out: both keys go, in one revision
+    /// assert_eq!(rev.get(), 3);
+    /// assert!(lessor.range("/sessions/42/")?.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn revoke(&self, id: LeaseId) -> Result<Revision> {
         self.core()?.revoke(id)
     }
@@ -364,6 +388,17 @@ impl Lessor {
     /// # Errors
     /// [`Error::LeaseNotFound`] if the lease is not alive; [`Error::InvalidKey`],
     /// [`Error::KeyTooLarge`], [`Error::ValueTooLarge`], [`Error::Storage`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let instance = lessor.grant(Duration::from_secs(10))?;
+    /// let rev = lessor.put_with_lease("/services/api/1", "10.0.0.7:8080", instance.id)?;
+    /// let kv = lessor.get("/services/api/1")?.unwrap();
+    /// assert_eq!((kv.lease, kv.create_revision, kv.version), (Some(instance.id), rev, 1));
+    /// # Ok(()) }
+    /// ```
     pub fn put_with_lease(
         &self,
         key: impl AsRef<[u8]>,
@@ -430,6 +465,19 @@ impl Lessor {
     /// [`Error::LeaseNotFound`] if the lease is not alive, [`Error::KeyNotFound`] if a key does
     /// not exist (nothing is attached then), [`Error::InvalidKey`], [`Error::KeyTooLarge`],
     /// [`Error::Storage`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// lessor.put("/jobs/7/state", "running")?;
+    /// let worker = lessor.grant(Duration::from_secs(10))?;
+    /// lessor.attach(worker.id, ["/jobs/7/state"])?; // now it dies with the worker
+    /// assert_eq!(lessor.time_to_live(worker.id)?.keys, vec![b"/jobs/7/state".to_vec()]);
+    /// lessor.detach(worker.id, ["/jobs/7/state"])?;
+    /// assert!(lessor.time_to_live(worker.id)?.keys.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn attach<K: AsRef<[u8]>>(
         &self,
         id: LeaseId,

@@ -76,6 +76,20 @@ fn a_dropped_lessor_without_close_reopens_intact() {
 }
 
 #[test]
+fn dropping_the_last_handle_stops_the_ticker_and_frees_the_file() {
+    let dir = test_dir();
+    let l = Lessor::open(&dir.path).unwrap();
+    assert!(l.health().ticker_running);
+    let clone = l.clone();
+    let lease = l.grant(secs(60)).unwrap();
+    drop(l);
+    assert!(clone.renew(lease.id).is_ok(), "a clone keeps it open");
+    drop(clone);
+    let again = Lessor::open(&dir.path).unwrap();
+    assert_eq!(again.leases(), vec![lease.id]);
+}
+
+#[test]
 fn a_clean_close_revokes_what_has_expired_instead_of_resurrecting_it() {
     let dir = test_dir();
     let clock = ManualClock::new();
