@@ -96,6 +96,10 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The ticker thread could not be started (the system is out of threads or memory).
+    #[error("cannot start the ticker thread: {0}")]
+    Spawn(#[source] std::io::Error),
+
     /// The file is damaged: a record that does not decode, an index that disagrees with the data.
     #[error("database corrupted: {0}")]
     Corrupted(String),

@@ -204,15 +204,7 @@ impl Lessor {
             config,
         });
         let ticker = if core.config.ticker {
-            match Ticker::spawn(Arc::clone(&core), wake_rx) {
-                Ok(t) => Some(t),
-                Err(source) => {
-                    return Err(Error::Io {
-                        path: PathBuf::from("<ticker thread>"),
-                        source,
-                    });
-                }
-            }
+            Some(Ticker::spawn(Arc::clone(&core), wake_rx).map_err(Error::Spawn)?)
         } else {
             None
         };
