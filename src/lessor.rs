@@ -733,10 +733,13 @@ impl Core {
         keys: impl IntoIterator<Item = K>,
         attach: bool,
     ) -> Result<()> {
-        let keys: Vec<K> = keys.into_iter().collect();
+        let mut keys: Vec<K> = keys.into_iter().collect();
         for k in &keys {
             self.config.check_key(k.as_ref())?;
         }
+        // A key named twice counts once (the second detach would otherwise find it detached).
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.as_ref().to_vec()));
         let now = self.now();
         let (_, result) = self.write(|_, tables, _| {
             self.check_alive(id, now)?;

@@ -220,7 +220,7 @@ fn detach_keeps_keys_and_refuses_keys_not_attached() {
         l.detach(a.id, ["/nope"]),
         Err(Error::KeyNotFound(_))
     ));
-    l.detach(a.id, ["/x"]).unwrap();
+    l.detach(a.id, ["/x", "/x"]).unwrap(); // a key named twice counts once
     l.revoke(a.id).unwrap();
     assert_eq!(l.get("/x").unwrap().unwrap().lease, None);
     l.verify().unwrap();

@@ -334,7 +334,8 @@ fn compare(l: &Lessor, m: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // 256 cases by default; PROPTEST_CASES=N runs N (the default config reads it).
+    #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn lessor_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
