@@ -52,6 +52,8 @@ use crate::ticker::Ticker;
 /// expire, deleting their keys.
 ///
 /// The database closes when [`close`](Lessor::close) is called or the last clone is dropped.
+/// Besides the errors each method lists, every call returns [`Error::Closed`] once closed and
+/// [`Error::Poisoned`] after a write has failed in storage (until the database is reopened).
 ///
 /// ```
 /// use std::time::Duration;
@@ -513,11 +515,10 @@ impl Lessor {
         // Holding the writer keeps memory and file still while they are compared.
         let w = core.writer.lock();
         let read = db.begin_read()?;
-        let mut problems = store::verify(&read)?;
-        let on_disk: Vec<LeaseId> = store::load_leases(db)?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let store::Report {
+            mut problems,
+            leases: on_disk,
+        } = store::verify(&read)?;
         let in_memory = core.table.all_ids();
         if on_disk != in_memory {
             problems.push(format!(
@@ -526,9 +527,7 @@ impl Lessor {
                 on_disk.len()
             ));
         }
-        if w.counters.max_lease_id < on_disk.last().map_or(0, |id| id.get()) {
-            problems.push("the lease-id high-water mark is below a stored lease".into());
-        }
+        drop(w);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -322,10 +322,18 @@ impl<'txn> Tables<'txn> {
     }
 }
 
-/// Checks the invariants listed in the module docs over the whole file. Returns the problems
-/// found, empty when the database is consistent.
-pub(crate) fn verify(read: &ReadTransaction) -> Result<Vec<String>> {
+/// What [`verify`] found.
+pub(crate) struct Report {
+    /// Broken invariants; empty when the database is consistent.
+    pub problems: Vec<String>,
+    /// The ids of the stored leases, ascending.
+    pub leases: Vec<LeaseId>,
+}
+
+/// Checks the invariants listed in the module docs over the whole file.
+pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
     let mut problems = Vec::new();
+    let mut ids = Vec::new();
     let meta = read.open_table(META)?;
     let revision = meta.get(META_REVISION)?.map_or(0, |v| v.value());
     let max_id = meta.get(META_MAX_LEASE_ID)?.map_or(0, |v| v.value());
@@ -337,8 +345,9 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Vec<String>> {
     for entry in leases.iter()? {
         let (k, v) = entry?;
         let id = k.value();
-        if LeaseId::new(id).is_none() {
-            problems.push(format!("lease id {id} is out of range"));
+        match LeaseId::new(id) {
+            Some(lease) => ids.push(lease),
+            None => problems.push(format!("lease id {id} is out of range")),
         }
         if id > max_id {
             problems.push(format!(
@@ -406,5 +415,8 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Vec<String>> {
             problems.push(format!("index lists lease {lease}, which does not exist"));
         }
     }
-    Ok(problems)
+    Ok(Report {
+        problems,
+        leases: ids,
+    })
 }
