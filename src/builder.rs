@@ -24,6 +24,9 @@ pub(crate) struct Config {
     pub max_value_size: usize,
     pub expiry_batch: usize,
     pub check_integrity_on_open: bool,
+    pub event_buffer: usize,
+    pub watch_history: usize,
+    pub watch_history_bytes: usize,
 }
 
 impl Config {
@@ -101,6 +104,9 @@ impl Default for Builder {
                 max_value_size: 1 << 20,
                 expiry_batch: 1000,
                 check_integrity_on_open: true,
+                event_buffer: 1024,
+                watch_history: 10_000,
+                watch_history_bytes: 64 << 20,
             },
         }
     }
@@ -169,6 +175,24 @@ impl Builder {
         self
     }
 
+    /// Capacity of each [`subscribe`](Lessor::subscribe)r's channel, in events; a subscriber
+    /// further behind gets a [`LeaseEvent::Lagged`](crate::LeaseEvent::Lagged) marker instead of
+    /// the events it had no room for. Default: 1024 (at least 2).
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.config.event_buffer = events.max(2);
+        self
+    }
+
+    /// How far back [`watch_from`](Lessor::watch_from) can start, and how far a slow watch can
+    /// fall behind before it ends with [`WatchEnd::Compacted`](crate::WatchEnd::Compacted): the
+    /// last `events` key events, and no more than `bytes` of their keys and values (each event
+    /// also counts 96 bytes). Kept in memory only. Default: 10,000 events, 64 MiB.
+    pub fn watch_history(mut self, events: usize, bytes: usize) -> Self {
+        self.config.watch_history = events;
+        self.config.watch_history_bytes = bytes;
+        self
+    }
+
     /// Opens (or creates) the database file at `path` and restores every lease and key in it.
     /// Each restored lease gets its full TTL again from now, as in etcd, so holders have time
     /// to come back.
@@ -227,6 +251,8 @@ impl fmt::Debug for Builder {
             .field("max_value_size", &c.max_value_size)
             .field("expiry_batch_size", &c.expiry_batch)
             .field("check_integrity_on_open", &c.check_integrity_on_open)
+            .field("event_buffer", &c.event_buffer)
+            .field("watch_history", &(c.watch_history, c.watch_history_bytes))
             .finish()
     }
 }

@@ -77,6 +77,17 @@ pub enum Error {
         max: usize,
     },
 
+    /// `watch_from` asked for a revision whose events are no longer kept: the history holds
+    /// events from `oldest` on (it is kept in memory, so after a reopen it starts at the
+    /// database's revision). Read the keys again and watch from the revision after that read.
+    #[error("revision {requested} has been compacted: the watch history starts at {oldest}")]
+    Compacted {
+        /// The revision asked for.
+        requested: crate::lease::Revision,
+        /// The oldest revision a watch can start from now.
+        oldest: crate::lease::Revision,
+    },
+
     /// The builder was given settings that contradict each other.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),

@@ -107,6 +107,16 @@ impl fmt::Debug for LeaseId {
 pub struct Revision(pub(crate) u64);
 
 impl Revision {
+    /// A revision from its integer, e.g. one saved earlier with [`get`](Revision::get).
+    pub const fn new(revision: u64) -> Revision {
+        Revision(revision)
+    }
+
+    /// The revision after this one: where a watch continues after a read at this revision.
+    pub const fn next(self) -> Revision {
+        Revision(self.0.saturating_add(1))
+    }
+
     /// The revision as an integer.
     pub const fn get(self) -> u64 {
         self.0
@@ -165,6 +175,17 @@ pub struct KeyValue {
     pub mod_revision: Revision,
     /// How many puts the key has seen since it was created: 1 after the first.
     pub version: u64,
+}
+
+/// Keys read together with the revision the read saw, from
+/// [`Lessor::range_with_revision`](crate::Lessor::range_with_revision).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The keys, in key order.
+    pub kvs: Vec<KeyValue>,
+    /// The database's revision at the read: watch from [`Revision::next`] of it to see every
+    /// later change exactly once.
+    pub revision: Revision,
 }
 
 impl fmt::Debug for KeyValue {

@@ -27,20 +27,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use crate::builder::{Builder, Config};
 use crate::clock::now_nanos;
 use crate::error::{Error, Result};
+use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
-use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision};
+use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lease_table::{LeaseTable, deadline_after};
 use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::store::{self, Counters, Tables};
 use crate::ticker::Ticker;
+use crate::txn::{self, Txn, TxnResult};
+use crate::watch::Watch;
 
 /// A handle to an open lease database: grant, renew and revoke leases, and read and write the
 /// keys attached to them.
@@ -119,6 +122,8 @@ pub(crate) struct Core {
     writer: Padded<Mutex<Writer>>,
     /// One entry per live lease, by deadline.
     queue: Padded<Mutex<ExpiryQueue>>,
+    /// Hands committed changes to subscribers and watchers.
+    hub: Arc<Hub>,
     /// Wakes the ticker when a grant creates a deadline earlier than the one it sleeps until.
     ticker_wake: Option<Sender<()>>,
     /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
@@ -188,7 +193,14 @@ impl Lessor {
     pub(crate) fn open_with(config: Config, db: Database, path: Option<&Path>) -> Result<Lessor> {
         let recovered = recovery::recover(&db, now_nanos(&*config.clock))?;
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let hub = Arc::new(Hub::new(
+            recovered.counters.revision,
+            config.event_buffer,
+            config.watch_history,
+            config.watch_history_bytes,
+        ));
         let core = Arc::new(Core {
+            hub,
             path: path.map(Path::to_path_buf),
             state: AtomicU8::new(OPEN),
             table: recovered.table,
@@ -443,6 +455,102 @@ impl Lessor {
             .read(|read| store::range(read, prefix.as_ref()))
     }
 
+    /// Reads every key that starts with `prefix`, with the revision the read saw: watching
+    /// from the revision after it ([`Revision::next`]) continues exactly where the read left
+    /// off, missing nothing and repeating nothing.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// lessor.put("/services/api/1", "10.0.0.7:8080")?;
+    /// let snapshot = lessor.range_with_revision("/services/")?;
+    /// let watch = lessor.watch_from("/services/", snapshot.revision.next())?;
+    /// lessor.put("/services/api/2", "10.0.0.8:8080")?;
+    /// assert_eq!(snapshot.kvs.len(), 1);
+    /// assert_eq!(watch.recv().unwrap().key(), b"/services/api/2");
+    /// # Ok(()) }
+    /// ```
+    pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
+        self.core()?.read(|read| {
+            Ok(Snapshot {
+                revision: Revision(store::revision(read)?),
+                kvs: store::range(read, prefix.as_ref())?,
+            })
+        })
+    }
+
+    /// Watches the keys that start with `prefix` (`""`: every key) from the next change on.
+    /// See [`Watch`].
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn watch(&self, prefix: impl AsRef<[u8]>) -> Result<Watch> {
+        self.core()?.watch(prefix.as_ref(), None)
+    }
+
+    /// Watches the keys that start with `prefix` from revision `from` on: the changes since
+    /// `from` that are still in the watch history come first, then live ones.
+    ///
+    /// The history is kept in memory, for the last [`Builder::watch_history`](crate::Builder::watch_history) events; it starts
+    /// empty when the database is opened.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] if the history no longer reaches back to `from`; [`Error::Closed`].
+    pub fn watch_from(&self, prefix: impl AsRef<[u8]>, from: Revision) -> Result<Watch> {
+        self.core()?.watch(prefix.as_ref(), Some(from.get()))
+    }
+
+    /// Subscribes to lease events: every grant and every revocation (with its keys and whether
+    /// it was revoked or expired), in commit order, from now on.
+    ///
+    /// The channel holds [`Builder::event_buffer`](crate::Builder::event_buffer) events. A subscriber that falls further
+    /// behind never slows the lessor down: the events it had no room for are dropped and a
+    /// [`LeaseEvent::Lagged`] tells it how many, then events continue. Drop the receiver to
+    /// unsubscribe. The channel closes when the lessor does.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{LeaseEvent, Lessor, RevokeCause};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let events = lessor.subscribe()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// lessor.put_with_lease("/workers/7", "up", lease.id)?;
+    /// lessor.revoke(lease.id)?;
+    /// assert!(matches!(events.recv(), Ok(LeaseEvent::Granted { id, .. }) if id == lease.id));
+    /// let Ok(LeaseEvent::Revoked { keys, cause, .. }) = events.recv() else { panic!() };
+    /// assert_eq!((keys, cause), (vec![b"/workers/7".to_vec()], RevokeCause::Revoked));
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self) -> Result<Receiver<LeaseEvent>> {
+        self.core()?.hub.subscribe().ok_or(Error::Closed)
+    }
+
+    /// Starts an etcd-style transaction; see [`Txn`].
+    pub fn txn(&self) -> Txn<'_> {
+        Txn::new(self)
+    }
+
+    pub(crate) fn commit_txn(&self, spec: &txn::Spec) -> Result<TxnResult> {
+        let core = self.core()?;
+        spec.check(|k| core.config.check_key(k), |v| core.config.check_value(v))?;
+        let now = core.now();
+        let (w, result) = core.write(|_, b| spec.run(b, |id| core.check_alive(id, now)));
+        let (succeeded, responses) = result?;
+        Ok(TxnResult {
+            succeeded,
+            revision: Revision(w.counters.revision),
+            responses,
+        })
+    }
+
     /// Deletes a key (detaching it from its lease). Returns whether it existed; deleting a key
     /// advances the revision, deleting a missing one does not.
     ///
@@ -592,6 +700,7 @@ impl Handle {
         let _writer = core.writer.lock(); // a call that committed last finishes its memory update
         core.table.clear();
         *core.queue.lock() = ExpiryQueue::new();
+        core.hub.close();
         drop(db);
         reaped
     }
@@ -616,17 +725,23 @@ impl Core {
         f(&db.begin_read()?)
     }
 
-    /// Runs `f` in a write transaction and commits it. `f` gets the tables and a copy of the
-    /// counters to advance; they are kept only if the commit succeeds. Returns the writer, still
-    /// locked, so that the caller updates memory (or undoes a claim) before anyone else writes.
+    /// Runs `f` in a write transaction and commits it. `f` gets a [`Batch`]: the tables, a copy
+    /// of the counters to advance (kept only if the commit succeeds), and a list of the changes
+    /// it makes, published to subscribers and watchers once the commit has succeeded. Returns
+    /// the writer, still locked, so that the caller updates memory (or undoes a claim) before
+    /// anyone else writes.
     fn write<T>(
         &self,
-        f: impl FnOnce(&mut Writer, &mut Tables<'_>, &mut Counters) -> Result<T>,
+        f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
     ) -> (MutexGuard<'_, Writer>, Result<T>) {
         let guard = self.store.read();
         let mut w = self.writer.lock();
         let result = match guard.as_ref() {
-            Some(db) => commit_with(db, &mut w, f),
+            Some(db) => commit_with(db, &mut w, f).map(|(out, changes)| {
+                // Under the writer lock: events go out in commit order.
+                self.hub.publish(changes);
+                out
+            }),
             None => Err(Error::Closed),
         };
         if let Err(Error::Storage(_)) = &result {
@@ -644,10 +759,10 @@ impl Core {
         let now = self.now();
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
-        let (mut w, result) = self.write(|_, tables, counters| {
+        let (mut w, result) = self.write(|_, b| {
             let id = match want {
                 Some(id) => id,
-                None => LeaseId::new(counters.max_lease_id.saturating_add(1))
+                None => LeaseId::new(b.counters.max_lease_id.saturating_add(1))
                     .ok_or(Error::LeaseIdsExhausted)?,
             };
             if self.table.contains(id) {
@@ -656,20 +771,23 @@ impl Core {
                 }
                 self.table.claim(id);
                 replaced = Some(id);
-                if !tables.revoke(id)?.is_empty() {
-                    counters.bump_revision()?;
-                }
-            } else if tables.lease_exists(id)? {
+                b.revoke(id, RevokeCause::Expired)?;
+            } else if b.tables.lease_exists(id)? {
                 return Err(Error::Corrupted(format!(
                     "lease {id} is in the file but not in memory"
                 )));
             }
             let record = LeaseRecord {
                 ttl_nanos: ttl,
-                granted_revision: counters.revision,
+                granted_revision: b.counters.revision,
             };
-            tables.insert_lease(id, &record)?;
-            counters.max_lease_id = counters.max_lease_id.max(id.get());
+            b.tables.insert_lease(id, &record)?;
+            b.counters.max_lease_id = b.counters.max_lease_id.max(id.get());
+            b.changes.push(Change::Granted {
+                id,
+                ttl,
+                revision: b.counters.revision,
+            });
             Ok(id)
         });
         let id = match result {
@@ -704,22 +822,28 @@ impl Core {
         self.config.check_key(key)?;
         self.config.check_value(value)?;
         let now = self.now();
-        let (w, result) = self.write(|_, tables, counters| {
+        let (w, result) = self.write(|_, b| {
             if let Some(id) = lease {
                 self.check_alive(id, now)?;
             }
-            let rev = counters.bump_revision()?;
-            tables.put(key, value, lease, rev)
+            let rev = b.counters.bump_revision()?;
+            let kv = b.tables.put(key, value, lease, rev)?;
+            b.changes.push(Change::Put(kv));
+            Ok(())
         });
         result.map(|()| Revision(w.counters.revision))
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         self.config.check_key(key)?;
-        let (_, result) = self.write(|_, tables, counters| {
-            let existed = tables.delete(key)?;
+        let (_, result) = self.write(|_, b| {
+            let existed = b.tables.delete(key)?;
             if existed {
-                counters.bump_revision()?;
+                let revision = b.counters.bump_revision()?;
+                b.changes.push(Change::Deleted {
+                    key: key.to_vec(),
+                    revision,
+                });
             }
             Ok(existed)
         });
@@ -740,18 +864,24 @@ impl Core {
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.as_ref().to_vec()));
         let now = self.now();
-        let (_, result) = self.write(|_, tables, _| {
+        let (_, result) = self.write(|_, b| {
             self.check_alive(id, now)?;
             for k in &keys {
                 if attach {
-                    tables.attach(id, k.as_ref())?;
+                    b.tables.attach(id, k.as_ref())?;
                 } else {
-                    tables.detach(id, k.as_ref())?;
+                    b.tables.detach(id, k.as_ref())?;
                 }
             }
             Ok(())
         });
         result
+    }
+
+    fn watch(self: &Core, prefix: &[u8], from: Option<u64>) -> Result<Watch> {
+        self.hub
+            .with_watchers(|w| w.add(&self.hub, prefix, from))
+            .ok_or(Error::Closed)?
     }
 
     fn check_alive(&self, id: LeaseId, now: u64) -> Result<()> {
@@ -763,16 +893,13 @@ impl Core {
 
     fn revoke(&self, id: LeaseId) -> Result<Revision> {
         let mut claimed = None;
-        let (mut w, result) = self.write(|w, tables, counters| {
+        let (mut w, result) = self.write(|w, b| {
             claimed = self.table.claim(id);
             // Unclaimed: unknown, or claimed by an expiry batch that failed to commit.
             if claimed.is_none() && !w.retry.contains(&id) {
                 return Err(Error::LeaseNotFound(id));
             }
-            if !tables.revoke(id)?.is_empty() {
-                counters.bump_revision()?;
-            }
-            Ok(())
+            b.revoke(id, RevokeCause::Revoked)
         });
         if let Err(e) = result {
             // Dead from the claim on, whatever happened: expiry revokes it later.
@@ -795,7 +922,7 @@ impl Core {
     /// and go first at the next attempt.
     pub(crate) fn expire_batch(&self, now: u64) -> Result<Vec<LeaseId>> {
         let mut batch = Vec::new();
-        let (mut w, result) = self.write(|w, tables, counters| {
+        let (mut w, result) = self.write(|w, b| {
             let now = now.max(w.high_water);
             w.high_water = now;
             batch = std::mem::take(&mut w.retry);
@@ -805,9 +932,7 @@ impl Core {
             });
             batch.extend(due.into_iter().map(|(id, _)| id));
             for &id in &batch {
-                if !tables.revoke(id)?.is_empty() {
-                    counters.bump_revision()?;
-                }
+                b.revoke(id, RevokeCause::Expired)?;
             }
             Ok(())
         });
@@ -865,19 +990,49 @@ impl Core {
 fn commit_with<T>(
     db: &Database,
     w: &mut Writer,
-    f: impl FnOnce(&mut Writer, &mut Tables<'_>, &mut Counters) -> Result<T>,
-) -> Result<T> {
+    f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
+) -> Result<(T, Vec<Change>)> {
     let txn = db.begin_write()?;
-    let mut counters = w.counters;
-    let out = {
-        let mut tables = Tables::open(&txn)?;
-        let out = f(w, &mut tables, &mut counters)?;
-        tables.set_counters(counters)?;
-        out
+    let (out, counters, changes) = {
+        let mut batch = Batch {
+            tables: Tables::open(&txn)?,
+            counters: w.counters,
+            changes: Vec::new(),
+        };
+        let out = f(w, &mut batch)?;
+        batch.tables.set_counters(batch.counters)?;
+        (out, batch.counters, batch.changes)
     };
     txn.commit()?;
     w.counters = counters;
-    Ok(out)
+    Ok((out, changes))
+}
+
+impl Batch<'_> {
+    /// Deletes lease `id` and its keys, advancing the revision if it had any.
+    fn revoke(&mut self, id: LeaseId, cause: RevokeCause) -> Result<()> {
+        let keys = self.tables.revoke(id)?;
+        if !keys.is_empty() {
+            self.counters.bump_revision()?;
+        }
+        self.changes.push(Change::Revoked {
+            id,
+            keys,
+            revision: self.counters.revision,
+            cause,
+        });
+        Ok(())
+    }
+}
+
+/// What a write transaction works on: see [`Core::write`].
+pub(crate) struct Batch<'txn> {
+    /// The tables, opened in the transaction.
+    pub tables: Tables<'txn>,
+    /// The counters as they will be stored if the transaction commits.
+    pub counters: Counters,
+    /// What the transaction changed, in order; published after the commit.
+    pub changes: Vec<Change>,
 }
 
 impl fmt::Debug for Lessor {

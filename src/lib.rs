@@ -55,6 +55,7 @@
 mod builder;
 mod clock;
 mod error;
+mod events;
 mod expiry;
 mod lease;
 mod lease_table;
@@ -63,12 +64,17 @@ mod record;
 mod recovery;
 mod store;
 mod ticker;
+mod txn;
+mod watch;
 
 pub use crate::builder::{Builder, MAX_TTL};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
-pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision};
+pub use crate::events::{LeaseEvent, RevokeCause};
+pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lessor::{Health, Lessor};
+pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnResponse, TxnResult};
+pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

@@ -135,6 +135,13 @@ fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
     })
 }
 
+/// The database's revision as of `read`.
+pub(crate) fn revision(read: &ReadTransaction) -> Result<u64> {
+    let meta = read.open_table(META)?;
+    let found = meta.get(META_REVISION)?;
+    Ok(found.map_or(0, |v| v.value()))
+}
+
 /// Reads one key.
 pub(crate) fn get(read: &ReadTransaction, key: &[u8]) -> Result<Option<KeyValue>> {
     let kv = read.open_table(KV)?;
@@ -206,20 +213,26 @@ impl<'txn> Tables<'txn> {
         Ok(self.leases.get(id.get())?.is_some())
     }
 
+    /// Reads one key, seeing this transaction's writes.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let found = self.kv.get(key)?;
+        found.map(|v| key_value(key, v.value())).transpose()
+    }
+
     pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
         self.leases.insert(id.get(), record.encode()?.as_slice())?;
         Ok(())
     }
 
     /// Writes `key = value` at revision `rev`, attached to `lease` (or to none), moving the
-    /// index entry if the key was attached to another lease.
+    /// index entry if the key was attached to another lease. Returns the key as written.
     pub(crate) fn put(
         &mut self,
         key: &[u8],
         value: &[u8],
         lease: Option<LeaseId>,
         rev: u64,
-    ) -> Result<()> {
+    ) -> Result<KeyValue> {
         let lease_raw = lease.map_or(0, LeaseId::get);
         let (create_revision, version) = {
             let old = self.kv.get(key)?;
@@ -245,7 +258,14 @@ impl<'txn> Tables<'txn> {
         if lease_raw != 0 {
             self.lease_keys.insert((lease_raw, key), ())?;
         }
-        Ok(())
+        Ok(KeyValue {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            create_revision: Revision(create_revision),
+            mod_revision: Revision(rev),
+            version,
+        })
     }
 
     /// Deletes `key` and its index entry; `false` if it did not exist.

@@ -1,5 +1,7 @@
 //! Property test: random sequences of operations, checked after every step against a naive
-//! model of what the lessor should hold (leases, deadlines, keys, revisions, expiry order).
+//! model of what the lessor should hold (leases, deadlines, keys, revisions, expiry order) and
+//! of the exact events it should publish (lease events, and the key events of a watch on every
+//! key and of watches started from past revisions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -8,7 +10,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::MemDisk;
-use lessor::{Error, LeaseId, Lessor, ManualClock};
+use lessor::{
+    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, Revision, TxnResponse, Watch,
+    WatchEvent,
+};
 use proptest::prelude::*;
 
 const KEYS: usize = 6;
@@ -32,6 +37,10 @@ enum Op {
     Advance(u64),
     RevokeExpired,
     Reopen,
+    /// when version(key) == v then put(key, value, lease) else delete(key), get(key)
+    CasPut(usize, u64, u8, Option<u64>),
+    /// A watch on every key from this many revisions back; drained at once.
+    WatchFrom(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +61,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..4000u64).prop_map(Op::Advance), // milliseconds
         2 => Just(Op::RevokeExpired),
         1 => Just(Op::Reopen),
+        2 => (0..KEYS, 0..3u64, any::<u8>(), prop::option::of(1..=IDS))
+            .prop_map(|(k, v, x, l)| Op::CasPut(k, v, x, l)),
+        1 => (0..8u64).prop_map(Op::WatchFrom),
     ]
 }
 
@@ -78,6 +90,14 @@ struct Model {
     keys: BTreeMap<Vec<u8>, MKey>,
     revision: u64,
     max_id: u64,
+    /// Lease events published since the last check, rendered by `show_lease_event`.
+    lease_events: Vec<String>,
+    /// Every key event since the database was last opened, rendered by `show_watch_event`.
+    key_events: Vec<(u64, String)>,
+    /// Key events already compared with the watch on every key.
+    key_events_seen: usize,
+    /// The revision when the database was last opened: the watch history starts after it.
+    opened_at: u64,
 }
 
 /// What a call returned, reduced to what the model can predict.
@@ -90,6 +110,9 @@ enum Out {
     Bool(bool),
     Ids(Vec<u64>),
     Info(u64, u64, Vec<Vec<u8>>),
+    Txn(bool, u64, Vec<String>),
+    Watched(Vec<String>),
+    Compacted,
     LeaseNotFound,
     LeaseExists,
     KeyNotFound,
@@ -103,6 +126,7 @@ fn err(e: Error) -> Out {
         Error::LeaseExists(_) => Out::LeaseExists,
         Error::KeyNotFound(_) => Out::KeyNotFound,
         Error::KeyNotAttached { .. } => Out::KeyNotAttached,
+        Error::Compacted { .. } => Out::Compacted,
         other => Out::Other(other.to_string()),
     }
 }
@@ -117,13 +141,60 @@ impl Model {
     }
 
     /// Deletes a lease and its keys; advances the revision if any key went.
-    fn remove_lease(&mut self, id: u64) {
+    fn remove_lease(&mut self, id: u64, expired: bool) {
         self.leases.remove(&id);
-        let before = self.keys.len();
-        self.keys.retain(|_, k| k.lease != Some(id));
-        if self.keys.len() != before {
+        let gone: Vec<Vec<u8>> = self
+            .keys
+            .iter()
+            .filter(|(_, k)| k.lease == Some(id))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if !gone.is_empty() {
             self.revision += 1;
         }
+        let cause = if expired { "Expired" } else { "Revoked" };
+        for key in &gone {
+            self.keys.remove(key);
+            self.key_event(format!(
+                "del {}@{} Lease{cause}({id})",
+                show(key),
+                self.revision
+            ));
+        }
+        let keys: Vec<String> = gone.iter().map(|k| show(k)).collect();
+        self.lease_events
+            .push(format!("revoked {id} {keys:?}@{} {cause}", self.revision));
+    }
+
+    /// The database was reopened: the watch history starts again.
+    fn new_history(&mut self) {
+        self.key_events.clear();
+        self.key_events_seen = 0;
+    }
+
+    fn key_event(&mut self, event: String) {
+        self.key_events.push((self.revision, event));
+    }
+
+    fn put(&mut self, k: usize, v: u8, lease: Option<u64>, rev: u64) {
+        let old = self.keys.get(&key(k)).cloned();
+        let kv = MKey {
+            value: vec![v],
+            lease,
+            create: old.as_ref().map_or(rev, |o| o.create),
+            modified: rev,
+            version: old.map_or(1, |o| o.version + 1),
+        };
+        self.key_event(show_put(&key(k), &kv));
+        self.keys.insert(key(k), kv);
+    }
+
+    fn delete(&mut self, k: usize, rev: u64) -> bool {
+        let existed = self.keys.remove(&key(k)).is_some();
+        if existed {
+            self.key_event(format!("del {}@{rev} Deleted", show(&key(k))));
+        }
+        existed
     }
 
     fn grant(&mut self, id: u64, ttl: u64) -> Out {
@@ -131,7 +202,7 @@ impl Model {
             if self.alive(id) {
                 return Out::LeaseExists;
             }
-            self.remove_lease(id); // dead but not yet revoked
+            self.remove_lease(id, true); // dead but not yet revoked
         }
         self.leases.insert(
             id,
@@ -141,6 +212,8 @@ impl Model {
             },
         );
         self.max_id = self.max_id.max(id);
+        self.lease_events
+            .push(format!("granted {id} {ttl}@{}", self.revision));
         Out::Id(id)
     }
 
@@ -153,7 +226,7 @@ impl Model {
             .collect();
         due.sort();
         for &(_, id) in &due {
-            self.remove_lease(id);
+            self.remove_lease(id, true);
         }
         Out::Ids(due.into_iter().map(|(_, id)| id).collect())
     }
@@ -179,25 +252,15 @@ impl Model {
                 }
                 self.revision += 1;
                 let rev = self.revision;
-                let old = self.keys.get(&key(k)).cloned();
-                self.keys.insert(
-                    key(k),
-                    MKey {
-                        value: vec![v],
-                        lease,
-                        create: old.as_ref().map_or(rev, |o| o.create),
-                        modified: rev,
-                        version: old.map_or(1, |o| o.version + 1),
-                    },
-                );
+                self.put(k, v, lease, rev);
                 Out::Rev(rev)
             }
             Op::Delete(k) => {
-                let existed = self.keys.remove(&key(k)).is_some();
+                let existed = self.keys.contains_key(&key(k));
                 if existed {
                     self.revision += 1;
                 }
-                Out::Bool(existed)
+                Out::Bool(self.delete(k, self.revision))
             }
             Op::Attach(id, ref ks) => {
                 if !self.alive(id) {
@@ -231,7 +294,7 @@ impl Model {
                 if !self.leases.contains_key(&id) {
                     return Out::LeaseNotFound;
                 }
-                self.remove_lease(id);
+                self.remove_lease(id, false);
                 Out::Rev(self.revision)
             }
             Op::TimeToLive(id) => {
@@ -259,13 +322,127 @@ impl Model {
                 for l in self.leases.values_mut() {
                     l.deadline = now + l.ttl;
                 }
+                self.opened_at = self.revision;
                 Out::Ok
+            }
+            Op::CasPut(k, version, v, lease) => {
+                let current = self.keys.get(&key(k)).map_or(0, |kv| kv.version);
+                if current == version {
+                    if let Some(id) = lease
+                        && !self.alive(id)
+                    {
+                        return Out::LeaseNotFound;
+                    }
+                    self.revision += 1;
+                    let rev = self.revision;
+                    self.put(k, v, lease, rev);
+                    Out::Txn(true, rev, vec!["put".into()])
+                } else {
+                    let existed = self.keys.contains_key(&key(k));
+                    if existed {
+                        self.revision += 1;
+                    }
+                    self.delete(k, self.revision);
+                    Out::Txn(
+                        false,
+                        self.revision,
+                        vec![format!("deleted {existed}"), "get none".into()],
+                    )
+                }
+            }
+            Op::WatchFrom(back) => {
+                let from = (self.revision + 1).saturating_sub(back).max(1);
+                if from <= self.opened_at {
+                    return Out::Compacted;
+                }
+                Out::Watched(
+                    self.key_events
+                        .iter()
+                        .filter(|(rev, _)| *rev >= from)
+                        .map(|(_, e)| e.clone())
+                        .collect(),
+                )
             }
         }
     }
 }
 
-fn run(l: &mut Lessor, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
+/// The lessor under test, with a subscriber and a watch on every key, both renewed at reopen.
+struct Sut {
+    l: Lessor,
+    events: crossbeam_channel::Receiver<LeaseEvent>,
+    watch: Watch,
+}
+
+impl Sut {
+    fn new(l: Lessor) -> Sut {
+        Sut {
+            events: l.subscribe().unwrap(),
+            watch: l.watch("").unwrap(),
+            l,
+        }
+    }
+}
+
+fn show(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+fn show_put(key: &[u8], kv: &MKey) -> String {
+    format!(
+        "put {}={:?} lease {:?} rev {}..{} v{}",
+        show(key),
+        kv.value,
+        kv.lease,
+        kv.create,
+        kv.modified,
+        kv.version
+    )
+}
+
+fn show_watch_event(e: &WatchEvent) -> String {
+    match e {
+        WatchEvent::Put(kv) => show_put(
+            &kv.key,
+            &MKey {
+                value: kv.value.clone(),
+                lease: kv.lease.map(LeaseId::get),
+                create: kv.create_revision.get(),
+                modified: kv.mod_revision.get(),
+                version: kv.version,
+            },
+        ),
+        WatchEvent::Delete {
+            key,
+            revision,
+            cause,
+        } => format!("del {}@{revision} {cause:?}", show(key))
+            .replace("LeaseId(", "")
+            .replace("))", ")"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn show_lease_event(e: &LeaseEvent) -> String {
+    match e {
+        LeaseEvent::Granted { id, ttl, revision } => {
+            format!("granted {id} {}@{revision}", nanos(*ttl))
+        }
+        LeaseEvent::Revoked {
+            id,
+            keys,
+            revision,
+            cause,
+        } => {
+            let keys: Vec<String> = keys.iter().map(|k| show(k)).collect();
+            format!("revoked {id} {keys:?}@{revision} {cause:?}")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
+    let l = &mut sut.l;
     let lid = |n: u64| LeaseId::new(n).unwrap();
     let keys = |ks: &[usize]| ks.iter().map(|&k| key(k)).collect::<Vec<_>>();
     match *op {
@@ -302,7 +479,64 @@ fn run(l: &mut Lessor, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
             *l = disk.open(clock).unwrap();
             Out::Ok
         }
+        Op::CasPut(k, version, v, lease) => {
+            let put = match lease {
+                Some(id) => lessor::Op::put_with_lease(key(k), [v], lid(id)),
+                None => lessor::Op::put(key(k), [v]),
+            };
+            l.txn()
+                .when(Compare::version(key(k), CmpOp::Equal, version))
+                .then(put)
+                .otherwise(lessor::Op::delete(key(k)))
+                .otherwise(lessor::Op::get(key(k)))
+                .commit()
+                .map_or_else(err, |r| {
+                    let responses = r
+                        .responses
+                        .iter()
+                        .map(|x| match x {
+                            TxnResponse::Put => "put".to_string(),
+                            TxnResponse::Delete { existed } => format!("deleted {existed}"),
+                            TxnResponse::Get(None) => "get none".into(),
+                            other => format!("{other:?}"),
+                        })
+                        .collect();
+                    Out::Txn(r.succeeded, r.revision.get(), responses)
+                })
+        }
+        Op::WatchFrom(back) => {
+            let now = l.revision().unwrap().get();
+            let from = (now + 1).saturating_sub(back).max(1);
+            l.watch_from("", Revision::new(from)).map_or_else(err, |w| {
+                Out::Watched(
+                    std::iter::from_fn(|| w.try_recv().ok())
+                        .map(|e| show_watch_event(&e))
+                        .collect(),
+                )
+            })
+        }
     }
+}
+
+/// The events published since the last check must be exactly the model's.
+fn compare_events(sut: &Sut, m: &mut Model) -> Result<(), TestCaseError> {
+    let got: Vec<String> = sut
+        .events
+        .try_iter()
+        .map(|e| show_lease_event(&e))
+        .collect();
+    prop_assert_eq!(&got, &m.lease_events);
+    m.lease_events.clear();
+    let got: Vec<String> = std::iter::from_fn(|| sut.watch.try_recv().ok())
+        .map(|e| show_watch_event(&e))
+        .collect();
+    let want: Vec<String> = m.key_events[m.key_events_seen..]
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    prop_assert_eq!(got, want);
+    m.key_events_seen = m.key_events.len();
+    Ok(())
 }
 
 /// Everything observable must match the model.
@@ -341,15 +575,24 @@ proptest! {
     fn lessor_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
         let disk = MemDisk::new();
         let clock = ManualClock::new();
-        let mut l = disk.open(&clock).unwrap();
+        let mut sut = Sut::new(disk.open(&clock).unwrap());
         let mut m = Model::default();
         for (step, op) in ops.iter().enumerate() {
             let want = m.apply(op);
-            let got = run(&mut l, &disk, &clock, op);
+            let got = run(&mut sut, &disk, &clock, op);
             prop_assert_eq!(got, want, "step {}: {:?}", step, op);
-            compare(&l, &m)?;
+            compare_events(&sut, &mut m)?;
+            if matches!(op, Op::Reopen) {
+                // The old subscriptions ended with the close; follow the new database, whose
+                // watch history starts afresh.
+                prop_assert!(sut.events.try_recv().is_err() && sut.watch.ended().is_some());
+                let l = sut.l.clone();
+                sut = Sut::new(l);
+                m.new_history();
+            }
+            compare(&sut.l, &m)?;
         }
-        l.verify().unwrap();
+        sut.l.verify().unwrap();
     }
 }
 
@@ -359,7 +602,7 @@ fn lessor_matches_the_model_on_a_real_file() {
     let dir = common::test_dir();
     let clock = ManualClock::new();
     let open = |clock: &ManualClock| common::manual_at(&dir.path, clock);
-    let mut l = open(&clock);
+    let mut sut = Sut::new(open(&clock));
     let mut m = Model::default();
     let ops = [
         Op::Grant(5),
@@ -384,14 +627,18 @@ fn lessor_matches_the_model_on_a_real_file() {
         let want = m.apply(op);
         let got = match op {
             Op::Reopen => {
-                l.close().unwrap();
-                l = open(&clock);
+                sut.l.close().unwrap();
                 Out::Ok
             }
-            other => run(&mut l, &MemDisk::new(), &clock, other),
+            other => run(&mut sut, &MemDisk::new(), &clock, other),
         };
         assert_eq!(got, want, "{op:?}");
-        compare(&l, &m).unwrap();
+        compare_events(&sut, &mut m).unwrap();
+        if matches!(op, Op::Reopen) {
+            sut = Sut::new(open(&clock));
+            m.new_history();
+        }
+        compare(&sut.l, &m).unwrap();
     }
-    l.verify().unwrap();
+    sut.l.verify().unwrap();
 }

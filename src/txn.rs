@@ -1,0 +1,389 @@
+//! Transactions: compare, then act, in one redb transaction ([`Txn`]).
+//!
+//! The shape is etcd's: a list of comparisons on keys, all of which must hold; the `then` ops
+//! run if they do, the `otherwise` ops if not. Everything happens in one write transaction,
+//! so nothing can change between the comparison and the ops, and all the writes of a
+//! transaction share one revision.
+
+use std::cmp::Ordering;
+
+use crate::error::Result;
+use crate::events::Change;
+use crate::lease::{KeyValue, LeaseId, Revision};
+use crate::lessor::{Batch, Lessor};
+
+/// How a [`Compare`] compares the key's field with the given value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmpOp {
+    /// field == value
+    Equal,
+    /// field != value
+    NotEqual,
+    /// field < value
+    Less,
+    /// field > value
+    Greater,
+}
+
+impl CmpOp {
+    fn holds(self, ord: Ordering) -> bool {
+        match self {
+            CmpOp::Equal => ord == Ordering::Equal,
+            CmpOp::NotEqual => ord != Ordering::Equal,
+            CmpOp::Less => ord == Ordering::Less,
+            CmpOp::Greater => ord == Ordering::Greater,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Target {
+    Exists(bool),
+    Value(CmpOp, Vec<u8>),
+    Version(CmpOp, u64),
+    CreateRevision(CmpOp, u64),
+    ModRevision(CmpOp, u64),
+    Lease(CmpOp, u64),
+}
+
+/// A condition on one key, checked inside a [`Txn`].
+///
+/// As in etcd, a missing key has version, create revision and mod revision 0 and no lease, so
+/// `Compare::create_revision(key, CmpOp::Equal, Revision::new(0))` means "the key does not
+/// exist"; comparing the value of a missing key is false whatever the operator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    key: Vec<u8>,
+    target: Target,
+}
+
+impl Compare {
+    /// The key exists.
+    pub fn exists(key: impl AsRef<[u8]>) -> Compare {
+        Compare::new(key, Target::Exists(true))
+    }
+
+    /// The key does not exist.
+    pub fn absent(key: impl AsRef<[u8]>) -> Compare {
+        Compare::new(key, Target::Exists(false))
+    }
+
+    /// The key's value compared with `value`, bytewise.
+    pub fn value(key: impl AsRef<[u8]>, op: CmpOp, value: impl AsRef<[u8]>) -> Compare {
+        Compare::new(key, Target::Value(op, value.as_ref().to_vec()))
+    }
+
+    /// The key's version (puts since creation; 0 if missing).
+    pub fn version(key: impl AsRef<[u8]>, op: CmpOp, version: u64) -> Compare {
+        Compare::new(key, Target::Version(op, version))
+    }
+
+    /// The revision that created the key (0 if missing).
+    pub fn create_revision(key: impl AsRef<[u8]>, op: CmpOp, revision: Revision) -> Compare {
+        Compare::new(key, Target::CreateRevision(op, revision.get()))
+    }
+
+    /// The revision of the key's last put (0 if missing).
+    pub fn mod_revision(key: impl AsRef<[u8]>, op: CmpOp, revision: Revision) -> Compare {
+        Compare::new(key, Target::ModRevision(op, revision.get()))
+    }
+
+    /// The lease the key is attached to (`None`, compared as 0, if none or missing).
+    pub fn lease(key: impl AsRef<[u8]>, op: CmpOp, lease: Option<LeaseId>) -> Compare {
+        Compare::new(key, Target::Lease(op, lease.map_or(0, LeaseId::get)))
+    }
+
+    fn new(key: impl AsRef<[u8]>, target: Target) -> Compare {
+        Compare {
+            key: key.as_ref().to_vec(),
+            target,
+        }
+    }
+
+    fn holds(&self, kv: Option<&KeyValue>) -> bool {
+        let num = |f: fn(&KeyValue) -> u64| kv.map_or(0, f);
+        match &self.target {
+            Target::Exists(want) => kv.is_some() == *want,
+            Target::Value(op, v) => kv.is_some_and(|kv| op.holds(kv.value.as_slice().cmp(v))),
+            Target::Version(op, n) => op.holds(num(|kv| kv.version).cmp(n)),
+            Target::CreateRevision(op, n) => op.holds(num(|kv| kv.create_revision.get()).cmp(n)),
+            Target::ModRevision(op, n) => op.holds(num(|kv| kv.mod_revision.get()).cmp(n)),
+            Target::Lease(op, n) => op.holds(num(|kv| kv.lease.map_or(0, LeaseId::get)).cmp(n)),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OpKind {
+    Put {
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    Delete,
+    Get,
+}
+
+/// One operation of a [`Txn`]'s `then` or `otherwise` list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Op {
+    key: Vec<u8>,
+    kind: OpKind,
+}
+
+impl Op {
+    /// Writes `key = value` with no lease (detaching it from any).
+    pub fn put(key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Op {
+        Op::new(
+            key,
+            OpKind::Put {
+                value: value.as_ref().to_vec(),
+                lease: None,
+            },
+        )
+    }
+
+    /// Writes `key = value` attached to lease `id`, which must be alive.
+    pub fn put_with_lease(key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, id: LeaseId) -> Op {
+        Op::new(
+            key,
+            OpKind::Put {
+                value: value.as_ref().to_vec(),
+                lease: Some(id),
+            },
+        )
+    }
+
+    /// Deletes the key if it exists.
+    pub fn delete(key: impl AsRef<[u8]>) -> Op {
+        Op::new(key, OpKind::Delete)
+    }
+
+    /// Reads the key, seeing the writes of earlier ops of the same transaction.
+    pub fn get(key: impl AsRef<[u8]>) -> Op {
+        Op::new(key, OpKind::Get)
+    }
+
+    fn new(key: impl AsRef<[u8]>, kind: OpKind) -> Op {
+        Op {
+            key: key.as_ref().to_vec(),
+            kind,
+        }
+    }
+}
+
+/// What one [`Op`] did, in [`TxnResult::responses`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TxnResponse {
+    /// The put was done, at the transaction's revision.
+    Put,
+    /// Whether the deleted key existed.
+    Delete {
+        /// `false` if there was nothing to delete.
+        existed: bool,
+    },
+    /// The key as read.
+    Get(Option<KeyValue>),
+}
+
+/// The outcome of [`Txn::commit`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether every comparison held (so the `then` ops ran, else the `otherwise` ops).
+    pub succeeded: bool,
+    /// The database's revision after the transaction: that of its writes, if it wrote.
+    pub revision: Revision,
+    /// One response per op that ran, in order.
+    pub responses: Vec<TxnResponse>,
+}
+
+/// An etcd-style transaction, from [`Lessor::txn`]: `when` every comparison holds, `then` run
+/// these ops, `otherwise` those; all in one transaction, committed durably, its writes at one
+/// revision. A transaction with no comparisons succeeds.
+///
+/// The classic use is a lock: create the key only if it does not exist, attached to the
+/// holder's lease, and read who holds it either way.
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::{Compare, Lessor, Op, TxnResponse};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let lessor = Lessor::open_in_memory()?;
+/// let me = lessor.grant(Duration::from_secs(10))?;
+/// let got = lessor
+///     .txn()
+///     .when(Compare::absent("/cron/lock/job1"))
+///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
+///     .otherwise(Op::get("/cron/lock/job1"))
+///     .commit()?;
+/// assert!(got.succeeded);
+/// // The fencing token: the revision that created the lock key.
+/// let token = lessor.get("/cron/lock/job1")?.unwrap().create_revision;
+/// assert_eq!(token, got.revision);
+///
+/// let other = lessor.grant(Duration::from_secs(10))?;
+/// let lost = lessor
+///     .txn()
+///     .when(Compare::absent("/cron/lock/job1"))
+///     .then(Op::put_with_lease("/cron/lock/job1", "worker-2", other.id))
+///     .otherwise(Op::get("/cron/lock/job1"))
+///     .commit()?;
+/// assert!(!lost.succeeded);
+/// let TxnResponse::Get(Some(holder)) = &lost.responses[0] else { panic!() };
+/// assert_eq!(holder.value, b"worker-1");
+/// # Ok(()) }
+/// ```
+#[must_use = "a transaction does nothing until committed"]
+pub struct Txn<'a> {
+    lessor: &'a Lessor,
+    compares: Vec<Compare>,
+    then: Vec<Op>,
+    otherwise: Vec<Op>,
+}
+
+impl<'a> Txn<'a> {
+    pub(crate) fn new(lessor: &'a Lessor) -> Txn<'a> {
+        Txn {
+            lessor,
+            compares: Vec::new(),
+            then: Vec::new(),
+            otherwise: Vec::new(),
+        }
+    }
+
+    /// Adds a comparison; all of them must hold.
+    pub fn when(mut self, compare: Compare) -> Self {
+        self.compares.push(compare);
+        self
+    }
+
+    /// Adds an op to run if every comparison holds.
+    pub fn then(mut self, op: Op) -> Self {
+        self.then.push(op);
+        self
+    }
+
+    /// Adds an op to run if a comparison fails.
+    pub fn otherwise(mut self, op: Op) -> Self {
+        self.otherwise.push(op);
+        self
+    }
+
+    /// Runs the transaction.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
+    /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
+    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison (checked before
+    /// anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
+    pub fn commit(self) -> Result<TxnResult> {
+        let Txn {
+            lessor,
+            compares,
+            then,
+            otherwise,
+        } = self;
+        lessor.commit_txn(&Spec {
+            compares,
+            then,
+            otherwise,
+        })
+    }
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("compares", &self.compares)
+            .field("then", &self.then)
+            .field("otherwise", &self.otherwise)
+            .finish()
+    }
+}
+
+/// A transaction's content, detached from the lessor it will run on.
+pub(crate) struct Spec {
+    compares: Vec<Compare>,
+    then: Vec<Op>,
+    otherwise: Vec<Op>,
+}
+
+impl Spec {
+    /// Checks every key and value against the limits.
+    pub(crate) fn check(
+        &self,
+        check_key: impl Fn(&[u8]) -> Result<()>,
+        check_value: impl Fn(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for c in &self.compares {
+            check_key(&c.key)?;
+        }
+        for op in self.then.iter().chain(&self.otherwise) {
+            check_key(&op.key)?;
+            if let OpKind::Put { value, .. } = &op.kind {
+                check_value(value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the transaction in `batch`; `alive` says whether a lease may be put with.
+    pub(crate) fn run(
+        &self,
+        batch: &mut Batch<'_>,
+        alive: impl Fn(LeaseId) -> Result<()>,
+    ) -> Result<(bool, Vec<TxnResponse>)> {
+        let mut succeeded = true;
+        for c in &self.compares {
+            if !c.holds(batch.tables.get(&c.key)?.as_ref()) {
+                succeeded = false;
+                break;
+            }
+        }
+        let ops = if succeeded {
+            &self.then
+        } else {
+            &self.otherwise
+        };
+        // Every write shares one revision, taken at the first write.
+        let mut revision = None;
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.kind {
+                OpKind::Get => TxnResponse::Get(batch.tables.get(&op.key)?),
+                OpKind::Put { value, lease } => {
+                    if let Some(id) = lease {
+                        alive(*id)?;
+                    }
+                    let rev = write_revision(&mut revision, batch)?;
+                    let kv = batch.tables.put(&op.key, value, *lease, rev)?;
+                    batch.changes.push(Change::Put(kv));
+                    TxnResponse::Put
+                }
+                OpKind::Delete => {
+                    let existed = batch.tables.get(&op.key)?.is_some();
+                    if existed {
+                        let rev = write_revision(&mut revision, batch)?;
+                        batch.tables.delete(&op.key)?;
+                        batch.changes.push(Change::Deleted {
+                            key: op.key.clone(),
+                            revision: rev,
+                        });
+                    }
+                    TxnResponse::Delete { existed }
+                }
+            };
+            responses.push(response);
+        }
+        Ok((succeeded, responses))
+    }
+}
+
+/// The revision of the transaction's writes: taken (advancing the counter) at the first write.
+fn write_revision(revision: &mut Option<u64>, batch: &mut Batch<'_>) -> Result<u64> {
+    match *revision {
+        Some(r) => Ok(r),
+        None => Ok(*revision.insert(batch.counters.bump_revision()?)),
+    }
+}
