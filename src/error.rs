@@ -88,7 +88,8 @@ pub enum Error {
         oldest: crate::lease::Revision,
     },
 
-    /// The builder was given settings that contradict each other.
+    /// The builder was given settings that contradict each other, or a keep-alive an interval
+    /// not shorter than its lease's TTL.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
 
@@ -107,8 +108,9 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The ticker thread could not be started (the system is out of threads or memory).
-    #[error("cannot start the ticker thread: {0}")]
+    /// A background thread (the ticker, or the keep-alive thread) could not be started (the
+    /// system is out of threads or memory).
+    #[error("cannot start a background thread: {0}")]
     Spawn(#[source] std::io::Error),
 
     /// The file is damaged: a record that does not decode, an index that disagrees with the data.

@@ -13,8 +13,10 @@
 //! - `queue` ([`ExpiryQueue`]): an entry per live lease, by deadline.
 //! - `state`: open, closed, or poisoned by a storage failure.
 //!
-//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard's mutex. Nothing waits on
-//! a channel, reads the clock or calls out while holding any of them. Renew takes no lock.
+//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard's mutex; the keep-alive
+//! manager's mutex (`keepalives`) may be taken under `writer` and takes nothing under it. Nothing
+//! waits on a channel, reads the clock or calls out while holding any of them. Renew takes no
+//! lock.
 //!
 //! Every mutation is one redb transaction, committed durably before the call returns; the
 //! in-memory state changes only after the commit succeeds (a revocation claims its lease first;
@@ -25,7 +27,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard, RwLock};
@@ -36,6 +38,7 @@ use crate::clock::now_nanos;
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
+use crate::keepalive::{self, EndReason, KeepAlive, KeepAliveOptions, KeepAlives};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lease_table::{LeaseTable, deadline_after};
 use crate::record::LeaseRecord;
@@ -113,7 +116,7 @@ pub(crate) struct Core {
     /// checks it first.
     state: AtomicU8,
     /// Live leases; the renew path.
-    table: LeaseTable,
+    pub(crate) table: LeaseTable,
     // The three locks below are written by every read or mutation; padding keeps them off the
     // cache lines renew reads (`state`, `config.clock`, `table`).
     /// The database; `None` once closed.
@@ -131,6 +134,8 @@ pub(crate) struct Core {
     /// Failed expiry batches since open, and the last failure's message.
     pub(crate) ticker_failures: Padded<AtomicU64>,
     pub(crate) ticker_last_error: Mutex<Option<String>>,
+    /// Keep-alives and their thread (`keepalive.rs`); its mutex comes after `writer`.
+    pub(crate) keepalives: Padded<KeepAlives>,
 }
 
 /// `Core::state`: open for business.
@@ -215,6 +220,7 @@ impl Lessor {
             ticker_sleeps_until: Padded(AtomicU64::new(u64::MAX)),
             ticker_failures: Padded(AtomicU64::new(0)),
             ticker_last_error: Mutex::new(None),
+            keepalives: Padded(KeepAlives::new()),
             config,
         });
         let ticker = if core.config.ticker {
@@ -300,6 +306,99 @@ impl Lessor {
             .renew(id, now)
             .map(Duration::from_nanos)
             .ok_or_else(|| Error::LeaseNotFound(id))
+    }
+
+    /// Keeps lease `id` alive: renews it now, then every third of its TTL from a background
+    /// thread, until the returned [`KeepAlive`] is cancelled or dropped (etcd's `KeepAlive`).
+    ///
+    /// Stopping a keep-alive does not revoke the lease: it expires one TTL after its last
+    /// renewal. The keep-alive also ends when the lease is revoked or expires, or the lessor
+    /// closes; [`KeepAlive::ended`] says which. One thread, `lessor-keepalive`, started by the
+    /// first keep-alive, serves them all; renewals touch no disk.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease is not alive (the first renewal happens before this
+    /// returns, and its response is already in [`KeepAlive::responses`]); [`Error::Spawn`] if
+    /// the thread cannot be started; [`Error::Closed`], [`Error::Poisoned`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{EndReason, Lessor};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// lessor.put_with_lease("/cron/lock/job1", "10001", lease.id)?;
+    ///
+    /// let ka = lessor.keep_alive(lease.id)?;
+    /// let consumer = {
+    ///     let responses = ka.responses().clone();
+    ///     std::thread::spawn(move || {
+    ///         for r in responses {
+    ///             println!("lease {} renewed, TTL {:?}", r.id, r.ttl);
+    ///         }
+    ///     })
+    /// };
+    /// // ... the lock is held while the program works ...
+    /// drop(ka); // stop renewing: the lease expires 10 s after the last renewal
+    /// consumer.join().unwrap();
+    /// assert!(lessor.get("/cron/lock/job1")?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_alive(&self, id: LeaseId) -> Result<KeepAlive> {
+        self.keep_alive_with(id, KeepAliveOptions::default())
+    }
+
+    /// Keeps lease `id` alive until `at`, then stops: [`keep_alive`](Lessor::keep_alive) with
+    /// [`KeepAliveOptions::run_for`] of the time from now to `at` (converted once, here, to a
+    /// time on the lessor's clock). The last renewal counts as made at `at`, so the lease lives
+    /// until `at` plus its TTL; the keep-alive then ends with [`EndReason::Finished`].
+    ///
+    /// # Errors
+    /// As [`keep_alive`](Lessor::keep_alive).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// // renew for 5 s then stop, so the lease lives 5 s + 10 s in all
+    /// let ka = lessor.keep_alive_until(lease.id, Instant::now() + Duration::from_secs(5))?;
+    /// assert_eq!(ka.ended(), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_alive_until(&self, id: LeaseId, at: Instant) -> Result<KeepAlive> {
+        let run_for = at.saturating_duration_since(Instant::now());
+        self.keep_alive_with(id, KeepAliveOptions::default().run_for(run_for))
+    }
+
+    /// Keeps lease `id` alive with [`KeepAliveOptions`]: another interval, a time limit on the
+    /// lessor's clock, revoking the lease when the handle is dropped.
+    ///
+    /// # Errors
+    /// As [`keep_alive`](Lessor::keep_alive), and [`Error::InvalidConfig`] if the interval is not
+    /// shorter than the lease's TTL.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{EndReason, KeepAliveOptions, Lessor, ManualClock};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let clock = ManualClock::new();
+    /// let lessor = Lessor::builder().clock(clock.clone()).open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// let opts = KeepAliveOptions::new().run_for(Duration::from_secs(5));
+    /// let ka = lessor.keep_alive_with(lease.id, opts)?;
+    ///
+    /// clock.advance(Duration::from_secs(5)); // the thread renews a last time, and finishes
+    /// for _ in ka.responses() {} // drains the responses until the channel disconnects
+    /// assert_eq!(ka.ended(), Some(EndReason::Finished));
+    /// assert_eq!(lessor.time_to_live(lease.id)?.remaining, Duration::from_secs(10));
+    /// # Ok(()) }
+    /// ```
+    pub fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
+        self.core()?;
+        keepalive::start(&self.handle.core, id, opts)
     }
 
     /// Revokes a lease: deletes it and every key attached to it, in one transaction. Returns the
@@ -685,6 +784,7 @@ impl Handle {
         if let Some(ticker) = ticker {
             ticker.stop();
         }
+        core.keepalives.close(); // joins `lessor-keepalive`; keep-alives end `Closed`
         // Revoke what has expired, unless storage already failed (then the next open decides).
         let reaped = loop {
             if was == POISONED {
@@ -738,7 +838,9 @@ impl Core {
         let mut w = self.writer.lock();
         let result = match guard.as_ref() {
             Some(db) => commit_with(db, &mut w, f).map(|(out, changes)| {
-                // Under the writer lock: events go out in commit order.
+                // Under the writer lock: events go out in commit order, and keep-alives hear
+                // of their lease's end before anyone can grant its id again.
+                self.end_keep_alives(&changes);
                 self.hub.publish(changes);
                 out
             }),
@@ -752,6 +854,25 @@ impl Core {
                     .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
         }
         (w, result)
+    }
+
+    /// Ends the keep-alives of the leases `changes` revoked, saying why.
+    fn end_keep_alives(&self, changes: &[Change]) {
+        let mut revoked = Vec::new();
+        let mut expired = Vec::new();
+        for change in changes {
+            if let Change::Revoked { id, cause, .. } = change {
+                match cause {
+                    RevokeCause::Revoked => revoked.push(*id),
+                    RevokeCause::Expired => expired.push(*id),
+                }
+            }
+        }
+        for (ids, why) in [(revoked, EndReason::Revoked), (expired, EndReason::Expired)] {
+            if !ids.is_empty() {
+                self.keepalives.leases_ended(&ids, why);
+            }
+        }
     }
 
     fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
@@ -891,7 +1012,7 @@ impl Core {
         }
     }
 
-    fn revoke(&self, id: LeaseId) -> Result<Revision> {
+    pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
         let mut claimed = None;
         let (mut w, result) = self.write(|w, b| {
             claimed = self.table.claim(id);
@@ -964,6 +1085,11 @@ impl Core {
     /// Whether storage failed; the ticker then waits for `close`.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.state.load(Ordering::Acquire) == POISONED
+    }
+
+    /// Whether neither closed nor poisoned.
+    pub(crate) fn is_open(&self) -> bool {
+        self.state.load(Ordering::Acquire) == OPEN
     }
 
     /// Wakes the ticker if `deadline` is earlier than the one it sleeps until.

@@ -35,6 +35,10 @@
 //!   before the ticker has revoked it, and a lease that has been refused is never resurrected.
 //! - **Renew**: moves the deadline to now + TTL. It happens in memory only, without locks, in
 //!   tens of nanoseconds (a few hundred with a million leases out of cache).
+//! - **Keep-alive** ([`KeepAlive`]): [`Lessor::keep_alive`] renews a lease every third of its TTL
+//!   until the handle is cancelled or dropped, as etcd's client does; each renewal's
+//!   [`KeepAliveResponse`] goes to a channel that holds the latest one. Stopping it lets the lease
+//!   expire one TTL later; [`KeepAlive::ended`] tells why it stopped ([`EndReason`]).
 //! - **Revision** ([`Revision`]): one counter for the whole database, advanced by every put,
 //!   every delete, and every revocation that deletes keys.
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
@@ -46,7 +50,8 @@
 //!
 //! # Threads and durability
 //! [`Lessor::open`] starts one thread, `lessor-ticker`, joined by [`Lessor::close`] (or by dropping
-//! the last handle). Every mutating call (grant, put, delete, attach, detach, revoke) is one redb
+//! the last handle). The first keep-alive starts one more, `lessor-keepalive`, which serves every
+//! keep-alive of the lessor and is joined by `close` too. Every mutating call (grant, put, delete, attach, detach, revoke) is one redb
 //! transaction, fsynced before the call returns. Renewals are not written: after a restart every
 //! lease starts a fresh TTL anyway.
 //!
@@ -57,6 +62,7 @@ mod clock;
 mod error;
 mod events;
 mod expiry;
+mod keepalive;
 mod lease;
 mod lease_table;
 mod lessor;
@@ -71,6 +77,7 @@ pub use crate::builder::{Builder, MAX_TTL};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::events::{LeaseEvent, RevokeCause};
+pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lessor::{Health, Lessor};
 pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnResponse, TxnResult};

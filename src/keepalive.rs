@@ -1,0 +1,1030 @@
+//! Keep-alives: a lease renewed on a schedule until told to stop, as etcd's client `KeepAlive`.
+//!
+//! [`Lessor::keep_alive`](crate::Lessor::keep_alive) and its siblings renew a lease once, then
+//! every interval (a third of its TTL by default) from a background thread, and return a
+//! [`KeepAlive`] handle. Each renewal puts a [`KeepAliveResponse`] in the handle's channel. The
+//! keep-alive ends when the handle is cancelled or dropped, when its `run_for`/`until` time comes,
+//! when the lease is revoked or expires, or when the lessor closes; [`KeepAlive::ended`] says
+//! which ([`EndReason`]), and the channel disconnects once drained.
+//!
+//! # Implementation
+//!
+//! One thread, `lessor-keepalive`, serves every keep-alive of a lessor; it is started by the
+//! first keep-alive, and `close` stops and joins it. Its work lives in [`KeepAlives`] (a field of
+//! `Core`), under one mutex:
+//! - a slab of slots, one per running keep-alive: lease, interval, stop time, the channel's
+//!   sending end plus a clone of its receiving end, and the end-reason word it shares with the
+//!   handle. Free slots are reused; each registration gets a generation never used before, so a
+//!   handle or queue entry naming a slot reused since is recognised as stale;
+//! - a binary min-heap of `(next renewal, generation, slot)`. Invariant: each running
+//!   keep-alive has exactly one entry of its generation, except while the thread holds it popped
+//!   (between [`KeepAlives::take_due`] and [`KeepAlives::apply`]). Entries of ended keep-alives
+//!   stay until popped, or until stale entries outnumber live ones and the heap is compacted;
+//! - an index from lease id to the slots keeping that lease alive (a chain through the slots),
+//!   so that a revocation finds them.
+//!
+//! The thread's loop: read the clock; under the mutex pop up to [`BATCH`] due entries, cloning
+//! their channel ends; release it; renew each in the lease table (lock-free, no I/O) and offer
+//! its response; take the mutex again to queue each at its next renewal or end it; repeat until
+//! nothing is due, then sleep (`select!`) until the earliest entry, a wake-up from a registration
+//! due earlier than that, a jump of a [`ManualClock`](crate::ManualClock), or the stop channel.
+//! A tick costs O(due · log n).
+//!
+//! Ground rules:
+//! - The mutex is a leaf. Nothing else is locked while it is held (the one thread spawn happens
+//!   under it, once); no clock is read, no channel sent on, no channel end dropped under it.
+//!   `Core`'s writer lock may be held when it is taken ([`KeepAlives::leases_ended`]), never the
+//!   reverse: the thread never touches the store or the writer.
+//! - A keep-alive's end reason is set once, by compare-and-swap from "running", always before
+//!   its slot's channel ends are dropped: a consumer that sees the channel disconnect reads the
+//!   reason. Whoever sets it, every path that ends a keep-alive also frees its slot.
+//! - The responses channel holds one message; the thread replaces a response nobody took with
+//!   the newer one ([`offer_latest`]), so a consumer that never reads never blocks renewals.
+//!
+//! Why a keep-alive ended, revoked or expired: a revocation that commits calls
+//! [`KeepAlives::leases_ended`] with its cause. A keep-alive registers before its first renewal,
+//! so any revocation that beats a renewal of it finds it registered. A renewal that fails
+//! without that notification looks at the table: a deadline passed (`EXPIRED` bit) ends it as
+//! [`EndReason::Expired`] (a lessor without a ticker may never revoke the lease); a lease claimed
+//! for revocation (`DEAD`) keeps it waiting for the notification (or for `close`); a lease gone
+//! from the table waits one more interval for the notification, then ends as expired.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, never, select};
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::lease::LeaseId;
+use crate::lease_table::LeaseTable;
+use crate::lessor::Core;
+
+/// The shortest interval between renewals; shorter ones, zero included, are raised to it.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Most due entries the thread takes per hold of the mutex, so that a registration or a
+/// revocation (which holds the writer) never waits long behind a large tick.
+const BATCH: usize = 256;
+
+/// The end-reason word of a keep-alive still running.
+const RUNNING: u8 = 0;
+
+/// One renewal of a kept-alive lease, as received from [`KeepAlive::responses`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeepAliveResponse {
+    /// The lease renewed.
+    pub id: LeaseId,
+    /// Its TTL: the lease now expires this long after the renewal.
+    pub ttl: Duration,
+}
+
+/// Why a keep-alive stopped renewing its lease; see [`KeepAlive::ended`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// The lease was revoked by [`Lessor::revoke`](crate::Lessor::revoke) (from any handle or
+    /// thread) while it was alive.
+    Revoked,
+    /// The lease expired: its deadline passed before a renewal (the clock jumped, or the
+    /// keep-alive thread was held up for a whole TTL), or an expired lease was revoked by expiry or
+    /// replaced by [`grant_with_id`](crate::Lessor::grant_with_id).
+    Expired,
+    /// [`KeepAlive::cancel`] was called, or the handle dropped. The lease was not revoked (unless
+    /// the keep-alive was started with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop)).
+    Cancelled,
+    /// The lessor was closed (or a write failed in storage and poisoned it).
+    Closed,
+    /// The keep-alive's [`run_for`](KeepAliveOptions::run_for) or `until` time came. The lease
+    /// was renewed a last time as of that time and lives one TTL more.
+    Finished,
+}
+
+impl EndReason {
+    fn code(self) -> u8 {
+        match self {
+            EndReason::Revoked => 1,
+            EndReason::Expired => 2,
+            EndReason::Cancelled => 3,
+            EndReason::Closed => 4,
+            EndReason::Finished => 5,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<EndReason> {
+        match code {
+            1 => Some(EndReason::Revoked),
+            2 => Some(EndReason::Expired),
+            3 => Some(EndReason::Cancelled),
+            4 => Some(EndReason::Closed),
+            5 => Some(EndReason::Finished),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndReason::Revoked => "the lease was revoked",
+            EndReason::Expired => "the lease expired",
+            EndReason::Cancelled => "the keep-alive was cancelled",
+            EndReason::Closed => "the lessor was closed",
+            EndReason::Finished => "the keep-alive's time was up",
+        })
+    }
+}
+
+/// Settings of a keep-alive, for [`Lessor::keep_alive_with`](crate::Lessor::keep_alive_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::KeepAliveOptions;
+///
+/// let opts = KeepAliveOptions::new()
+///     .interval(Duration::from_secs(1))
+///     .run_for(Duration::from_secs(60))
+///     .revoke_on_drop(true);
+/// # let _ = opts;
+/// ```
+#[must_use]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeepAliveOptions {
+    interval: Option<Duration>,
+    run_for: Option<Duration>,
+    revoke_on_drop: bool,
+}
+
+impl KeepAliveOptions {
+    /// The defaults: renew every third of the TTL, until cancelled, never revoking.
+    pub fn new() -> KeepAliveOptions {
+        KeepAliveOptions::default()
+    }
+
+    /// Time between renewals. Default: a third of the lease's TTL (etcd's client does the same),
+    /// at least 1 ms. Intervals below 1 ms, zero included, are raised to 1 ms. Starting the
+    /// keep-alive fails with [`Error::InvalidConfig`] if the interval is not shorter than the
+    /// lease's TTL: the lease would expire between renewals.
+    pub fn interval(mut self, every: Duration) -> Self {
+        self.interval = Some(every);
+        self
+    }
+
+    /// Stop renewing after this long, measured on the lessor's [`Clock`](crate::Clock) from the
+    /// start. The last renewal counts as made at that time, so the lease lives `run_for` plus its
+    /// TTL in all; the keep-alive then ends with [`EndReason::Finished`]. Default: no limit.
+    pub fn run_for(mut self, limit: Duration) -> Self {
+        self.run_for = Some(limit);
+        self
+    }
+
+    /// Whether dropping or cancelling the handle revokes the lease (its keys go with it).
+    /// Default: `false`, etcd's rule: stopping a keep-alive lets the lease expire one TTL after its
+    /// last renewal. With `true`, [`KeepAlive::cancel`] and dropping the [`KeepAlive`] revoke the
+    /// lease, once, in the calling thread: a disk write (a redb commit with fsync) inside `drop`.
+    /// Errors are ignored: a lease that cannot be revoked simply expires. Nothing is revoked if the
+    /// keep-alive had already ended because the lease ended or the lessor closed.
+    pub fn revoke_on_drop(mut self, on: bool) -> Self {
+        self.revoke_on_drop = on;
+        self
+    }
+
+    /// The interval for a lease of `ttl` nanoseconds, in nanoseconds.
+    fn interval_for(&self, ttl: u64) -> Result<u64> {
+        let floor = nanos(MIN_INTERVAL);
+        match self.interval {
+            None => Ok((ttl / 3).max(floor)),
+            Some(every) => {
+                let every = nanos(every).max(floor);
+                if every >= ttl {
+                    return Err(Error::InvalidConfig(
+                        "keep-alive interval must be shorter than the lease's TTL",
+                    ));
+                }
+                Ok(every)
+            }
+        }
+    }
+}
+
+/// A running keep-alive: renews its lease on a schedule until cancelled or dropped.
+///
+/// Returned by [`Lessor::keep_alive`](crate::Lessor::keep_alive),
+/// [`keep_alive_until`](crate::Lessor::keep_alive_until) and
+/// [`keep_alive_with`](crate::Lessor::keep_alive_with). Every renewal puts a
+/// [`KeepAliveResponse`] in [`responses`](KeepAlive::responses), a channel that holds only the
+/// latest one: reading it is optional, and a consumer that never reads never slows renewals.
+/// When the keep-alive ends, [`ended`](KeepAlive::ended) says why, and the channel disconnects
+/// once drained, so `for r in ka.responses()` ends with the keep-alive.
+///
+/// The handle does not keep the database open: once the last [`Lessor`](crate::Lessor) clone is
+/// dropped (or [`close`](crate::Lessor::close) called), the keep-alive ends with
+/// [`EndReason::Closed`], and the handle may outlive it harmlessly.
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::{EndReason, Lessor};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let lessor = Lessor::open_in_memory()?;
+/// let lease = lessor.grant(Duration::from_secs(10))?;
+/// let ka = lessor.keep_alive(lease.id)?; // renewed now, then every 3.3 s
+/// let first = ka.responses().try_recv().unwrap();
+/// assert_eq!((first.id, first.ttl), (lease.id, Duration::from_secs(10)));
+///
+/// lessor.revoke(lease.id)?; // the lease ends: so does the keep-alive
+/// assert_eq!(ka.ended(), Some(EndReason::Revoked));
+/// for response in ka.responses() {} // the channel has disconnected: this loop ends
+/// # Ok(()) }
+/// ```
+pub struct KeepAlive {
+    id: LeaseId,
+    core: Arc<Core>,
+    ticket: Ticket,
+    /// The end reason, shared with the keep-alive's slot ([`RUNNING`] until it ends).
+    reason: Arc<AtomicU8>,
+    responses: Receiver<KeepAliveResponse>,
+    /// Set while a revoke-on-drop is owed; the first `cancel` or `drop` takes it.
+    revoke: AtomicBool,
+}
+
+impl KeepAlive {
+    /// The lease kept alive.
+    pub fn id(&self) -> LeaseId {
+        self.id
+    }
+
+    /// The renewals: each successful one sends a [`KeepAliveResponse`]. The channel holds the
+    /// latest response not yet taken (an older one is replaced), and disconnects once the
+    /// keep-alive has ended and it is drained. Clone the receiver to read it from another thread.
+    pub fn responses(&self) -> &Receiver<KeepAliveResponse> {
+        &self.responses
+    }
+
+    /// Stops renewing. The lease is not revoked: it expires one TTL after its last renewal
+    /// (unless started with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop), which revokes it
+    /// here). [`ended`](KeepAlive::ended) then reports [`EndReason::Cancelled`], unless the
+    /// keep-alive had already ended. Calling it again does nothing; dropping the handle cancels.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use lessor::EndReason;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// let ka = lessor.keep_alive(lease.id)?;
+    /// ka.cancel();
+    /// assert_eq!(ka.ended(), Some(EndReason::Cancelled));
+    /// assert!(lessor.time_to_live(lease.id).is_ok()); // alive until its TTL runs out
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel(&self) {
+        if set_reason(&self.reason, EndReason::Cancelled) {
+            self.core.keepalives.remove(self.ticket);
+        }
+        if self.revoke.swap(false, Ordering::AcqRel)
+            && matches!(
+                self.ended(),
+                Some(EndReason::Cancelled | EndReason::Finished)
+            )
+            && self.core.is_open()
+        {
+            // Errors are ignored, as documented: the lease then expires.
+            let _ = self.core.revoke(self.id);
+        }
+    }
+
+    /// Why the keep-alive ended, or `None` while it runs. Set before the channel disconnects.
+    pub fn ended(&self) -> Option<EndReason> {
+        EndReason::from_code(self.reason.load(Ordering::Acquire))
+    }
+}
+
+impl Drop for KeepAlive {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for KeepAlive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeepAlive")
+            .field("id", &self.id)
+            .field("ended", &self.ended())
+            .finish()
+    }
+}
+
+/// Starts a keep-alive of lease `id`; the lessor has checked it is open.
+pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
+    let now = core.now();
+    let (ttl, _) = core.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
+    let interval = opts.interval_for(ttl)?;
+    let stop_at = opts.run_for.map(|d| now.saturating_add(nanos(d)));
+    let (tx, responses) = crossbeam_channel::bounded(1);
+    let first = tx.clone();
+    let reason = Arc::new(AtomicU8::new(RUNNING));
+    let live = Live {
+        generation: 0,
+        id,
+        interval,
+        stop_at,
+        tx,
+        rx: responses.clone(),
+        reason: Arc::clone(&reason),
+        next_same: None,
+        missing: false,
+    };
+    let due = next_renewal(now, interval, stop_at);
+    let ticket = core.keepalives.register(core, live, due)?;
+    // Registered before this renewal: a revocation that lands after it finds the keep-alive and
+    // ends it with its cause; one that lands before makes this renewal fail.
+    let Some(ttl) = core.table.renew(id, now) else {
+        core.keepalives.remove(ticket);
+        return Err(Error::LeaseNotFound(id));
+    };
+    offer_latest(
+        &first,
+        &responses,
+        KeepAliveResponse {
+            id,
+            ttl: Duration::from_nanos(ttl),
+        },
+    );
+    Ok(KeepAlive {
+        id,
+        core: Arc::clone(core),
+        ticket,
+        reason,
+        responses,
+        revoke: AtomicBool::new(opts.revoke_on_drop),
+    })
+}
+
+/// Every keep-alive of a lessor, and its thread; a field of `Core`. See the module docs.
+pub(crate) struct KeepAlives {
+    /// Guards the keep-alives' slots, their schedule, the lease index, and the thread handle.
+    /// A leaf lock: taken with `Core::writer` held or with nothing held, and nothing is taken
+    /// under it.
+    inner: Mutex<Inner>,
+    /// Wakes the thread when a registration is due before the time it sleeps until. A
+    /// `bounded(1)` channel: wake-ups coalesce.
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+}
+
+/// Names one registration: its slot, and the generation that slot had then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Ticket {
+    slot: usize,
+    generation: u64,
+}
+
+/// A running keep-alive's slot.
+struct Live {
+    /// Unique to this registration; set by [`Inner::insert`].
+    generation: u64,
+    id: LeaseId,
+    /// Nanoseconds between renewals.
+    interval: u64,
+    /// When to renew a last time and finish, on the lessor's clock.
+    stop_at: Option<u64>,
+    tx: Sender<KeepAliveResponse>,
+    /// The thread's own receiving end: pops a response nobody took to make room for the next.
+    rx: Receiver<KeepAliveResponse>,
+    reason: Arc<AtomicU8>,
+    /// The next slot keeping the same lease alive.
+    next_same: Option<usize>,
+    /// The last renewal found the lease gone from the table, with no notification yet.
+    missing: bool,
+}
+
+enum Slot {
+    /// Free; links to the next free slot.
+    Free(Option<usize>),
+    Live(Live),
+}
+
+/// Guarded by [`KeepAlives::inner`].
+struct Inner {
+    slots: Vec<Slot>,
+    /// Head of the free-slot list.
+    free: Option<usize>,
+    /// Live slots.
+    live: usize,
+    /// The first slot keeping each lease alive; the rest follow `Live::next_same`.
+    by_lease: HashMap<LeaseId, usize, foldhash::fast::RandomState>,
+    /// `(next renewal, generation, slot)`, earliest first.
+    heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    next_generation: u64,
+    /// The renewal time the thread sleeps until (`u64::MAX`: none); a registration due earlier
+    /// wakes it.
+    sleeps_until: u64,
+    /// The thread, once started; taken by `close`.
+    thread: Option<Thread>,
+    /// Set by `close`: no more registrations, no new thread.
+    closed: bool,
+}
+
+struct Thread {
+    /// Dropping it tells the thread to stop.
+    stop: Sender<()>,
+    join: JoinHandle<()>,
+}
+
+/// A due keep-alive, taken out of the lock to be renewed.
+struct Due {
+    ticket: Ticket,
+    id: LeaseId,
+    interval: u64,
+    stop_at: Option<u64>,
+    missing: bool,
+    tx: Sender<KeepAliveResponse>,
+    rx: Receiver<KeepAliveResponse>,
+}
+
+/// What to do with a keep-alive after a renewal attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Queue it at this time; `true` if the lease was found gone (see `Live::missing`).
+    Next(u64, bool),
+    End(EndReason),
+}
+
+/// What [`KeepAlives::take_due`] found.
+enum Step {
+    /// Entries to renew (possibly none, if only stale entries were popped); look again after.
+    Work,
+    /// Nothing due: sleep until this renewal time, or until woken.
+    Sleep(Option<u64>),
+}
+
+impl KeepAlives {
+    pub(crate) fn new() -> KeepAlives {
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        KeepAlives {
+            inner: Mutex::new(Inner {
+                slots: Vec::new(),
+                free: None,
+                live: 0,
+                by_lease: HashMap::default(),
+                heap: BinaryHeap::new(),
+                next_generation: 1,
+                sleeps_until: u64::MAX,
+                thread: None,
+                closed: false,
+            }),
+            wake_tx,
+            wake_rx,
+        }
+    }
+
+    /// Registers `live`, first due at `due`, starting the thread if it is the first.
+    fn register(&self, core: &Arc<Core>, live: Live, due: u64) -> Result<Ticket> {
+        let (ticket, wake) = {
+            let mut inner = self.inner.lock();
+            if inner.closed {
+                return Err(Error::Closed);
+            }
+            if inner.thread.is_none() {
+                // Under the lock so that `close` either finds the thread or stops its start.
+                inner.thread = Some(spawn(Arc::clone(core), self.wake_rx.clone())?);
+            }
+            let ticket = inner.insert(live, due);
+            (ticket, due < inner.sleeps_until)
+        };
+        if wake {
+            let _ = self.wake_tx.try_send(());
+        }
+        Ok(ticket)
+    }
+
+    /// Ends nothing: forgets a registration (a handle cancelled, or a start that failed).
+    fn remove(&self, ticket: Ticket) {
+        let removed = {
+            let mut inner = self.inner.lock();
+            let removed = inner.remove(ticket);
+            inner.compact_if_stale();
+            removed
+        };
+        drop(removed); // the channel ends, outside the lock
+    }
+
+    /// Ends every keep-alive of the leases `ids`, whose revocation has just committed, with
+    /// `cause` ([`EndReason::Revoked`] or [`EndReason::Expired`]). Called with the writer held:
+    /// takes only this manager's mutex, and never blocks.
+    pub(crate) fn leases_ended(&self, ids: &[LeaseId], cause: EndReason) {
+        let mut ended = Vec::new();
+        {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            if inner.by_lease.is_empty() {
+                return;
+            }
+            for &id in ids {
+                while let Some(&slot) = inner.by_lease.get(&id) {
+                    match inner.take(slot) {
+                        Some(live) => {
+                            set_reason(&live.reason, cause);
+                            ended.push(live);
+                        }
+                        None => {
+                            inner.by_lease.remove(&id); // unreachable: the index names live slots
+                        }
+                    }
+                }
+            }
+            inner.compact_if_stale();
+        }
+        drop(ended); // disconnects their channels, reason already set
+    }
+
+    /// Ends every keep-alive with `reason` (close, or a poisoned lessor).
+    fn end_all(&self, reason: EndReason) {
+        let slots = {
+            let mut inner = self.inner.lock();
+            inner.heap.clear();
+            inner.by_lease.clear();
+            inner.free = None;
+            inner.live = 0;
+            std::mem::take(&mut inner.slots)
+        };
+        for slot in &slots {
+            if let Slot::Live(live) = slot {
+                set_reason(&live.reason, reason);
+            }
+        }
+        drop(slots);
+    }
+
+    /// Stops and joins the thread and ends every keep-alive with [`EndReason::Closed`]; later
+    /// registrations fail with [`Error::Closed`]. Idempotent.
+    pub(crate) fn close(&self) {
+        let thread = {
+            let mut inner = self.inner.lock();
+            inner.closed = true;
+            inner.thread.take()
+        };
+        if let Some(thread) = thread {
+            drop(thread.stop);
+            let _ = thread.join.join();
+        }
+        self.end_all(EndReason::Closed);
+    }
+
+    /// Pops entries due at `now` into `out` (at most [`BATCH`] live ones).
+    fn take_due(&self, now: u64, out: &mut Vec<Due>) -> Step {
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let mut popped = 0;
+        while out.len() < BATCH && popped < 4 * BATCH {
+            let Some(&Reverse((due, generation, slot))) = inner.heap.peek() else {
+                break;
+            };
+            if due > now {
+                break;
+            }
+            inner.heap.pop();
+            popped += 1;
+            if let Some(Slot::Live(live)) = inner.slots.get(slot)
+                && live.generation == generation
+            {
+                out.push(Due {
+                    ticket: Ticket { slot, generation },
+                    id: live.id,
+                    interval: live.interval,
+                    stop_at: live.stop_at,
+                    missing: live.missing,
+                    tx: live.tx.clone(),
+                    rx: live.rx.clone(),
+                });
+            }
+        }
+        if popped > 0 {
+            return Step::Work;
+        }
+        let next = inner.heap.peek().map(|&Reverse((due, _, _))| due);
+        inner.sleeps_until = next.unwrap_or(u64::MAX);
+        Step::Sleep(next)
+    }
+
+    /// Queues or ends each keep-alive renewed by the thread, unless it was removed meanwhile.
+    fn apply(&self, outcomes: &mut Vec<(Ticket, Outcome)>) {
+        let mut ended = Vec::new();
+        {
+            let mut guard = self.inner.lock();
+            let inner = &mut *guard;
+            for (ticket, outcome) in outcomes.drain(..) {
+                match outcome {
+                    Outcome::Next(at, missing) => {
+                        if let Some(Slot::Live(live)) = inner.slots.get_mut(ticket.slot)
+                            && live.generation == ticket.generation
+                        {
+                            live.missing = missing;
+                            inner
+                                .heap
+                                .push(Reverse((at, ticket.generation, ticket.slot)));
+                        }
+                    }
+                    Outcome::End(reason) => {
+                        if let Some(live) = inner.remove(ticket) {
+                            set_reason(&live.reason, reason);
+                            ended.push(live);
+                        }
+                    }
+                }
+            }
+            inner.compact_if_stale();
+        }
+        drop(ended);
+    }
+}
+
+impl Inner {
+    /// Stores `live` in a slot, queued at `due`, under a new generation.
+    fn insert(&mut self, mut live: Live, due: u64) -> Ticket {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        live.generation = generation;
+        let slot = match self.free {
+            Some(slot) => {
+                if let Some(Slot::Free(next)) = self.slots.get(slot) {
+                    self.free = *next;
+                }
+                slot
+            }
+            None => {
+                self.slots.push(Slot::Free(None));
+                self.slots.len() - 1
+            }
+        };
+        live.next_same = self.by_lease.insert(live.id, slot);
+        self.slots[slot] = Slot::Live(live);
+        self.live += 1;
+        self.heap.push(Reverse((due, generation, slot)));
+        Ticket { slot, generation }
+    }
+
+    /// Frees the slot of `ticket` if it still holds that registration.
+    fn remove(&mut self, ticket: Ticket) -> Option<Live> {
+        match self.slots.get(ticket.slot) {
+            Some(Slot::Live(live)) if live.generation == ticket.generation => {
+                self.take(ticket.slot)
+            }
+            _ => None,
+        }
+    }
+
+    /// Frees `slot` if it is live, unlinking it from the lease index.
+    fn take(&mut self, slot: usize) -> Option<Live> {
+        let (id, next) = match self.slots.get(slot) {
+            Some(Slot::Live(live)) => (live.id, live.next_same),
+            _ => return None,
+        };
+        match self.by_lease.get(&id).copied() {
+            Some(head) if head == slot => match next {
+                Some(next) => {
+                    self.by_lease.insert(id, next);
+                }
+                None => {
+                    self.by_lease.remove(&id);
+                }
+            },
+            Some(mut cur) => {
+                while let Some(Slot::Live(prev)) = self.slots.get_mut(cur) {
+                    match prev.next_same {
+                        Some(n) if n == slot => {
+                            prev.next_same = next;
+                            break;
+                        }
+                        Some(n) => cur = n,
+                        None => break,
+                    }
+                }
+            }
+            None => {}
+        }
+        self.live -= 1;
+        match std::mem::replace(&mut self.slots[slot], Slot::Free(self.free)) {
+            Slot::Live(live) => {
+                self.free = Some(slot);
+                Some(live)
+            }
+            Slot::Free(_) => None, // checked above
+        }
+    }
+
+    /// Drops heap entries of ended keep-alives once they outnumber the running ones.
+    fn compact_if_stale(&mut self) {
+        if self.heap.len() > 2 * self.live + 1024 {
+            let Inner { heap, slots, .. } = self;
+            heap.retain(|&Reverse((_, generation, slot))| {
+                matches!(slots.get(slot), Some(Slot::Live(live)) if live.generation == generation)
+            });
+        }
+    }
+}
+
+fn spawn(core: Arc<Core>, wake: Receiver<()>) -> Result<Thread> {
+    let (stop, stop_rx) = crossbeam_channel::bounded(0);
+    let join = std::thread::Builder::new()
+        .name("lessor-keepalive".into())
+        .spawn(move || run(&core, &wake, &stop_rx))
+        .map_err(Error::Spawn)?;
+    Ok(Thread { stop, join })
+}
+
+/// The `lessor-keepalive` thread: renew what is due, sleep until the next renewal; until stopped.
+fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
+    let ka = &core.keepalives;
+    let jumps = core.config.clock.jumps().unwrap_or_else(never);
+    let mut due = Vec::new();
+    let mut outcomes = Vec::new();
+    loop {
+        if core.is_poisoned() {
+            // Renewals would be refused to callers; the keep-alives end as if closed.
+            ka.end_all(EndReason::Closed);
+        }
+        // Below u64::MAX, so that every next renewal (at least 1 ms on) is later than `now`.
+        let now = core.now().min(u64::MAX - 1);
+        let sleep_until = loop {
+            match ka.take_due(now, &mut due) {
+                Step::Sleep(next) => break next,
+                Step::Work => {
+                    // The clones of the channel ends are dropped here, with no lock held.
+                    outcomes.extend(
+                        due.drain(..)
+                            .map(|d| (d.ticket, renew(&core.table, now, &d))),
+                    );
+                    ka.apply(&mut outcomes);
+                }
+            }
+        };
+        let timeout = match sleep_until {
+            Some(at) => crossbeam_channel::after(Duration::from_nanos(at.saturating_sub(now))),
+            None => never(),
+        };
+        select! {
+            recv(stop) -> _ => return,
+            recv(wake) -> _ => {}
+            recv(jumps) -> _ => {}
+            recv(timeout) -> _ => {}
+        }
+    }
+}
+
+/// Renews a due keep-alive's lease at `now` and offers the response; says what comes next.
+fn renew(table: &LeaseTable, now: u64, d: &Due) -> Outcome {
+    let last = d.stop_at.filter(|&stop| now >= stop);
+    let renewed = match last {
+        None => table.renew(d.id, now),
+        // The last renewal counts as made at the stop time, so that the lease lives exactly
+        // `run_for` + TTL however late the thread wakes; only for a lease still alive now.
+        Some(stop) => table.alive(d.id, now).and_then(|_| table.renew(d.id, stop)),
+    };
+    if let Some(ttl) = renewed {
+        let response = KeepAliveResponse {
+            id: d.id,
+            ttl: Duration::from_nanos(ttl),
+        };
+        offer_latest(&d.tx, &d.rx, response);
+        return match last {
+            Some(_) => Outcome::End(EndReason::Finished),
+            None => Outcome::Next(next_renewal(now, d.interval, d.stop_at), false),
+        };
+    }
+    let retry = now.saturating_add(d.interval);
+    if table.deadline_of(d.id).is_some() {
+        Outcome::End(EndReason::Expired) // deadline passed, not (yet) claimed
+    } else if table.contains(d.id) {
+        Outcome::Next(retry, false) // claimed: its revocation's notification ends this
+    } else if d.missing {
+        Outcome::End(EndReason::Expired) // gone, and no notification came: say expired
+    } else {
+        Outcome::Next(retry, true) // gone: its notification may be on its way
+    }
+}
+
+/// The next renewal after one at `now`: an interval later, or at the stop time if earlier.
+fn next_renewal(now: u64, interval: u64, stop_at: Option<u64>) -> u64 {
+    let next = now.saturating_add(interval);
+    stop_at.map_or(next, |stop| next.min(stop))
+}
+
+/// Puts `value` in a `bounded(1)` channel, replacing a message nobody has taken yet: the channel
+/// holds only the latest, and a receiver that never reads never blocks the sender. `rx` is the
+/// sender's own clone of the receiving end. Gives up after a few rounds lost to another sender
+/// (the channel then holds that sender's message, as fresh).
+fn offer_latest<T>(tx: &Sender<T>, rx: &Receiver<T>, mut value: T) {
+    for _ in 0..4 {
+        match tx.try_send(value) {
+            Ok(()) | Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(v)) => {
+                value = v;
+                let _ = rx.try_recv();
+            }
+        }
+    }
+}
+
+/// Sets a keep-alive's end reason unless it has one; `true` if this call set it.
+fn set_reason(word: &AtomicU8, reason: EndReason) -> bool {
+    word.compare_exchange(RUNNING, reason.code(), Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+}
+
+/// A duration in nanoseconds, saturating.
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> LeaseId {
+        LeaseId::new(n).unwrap()
+    }
+
+    fn live(lease: u64) -> (Live, Receiver<KeepAliveResponse>) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let live = Live {
+            generation: 0,
+            id: id(lease),
+            interval: 10,
+            stop_at: None,
+            tx,
+            rx: rx.clone(),
+            reason: Arc::new(AtomicU8::new(RUNNING)),
+            next_same: None,
+            missing: false,
+        };
+        (live, rx)
+    }
+
+    #[test]
+    fn the_channel_keeps_only_the_latest_value_and_never_blocks() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let user = rx.clone();
+        for n in 0..10 {
+            offer_latest(&tx, &rx, n);
+        }
+        assert_eq!(user.len(), 1);
+        assert_eq!(user.try_recv(), Ok(9));
+        offer_latest(&tx, &rx, 10);
+        assert_eq!(user.try_recv(), Ok(10));
+        // once the sender and its receiver clone are gone, the user drains then disconnects
+        offer_latest(&tx, &rx, 11);
+        drop((tx, rx));
+        assert_eq!(user.recv(), Ok(11));
+        assert!(user.recv().is_err());
+    }
+
+    #[test]
+    fn intervals_default_to_a_third_of_the_ttl_with_a_floor() {
+        let ms = nanos(Duration::from_millis(1));
+        let default = KeepAliveOptions::new();
+        assert_eq!(default.interval_for(9_000 * ms).ok(), Some(3_000 * ms));
+        assert_eq!(default.interval_for(ms).ok(), Some(ms)); // floor
+        let every = |d| KeepAliveOptions::new().interval(d);
+        assert_eq!(
+            every(Duration::from_secs(1)).interval_for(9_000 * ms).ok(),
+            Some(1_000 * ms)
+        );
+        assert_eq!(
+            every(Duration::ZERO).interval_for(9_000 * ms).ok(),
+            Some(ms)
+        );
+        assert!(matches!(
+            every(Duration::from_secs(9)).interval_for(9_000 * ms),
+            Err(Error::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn end_reasons_round_trip_and_are_set_once() {
+        for r in [
+            EndReason::Revoked,
+            EndReason::Expired,
+            EndReason::Cancelled,
+            EndReason::Closed,
+            EndReason::Finished,
+        ] {
+            assert_eq!(EndReason::from_code(r.code()), Some(r));
+            assert!(!r.to_string().is_empty());
+        }
+        assert_eq!(EndReason::from_code(RUNNING), None);
+        let word = AtomicU8::new(RUNNING);
+        assert!(set_reason(&word, EndReason::Cancelled));
+        assert!(!set_reason(&word, EndReason::Revoked));
+        assert_eq!(
+            EndReason::from_code(word.load(Ordering::Relaxed)),
+            Some(EndReason::Cancelled)
+        );
+    }
+
+    #[test]
+    fn slots_are_reused_under_new_generations_and_the_lease_index_follows() {
+        let m = KeepAlives::new();
+        let mut inner = m.inner.lock();
+        let (a, _ra) = live(7);
+        let (b, _rb) = live(7);
+        let (c, _rc) = live(7);
+        let (d, _rd) = live(8);
+        let ta = inner.insert(a, 1);
+        let tb = inner.insert(b, 2);
+        let tc = inner.insert(c, 3);
+        let td = inner.insert(d, 4);
+        assert_eq!(inner.live, 4);
+        // unlink the middle of lease 7's chain, then reuse its slot for another lease
+        assert!(inner.remove(tb).is_some());
+        assert!(inner.remove(tb).is_none());
+        let (e, _re) = live(9);
+        let te = inner.insert(e, 5);
+        assert_eq!(te.slot, tb.slot);
+        assert_ne!(te.generation, tb.generation);
+        assert!(inner.remove(tb).is_none()); // the old ticket no longer names the slot
+        // lease 7 still has a and c, found through the index
+        let mut seven = Vec::new();
+        while let Some(&slot) = inner.by_lease.get(&id(7)) {
+            seven.push(inner.take(slot).map(|l| l.generation));
+        }
+        seven.sort();
+        assert_eq!(seven, vec![Some(ta.generation), Some(tc.generation)]);
+        assert!(inner.remove(td).is_some());
+        assert!(inner.remove(te).is_some());
+        assert_eq!(inner.live, 0);
+        assert!(inner.by_lease.is_empty());
+        assert_eq!(inner.heap.len(), 5); // stale entries stay until popped or compacted
+    }
+
+    #[test]
+    fn stale_heap_entries_are_compacted_once_they_dominate() {
+        let m = KeepAlives::new();
+        let mut inner = m.inner.lock();
+        let (keep, _rk) = live(1);
+        let kept = inner.insert(keep, 0);
+        for n in 0..2_000u64 {
+            let (l, _r) = live(2 + n);
+            let t = inner.insert(l, n);
+            inner.remove(t);
+            inner.compact_if_stale();
+        }
+        assert!(inner.heap.len() <= 2 * inner.live + 1024 + 1);
+        assert!(
+            inner
+                .heap
+                .iter()
+                .any(|&Reverse((_, generation, slot))| (slot, generation)
+                    == (kept.slot, kept.generation))
+        );
+    }
+
+    #[test]
+    fn leases_ended_sets_the_cause_and_disconnects() {
+        let m = KeepAlives::new();
+        let (a, ra) = live(7);
+        let (b, rb) = live(7);
+        let (c, rc) = live(8);
+        let reasons = [&a.reason, &b.reason, &c.reason].map(Arc::clone);
+        {
+            let mut inner = m.inner.lock();
+            inner.insert(a, 1);
+            inner.insert(b, 1);
+            inner.insert(c, 1);
+        }
+        m.leases_ended(&[id(7), id(9)], EndReason::Revoked);
+        assert!(ra.recv().is_err() && rb.recv().is_err());
+        for r in &reasons[..2] {
+            assert_eq!(r.load(Ordering::Acquire), EndReason::Revoked.code());
+        }
+        assert_eq!(reasons[2].load(Ordering::Acquire), RUNNING);
+        m.close();
+        assert_eq!(reasons[2].load(Ordering::Acquire), EndReason::Closed.code());
+        assert!(rc.recv().is_err());
+    }
+
+    #[test]
+    fn due_entries_come_out_in_order_and_stale_ones_are_skipped() {
+        let m = KeepAlives::new();
+        let tickets: Vec<Ticket> = {
+            let mut inner = m.inner.lock();
+            (1..=3).map(|n| inner.insert(live(n).0, 10 * n)).collect()
+        };
+        m.remove(tickets[0]);
+        let mut out = Vec::new();
+        assert!(matches!(m.take_due(25, &mut out), Step::Work));
+        assert_eq!(
+            out.iter().map(|d| d.ticket).collect::<Vec<_>>(),
+            vec![tickets[1]]
+        );
+        out.clear();
+        assert!(matches!(m.take_due(25, &mut out), Step::Sleep(Some(30))));
+        assert_eq!(m.inner.lock().sleeps_until, 30);
+    }
+}
