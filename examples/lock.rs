@@ -132,80 +132,79 @@ impl Lock {
     }
 }
 
-fn worker(
-    lessor: &Lessor,
-    n: usize,
-    ttl: Duration,
-    holders: &AtomicUsize,
-    crashed_at: &parking_lot::Mutex<Option<Instant>>,
-) -> lessor::Result<()> {
+/// What the workers share: how many hold the lock right now (never more than one), and when
+/// the crashed holder stopped.
+#[derive(Default)]
+struct Shared {
+    holders: AtomicUsize,
+    crashed_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+type Outcome = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Holds `lock` for a short critical section, checking before each step that it is still ours.
+fn hold(lock: &Lock, me: &str, ttl: Duration, shared: &Shared) -> Outcome {
+    if shared.holders.fetch_add(1, Ordering::SeqCst) != 0 {
+        return Err(format!("{me} got the lock while someone else held it").into());
+    }
+    println!("{me} holds {KEY}, fencing token {}", lock.token);
+    for _ in 0..3 {
+        if !lock.held() {
+            println!("{me} lost the lock");
+            break;
+        }
+        std::thread::sleep(ttl / 4);
+    }
+    shared.holders.fetch_sub(1, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Takes the lock twice, releasing it each time.
+fn worker(lessor: &Lessor, n: usize, ttl: Duration, shared: &Shared) -> Outcome {
     let me = format!("worker-{n}");
-    for round in 0..2 {
+    for _ in 0..2 {
         let lock = Lock::acquire(lessor, ttl, &me)?;
-        if let Some(at) = crashed_at.lock().take() {
+        if let Some(at) = shared.crashed_at.lock().take() {
             println!(
-                "  lock free {:.1} s after its holder crashed (TTL {:.1} s)",
+                "  the lock was free {:.2} s after its holder crashed (TTL {:.2} s)",
                 at.elapsed().as_secs_f64(),
                 ttl.as_secs_f64()
             );
         }
-        assert_eq!(
-            holders.fetch_add(1, Ordering::SeqCst),
-            0,
-            "two holders at once"
-        );
-        println!("{me} holds {KEY}, fencing token {}", lock.token);
-        for _ in 0..3 {
-            // Each step of the critical work first checks that the lock is still ours.
-            if !lock.held() {
-                println!("{me} lost the lock");
-                break;
-            }
-            std::thread::sleep(ttl / 4);
-        }
-        holders.fetch_sub(1, Ordering::SeqCst);
-        if n == 0 && round == 0 {
-            println!("{me} crashes while holding the lock");
-            *crashed_at.lock() = Some(Instant::now());
-            lock.crash();
-        } else {
-            println!("{me} releases the lock");
-            lock.release()?;
-        }
+        hold(&lock, &me, ttl, shared)?;
+        println!("{me} releases the lock");
+        lock.release()?;
     }
     Ok(())
 }
 
-fn run(args: Args) -> lessor::Result<()> {
+fn run(args: Args) -> Outcome {
     if let Some(dir) = args.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| lessor::Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir)?;
     }
     let lessor = Lessor::open(&args.path)?;
     println!("database: {}", args.path.display());
-    let holders = Arc::new(AtomicUsize::new(0));
-    let crashed_at = Arc::new(parking_lot::Mutex::new(None));
-    let workers: Vec<_> = (0..args.workers)
+    // A lock left over by an earlier run (its holder gone) would expire within a TTL anyway.
+    lessor.delete(KEY)?;
+    let shared = Arc::new(Shared::default());
+    let first = Lock::acquire(&lessor, args.ttl, "worker-0")?;
+    let workers: Vec<_> = (1..args.workers)
         .map(|n| {
-            let (lessor, holders, crashed_at) = (
-                lessor.clone(),
-                Arc::clone(&holders),
-                Arc::clone(&crashed_at),
-            );
+            let (lessor, shared) = (lessor.clone(), Arc::clone(&shared));
             let ttl = args.ttl;
-            std::thread::spawn(move || worker(&lessor, n, ttl, &holders, &crashed_at))
+            std::thread::spawn(move || worker(&lessor, n, ttl, &shared))
         })
         .collect();
+    hold(&first, "worker-0", args.ttl, &shared)?;
+    println!("worker-0 crashes while holding the lock: it stops renewing and never releases");
+    *shared.crashed_at.lock() = Some(Instant::now());
+    first.crash();
     for w in workers {
-        match w.join() {
-            Ok(result) => result?,
-            Err(_) => return Err(lessor::Error::InvalidConfig("a worker panicked")),
-        }
+        w.join().map_err(|_| "a worker panicked")??;
     }
-    println!("every worker held the lock twice; never two at once");
-    lessor.close()
+    println!("the lock passed from holder to holder, never held by two at once");
+    lessor.close()?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
