@@ -41,6 +41,10 @@ enum Op {
     CasPut(usize, u64, u8, Option<u64>),
     /// A watch on every key from this many revisions back; drained at once.
     WatchFrom(u64),
+    /// Starts a keep-alive (renewing every TTL/3 on the keep-alive thread).
+    KeepAlive(u64),
+    /// Cancels the keep-alive of a lease, if it has one.
+    StopKeepAlive(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -64,6 +68,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..KEYS, 0..3u64, any::<u8>(), prop::option::of(1..=IDS))
             .prop_map(|(k, v, x, l)| Op::CasPut(k, v, x, l)),
         1 => (0..8u64).prop_map(Op::WatchFrom),
+        2 => (1..=IDS).prop_map(Op::KeepAlive),
+        1 => (1..=IDS).prop_map(Op::StopKeepAlive),
     ]
 }
 
@@ -98,6 +104,10 @@ struct Model {
     key_events_seen: usize,
     /// The revision when the database was last opened: the watch history starts after it.
     opened_at: u64,
+    /// Leases with a running keep-alive, and when it renews next.
+    kept: BTreeMap<u64, u64>,
+    /// Leases the keep-alive thread renewed at the last clock advance.
+    renewed: Vec<u64>,
 }
 
 /// What a call returned, reduced to what the model can predict.
@@ -143,6 +153,7 @@ impl Model {
     /// Deletes a lease and its keys; advances the revision if any key went.
     fn remove_lease(&mut self, id: u64, expired: bool) {
         self.leases.remove(&id);
+        self.kept.remove(&id);
         let gone: Vec<Vec<u8>> = self
             .keys
             .iter()
@@ -312,6 +323,35 @@ impl Model {
             }
             Op::Advance(ms) => {
                 self.now += ms * 1_000_000;
+                // The keep-alive thread wakes at the jump and renews what is due and alive;
+                // a lease whose deadline the jump passed is lost, keep-alive or not.
+                self.renewed.clear();
+                let now = self.now;
+                let kept: Vec<(u64, u64)> = self.kept.iter().map(|(&i, &d)| (i, d)).collect();
+                for (id, due) in kept {
+                    if !self.alive(id) {
+                        self.kept.remove(&id);
+                    } else if now >= due {
+                        let l = self.leases.get_mut(&id).unwrap();
+                        l.deadline = now + l.ttl;
+                        self.kept.insert(id, now + l.ttl / 3);
+                        self.renewed.push(id);
+                    }
+                }
+                Out::Ok
+            }
+            Op::KeepAlive(id) => {
+                if !self.alive(id) {
+                    return Out::LeaseNotFound;
+                }
+                let now = self.now;
+                let l = self.leases.get_mut(&id).unwrap();
+                l.deadline = now + l.ttl; // the first renewal, before keep_alive returns
+                self.kept.insert(id, now + l.ttl / 3);
+                Out::Ok
+            }
+            Op::StopKeepAlive(id) => {
+                self.kept.remove(&id);
                 Out::Ok
             }
             Op::RevokeExpired => self.revoke_expired(),
@@ -323,6 +363,7 @@ impl Model {
                     l.deadline = now + l.ttl;
                 }
                 self.opened_at = self.revision;
+                self.kept.clear(); // closing ends every keep-alive
                 Out::Ok
             }
             Op::CasPut(k, version, v, lease) => {
@@ -372,6 +413,7 @@ struct Sut {
     l: Lessor,
     events: crossbeam_channel::Receiver<LeaseEvent>,
     watch: Watch,
+    keep_alives: BTreeMap<u64, lessor::KeepAlive>,
 }
 
 impl Sut {
@@ -379,6 +421,7 @@ impl Sut {
         Sut {
             events: l.subscribe().unwrap(),
             watch: l.watch("").unwrap(),
+            keep_alives: BTreeMap::new(),
             l,
         }
     }
@@ -442,6 +485,23 @@ fn show_lease_event(e: &LeaseEvent) -> String {
 }
 
 fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
+    match *op {
+        Op::KeepAlive(id) => {
+            sut.keep_alives.remove(&id); // one keep-alive a lease, as the model has it
+            return match sut.l.keep_alive(LeaseId::new(id).unwrap()) {
+                Ok(k) => {
+                    sut.keep_alives.insert(id, k);
+                    Out::Ok
+                }
+                Err(e) => err(e),
+            };
+        }
+        Op::StopKeepAlive(id) => {
+            sut.keep_alives.remove(&id);
+            return Out::Ok;
+        }
+        _ => {}
+    }
     let l = &mut sut.l;
     let lid = |n: u64| LeaseId::new(n).unwrap();
     let keys = |ks: &[usize]| ks.iter().map(|&k| key(k)).collect::<Vec<_>>();
@@ -471,6 +531,7 @@ fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
             clock.advance(Duration::from_millis(ms));
             Out::Ok
         }
+        Op::KeepAlive(_) | Op::StopKeepAlive(_) => unreachable!("handled above"),
         Op::RevokeExpired => l.revoke_expired().map_or_else(err, |ids| {
             Out::Ids(ids.into_iter().map(LeaseId::get).collect())
         }),
@@ -516,6 +577,20 @@ fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
             })
         }
     }
+}
+
+/// Waits (in real time, boundedly) for the keep-alive thread to renew what the model says it
+/// renewed at the last clock advance.
+fn wait_for_keep_alives(l: &Lessor, m: &Model) -> Result<(), TestCaseError> {
+    for &id in &m.renewed {
+        let want = m.leases[&id].ttl;
+        let renewed = common::wait_until(Duration::from_secs(10), || {
+            l.time_to_live(LeaseId::new(id).unwrap())
+                .is_ok_and(|i| nanos(i.remaining) == want)
+        });
+        prop_assert!(renewed, "the keep-alive of lease {} did not renew it", id);
+    }
+    Ok(())
 }
 
 /// The events published since the last check must be exactly the model's.
@@ -581,6 +656,9 @@ proptest! {
             let want = m.apply(op);
             let got = run(&mut sut, &disk, &clock, op);
             prop_assert_eq!(got, want, "step {}: {:?}", step, op);
+            if matches!(op, Op::Advance(_)) {
+                wait_for_keep_alives(&sut.l, &m)?;
+            }
             compare_events(&sut, &mut m)?;
             if matches!(op, Op::Reopen) {
                 // The old subscriptions ended with the close; follow the new database, whose
