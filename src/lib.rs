@@ -41,6 +41,19 @@
 //!   expire one TTL later; [`KeepAlive::ended`] tells why it stopped ([`EndReason`]).
 //! - **Revision** ([`Revision`]): one counter for the whole database, advanced by every put,
 //!   every delete, and every revocation that deletes keys.
+//! - **Keep-alive** ([`KeepAlive`]): [`Lessor::keep_alive`] renews a lease every third of its TTL
+//!   from one shared background thread until the handle is cancelled or dropped (or until a
+//!   deadline: [`Lessor::keep_alive_until`]); its channel carries the latest renewal, and
+//!   [`KeepAlive::ended`] says why it stopped. Stopping it never revokes the lease: it expires
+//!   one TTL later, as in etcd.
+//! - **Events** ([`Lessor::subscribe`]): every grant and revocation, in commit order, saying
+//!   whether a lease was revoked or expired.
+//! - **Watches** ([`Lessor::watch`], [`Lessor::watch_from`]): puts and deletes under a prefix,
+//!   after commit, in revision order, each delete with its cause. Read with
+//!   [`Lessor::range_with_revision`], then watch from the next revision: nothing is missed and
+//!   nothing is seen twice.
+//! - **Transactions** ([`Lessor::txn`]): etcd's compare-then-act, in one transaction: the
+//!   building block of locks (put the key if absent, under your lease).
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
 //!   expired leases in deadline order, many per transaction. [`Lessor::revoke_expired`] does the
 //!   same on demand.
@@ -49,8 +62,8 @@
 //! - **Time** comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests.
 //!
 //! # Threads and durability
-//! [`Lessor::open`] starts one thread, `lessor-ticker`, joined by [`Lessor::close`] (or by dropping
-//! the last handle). The first keep-alive starts one more, `lessor-keepalive`, which serves every
+//! [`Lessor::open`] starts one thread, `lessor-ticker`; the first keep-alive starts a second,
+//! `lessor-keepalive`. [`Lessor::close`] (or dropping the last handle) stops and joins both. The first keep-alive starts one more, `lessor-keepalive`, which serves every
 //! keep-alive of the lessor and is joined by `close` too. Every mutating call (grant, put, delete, attach, detach, revoke) is one redb
 //! transaction, fsynced before the call returns. Renewals are not written: after a restart every
 //! lease starts a fresh TTL anyway.
