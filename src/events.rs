@@ -57,7 +57,8 @@ pub enum LeaseEvent {
         cause: RevokeCause,
     },
     /// The subscriber's channel was full and this many events were dropped here: the
-    /// subscriber was too slow. Later events follow as usual.
+    /// subscriber was too slow. Later events follow as usual. A subscriber still behind when
+    /// the lessor closes gets this last, if its channel has room by then.
     Lagged(u64),
 }
 
@@ -163,6 +164,11 @@ impl Hub {
         Some(f(&mut s.watchers))
     }
 
+    /// Runs `f` on the watchers, even once closed (catch-up and drop of existing watches).
+    pub(crate) fn with_watchers_any<T>(&self, f: impl FnOnce(&mut Watchers) -> T) -> T {
+        f(&mut self.state.lock().watchers)
+    }
+
     /// Publishes the changes of one committed transaction. Call with the writer lock held.
     pub(crate) fn publish(&self, changes: Vec<Change>) {
         if changes.is_empty() {
@@ -180,10 +186,15 @@ impl Hub {
     }
 
     /// Ends every subscription and watch: their channels close once drained.
+    /// A subscriber that missed events is told so with a last `Lagged`, if it has room.
     pub(crate) fn close(&self) {
         let mut s = self.state.lock();
         s.closed = true;
-        s.subscribers.clear();
+        for sub in s.subscribers.drain(..) {
+            if sub.missed > 0 {
+                let _ = sub.tx.try_send(LeaseEvent::Lagged(sub.missed));
+            }
+        }
         s.watchers.close();
     }
 }

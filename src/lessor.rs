@@ -473,7 +473,7 @@ impl Lessor {
             Ok(LeaseInfo {
                 id,
                 granted_ttl: Duration::from_nanos(ttl),
-                remaining: Duration::from_nanos(deadline - now),
+                remaining: Duration::from_nanos((deadline - now).min(ttl)),
                 keys: store::lease_keys(read, id)?,
             })
         })
@@ -660,7 +660,8 @@ impl Lessor {
     }
 
     /// Attaches existing keys to lease `id`, moving any that belong to another lease. All or
-    /// nothing. Values and revisions are unchanged.
+    /// nothing. Values and revisions are unchanged, so this is not a watch event (etcd has no
+    /// attach: there a key changes lease only by a put, which a watch sees).
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`] if the lease is not alive, [`Error::KeyNotFound`] if a key does
@@ -841,6 +842,11 @@ impl Core {
                 // Under the writer lock: events go out in commit order, and keep-alives hear
                 // of their lease's end before anyone can grant its id again.
                 self.end_keep_alives(&changes);
+                for c in &changes {
+                    if let Change::Granted { id, ttl, .. } = c {
+                        self.table.insert_pending(*id, *ttl); // in memory before anyone hears of it
+                    }
+                }
                 self.hub.publish(changes);
                 out
             }),
@@ -852,6 +858,9 @@ impl Core {
             let _ =
                 self.state
                     .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
+            // Nothing more will be published: end subscriptions and watches (after what was
+            // committed) rather than leave them waiting.
+            self.hub.close();
         }
         (w, result)
     }
@@ -922,7 +931,6 @@ impl Core {
             }
         };
         w.retry.retain(|&r| Some(r) != replaced);
-        self.table.insert_pending(id, ttl);
         let revision = Revision(w.counters.revision);
         drop(w);
         // The TTL runs from the commit, so the fsync does not eat into it; the clock is read

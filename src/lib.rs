@@ -35,17 +35,13 @@
 //!   before the ticker has revoked it, and a lease that has been refused is never resurrected.
 //! - **Renew**: moves the deadline to now + TTL. It happens in memory only, without locks, in
 //!   tens of nanoseconds (a few hundred with a million leases out of cache).
-//! - **Keep-alive** ([`KeepAlive`]): [`Lessor::keep_alive`] renews a lease every third of its TTL
-//!   until the handle is cancelled or dropped, as etcd's client does; each renewal's
-//!   [`KeepAliveResponse`] goes to a channel that holds the latest one. Stopping it lets the lease
-//!   expire one TTL later; [`KeepAlive::ended`] tells why it stopped ([`EndReason`]).
 //! - **Revision** ([`Revision`]): one counter for the whole database, advanced by every put,
 //!   every delete, and every revocation that deletes keys.
 //! - **Keep-alive** ([`KeepAlive`]): [`Lessor::keep_alive`] renews a lease every third of its TTL
 //!   from one shared background thread until the handle is cancelled or dropped (or until a
-//!   deadline: [`Lessor::keep_alive_until`]); its channel carries the latest renewal, and
-//!   [`KeepAlive::ended`] says why it stopped. Stopping it never revokes the lease: it expires
-//!   one TTL later, as in etcd.
+//!   deadline: [`Lessor::keep_alive_until`]), as etcd's client does; its channel holds the
+//!   latest [`KeepAliveResponse`], and [`KeepAlive::ended`] says why it stopped
+//!   ([`EndReason`]). Stopping it never revokes the lease: it expires one TTL later, as in etcd.
 //! - **Events** ([`Lessor::subscribe`]): every grant and revocation, in commit order, saying
 //!   whether a lease was revoked or expired.
 //! - **Watches** ([`Lessor::watch`], [`Lessor::watch_from`]): puts and deletes under a prefix,
@@ -63,9 +59,10 @@
 //!
 //! # Threads and durability
 //! [`Lessor::open`] starts one thread, `lessor-ticker`; the first keep-alive starts a second,
-//! `lessor-keepalive`. [`Lessor::close`] (or dropping the last handle) stops and joins both. The first keep-alive starts one more, `lessor-keepalive`, which serves every
-//! keep-alive of the lessor and is joined by `close` too. Every mutating call (grant, put, delete, attach, detach, revoke) is one redb
-//! transaction, fsynced before the call returns. Renewals are not written: after a restart every
+//! `lessor-keepalive`, which serves every keep-alive of the lessor. [`Lessor::close`] (or
+//! dropping the last handle) stops and joins both. Every mutating call (grant, put, delete,
+//! attach, detach, revoke, a transaction) is one redb transaction, fsynced before the call
+//! returns; its events are published once it has committed. Renewals are not written: after a restart every
 //! lease starts a fresh TTL anyway.
 //!
 //! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.

@@ -7,7 +7,7 @@
 
 use std::cmp::Ordering;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::lessor::{Batch, Lessor};
@@ -275,8 +275,9 @@ impl<'a> Txn<'a> {
     /// # Errors
     /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
     /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
-    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison (checked before
-    /// anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
+    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison, and
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if a branch writes (puts or deletes) one key twice (all checked
+    /// before anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
     pub fn commit(self) -> Result<TxnResult> {
         let Txn {
             lessor,
@@ -310,7 +311,8 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
-    /// Checks every key and value against the limits.
+    /// Checks every key and value against the limits, and that no branch writes a key twice
+    /// (as etcd refuses: one revision cannot hold two versions of a key).
     pub(crate) fn check(
         &self,
         check_key: impl Fn(&[u8]) -> Result<()>,
@@ -319,10 +321,18 @@ impl Spec {
         for c in &self.compares {
             check_key(&c.key)?;
         }
-        for op in self.then.iter().chain(&self.otherwise) {
-            check_key(&op.key)?;
-            if let OpKind::Put { value, .. } = &op.kind {
-                check_value(value)?;
+        for ops in [&self.then, &self.otherwise] {
+            let mut written = std::collections::HashSet::new();
+            for op in ops {
+                check_key(&op.key)?;
+                if let OpKind::Put { value, .. } = &op.kind {
+                    check_value(value)?;
+                }
+                if op.kind != OpKind::Get && !written.insert(op.key.as_slice()) {
+                    return Err(Error::InvalidKey(
+                        "a transaction branch writes the same key twice",
+                    ));
+                }
             }
         }
         Ok(())

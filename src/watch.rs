@@ -116,7 +116,9 @@ const ENDED_COMPACTED: u8 = 2;
 /// Events arrive after their transaction has committed, in revision order (events of one
 /// revision in the order the transaction made them). The stream ends when the lessor closes,
 /// or, for a consumer so slow that the history dropped what it had not read, with
-/// [`WatchEnd::Compacted`]; [`ended`](Watch::ended) tells which. Dropping the `Watch` cancels it.
+/// [`WatchEnd::Compacted`]; [`ended`](Watch::ended) tells which. A watch that is behind when the
+/// lessor closes still receives everything committed before the close. Dropping the `Watch`
+/// cancels it. A `Watch` has one consumer: it can move between threads but not be shared.
 ///
 /// ```
 /// use std::time::Duration;
@@ -140,6 +142,9 @@ pub struct Watch {
     id: u64,
     rx: Receiver<WatchEvent>,
     ended: Arc<AtomicU8>,
+    /// One consumer at a time (`Send`, not `Sync`): a second thread blocked in `recv` could
+    /// sleep through events the first left waiting in the history.
+    _one_consumer: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
 impl Watch {
@@ -199,15 +204,13 @@ impl Watch {
     /// Copies missed events from the history into the channel if the watch is lagging;
     /// `false` if it was not (so waiting on the channel is right).
     fn catch_up(&self) -> bool {
-        self.hub
-            .with_watchers(|w| w.catch_up(self.id))
-            .unwrap_or(false)
+        self.hub.with_watchers_any(|w| w.catch_up(self.id))
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.hub.with_watchers(|w| w.remove(self.id));
+        self.hub.with_watchers_any(|w| w.remove(self.id));
     }
 }
 
@@ -272,6 +275,7 @@ pub(crate) struct Watchers {
     last: u64,
     slots: Vec<Slot>,
     next_id: u64,
+    closed: bool,
 }
 
 impl Watchers {
@@ -286,6 +290,7 @@ impl Watchers {
             last: revision,
             slots: Vec::new(),
             next_id: 0,
+            closed: false,
         }
     }
 
@@ -308,6 +313,14 @@ impl Watchers {
             });
         }
         let skip = self.history.partition_point(|e| e.revision().get() < start);
+        // Position at the first event this watch wants, so that trimming events of other
+        // prefixes cannot end it as compacted.
+        let skip = skip
+            + self
+                .history
+                .range(skip..)
+                .take_while(|e| !e.key().starts_with(prefix))
+                .count();
         let next_seq = self.first_seq + skip as u64;
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
         let ended = Arc::new(AtomicU8::new(RUNNING));
@@ -327,6 +340,7 @@ impl Watchers {
             id,
             rx,
             ended,
+            _one_consumer: std::marker::PhantomData,
         })
     }
 
@@ -437,14 +451,20 @@ impl Watchers {
             seq += 1;
         }
         slot.next_seq = seq;
+        if self.closed && !slot.lagging {
+            self.slots.swap_remove(pos); // caught up with everything before close: end it
+        }
         true
     }
 
     /// Ends every watch: channels close once drained.
     pub(crate) fn close(&mut self) {
-        for slot in self.slots.drain(..) {
+        self.closed = true;
+        for slot in &self.slots {
             slot.ended.store(ENDED_CLOSED, Ordering::Release);
         }
+        // A lagging watch keeps its slot until it has caught up with what was committed.
+        self.slots.retain(|s| s.lagging);
     }
 }
 

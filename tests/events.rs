@@ -363,3 +363,106 @@ fn transactions_publish_their_writes_at_one_revision() {
         .unwrap();
     assert_eq!(drain(&w), ["put /a=1@2", "del /x@2 Deleted", "put /b=2@2"]);
 }
+
+#[test]
+fn a_watch_behind_at_close_still_gets_everything_committed_before() {
+    let clock = ManualClock::new();
+    let l = mem(&clock);
+    let lease = l.grant(secs(5)).unwrap();
+    let w = l.watch("/k/").unwrap();
+    for i in 0..300 {
+        l.put_with_lease(format!("/k/{i:03}"), "v", lease.id)
+            .unwrap();
+    }
+    clock.advance(secs(6));
+    l.close().unwrap(); // revokes the expired lease: 300 deletes in one batch
+    let got: Vec<WatchEvent> = w.iter().collect();
+    assert_eq!(w.ended(), Some(WatchEnd::Closed));
+    assert_eq!(got.len(), 600);
+    assert!(
+        got[300..]
+            .iter()
+            .all(|e| matches!(e, WatchEvent::Delete { .. }))
+    );
+}
+
+#[test]
+fn watch_from_is_not_ended_by_trimming_events_of_other_prefixes() {
+    let l = Lessor::builder()
+        .ticker(false)
+        .watch_history(10, 1 << 20)
+        .open_in_memory()
+        .unwrap();
+    let r = l.put("/b/0", "x").unwrap();
+    let w = l.watch_from("/a/", r).unwrap();
+    for i in 1..=20 {
+        l.put(format!("/b/{i}"), "x").unwrap();
+    }
+    l.put("/a/1", "y").unwrap();
+    assert_eq!(w.recv_timeout(secs(10)).unwrap().key(), b"/a/1");
+    assert_eq!(w.ended(), None);
+}
+
+#[test]
+fn whoever_hears_of_a_grant_can_use_the_lease_at_once() {
+    let l = Lessor::builder().ticker(false).open_in_memory().unwrap();
+    let events = l.subscribe().unwrap();
+    let reader = {
+        let l = l.clone();
+        std::thread::spawn(move || {
+            let mut bad = Vec::new();
+            for _ in 0..500 {
+                if let Ok(LeaseEvent::Granted { id, ttl, .. }) = events.recv() {
+                    match l.time_to_live(id) {
+                        Ok(info) if info.remaining <= ttl => {}
+                        other => bad.push(format!("{id}: {other:?}")),
+                    }
+                    if let Err(e) = l.renew(id) {
+                        bad.push(format!("renew {id}: {e}"));
+                    }
+                }
+            }
+            bad
+        })
+    };
+    for _ in 0..500 {
+        l.grant(secs(60)).unwrap();
+    }
+    let bad = reader.join().unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+#[test]
+fn a_subscriber_still_behind_at_close_is_told_it_lagged() {
+    let l = Lessor::builder()
+        .ticker(false)
+        .event_buffer(2)
+        .open_in_memory()
+        .unwrap();
+    let events = l.subscribe().unwrap();
+    for _ in 0..5 {
+        l.grant(secs(10)).unwrap();
+    }
+    let _ = events.recv().unwrap(); // room for the marker
+    l.close().unwrap();
+    let rest: Vec<LeaseEvent> = events.iter().collect();
+    assert!(
+        matches!(rest.last(), Some(LeaseEvent::Lagged(3))),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn a_storage_failure_ends_subscriptions_and_watches() {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new();
+    let l = disk.open(&clock).unwrap();
+    let events = l.subscribe().unwrap();
+    let w = l.watch("").unwrap();
+    l.put("/a", "1").unwrap();
+    disk.fail_syncs(true);
+    assert!(l.put("/b", "2").is_err());
+    assert_eq!(drain(&w), ["put /a=1@1"]);
+    assert_eq!(w.ended(), Some(WatchEnd::Closed));
+    assert!(events.recv_timeout(secs(10)).is_err());
+}

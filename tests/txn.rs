@@ -99,7 +99,6 @@ fn writes_share_one_revision_and_gets_see_earlier_writes() {
     l.put("/old", "o").unwrap(); // rev 1
     let res = l
         .txn()
-        .then(Op::put("/a", "1"))
         .then(Op::put("/a", "2"))
         .then(Op::get("/a"))
         .then(Op::delete("/old"))
@@ -109,16 +108,16 @@ fn writes_share_one_revision_and_gets_see_earlier_writes() {
         .unwrap();
     assert!(res.succeeded);
     assert_eq!(res.revision, Revision::new(2));
-    let TxnResponse::Get(Some(a)) = &res.responses[2] else {
+    let TxnResponse::Get(Some(a)) = &res.responses[1] else {
         panic!()
     };
     assert_eq!(
         (a.value.as_slice(), a.mod_revision, a.version),
-        (&b"2"[..], Revision::new(2), 2)
+        (&b"2"[..], Revision::new(2), 1)
     );
-    assert_eq!(res.responses[3], TxnResponse::Delete { existed: true });
-    assert_eq!(res.responses[4], TxnResponse::Delete { existed: false });
-    assert_eq!(res.responses[5], TxnResponse::Get(None));
+    assert_eq!(res.responses[2], TxnResponse::Delete { existed: true });
+    assert_eq!(res.responses[3], TxnResponse::Delete { existed: false });
+    assert_eq!(res.responses[4], TxnResponse::Get(None));
     assert_eq!(l.revision().unwrap(), Revision::new(2));
 }
 
@@ -225,4 +224,26 @@ fn an_empty_transaction_succeeds_and_closed_lessors_refuse() {
     assert!(res.succeeded && res.responses.is_empty());
     l.close().unwrap();
     assert!(matches!(l.txn().commit(), Err(Error::Closed)));
+}
+
+#[test]
+fn a_branch_that_writes_one_key_twice_is_refused_as_etcd_does() {
+    let l = lessor();
+    for (a, b) in [
+        (Op::put("/k", "1"), Op::put("/k", "2")),
+        (Op::put("/k", "1"), Op::delete("/k")),
+        (Op::delete("/k"), Op::delete("/k")),
+    ] {
+        let e = l.txn().then(a).then(b).commit().unwrap_err();
+        assert!(matches!(e, Error::InvalidKey(_)), "{e}");
+    }
+    // Reading a key twice, or writing it once in each branch, is fine.
+    l.txn()
+        .then(Op::put("/k", "1"))
+        .then(Op::get("/k"))
+        .then(Op::get("/k"))
+        .otherwise(Op::put("/k", "2"))
+        .commit()
+        .unwrap();
+    assert_eq!(l.get("/k").unwrap().unwrap().version, 1);
 }
