@@ -210,6 +210,14 @@ pub(crate) fn now_nanos(clock: &dyn Clock) -> u64 {
     u64::try_from(clock.now().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Reads `clock`'s wall-clock time as nanoseconds since the Unix epoch: 0 before it, saturating
+/// about 584 years after it.
+pub(crate) fn wall_nanos(clock: &dyn Clock) -> u64 {
+    clock.wall().duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,13 +248,14 @@ mod tests {
     #[test]
     fn manual_wall_time_follows_now_from_its_start() {
         let c = ManualClock::new();
-        let since = |c: &ManualClock| c.wall().duration_since(UNIX_EPOCH).unwrap();
-        assert_eq!(since(&c), Duration::from_secs(1_700_000_000));
+        assert_eq!(wall_nanos(&c), 1_700_000_000 * 1_000_000_000);
         c.advance(Duration::from_millis(1500));
-        assert_eq!(since(&c), Duration::from_millis(1_700_000_001_500));
+        assert_eq!(wall_nanos(&c), 1_700_000_001_500_000_000);
         let later = ManualClock::starting_at(c.wall() + Duration::from_secs(3));
         assert_eq!(later.now(), Duration::ZERO);
-        assert_eq!(since(&later), Duration::from_millis(1_700_000_004_500));
+        assert_eq!(wall_nanos(&later), 1_700_000_004_500_000_000);
+        let before_epoch = ManualClock::starting_at(UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(wall_nanos(&before_epoch), 0);
         assert!(SystemClock::new().wall() > UNIX_EPOCH);
     }
 

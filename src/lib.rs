@@ -40,15 +40,17 @@
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
 //!   expired leases in deadline order, many per transaction. [`Lessor::revoke_expired`] does the
 //!   same on demand.
-//! - **Restart**: leases, keys and the revision survive a restart. As in etcd, each lease gets its
-//!   full TTL again when the database is reopened.
+//! - **Restart**: leases, keys and the revision survive a restart. What a lease has left then is
+//!   the [`RestartPolicy`]'s choice: its full TTL again, as in etcd (the default), what it had
+//!   left when the database closed, or what its wall-clock deadline leaves.
 //! - **Time** comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests.
 //!
 //! # Threads and durability
 //! [`Lessor::open`] starts one thread, `lessor-ticker`, joined by [`Lessor::close`] (or by dropping
 //! the last handle). Every mutating call (grant, put, delete, attach, detach, revoke) is one redb
-//! transaction, fsynced before the call returns. Renewals are not written: after a restart every
-//! lease starts a fresh TTL anyway.
+//! transaction, fsynced before the call returns. Renewals are not written: by default every lease
+//! starts a fresh TTL after a restart anyway; under [`RestartPolicy::Preserve`] and
+//! [`RestartPolicy::Absolute`] the ticker writes the new deadlines in batches, every few seconds.
 //!
 //! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.
 
@@ -61,6 +63,7 @@ mod lease_table;
 mod lessor;
 mod record;
 mod recovery;
+mod restart;
 mod store;
 mod ticker;
 
@@ -69,6 +72,7 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, Result};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision};
 pub use crate::lessor::{Health, Lessor};
+pub use crate::restart::RestartPolicy;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]
