@@ -9,6 +9,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
 use crate::recovery;
+use crate::restart::RestartPolicy;
 
 /// etcd's largest TTL (`MaxLeaseTTL`), and ours: 9,000,000,000 s, about 285 years.
 pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
@@ -27,6 +28,9 @@ pub(crate) struct Config {
     pub event_buffer: usize,
     pub watch_history: usize,
     pub watch_history_bytes: usize,
+    pub restart_policy: RestartPolicy,
+    pub checkpoint_interval: Duration,
+    pub checkpoint_batch: usize,
 }
 
 impl Config {
@@ -107,6 +111,9 @@ impl Default for Builder {
                 event_buffer: 1024,
                 watch_history: 10_000,
                 watch_history_bytes: 64 << 20,
+                restart_policy: RestartPolicy::Reset,
+                checkpoint_interval: Duration::from_secs(5),
+                checkpoint_batch: 10_000,
             },
         }
     }
@@ -139,7 +146,8 @@ impl Builder {
         self
     }
 
-    /// Whether a background thread (`lessor-ticker`) revokes leases as they expire. Default:
+    /// Whether a background thread (`lessor-ticker`) revokes leases as they expire (and writes
+    /// checkpoints, under a [`restart_policy`](Builder::restart_policy) that has them). Default:
     /// `true`. With `false`, expired leases are dead (renew and the rest refuse them) but stay in
     /// the file, with their keys, until the caller runs [`Lessor::revoke_expired`].
     pub fn ticker(mut self, on: bool) -> Self {
@@ -193,16 +201,43 @@ impl Builder {
         self
     }
 
+    /// What a lease's deadline becomes when the database is reopened: see [`RestartPolicy`].
+    /// Chosen anew at every open. Default: [`RestartPolicy::Reset`], a full TTL again, as in
+    /// etcd.
+    pub fn restart_policy(mut self, policy: RestartPolicy) -> Self {
+        self.config.restart_policy = policy;
+        self
+    }
+
+    /// How often the ticker writes checkpoints (the deadlines of the leases renewed since the
+    /// last one) under [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`]: after a
+    /// crash, deadlines are at most this old. Ignored under [`RestartPolicy::Reset`], and
+    /// without a ticker (then only grants and [`Lessor::close`] write them). Default: 5 s; zero
+    /// is [`Error::InvalidConfig`].
+    pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
+        self.config.checkpoint_interval = interval;
+        self
+    }
+
+    /// Most lease records written in one checkpoint transaction; more changed leases take
+    /// several transactions, letting other writers in between. Default: 10,000. Zero is treated
+    /// as one.
+    pub fn checkpoint_batch_size(mut self, leases: usize) -> Self {
+        self.config.checkpoint_batch = leases.max(1);
+        self
+    }
+
     /// Opens (or creates) the database file at `path` and restores every lease and key in it.
-    /// Each restored lease gets its full TTL again from now, as in etcd, so holders have time
-    /// to come back.
+    /// Each restored lease gets what the [`restart_policy`](Builder::restart_policy) says: by
+    /// default its full TTL again from now, as in etcd, so holders have time to come back.
     ///
     /// # Errors
     /// [`Error::AlreadyOpen`] if the file is open elsewhere (in this process or another),
     /// [`Error::Io`] if it cannot be opened or created (missing folder, a directory, no
     /// permission), [`Error::NotLessorDatabase`], [`Error::IncompatibleFormat`] or
     /// [`Error::Corrupted`] for a file that is not a database this version can use, and
-    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`.
+    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl` or the checkpoint interval is
+    /// zero.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Lessor> {
         self.validate()?;
         let path = path.as_ref();
@@ -214,7 +249,7 @@ impl Builder {
     /// commits cost no disk I/O.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`.
+    /// [`Error::InvalidConfig`] as for [`Builder::open`].
     pub fn open_in_memory(self) -> Result<Lessor> {
         self.open_with_backend(redb::backends::InMemoryBackend::new())
     }
@@ -235,6 +270,9 @@ impl Builder {
         if self.config.min_ttl > self.config.max_ttl {
             return Err(Error::InvalidConfig("min_ttl is above max_ttl"));
         }
+        if self.config.checkpoint_interval.is_zero() {
+            return Err(Error::InvalidConfig("the checkpoint interval is zero"));
+        }
         Ok(())
     }
 }
@@ -253,6 +291,9 @@ impl fmt::Debug for Builder {
             .field("check_integrity_on_open", &c.check_integrity_on_open)
             .field("event_buffer", &c.event_buffer)
             .field("watch_history", &(c.watch_history, c.watch_history_bytes))
+            .field("restart_policy", &c.restart_policy)
+            .field("checkpoint_interval", &c.checkpoint_interval)
+            .field("checkpoint_batch_size", &c.checkpoint_batch)
             .finish()
     }
 }
@@ -290,6 +331,27 @@ mod tests {
             .min_ttl(Duration::from_secs(2))
             .max_ttl(Duration::from_secs(1));
         assert!(matches!(b.validate(), Err(Error::InvalidConfig(_))));
+    }
+
+    #[test]
+    fn restart_settings_have_their_documented_defaults_and_limits() {
+        let c = Builder::new().config;
+        assert_eq!(c.restart_policy, RestartPolicy::Reset);
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(5));
+        assert_eq!(c.checkpoint_batch, 10_000);
+        let b = Builder::new().checkpoint_interval(Duration::ZERO);
+        assert!(matches!(b.validate(), Err(Error::InvalidConfig(_))));
+        assert!(matches!(
+            b.open_in_memory(),
+            Err(Error::InvalidConfig("the checkpoint interval is zero"))
+        ));
+        assert_eq!(
+            Builder::new()
+                .checkpoint_batch_size(0)
+                .config
+                .checkpoint_batch,
+            1
+        );
     }
 
     #[test]

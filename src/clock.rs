@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
@@ -27,6 +27,17 @@ pub trait Clock: Send + Sync + fmt::Debug + 'static {
     /// looks again. Clocks that follow real time return `None` (the default).
     fn jumps(&self) -> Option<Receiver<()>> {
         None
+    }
+
+    /// The wall-clock time: [`SystemTime::now`] by default.
+    ///
+    /// The lessor never uses it to expire leases while it runs (that is [`now`](Clock::now)'s
+    /// job); it only stamps checkpoints with wall-clock deadlines, so that
+    /// [`RestartPolicy::Absolute`](crate::RestartPolicy::Absolute) can count the time that
+    /// passed while the process was down. A clock that implements `now` for tests should
+    /// implement this too, as [`ManualClock`] does.
+    fn wall(&self) -> SystemTime {
+        SystemTime::now()
     }
 }
 
@@ -64,6 +75,10 @@ impl Clock for SystemClock {
 /// [`advance`](ManualClock::advance)d past their deadlines; its ticker, if running, wakes up at
 /// every advance.
 ///
+/// Its wall-clock time ([`Clock::wall`]) is a fixed starting point plus [`now`](Clock::now):
+/// 2023-11-14 22:13:20 UTC for [`ManualClock::new`], or the instant given to
+/// [`ManualClock::starting_at`], which is how a test reopens a database "later".
+///
 /// ```
 /// use std::time::Duration;
 /// use lessor::{Clock, Lessor, ManualClock};
@@ -86,19 +101,56 @@ pub struct ManualClock {
     inner: Arc<ManualInner>,
 }
 
-#[derive(Default)]
 struct ManualInner {
     /// Current time in nanoseconds since the epoch; only ever grows.
     nanos: AtomicU64,
+    /// The wall-clock time at which `nanos` was zero; fixed.
+    wall_start: SystemTime,
     /// Guards the list of tickers to wake at each advance; senders whose receiver is gone are
     /// dropped at the next advance.
     wakers: Mutex<Vec<Sender<()>>>,
 }
 
+/// The wall-clock start of [`ManualClock::new`]: 1,700,000,000 s after the Unix epoch.
+const MANUAL_WALL_START: Duration = Duration::from_secs(1_700_000_000);
+
+impl Default for ManualInner {
+    fn default() -> Self {
+        ManualInner {
+            nanos: AtomicU64::new(0),
+            wall_start: UNIX_EPOCH + MANUAL_WALL_START,
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+}
+
 impl ManualClock {
-    /// A clock at time zero.
+    /// A clock at time zero, whose wall-clock time starts at 1,700,000,000 s after the Unix
+    /// epoch.
     pub fn new() -> ManualClock {
         ManualClock::default()
+    }
+
+    /// A clock at time zero whose wall-clock time starts at `wall`: for a test that reopens a
+    /// database as if the process had been down until then.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{Clock, ManualClock};
+    ///
+    /// let before = ManualClock::new();
+    /// before.advance(Duration::from_secs(4));
+    /// let after = ManualClock::starting_at(before.wall() + Duration::from_secs(3));
+    /// assert_eq!(after.now(), Duration::ZERO);
+    /// assert_eq!(after.wall().duration_since(before.wall()).unwrap(), Duration::from_secs(3));
+    /// ```
+    pub fn starting_at(wall: SystemTime) -> ManualClock {
+        ManualClock {
+            inner: Arc::new(ManualInner {
+                wall_start: wall,
+                ..ManualInner::default()
+            }),
+        }
     }
 
     /// Moves time forward by `by` (saturating at about 584 years) and wakes every ticker that
@@ -137,12 +189,18 @@ impl Clock for ManualClock {
         self.inner.wakers.lock().push(tx);
         Some(rx)
     }
+
+    fn wall(&self) -> SystemTime {
+        let start = self.inner.wall_start;
+        start.checked_add(self.now()).unwrap_or(start)
+    }
 }
 
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ManualClock")
             .field("now", &self.now())
+            .field("wall", &self.wall())
             .finish()
     }
 }
@@ -150,6 +208,14 @@ impl fmt::Debug for ManualClock {
 /// Reads `clock` as nanoseconds, the unit of every deadline inside the crate.
 pub(crate) fn now_nanos(clock: &dyn Clock) -> u64 {
     u64::try_from(clock.now().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Reads `clock`'s wall-clock time as nanoseconds since the Unix epoch: 0 before it, saturating
+/// about 584 years after it.
+pub(crate) fn wall_nanos(clock: &dyn Clock) -> u64 {
+    clock.wall().duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 #[cfg(test)]
@@ -177,6 +243,20 @@ mod tests {
         c.advance(Duration::from_secs(1)); // a second wake-up coalesces with the first
         assert_eq!(rx.try_iter().count(), 1);
         assert_eq!(c.inner.wakers.lock().len(), 1);
+    }
+
+    #[test]
+    fn manual_wall_time_follows_now_from_its_start() {
+        let c = ManualClock::new();
+        assert_eq!(wall_nanos(&c), 1_700_000_000 * 1_000_000_000);
+        c.advance(Duration::from_millis(1500));
+        assert_eq!(wall_nanos(&c), 1_700_000_001_500_000_000);
+        let later = ManualClock::starting_at(c.wall() + Duration::from_secs(3));
+        assert_eq!(later.now(), Duration::ZERO);
+        assert_eq!(wall_nanos(&later), 1_700_000_004_500_000_000);
+        let before_epoch = ManualClock::starting_at(UNIX_EPOCH - Duration::from_secs(1));
+        assert_eq!(wall_nanos(&before_epoch), 0);
+        assert!(SystemClock::new().wall() > UNIX_EPOCH);
     }
 
     #[test]

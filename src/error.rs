@@ -123,11 +123,12 @@ pub enum Error {
     NotLessorDatabase(String),
 
     /// The file was written by a newer `lessor` whose format this version cannot read.
-    #[error("incompatible database format {found}: this version reads format {supported}")]
+    #[error("incompatible database format {found}: this version reads formats 1 to {supported}")]
     IncompatibleFormat {
         /// The format version found in the file.
         found: u64,
-        /// The format version this build reads and writes.
+        /// The newest format version this build reads, and the one it writes (older files are
+        /// upgraded to it when opened).
         supported: u64,
     },
 

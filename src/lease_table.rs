@@ -3,12 +3,12 @@
 //! # Implementation
 //!
 //! Live leases sit in 64 shards. Each shard holds an open-addressing array of entries
-//! `{ id, deadline, ttl }`, every field an `AtomicU64`, 32 bytes, two to a cache line, behind an
-//! [`ArcSwap`]. A lookup loads the shard's array (arc-swap's load writes only to a per-thread
-//! slot), probes linearly from the id's hash, and works on the entry in place. So renew takes no
-//! lock, writes no memory shared with other renewers except its own lease's entry, and usually
-//! touches one cache line besides the array header. Nothing on the renew path touches the disk or
-//! the expiry queue.
+//! `{ id, deadline, ttl, checkpointed }`, every field an `AtomicU64`, 32 bytes, two to a cache
+//! line, behind an [`ArcSwap`]. A lookup loads the shard's array (arc-swap's load writes only to
+//! a per-thread slot), probes linearly from the id's hash, and works on the entry in place. So
+//! renew takes no lock, writes no memory shared with other renewers except its own lease's entry,
+//! and usually touches one cache line besides the array header. Nothing on the renew path touches
+//! the disk, the expiry queue or the checkpoint word.
 //!
 //! Deadlines are nanoseconds of the lessor's clock, and the deadline word also carries the
 //! lease's state:
@@ -34,6 +34,16 @@
 //!   `MOVED` waits on the shard's mutex (the rebuild holds it until the new array is out) and
 //!   looks again;
 //! - a slot is removed only after its revocation has committed.
+//!
+//! `checkpointed` is the deadline whose checkpoint is on disk (see [`crate::restart`]); a lease
+//! whose deadline differs has been renewed since and needs a new checkpoint. Renew never touches
+//! it. It is written by `settle` (before the CAS that publishes the deadline, which a rebuild's
+//! swap is ordered against, so the rebuild copies it or `settle` retries on the new array) and
+//! otherwise only under the shard mutex (insert, [`mark_checkpointed`], rebuild), which is also
+//! held while [`changed`] reads it.
+//!
+//! [`mark_checkpointed`]: LeaseTable::mark_checkpointed
+//! [`changed`]: LeaseTable::changed
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -101,6 +111,8 @@ struct Entry {
     deadline: AtomicU64,
     /// The granted TTL in nanoseconds; written before the id is published, then fixed.
     ttl: AtomicU64,
+    /// The deadline as last checkpointed to disk (see the module docs); not on the renew path.
+    checkpointed: AtomicU64,
 }
 
 /// One shard's array of entries: a power-of-two length, at most 7/8 used (live + tombstones),
@@ -158,13 +170,40 @@ struct Counts {
     live: usize,
     /// Entries holding a lease or a tombstone.
     used: usize,
+    /// Arrays this shard has had before the current one: a [`Sweep`] that stopped inside an
+    /// array it no longer has starts that shard again.
+    generation: u64,
+}
+
+/// How far a pass of [`LeaseTable::changed`] calls has gone through the table.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Sweep {
+    /// The shard to look at next; [`SHARDS`] when the pass is over.
+    shard: usize,
+    /// The entry of that shard's array to look at next.
+    slot: usize,
+    /// The `generation` of the array `slot` indexes.
+    generation: u64,
+}
+
+impl Sweep {
+    /// Whether the pass has looked at every shard.
+    pub(crate) fn done(&self) -> bool {
+        self.shard >= SHARDS
+    }
+
+    /// Ends the pass.
+    pub(crate) fn finish(&mut self) {
+        self.shard = SHARDS;
+    }
 }
 
 #[repr(align(128))]
 struct Shard {
     /// The current array. Loaded without locking; replaced only under `lock`.
     slots: ArcSwap<Slots>,
-    /// Serialises insert, remove and rebuild of this shard; readers that meet `MOVED` wait here.
+    /// Serialises insert, remove and rebuild of this shard, and the checkpointer's reads and
+    /// writes of `checkpointed`; guards the counts. Readers that meet `MOVED` wait here.
     lock: Mutex<Counts>,
 }
 
@@ -227,8 +266,21 @@ impl LeaseTable {
         self.insert(id, ttl, PENDING);
     }
 
-    /// Adds a lease with a known deadline (recovery), or replaces a claimed one with the same id.
+    /// Adds a lease with a known deadline, whose checkpoint on disk is that deadline, or
+    /// replaces a claimed one with the same id.
     pub(crate) fn insert(&self, id: LeaseId, ttl: u64, deadline: u64) {
+        self.insert_checkpointed(id, ttl, deadline, deadline);
+    }
+
+    /// Adds a lease with a known deadline (recovery) whose checkpoint on disk is `checkpointed`
+    /// (any other value, such as 0, to have it written), or replaces a claimed one.
+    pub(crate) fn insert_checkpointed(
+        &self,
+        id: LeaseId,
+        ttl: u64,
+        deadline: u64,
+        checkpointed: u64,
+    ) {
         let (shard, hash) = self.locate(id);
         let mut counts = shard.lock.lock();
         let mut slots = shard.slots.load_full();
@@ -246,6 +298,7 @@ impl LeaseTable {
         debug_assert!(slots.vacant(hash).is_some(), "a shard array is full");
         if let Some(e) = slots.vacant(hash) {
             e.ttl.store(ttl, Ordering::Relaxed);
+            e.checkpointed.store(checkpointed, Ordering::Relaxed);
             e.deadline.store(deadline, Ordering::Relaxed);
             e.id.store(id.get(), Ordering::Release);
             counts.live += 1;
@@ -254,10 +307,13 @@ impl LeaseTable {
         }
     }
 
-    /// Gives a lease inserted by [`insert_pending`](Self::insert_pending) its first deadline.
-    /// `false` if it was revoked meanwhile; the caller queues it if `true`.
+    /// Gives a lease inserted by [`insert_pending`](Self::insert_pending) its first deadline,
+    /// which its grant checkpointed. `false` if it was revoked meanwhile; the caller queues it if
+    /// `true`.
     pub(crate) fn settle(&self, id: LeaseId, deadline: u64) -> bool {
         self.with_entry(id, |e| {
+            // Before the CAS, which publishes it (see the module docs).
+            e.checkpointed.store(deadline, Ordering::Relaxed);
             match e.deadline.compare_exchange(
                 PENDING,
                 deadline,
@@ -297,7 +353,65 @@ impl LeaseTable {
                 .slots
                 .store(Arc::new(Slots::with_capacity(MIN_CAPACITY)));
             self.live.fetch_sub(counts.live, Ordering::Relaxed);
-            *counts = Counts::default();
+            *counts = Counts {
+                generation: counts.generation.wrapping_add(1),
+                ..Counts::default()
+            };
+        }
+    }
+
+    /// Up to `limit` leases whose deadline differs from the one last checkpointed, as
+    /// `(id, deadline, ttl)`, continuing `sweep`'s pass through the table. Expired leases count
+    /// (by the deadline their word keeps); claimed and pending ones do not. Call it with a fresh
+    /// [`Sweep`] and again until [`Sweep::done`]: every lease changed when the pass began and not
+    /// checkpointed since is returned at least once, even if arrays are rebuilt between calls.
+    pub(crate) fn changed(&self, sweep: &mut Sweep, limit: usize) -> Vec<(LeaseId, u64, u64)> {
+        let limit = limit.max(1); // so that every call moves the pass on
+        let mut out = Vec::new();
+        while sweep.shard < SHARDS {
+            let shard = &self.shards[sweep.shard];
+            // Holding the mutex keeps rebuilds (and so MOVED) and markings away while we look.
+            let counts = shard.lock.lock();
+            if counts.generation != sweep.generation {
+                sweep.slot = 0; // the array we stopped in is gone: look at this one whole
+            }
+            let slots = shard.slots.load();
+            while let Some(e) = slots.entries.get(sweep.slot) {
+                if out.len() >= limit {
+                    sweep.generation = counts.generation;
+                    return out;
+                }
+                sweep.slot += 1;
+                let id = e.id.load(Ordering::Acquire);
+                if id == EMPTY || id == TOMB {
+                    continue;
+                }
+                let word = e.deadline.load(Ordering::Acquire);
+                if matches!(word, DEAD | PENDING | MOVED) {
+                    continue;
+                }
+                let deadline = word & !EXPIRED;
+                if deadline != e.checkpointed.load(Ordering::Relaxed) {
+                    out.extend(
+                        LeaseId::new(id).map(|l| (l, deadline, e.ttl.load(Ordering::Relaxed))),
+                    );
+                }
+            }
+            drop(counts);
+            sweep.shard += 1;
+            sweep.slot = 0;
+            sweep.generation = 0;
+        }
+        out
+    }
+
+    /// Records that lease `id`'s checkpoint on disk is now `deadline` (as returned by
+    /// [`changed`](Self::changed)); if it was renewed meanwhile, it stays changed.
+    pub(crate) fn mark_checkpointed(&self, id: LeaseId, deadline: u64) {
+        let (shard, hash) = self.locate(id);
+        let _counts = shard.lock.lock();
+        if let Some(e) = shard.slots.load().find(id.get(), hash) {
+            e.checkpointed.store(deadline, Ordering::Relaxed);
         }
     }
 
@@ -535,12 +649,16 @@ fn rebuild(
         if let Some(slot) = new.vacant(hasher.hash_one(id)) {
             slot.ttl
                 .store(e.ttl.load(Ordering::Relaxed), Ordering::Relaxed);
+            // After the swap: a `settle` that stored it before its CAS is seen here.
+            slot.checkpointed
+                .store(e.checkpointed.load(Ordering::Relaxed), Ordering::Relaxed);
             slot.deadline.store(deadline, Ordering::Relaxed);
             slot.id.store(id, Ordering::Release);
         }
     }
     shard.slots.store(Arc::clone(&new));
     counts.used = counts.live;
+    counts.generation = counts.generation.wrapping_add(1);
     new
 }
 
@@ -730,6 +848,144 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         let last = renewer.join().unwrap();
         assert_eq!(t.deadline_of(id(1)), Some(last + 1_000_000));
+    }
+
+    /// Every changed lease of one whole pass, in batches of `limit`, marking each batch.
+    fn sweep_all(t: &LeaseTable, limit: usize) -> (Vec<(LeaseId, u64, u64)>, usize) {
+        let mut sweep = Sweep::default();
+        let (mut all, mut batches) = (Vec::new(), 0);
+        while !sweep.done() {
+            let batch = t.changed(&mut sweep, limit);
+            assert!(batch.len() <= limit);
+            for &(i, d, _) in &batch {
+                t.mark_checkpointed(i, d);
+            }
+            all.extend(batch);
+            batches += 1;
+        }
+        all.sort_unstable();
+        (all, batches)
+    }
+
+    #[test]
+    fn changed_lists_renewed_leases_until_they_are_marked() {
+        let t = LeaseTable::new();
+        for n in 1..=6 {
+            t.insert(id(n), 10, 10); // checkpointed at its deadline
+        }
+        assert_eq!(sweep_all(&t, 100).0, vec![]);
+        t.renew(id(2), 5); // 15
+        t.renew(id(3), 5);
+        t.alive(id(3), 16); // expired since: the word keeps 15 under the EXPIRED bit
+        t.renew(id(4), 5);
+        t.claim(id(4)); // claimed: its revocation is on the way, nothing to write
+        t.insert_pending(id(7), 10); // granted, not settled: the grant writes it
+        t.insert_checkpointed(id(8), 10, 10, DEAD); // recovered, record to rewrite
+        let (changed, _) = sweep_all(&t, 100);
+        assert_eq!(
+            changed,
+            vec![(id(2), 15, 10), (id(3), 15, 10), (id(8), 10, 10)]
+        );
+        assert_eq!(sweep_all(&t, 100).0, vec![], "marked: nothing left");
+        // a settled grant is checkpointed at its first deadline
+        assert!(t.settle(id(7), 12));
+        assert_eq!(sweep_all(&t, 100).0, vec![]);
+        // renewed after the scan but before the marking: still changed
+        t.renew(id(1), 6); // 16
+        let mut sweep = Sweep::default();
+        let batch = t.changed(&mut sweep, 100);
+        assert_eq!(batch, vec![(id(1), 16, 10)]);
+        t.renew(id(1), 7); // 17
+        t.mark_checkpointed(id(1), 16);
+        assert_eq!(sweep_all(&t, 100).0, vec![(id(1), 17, 10)]);
+    }
+
+    #[test]
+    fn changed_comes_in_bounded_batches_and_survives_rebuilds() {
+        let t = LeaseTable::new();
+        for n in 1..=3_000 {
+            t.insert(id(n), 1_000, 1_000);
+        }
+        for n in (1..=3_000).step_by(2) {
+            t.renew(id(n), 500);
+        }
+        let (changed, batches) = sweep_all(&t, 100);
+        assert_eq!(changed.len(), 1_500);
+        assert!(batches >= 15, "{batches} batches");
+        assert!(
+            changed
+                .iter()
+                .all(|&(i, d, _)| i.get() % 2 == 1 && d == 1_500)
+        );
+
+        // A pass interrupted by rebuilds (growing and shrinking every shard) still finds every
+        // lease changed before it began, and rebuilds keep what was marked.
+        for n in (2..=3_000).step_by(2) {
+            t.renew(id(n), 600);
+        }
+        let mut sweep = Sweep::default();
+        let mut found = Vec::new();
+        let mut round = 0u64;
+        while !sweep.done() {
+            let batch = t.changed(&mut sweep, 50);
+            for &(i, d, _) in &batch {
+                t.mark_checkpointed(i, d);
+            }
+            found.extend(batch.into_iter().map(|(i, _, _)| i));
+            let extra: Vec<LeaseId> = (0..800).map(|n| id(100_000 + round * 1_000 + n)).collect();
+            for &i in &extra {
+                t.insert(i, 1, 1);
+            }
+            for &i in &extra {
+                t.remove(i);
+            }
+            round += 1;
+        }
+        found.sort_unstable();
+        found.dedup();
+        let want: Vec<LeaseId> = (2..=3_000).step_by(2).map(id).collect();
+        assert_eq!(found, want);
+        assert_eq!(sweep_all(&t, 100).0, vec![], "marks survived the rebuilds");
+        // and a lease renewed after its marking shows up again
+        t.renew(id(2), 700);
+        assert_eq!(sweep_all(&t, 100).0, vec![(id(2), 1_700, 1_000)]);
+        // after a clear, a pass that had stopped in an old array starts the new one whole
+        let mut sweep = Sweep::default();
+        t.renew(id(4), 800);
+        t.renew(id(6), 800);
+        let first = t.changed(&mut sweep, 1)[0].0;
+        t.clear();
+        t.insert_checkpointed(first, 10, 10, DEAD); // same shard as where the pass stopped
+        let mut rest = Vec::new();
+        while !sweep.done() {
+            rest.extend(t.changed(&mut sweep, 1));
+        }
+        assert_eq!(rest, vec![(first, 10, 10)]);
+    }
+
+    #[test]
+    fn settle_keeps_its_checkpoint_across_a_racing_rebuild() {
+        // One thread grants and settles while another grows and shrinks the same shards: a
+        // settled lease must never look changed.
+        for round in 0..20u64 {
+            let t = Arc::new(LeaseTable::new());
+            let t2 = Arc::clone(&t);
+            let base = round * 10_000;
+            let churn = std::thread::spawn(move || {
+                for n in 0..2_000 {
+                    t2.insert(id(base + 5_000 + n), 1, 1);
+                }
+                for n in 0..2_000 {
+                    t2.remove(id(base + 5_000 + n));
+                }
+            });
+            for n in 1..=500 {
+                t.insert_pending(id(base + n), 10);
+                assert!(t.settle(id(base + n), 100 + n));
+            }
+            churn.join().unwrap();
+            assert_eq!(sweep_all(&t, 10_000).0, vec![]);
+        }
     }
 
     #[test]

@@ -34,15 +34,16 @@ use parking_lot::{Mutex, MutexGuard, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use crate::builder::{Builder, Config};
-use crate::clock::now_nanos;
+use crate::clock::{now_nanos, wall_nanos};
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
 use crate::keepalive::{self, EndReason, KeepAlive, KeepAliveOptions, KeepAlives};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
-use crate::lease_table::{LeaseTable, deadline_after};
+use crate::lease_table::{LeaseTable, Sweep, deadline_after};
 use crate::record::LeaseRecord;
 use crate::recovery;
+use crate::restart::Checkpointing;
 use crate::store::{self, Counters, Tables};
 use crate::ticker::Ticker;
 use crate::txn::{self, Txn, TxnResult};
@@ -136,6 +137,8 @@ pub(crate) struct Core {
     pub(crate) ticker_last_error: Mutex<Option<String>>,
     /// Keep-alives and their thread (`keepalive.rs`); its mutex comes after `writer`.
     pub(crate) keepalives: Padded<KeepAlives>,
+    /// Where this session is on the database's uptime, and what its checkpoints wrote.
+    checkpointing: Checkpointing,
 }
 
 /// `Core::state`: open for business.
@@ -149,7 +152,8 @@ const POISONED: u8 = 2;
 /// Guarded by `Core::writer`.
 struct Writer {
     counters: Counters,
-    /// Leases claimed for expiry whose revocation did not commit; revoked first next time.
+    /// Leases claimed for expiry whose revocation did not commit, or restored at open with
+    /// nothing left; revoked first next time.
     retry: Vec<LeaseId>,
     /// The highest time the expiry path has seen: a clock that steps back cannot undo it.
     high_water: u64,
@@ -168,6 +172,11 @@ pub struct Health {
     /// Whether a write failed in storage: every call then returns [`Error::Poisoned`] until the
     /// database is closed and reopened.
     pub poisoned: bool,
+    /// Checkpoint transactions committed since open; always 0 under
+    /// [`RestartPolicy::Reset`](crate::RestartPolicy::Reset).
+    pub checkpoints: u64,
+    /// Lease records those checkpoints wrote: one per lease renewed since its last checkpoint.
+    pub checkpointed_leases: u64,
 }
 
 impl Lessor {
@@ -196,7 +205,9 @@ impl Lessor {
     }
 
     pub(crate) fn open_with(config: Config, db: Database, path: Option<&Path>) -> Result<Lessor> {
-        let recovered = recovery::recover(&db, now_nanos(&*config.clock))?;
+        let clock = &*config.clock;
+        let (now, wall) = (now_nanos(clock), wall_nanos(clock));
+        let recovered = recovery::recover(&db, config.restart_policy, now, wall)?;
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let hub = Arc::new(Hub::new(
             recovered.counters.revision,
@@ -212,7 +223,7 @@ impl Lessor {
             store: Padded(RwLock::new(Some(db))),
             writer: Padded(Mutex::new(Writer {
                 counters: recovered.counters,
-                retry: Vec::new(),
+                retry: recovered.expired,
                 high_water: 0,
             })),
             queue: Padded(Mutex::new(recovered.queue)),
@@ -221,6 +232,7 @@ impl Lessor {
             ticker_failures: Padded(AtomicU64::new(0)),
             ticker_last_error: Mutex::new(None),
             keepalives: Padded(KeepAlives::new()),
+            checkpointing: recovered.checkpointing,
             config,
         });
         let ticker = if core.config.ticker {
@@ -281,8 +293,10 @@ impl Lessor {
 
     /// Renews a lease once: its deadline becomes now + its TTL. Returns the TTL.
     ///
-    /// This is the hot path: it does no I/O and takes no lock. Renewals are not written
-    /// to disk; after a restart every lease gets its full TTL again anyway.
+    /// This is the hot path: it does no I/O and takes no lock. Renewals are not written to disk
+    /// here: under [`RestartPolicy::Reset`](crate::RestartPolicy::Reset) (the default) every
+    /// lease gets its full TTL again after a restart anyway; under the other policies the
+    /// ticker's next checkpoint writes the new deadline.
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`] if the lease was never granted, was revoked, or has expired (a
@@ -756,17 +770,21 @@ impl Lessor {
             ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
             last_ticker_error: core.ticker_last_error.lock().clone(),
             poisoned: core.state.load(Ordering::Acquire) == POISONED,
+            checkpoints: core.checkpointing.batches(),
+            checkpointed_leases: core.checkpointing.leases(),
         }
     }
 
     /// Closes the lessor: stops and joins the ticker, revokes what has already expired (so that
-    /// a clean close never gives an expired lease a new TTL at the next open), and closes the
-    /// file. Calls in flight finish first; later calls get [`Error::Closed`]. Calling it again
-    /// does nothing. Dropping the last clone closes too, ignoring errors.
+    /// a clean close never gives an expired lease a new TTL at the next open), writes the exact
+    /// deadline of every lease renewed since the last checkpoint (unless the restart policy is
+    /// [`Reset`](crate::RestartPolicy::Reset)), and closes the file. Calls in flight finish
+    /// first; later calls get [`Error::Closed`]. Calling it again does nothing. Dropping the
+    /// last clone closes too, ignoring errors.
     ///
     /// # Errors
-    /// [`Error::Storage`] if the final expiry could not be committed (those leases are then
-    /// restored, with a full TTL, at the next open).
+    /// [`Error::Storage`] if the final expiry or checkpoint could not be committed (those leases
+    /// then come back as of what was committed before, at the next open).
     pub fn close(&self) -> Result<()> {
         self.handle.close()
     }
@@ -797,6 +815,11 @@ impl Handle {
                 Err(e) => break Err(e),
             }
         };
+        // Then the deadlines renewed since the last checkpoint (nothing under Reset).
+        let reaped = reaped.and_then(|()| match was {
+            POISONED => Ok(()),
+            _ => core.checkpoint_all(),
+        });
         let db = core.store.write().take();
         let _writer = core.writer.lock(); // a call that committed last finishes its memory update
         core.table.clear();
@@ -887,6 +910,9 @@ impl Core {
     fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
         let ttl = self.config.effective_ttl(ttl)?;
         let now = self.now();
+        let stamp = self
+            .checkpointing
+            .stamp(now, wall_nanos(&*self.config.clock));
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
         let (mut w, result) = self.write(|_, b| {
@@ -910,6 +936,7 @@ impl Core {
             let record = LeaseRecord {
                 ttl_nanos: ttl,
                 granted_revision: b.counters.revision,
+                checkpoint: Some(stamp.granted(ttl)),
             };
             b.tables.insert_lease(id, &record)?;
             b.counters.max_lease_id = b.counters.max_lease_id.max(id.get());
@@ -1116,6 +1143,51 @@ impl Core {
         if q.len() > 2 * live + 1024 {
             q.compact(|id| self.table.deadline_of(id));
         }
+    }
+}
+
+impl Core {
+    /// Writes, in one transaction, the checkpoints of up to `limit` leases renewed since their
+    /// last one (continuing `sweep`'s pass through the table) and the database's uptime; returns
+    /// how many leases it wrote. Does nothing while no lease is in the table.
+    pub(crate) fn checkpoint(&self, sweep: &mut Sweep, limit: usize) -> Result<usize> {
+        if self.table.len() == 0 {
+            sweep.finish();
+            return Ok(0);
+        }
+        let stamp = self
+            .checkpointing
+            .stamp(self.now(), wall_nanos(&*self.config.clock));
+        let mut written = Vec::new();
+        let (_w, result) = self.write(|_, b| {
+            for (id, deadline, ttl) in self.table.changed(sweep, limit) {
+                // A lease without a readable record is left out (and stays changed).
+                if b.tables
+                    .set_checkpoint(id, stamp.checkpoint(deadline, ttl))?
+                {
+                    written.push((id, deadline));
+                }
+            }
+            b.tables.set_uptime(stamp.uptime)
+        });
+        result?;
+        for &(id, deadline) in &written {
+            self.table.mark_checkpointed(id, deadline);
+        }
+        self.checkpointing.committed(written.len());
+        Ok(written.len())
+    }
+
+    /// One pass of checkpoints over the whole table, in batches; nothing under `Reset`.
+    pub(crate) fn checkpoint_all(&self) -> Result<()> {
+        if !self.config.restart_policy.checkpoints() {
+            return Ok(());
+        }
+        let mut sweep = Sweep::default();
+        while !sweep.done() {
+            self.checkpoint(&mut sweep, self.config.checkpoint_batch)?;
+        }
+        Ok(())
     }
 }
 

@@ -53,8 +53,9 @@
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
 //!   expired leases in deadline order, many per transaction. [`Lessor::revoke_expired`] does the
 //!   same on demand.
-//! - **Restart**: leases, keys and the revision survive a restart. As in etcd, each lease gets its
-//!   full TTL again when the database is reopened.
+//! - **Restart**: leases, keys and the revision survive a restart. What a lease has left then is
+//!   the [`RestartPolicy`]'s choice: its full TTL again, as in etcd (the default), what it had
+//!   left when the database closed, or what its wall-clock deadline leaves.
 //! - **Time** comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests.
 //!
 //! # Threads and durability
@@ -62,8 +63,10 @@
 //! `lessor-keepalive`, which serves every keep-alive of the lessor. [`Lessor::close`] (or
 //! dropping the last handle) stops and joins both. Every mutating call (grant, put, delete,
 //! attach, detach, revoke, a transaction) is one redb transaction, fsynced before the call
-//! returns; its events are published once it has committed. Renewals are not written: after a restart every
-//! lease starts a fresh TTL anyway.
+//! returns; its events are published once it has committed. Renewals are not written: by
+//! default every lease starts a fresh TTL after a restart anyway; under
+//! [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`] the ticker writes the new
+//! deadlines in batches, every few seconds.
 //!
 //! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.
 
@@ -78,6 +81,7 @@ mod lease_table;
 mod lessor;
 mod record;
 mod recovery;
+mod restart;
 mod store;
 mod ticker;
 mod txn;
@@ -90,6 +94,7 @@ pub use crate::events::{LeaseEvent, RevokeCause};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lessor::{Health, Lessor};
+pub use crate::restart::RestartPolicy;
 pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnResponse, TxnResult};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 

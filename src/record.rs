@@ -3,23 +3,63 @@
 //! Each record type has its own version byte so that it can change without rewriting the others.
 //! Decoders accept exactly one encoding per version and reject anything else (unknown version,
 //! truncated bytes, trailing bytes) with [`Error::Corrupted`]; they never panic.
+//!
+//! Lease records have two versions: v1 (`ttl_nanos`, `granted_revision`), written by format 1,
+//! and v2, which adds a [`Checkpoint`]. This build writes v2 for every record that carries a
+//! checkpoint, which is every record it writes itself; a v1 record read from an older file
+//! decodes with no checkpoint, and re-encodes as v1, byte for byte the same meaning.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Version byte of [`LeaseRecord`] as written by this build.
+/// Version byte of a [`LeaseRecord`] without a checkpoint (format 1).
 const LEASE_V1: u8 = 1;
+/// Version byte of a [`LeaseRecord`] with a checkpoint, as written by this build.
+const LEASE_V2: u8 = 2;
 /// Version byte of [`KvRecord`] as written by this build.
 const KV_V1: u8 = 1;
 
 /// A lease as stored in the `leases` table (keyed by id).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LeaseRecord {
     /// Granted TTL in nanoseconds (after raising to the minimum).
     pub ttl_nanos: u64,
     /// Revision of the database when the lease was granted.
     pub granted_revision: u64,
+    /// The lease's deadline as last written (at grant, by a checkpoint, or at a clean close);
+    /// `None` in a v1 record.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A lease's deadline as of a checkpoint, on the two timelines that outlive the process (see
+/// [`crate::restart`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// The database's uptime (nanoseconds it has been open, summed over every session) at which
+    /// the lease expires; compared with the uptime stored in `lessor.meta` it gives the TTL the
+    /// lease had left, not counting time the database was closed.
+    pub uptime_deadline: u64,
+    /// The wall-clock instant at which the lease expires, in nanoseconds since the Unix epoch.
+    pub wall_deadline: u64,
+}
+
+/// The body of a v1 lease record.
+#[derive(Serialize, Deserialize)]
+struct LeaseV1 {
+    ttl_nanos: u64,
+    granted_revision: u64,
+}
+
+/// The body of a v2 lease record: v1's fields, then the checkpoint's.
+#[derive(Serialize, Deserialize)]
+struct LeaseV2 {
+    ttl_nanos: u64,
+    granted_revision: u64,
+    uptime_deadline: u64,
+    wall_deadline: u64,
 }
 
 /// A key's value and metadata as stored in the `kv` table (keyed by the key).
@@ -40,26 +80,86 @@ fn encode<T: Serialize>(what: &str, version: u8, record: &T) -> Result<Vec<u8>> 
         .map_err(|e| Error::Corrupted(format!("cannot encode {what} record: {e}")))
 }
 
-fn decode<'a, T: Deserialize<'a>>(what: &str, version: u8, bytes: &'a [u8]) -> Result<T> {
-    let corrupted = |why: String| Error::Corrupted(format!("{what} record: {why}"));
+fn corrupted(what: &str, why: impl fmt::Display) -> Error {
+    Error::Corrupted(format!("{what} record: {why}"))
+}
+
+/// Splits a record into its version byte and its body.
+fn version<'a>(what: &str, bytes: &'a [u8]) -> Result<(u8, &'a [u8])> {
     match bytes.split_first() {
-        None => Err(corrupted("empty".into())),
-        Some((&v, _)) if v != version => Err(corrupted(format!("unknown version {v}"))),
-        Some((_, body)) => match postcard::take_from_bytes::<T>(body) {
-            Ok((record, [])) => Ok(record),
-            Ok((_, rest)) => Err(corrupted(format!("{} trailing bytes", rest.len()))),
-            Err(e) => Err(corrupted(e.to_string())),
-        },
+        None => Err(corrupted(what, "empty")),
+        Some((&v, body)) => Ok((v, body)),
+    }
+}
+
+/// Decodes a record body, which must be consumed exactly.
+fn body<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T> {
+    match postcard::take_from_bytes::<T>(body) {
+        Ok((record, [])) => Ok(record),
+        Ok((_, rest)) => Err(corrupted(
+            what,
+            format_args!("{} trailing bytes", rest.len()),
+        )),
+        Err(e) => Err(corrupted(what, e)),
+    }
+}
+
+fn decode<'a, T: Deserialize<'a>>(what: &str, expected: u8, bytes: &'a [u8]) -> Result<T> {
+    match version(what, bytes)? {
+        (v, b) if v == expected => body(what, b),
+        (v, _) => Err(corrupted(what, format_args!("unknown version {v}"))),
     }
 }
 
 impl LeaseRecord {
     pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        encode("lease", LEASE_V1, self)
+        let (ttl_nanos, granted_revision) = (self.ttl_nanos, self.granted_revision);
+        match self.checkpoint {
+            None => encode(
+                "lease",
+                LEASE_V1,
+                &LeaseV1 {
+                    ttl_nanos,
+                    granted_revision,
+                },
+            ),
+            Some(c) => encode(
+                "lease",
+                LEASE_V2,
+                &LeaseV2 {
+                    ttl_nanos,
+                    granted_revision,
+                    uptime_deadline: c.uptime_deadline,
+                    wall_deadline: c.wall_deadline,
+                },
+            ),
+        }
     }
 
+    /// Decodes a v1 or a v2 record.
     pub(crate) fn decode(bytes: &[u8]) -> Result<LeaseRecord> {
-        decode("lease", LEASE_V1, bytes)
+        match version("lease", bytes)? {
+            (LEASE_V1, b) => {
+                let r: LeaseV1 = body("lease", b)?;
+                Ok(LeaseRecord {
+                    ttl_nanos: r.ttl_nanos,
+                    granted_revision: r.granted_revision,
+                    checkpoint: None,
+                })
+            }
+            (LEASE_V2, b) => {
+                let r: LeaseV2 = body("lease", b)?;
+                Ok(LeaseRecord {
+                    ttl_nanos: r.ttl_nanos,
+                    granted_revision: r.granted_revision,
+                    checkpoint: Some(Checkpoint {
+                        uptime_deadline: r.uptime_deadline,
+                        wall_deadline: r.wall_deadline,
+                    }),
+                })
+            }
+            (v, _) => Err(corrupted("lease", format_args!("unknown version {v}"))),
+        }
     }
 }
 
@@ -97,13 +197,25 @@ pub(crate) fn check_roundtrip(bytes: &[u8]) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
+    fn v2(ttl_nanos: u64, granted_revision: u64, uptime: u64, wall: u64) -> LeaseRecord {
+        LeaseRecord {
+            ttl_nanos,
+            granted_revision,
+            checkpoint: Some(Checkpoint {
+                uptime_deadline: uptime,
+                wall_deadline: wall,
+            }),
+        }
+    }
+
     #[test]
     fn records_round_trip() {
-        let l = LeaseRecord {
-            ttl_nanos: 10_000_000_000,
-            granted_revision: 7,
-        };
-        assert_eq!(LeaseRecord::decode(&l.encode().unwrap()).unwrap(), l);
+        let l = v2(10_000_000_000, 7, 12_000_000_000, 1_700_000_010_000_000_000);
+        let bytes = l.encode().unwrap();
+        assert_eq!(bytes[0], LEASE_V2);
+        assert_eq!(LeaseRecord::decode(&bytes).unwrap(), l);
+        let max = v2(u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(LeaseRecord::decode(&max.encode().unwrap()).unwrap(), max);
         let kv = KvRecord {
             lease: 3,
             create_revision: 1,
@@ -117,18 +229,54 @@ mod tests {
     }
 
     #[test]
+    fn v1_records_decode_without_a_checkpoint_and_stay_v1() {
+        // As format 1 wrote them: version 1, then the TTL and the revision as varints.
+        let bytes = [LEASE_V1, 0x80, 0xc8, 0xaf, 0xa0, 0x25, 7];
+        let r = LeaseRecord::decode(&bytes).unwrap();
+        assert_eq!(
+            r,
+            LeaseRecord {
+                ttl_nanos: 10_000_000_000,
+                granted_revision: 7,
+                checkpoint: None,
+            }
+        );
+        assert_eq!(r.encode().unwrap(), bytes);
+        // The same fields in v2 carry the checkpoint after them.
+        let with = LeaseRecord {
+            checkpoint: Some(Checkpoint {
+                uptime_deadline: 1,
+                wall_deadline: 2,
+            }),
+            ..r
+        };
+        assert_eq!(
+            with.encode().unwrap(),
+            [&[LEASE_V2], &bytes[1..], &[1, 2]].concat()
+        );
+    }
+
+    #[test]
     fn bad_bytes_are_corrupted_errors() {
         let l = LeaseRecord {
             ttl_nanos: 1,
             granted_revision: 2,
+            checkpoint: None,
         }
         .encode()
         .unwrap();
+        let l2 = v2(1, 2, 3, 4).encode().unwrap();
         for bad in [
             vec![],
             vec![9],
+            vec![3, 1, 2, 3, 4],
             vec![LEASE_V1],
+            vec![LEASE_V2],
             [l.clone(), vec![0]].concat(),
+            [l2.clone(), vec![0]].concat(),
+            l2[..l2.len() - 1].to_vec(),
+            [&[LEASE_V2], &l[1..]].concat(),  // a v1 body under v2
+            [&[LEASE_V1], &l2[1..]].concat(), // a v2 body under v1
             vec![
                 LEASE_V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             ],
@@ -139,5 +287,18 @@ mod tests {
             );
         }
         assert!(matches!(KvRecord::decode(&l), Err(Error::Corrupted(_))));
+        assert!(matches!(KvRecord::decode(&l2), Err(Error::Corrupted(_))));
+    }
+
+    #[test]
+    fn the_fuzz_check_accepts_both_lease_versions() {
+        let v1 = LeaseRecord {
+            ttl_nanos: 5,
+            granted_revision: 6,
+            checkpoint: None,
+        };
+        for r in [v1, v2(5, 6, 7, 8)] {
+            assert_eq!(check_roundtrip(&r.encode().unwrap()), Ok(()));
+        }
     }
 }

@@ -1,10 +1,21 @@
 //! Opening a database: the file, its format check, and the rebuild of the in-memory lease table
 //! and expiry queue from it.
 //!
-//! Recovery follows etcd: every stored lease comes back with its full TTL counted from the
-//! moment of opening (its old deadline is not stored), so that holders that were waiting for the
-//! process to return have a whole TTL to renew. The revision and the lease-id high-water mark
-//! come back exactly; auto-assigned ids continue after the highest id ever issued.
+//! What each stored lease has left follows the session's [`RestartPolicy`]: under `Reset`
+//! (etcd's rule) its full TTL counted from the moment of opening, so that holders that were
+//! waiting for the process to return have a whole TTL to renew; under `Preserve` and `Absolute`
+//! what its checkpoint says (see [`crate::restart`]), never more than its TTL. A lease with
+//! nothing left comes back claimed, in the writer's retry list: the first expiry batch revokes it
+//! with its keys before anything else, whatever the clock reads. The revision and the lease-id
+//! high-water mark come back exactly; auto-assigned ids continue after the highest id ever
+//! issued.
+//!
+//! Checkpoints are trusted only if the file says they are current (`checkpoints` in
+//! `lessor.meta`). When a session that writes checkpoints opens a file whose checkpoints are not
+//! current (the last session ran under `Reset`, so renewals never reached the file, or the file
+//! is of format 1), every lease gets its full TTL and every record is rewritten with that, in the
+//! same transaction that marks the checkpoints current: a crash right after opening then finds
+//! deadlines no older than the open.
 
 use std::path::Path;
 
@@ -13,7 +24,9 @@ use redb::{Database, DatabaseError, StorageBackend, StorageError};
 use crate::builder::Config;
 use crate::error::{Error, Result};
 use crate::expiry::ExpiryQueue;
-use crate::lease_table::{LeaseTable, deadline_after};
+use crate::lease::LeaseId;
+use crate::lease_table::{DEAD, LeaseTable, deadline_after};
+use crate::restart::{Checkpointing, RestartPolicy, left_after_restart};
 use crate::store::{self, Counters};
 
 /// The in-memory state rebuilt from a database.
@@ -21,6 +34,11 @@ pub(crate) struct Recovered {
     pub counters: Counters,
     pub table: LeaseTable,
     pub queue: ExpiryQueue,
+    /// Leases with nothing left: in the table claimed (`DEAD`), not queued; the first expiry
+    /// batch revokes them.
+    pub expired: Vec<LeaseId>,
+    /// This session's place on the database's uptime.
+    pub checkpointing: Checkpointing,
 }
 
 /// redb's settings for a lessor's database.
@@ -66,22 +84,54 @@ pub(crate) fn open_backend(backend: impl StorageBackend, config: &Config) -> Res
     Ok(redb_builder(config).create_with_backend(backend)?)
 }
 
-/// Checks the format (initialising an empty database) and rebuilds the lease table and the
-/// expiry queue, giving every lease a full TTL from `now`.
-pub(crate) fn recover(db: &Database, now: u64) -> Result<Recovered> {
-    let mut counters = store::init(db)?;
+/// Checks the format (initialising an empty database, upgrading an older one) and rebuilds the
+/// lease table and the expiry queue as `policy` says, at clock reading `now` and wall time
+/// `wall` (nanoseconds since the Unix epoch).
+pub(crate) fn recover(
+    db: &Database,
+    policy: RestartPolicy,
+    now: u64,
+    wall: u64,
+) -> Result<Recovered> {
+    let checkpoints = policy.checkpoints();
+    let meta = store::init(db, checkpoints)?;
+    let mut counters = meta.counters;
+    let checkpointing = Checkpointing::new(meta.uptime, now);
+    let stamp = checkpointing.stamp(now, wall);
+    // Under a policy that checkpoints, stale checkpoints are replaced by full TTLs from now.
+    let trusted = meta.checkpoints || !checkpoints;
+    let mut rewrite = Vec::new();
     let table = LeaseTable::new();
     let mut queue = ExpiryQueue::new();
-    for (id, record) in store::load_leases(db)? {
-        let deadline = deadline_after(now, record.ttl_nanos);
-        table.insert(id, record.ttl_nanos, deadline);
-        queue.push(deadline, id);
+    let mut expired = Vec::new();
+    for (id, mut record) in store::load_leases(db)? {
+        let ttl = record.ttl_nanos;
+        if !trusted {
+            record.checkpoint = Some(stamp.granted(ttl));
+            rewrite.push((id, record));
+        }
+        let left = left_after_restart(policy, ttl, record.checkpoint, meta.uptime, wall);
+        if left.nanos == 0 {
+            table.insert_checkpointed(id, ttl, DEAD, DEAD);
+            expired.push(id);
+        } else {
+            let deadline = deadline_after(now, left.nanos);
+            // A record that does not say exactly this is rewritten by the first checkpoint.
+            let checkpointed = if left.exact { deadline } else { DEAD };
+            table.insert_checkpointed(id, ttl, deadline, checkpointed);
+            queue.push(deadline, id);
+        }
         // A high-water mark below a stored id would let an auto id collide: never trust it.
         counters.max_lease_id = counters.max_lease_id.max(id.get());
+    }
+    if meta.format != store::FORMAT_VERSION || meta.checkpoints != checkpoints {
+        store::upgrade(db, checkpoints, &rewrite)?;
     }
     Ok(Recovered {
         counters,
         table,
         queue,
+        expired,
+        checkpointing,
     })
 }

@@ -1,11 +1,11 @@
 //! Persistence: the redb tables, the format version, and every read and write of them.
 //!
-//! # Disk format (format version 1)
+//! # Disk format (format version 2)
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `lessor.meta` | `&str` | `u64`: `format`, `revision`, `max_lease_id` |
-//! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] |
+//! | `lessor.meta` | `&str` | `u64`: `format`, `revision`, `max_lease_id`, `uptime`, `checkpoints` |
+//! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] (v1 or v2) |
 //! | `lessor.kv` | key `&[u8]` | [`KvRecord`] (value and metadata) |
 //! | `lessor.lease_keys` | `(lease id u64, key &[u8])` | `()` |
 //!
@@ -13,6 +13,15 @@
 //! The invariants [`verify`] checks: every key whose record names a lease has that lease and
 //! its index entry; every index entry has its key and lease; no key or lease is newer than the
 //! stored revision or lease-id high-water mark.
+//!
+//! `uptime` is the database's uptime (nanoseconds open, summed over its sessions) as of the last
+//! checkpoint, and `checkpoints` is 1 while the leases' checkpoints are current, 0 after a
+//! session that did not write them (see [`crate::restart`]); both read as 0 when absent.
+//!
+//! Format 1 had no `uptime`, no `checkpoints`, and only v1 lease records. Opening a format-1 file
+//! upgrades it in one write transaction: `format` becomes 2 (so that an older build refuses the
+//! file rather than misreading v2 records), and its v1 records, which decode as leases without a
+//! checkpoint, are rewritten as v2 if the session writes checkpoints.
 //!
 //! Functions here only read and write tables; the caller owns the transaction, the counters and
 //! the in-memory state.
@@ -24,10 +33,11 @@ use redb::{
 
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, LeaseId, Revision};
-use crate::record::{KvRecord, LeaseRecord};
+use crate::record::{Checkpoint, KvRecord, LeaseRecord};
 
-/// The format this build reads and writes. Bump it when a table or record changes meaning.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+/// The format this build writes, and the newest it reads (it reads every format from 1 up).
+/// Bump it when a table or record changes meaning.
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
 const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
@@ -37,6 +47,8 @@ const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("less
 const META_FORMAT: &str = "format";
 const META_REVISION: &str = "revision";
 const META_MAX_LEASE_ID: &str = "max_lease_id";
+const META_UPTIME: &str = "uptime";
+const META_CHECKPOINTS: &str = "checkpoints";
 
 /// The counters kept in `lessor.meta`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,9 +70,21 @@ impl Counters {
     }
 }
 
-/// Checks the format of a freshly opened database, initialising an empty one. Returns the
-/// stored counters.
-pub(crate) fn init(db: &Database) -> Result<Counters> {
+/// What `lessor.meta` holds, as read at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta {
+    pub counters: Counters,
+    /// The file's format version, 1 to [`FORMAT_VERSION`].
+    pub format: u64,
+    /// The database's uptime as of the last checkpoint.
+    pub uptime: u64,
+    /// Whether the leases' checkpoints are current.
+    pub checkpoints: bool,
+}
+
+/// Checks the format of a freshly opened database, initialising an empty one (with the
+/// `checkpoints` flag set to `checkpoints`). Returns what its metadata holds.
+pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
     let read = db.begin_read()?;
     let mut has_meta = false;
     let mut has_other = false;
@@ -79,28 +103,58 @@ pub(crate) fn init(db: &Database) -> Result<Counters> {
     if has_meta {
         let meta = read.open_table(META)?;
         let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
-        let found = get(META_FORMAT)?
+        let format = get(META_FORMAT)?
             .ok_or_else(|| Error::Corrupted("metadata has no format version".into()))?;
-        if found != FORMAT_VERSION {
+        if !(1..=FORMAT_VERSION).contains(&format) {
             return Err(Error::IncompatibleFormat {
-                found,
+                found: format,
                 supported: FORMAT_VERSION,
             });
         }
-        return Ok(Counters {
-            revision: get(META_REVISION)?.unwrap_or(0),
-            max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
+        return Ok(Meta {
+            counters: Counters {
+                revision: get(META_REVISION)?.unwrap_or(0),
+                max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
+            },
+            format,
+            uptime: get(META_UPTIME)?.unwrap_or(0),
+            checkpoints: get(META_CHECKPOINTS)?.unwrap_or(0) != 0,
         });
     }
     drop(read);
     let txn = db.begin_write()?;
     {
         let mut tables = Tables::open(&txn)?;
-        tables.meta.insert(META_FORMAT, FORMAT_VERSION)?;
+        tables.set_format(checkpoints)?;
+        tables.set_uptime(0)?;
         tables.set_counters(Counters::default())?;
     }
     txn.commit()?;
-    Ok(Counters::default())
+    Ok(Meta {
+        counters: Counters::default(),
+        format: FORMAT_VERSION,
+        uptime: 0,
+        checkpoints,
+    })
+}
+
+/// Finishes opening in one write transaction: stores the current format version and the
+/// `checkpoints` flag, and rewrites `records`.
+pub(crate) fn upgrade(
+    db: &Database,
+    checkpoints: bool,
+    records: &[(LeaseId, LeaseRecord)],
+) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut tables = Tables::open(&txn)?;
+        tables.set_format(checkpoints)?;
+        for (id, record) in records {
+            tables.insert_lease(*id, record)?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 /// Every lease stored in the database, ascending by id.
@@ -200,6 +254,35 @@ impl<'txn> Tables<'txn> {
             kv: txn.open_table(KV)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
         })
+    }
+
+    /// Stores this build's format version and the `checkpoints` flag.
+    fn set_format(&mut self, checkpoints: bool) -> Result<()> {
+        self.meta.insert(META_FORMAT, FORMAT_VERSION)?;
+        self.meta.insert(META_CHECKPOINTS, u64::from(checkpoints))?;
+        Ok(())
+    }
+
+    /// Stores the database's uptime as of this checkpoint.
+    pub(crate) fn set_uptime(&mut self, uptime: u64) -> Result<()> {
+        self.meta.insert(META_UPTIME, uptime)?;
+        Ok(())
+    }
+
+    /// Stores lease `id`'s checkpoint in its record. `false`, writing nothing, if there is no
+    /// such record or it does not decode: one damaged record must not stop the checkpoints of
+    /// the others (`verify` and the next open report it).
+    pub(crate) fn set_checkpoint(&mut self, id: LeaseId, checkpoint: Checkpoint) -> Result<bool> {
+        let record = match self.leases.get(id.get())? {
+            Some(bytes) => LeaseRecord::decode(bytes.value()),
+            None => return Ok(false),
+        };
+        let Ok(mut record) = record else {
+            return Ok(false);
+        };
+        record.checkpoint = Some(checkpoint);
+        self.insert_lease(id, &record)?;
+        Ok(true)
     }
 
     /// Stores the counters; every write transaction ends with this.

@@ -1,16 +1,20 @@
-//! The ticker: a background thread that revokes leases as they expire.
+//! The ticker: a background thread that revokes leases as they expire, and writes checkpoints.
 //!
 //! # Implementation
 //!
-//! The thread (`lessor-ticker`) loops: revoke every batch that is due, then sleep until the
-//! earliest queued deadline. It publishes that deadline in `Core::ticker_sleeps_until` before
-//! sleeping (and `u64::MAX` while awake), so a grant that queues an earlier deadline sends it a
-//! wake-up; a [`ManualClock`](crate::ManualClock) wakes it at every advance. There is no fixed
-//! polling interval: an idle lessor's ticker sleeps until the next deadline.
+//! The thread (`lessor-ticker`) loops: revoke every batch that is due; then, unless the restart
+//! policy is `Reset`, if the checkpoint interval has passed since the last pass, write one pass
+//! of checkpoints (the leases renewed since their last one, in batches of
+//! `checkpoint_batch_size`, one transaction each); then sleep until the earliest queued deadline
+//! or the next checkpoint time, whichever comes first. It publishes that time in
+//! `Core::ticker_sleeps_until` before sleeping (and `u64::MAX` while awake), so a grant that
+//! queues an earlier deadline sends it a wake-up; a [`ManualClock`](crate::ManualClock) wakes it
+//! at every advance. There is no fixed polling interval: an idle lessor's ticker sleeps until the
+//! next deadline (or checkpoint).
 //!
-//! A batch that fails to commit is retried after a backoff (10 ms doubling to 1 s); the failure
-//! is counted in [`Lessor::health`](crate::Lessor::health). The thread never exits on an error,
-//! only when its stop channel closes; `close` then joins it.
+//! A batch (of expiry or of checkpoints) that fails to commit is retried after a backoff (10 ms
+//! doubling to 1 s); the failure is counted in [`Lessor::health`](crate::Lessor::health). The
+//! thread never exits on an error, only when its stop channel closes; `close` then joins it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -35,9 +39,11 @@ impl Ticker {
     /// Starts the thread; `wake` receives a message when a grant queues an earlier deadline.
     pub(crate) fn spawn(core: Arc<Core>, wake: Receiver<()>) -> std::io::Result<Ticker> {
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
+        // Checkpoint intervals count from the open, not from whenever the thread gets going.
+        let opened = core.now();
         let thread = std::thread::Builder::new()
             .name("lessor-ticker".into())
-            .spawn(move || run(&core, &wake, &stop_rx))?;
+            .spawn(move || run(&core, opened, &wake, &stop_rx))?;
         Ok(Ticker { stop, thread })
     }
 
@@ -53,9 +59,16 @@ impl Ticker {
     }
 }
 
-fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
+fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
     let jumps = core.config.clock.jumps().unwrap_or_else(never);
     let mut backoff: Option<Duration> = None;
+    let interval = u64::try_from(core.config.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX);
+    // When the next pass of checkpoints is due; never under Reset.
+    let mut next_checkpoint = if core.config.restart_policy.checkpoints() {
+        opened.saturating_add(interval)
+    } else {
+        u64::MAX
+    };
     loop {
         if core.is_poisoned() {
             // Storage failed: nothing can be revoked until the database is reopened.
@@ -64,15 +77,26 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
         }
         core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
         // Revoke batch after batch until nothing is due (or a batch fails).
-        let failed = loop {
+        let mut result = loop {
             match core.expire_batch(core.now()) {
                 Ok(batch) if batch.len() >= core.config.expiry_batch => continue,
-                Ok(_) => break false,
-                Err(e) => {
-                    core.ticker_failures.fetch_add(1, Ordering::Relaxed);
-                    *core.ticker_last_error.lock() = Some(e.to_string());
-                    break true;
-                }
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let now = core.now();
+        if result.is_ok() && now >= next_checkpoint {
+            result = core.checkpoint_all();
+            if result.is_ok() {
+                next_checkpoint = now.saturating_add(interval);
+            }
+        }
+        let failed = match result {
+            Ok(()) => false,
+            Err(e) => {
+                core.ticker_failures.fetch_add(1, Ordering::Relaxed);
+                *core.ticker_last_error.lock() = Some(e.to_string());
+                true
             }
         };
         let now = core.now();
@@ -84,9 +108,12 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
             Some(b)
         } else {
             backoff = None;
-            core.next_deadline().map(|deadline| {
-                core.ticker_sleeps_until.store(deadline, Ordering::Release);
-                Duration::from_nanos(deadline.saturating_sub(now))
+            let wake_at = core
+                .next_deadline()
+                .map_or(next_checkpoint, |deadline| deadline.min(next_checkpoint));
+            (wake_at != u64::MAX).then(|| {
+                core.ticker_sleeps_until.store(wake_at, Ordering::Release);
+                Duration::from_nanos(wake_at.saturating_sub(now))
             })
         };
         let timeout = match wait {
