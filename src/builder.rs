@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
+use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
 use crate::recovery;
@@ -25,6 +26,7 @@ pub(crate) struct Config {
     pub max_value_size: usize,
     pub expiry_batch: usize,
     pub check_integrity_on_open: bool,
+    pub durability: Durability,
     pub event_buffer: usize,
     pub watch_history: usize,
     pub watch_history_bytes: usize,
@@ -108,6 +110,7 @@ impl Default for Builder {
                 max_value_size: 1 << 20,
                 expiry_batch: 1000,
                 check_integrity_on_open: true,
+                durability: Durability::Immediate,
                 event_buffer: 1024,
                 watch_history: 10_000,
                 watch_history_bytes: 64 << 20,
@@ -180,6 +183,14 @@ impl Builder {
     /// read of the whole file at open. Default: `true`.
     pub fn check_integrity_on_open(mut self, on: bool) -> Self {
         self.config.check_integrity_on_open = on;
+        self
+    }
+
+    /// When a mutating call's change is on disk: see [`Durability`]. Default:
+    /// [`Durability::Immediate`] (fsynced before the call returns, concurrent calls sharing
+    /// fsyncs).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
         self
     }
 
@@ -289,6 +300,7 @@ impl fmt::Debug for Builder {
             .field("max_value_size", &c.max_value_size)
             .field("expiry_batch_size", &c.expiry_batch)
             .field("check_integrity_on_open", &c.check_integrity_on_open)
+            .field("durability", &c.durability)
             .field("event_buffer", &c.event_buffer)
             .field("watch_history", &(c.watch_history, c.watch_history_bytes))
             .field("restart_policy", &c.restart_policy)

@@ -35,6 +35,7 @@ use redb::{Database, ReadTransaction, ReadableDatabase};
 
 use crate::builder::{Builder, Config};
 use crate::clock::{now_nanos, wall_nanos};
+use crate::durability::{Commit, Durability, Syncer, Ticket};
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
@@ -128,6 +129,8 @@ pub(crate) struct Core {
     queue: Padded<Mutex<ExpiryQueue>>,
     /// Hands committed changes to subscribers and watchers.
     hub: Arc<Hub>,
+    /// Chooses each commit's durability and lets writers wait for theirs (group commit).
+    syncer: Padded<Syncer>,
     /// Wakes the ticker when a grant creates a deadline earlier than the one it sleeps until.
     ticker_wake: Option<Sender<()>>,
     /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
@@ -152,6 +155,8 @@ const POISONED: u8 = 2;
 /// Guarded by `Core::writer`.
 struct Writer {
     counters: Counters,
+    /// Commits made since open; the sequence numbers the syncer counts durability in.
+    commits: u64,
     /// Leases claimed for expiry whose revocation did not commit, or restored at open with
     /// nothing left; revoked first next time.
     retry: Vec<LeaseId>,
@@ -217,12 +222,14 @@ impl Lessor {
         ));
         let core = Arc::new(Core {
             hub,
+            syncer: Padded(Syncer::new(config.durability)),
             path: path.map(Path::to_path_buf),
             state: AtomicU8::new(OPEN),
             table: recovered.table,
             store: Padded(RwLock::new(Some(db))),
             writer: Padded(Mutex::new(Writer {
                 counters: recovered.counters,
+                commits: 0,
                 retry: recovered.expired,
                 high_water: 0,
             })),
@@ -655,11 +662,13 @@ impl Lessor {
         let core = self.core()?;
         spec.check(|k| core.config.check_key(k), |v| core.config.check_value(v))?;
         let now = core.now();
-        let (w, result) = core.write(|_, b| spec.run(b, |id| core.check_alive(id, now)));
+        let (w, result, ticket) = core.write(|_, b| spec.run(b, |id| core.check_alive(id, now)));
+        let revision = Revision(w.counters.revision);
+        core.finish(w, ticket)?;
         let (succeeded, responses) = result?;
         Ok(TxnResult {
             succeeded,
-            revision: Revision(w.counters.revision),
+            revision,
             responses,
         })
     }
@@ -757,6 +766,16 @@ impl Lessor {
         }
     }
 
+    /// Makes every change acknowledged so far durable (one fsync), if any is not yet: with
+    /// [`Durability::Batched`], what a crash could otherwise lose. Returns at once when nothing
+    /// waits (always, with [`Durability::Immediate`]).
+    ///
+    /// # Errors
+    /// [`Error::Storage`] (which poisons the lessor), [`Error::Closed`].
+    pub fn sync(&self) -> Result<()> {
+        self.core()?.sync()
+    }
+
     /// The ticker's health: whether it runs, and how many expiry batches failed.
     pub fn health(&self) -> Health {
         let core = &self.handle.core;
@@ -821,7 +840,15 @@ impl Handle {
             _ => core.checkpoint_all(),
         });
         let db = core.store.write().take();
-        let _writer = core.writer.lock(); // a call that committed last finishes its memory update
+        let writer = core.writer.lock(); // a call that committed last finishes its memory update
+        // Deferred commits (batched, or a group whose fsync is pending) go to disk now.
+        let reaped = match &db {
+            Some(db) if was != POISONED && core.syncer.unflushed() => {
+                reaped.and(flush(db, &writer, &core.syncer))
+            }
+            _ => reaped,
+        };
+        core.syncer.close();
         core.table.clear();
         *core.queue.lock() = ExpiryQueue::new();
         core.hub.close();
@@ -854,28 +881,46 @@ impl Core {
     /// it makes, published to subscribers and watchers once the commit has succeeded. Returns
     /// the writer, still locked, so that the caller updates memory (or undoes a claim) before
     /// anyone else writes.
+    ///
+    /// The third value is what the caller must [`Core::finish`] with once it has updated memory:
+    /// under group commit, the commit may still wait for the fsync that covers it.
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
-    ) -> (MutexGuard<'_, Writer>, Result<T>) {
+    ) -> (MutexGuard<'_, Writer>, Result<T>, Ticket) {
         let guard = self.store.read();
-        let mut w = self.writer.lock();
+        let mut w = self.syncer.queue_for(|| self.writer.lock());
+        let mut ticket = Ticket::DONE;
         let result = match guard.as_ref() {
-            Some(db) => commit_with(db, &mut w, f).map(|(out, changes)| {
-                // Under the writer lock: events go out in commit order, and keep-alives hear
-                // of their lease's end before anyone can grant its id again.
-                self.end_keep_alives(&changes);
-                for c in &changes {
-                    if let Change::Granted { id, ttl, .. } = c {
-                        self.table.insert_pending(*id, *ttl); // in memory before anyone hears of it
+            Some(db) => match commit_with(db, &mut w, &self.syncer, f) {
+                Ok((out, changes, t, first_unflushed)) => {
+                    ticket = t;
+                    if first_unflushed && matches!(self.syncer.mode(), Durability::Batched { .. }) {
+                        self.wake_ticker(0); // it flushes within max_delay
                     }
+                    // Under the writer lock: events go out in commit order, and keep-alives
+                    // hear of their lease's end before anyone can grant its id again.
+                    self.end_keep_alives(&changes);
+                    for c in &changes {
+                        if let Change::Granted { id, ttl, .. } = c {
+                            // In memory before anyone hears of it.
+                            self.table.insert_pending(*id, *ttl);
+                        }
+                    }
+                    self.hub.publish(changes);
+                    Ok(out)
                 }
-                self.hub.publish(changes);
-                out
-            }),
+                // An aborted writer with nobody queued behind it makes the fsync that earlier
+                // deferred commits wait for.
+                Err(e) if self.syncer.must_flush_after_abort(w.commits) => {
+                    flush(db, &w, &self.syncer).and(Err(e))
+                }
+                Err(e) => Err(e),
+            },
             None => Err(Error::Closed),
         };
         if let Err(Error::Storage(_)) = &result {
+            self.syncer.fail();
             // redb refuses further work after an I/O error, and a failed commit may or may not
             // have reached the disk: stop trusting memory until the file is reopened.
             let _ =
@@ -885,7 +930,37 @@ impl Core {
             // committed) rather than leave them waiting.
             self.hub.close();
         }
-        (w, result)
+        (w, result, ticket)
+    }
+
+    /// Releases the writer, then waits until the commit of `ticket` is on disk.
+    fn finish(&self, w: MutexGuard<'_, Writer>, ticket: Ticket) -> Result<()> {
+        drop(w);
+        self.syncer.wait(ticket)
+    }
+
+    /// Makes every commit so far durable (one fsync), if any is not.
+    pub(crate) fn sync(&self) -> Result<()> {
+        if !self.syncer.unflushed() {
+            return Ok(());
+        }
+        let guard = self.store.read();
+        let db = guard.as_ref().ok_or(Error::Closed)?;
+        let w = self.writer.lock();
+        let result = flush(db, &w, &self.syncer);
+        if let Err(Error::Storage(_)) = &result {
+            self.syncer.fail();
+            let _ =
+                self.state
+                    .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
+            self.hub.close();
+        }
+        result
+    }
+
+    /// When the ticker must flush batched commits, if any wait.
+    pub(crate) fn flush_due(&self) -> Option<std::time::Instant> {
+        self.syncer.flush_due()
     }
 
     /// Ends the keep-alives of the leases `changes` revoked, saying why.
@@ -915,7 +990,7 @@ impl Core {
             .stamp(now, wall_nanos(&*self.config.clock));
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
-        let (mut w, result) = self.write(|_, b| {
+        let (mut w, result, ticket) = self.write(|_, b| {
             let id = match want {
                 Some(id) => id,
                 None => LeaseId::new(b.counters.max_lease_id.saturating_add(1))
@@ -967,6 +1042,7 @@ impl Core {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
         }
+        self.syncer.wait(ticket)?;
         Ok(Lease {
             id,
             ttl: Duration::from_nanos(ttl),
@@ -978,21 +1054,22 @@ impl Core {
         self.config.check_key(key)?;
         self.config.check_value(value)?;
         let now = self.now();
-        let (w, result) = self.write(|_, b| {
+        let (w, result, ticket) = self.write(|_, b| {
             if let Some(id) = lease {
                 self.check_alive(id, now)?;
             }
             let rev = b.counters.bump_revision()?;
             let kv = b.tables.put(key, value, lease, rev)?;
             b.changes.push(Change::Put(kv));
-            Ok(())
+            Ok(rev)
         });
-        result.map(|()| Revision(w.counters.revision))
+        self.finish(w, ticket)?;
+        result.map(Revision)
     }
 
     fn delete(&self, key: &[u8]) -> Result<bool> {
         self.config.check_key(key)?;
-        let (_, result) = self.write(|_, b| {
+        let (w, result, ticket) = self.write(|_, b| {
             let existed = b.tables.delete(key)?;
             if existed {
                 let revision = b.counters.bump_revision()?;
@@ -1003,6 +1080,7 @@ impl Core {
             }
             Ok(existed)
         });
+        self.finish(w, ticket)?;
         result
     }
 
@@ -1020,7 +1098,7 @@ impl Core {
         let mut seen = std::collections::HashSet::new();
         keys.retain(|k| seen.insert(k.as_ref().to_vec()));
         let now = self.now();
-        let (_, result) = self.write(|_, b| {
+        let (w, result, ticket) = self.write(|_, b| {
             self.check_alive(id, now)?;
             for k in &keys {
                 if attach {
@@ -1031,6 +1109,7 @@ impl Core {
             }
             Ok(())
         });
+        self.finish(w, ticket)?;
         result
     }
 
@@ -1049,7 +1128,7 @@ impl Core {
 
     pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
         let mut claimed = None;
-        let (mut w, result) = self.write(|w, b| {
+        let (mut w, result, ticket) = self.write(|w, b| {
             claimed = self.table.claim(id);
             // Unclaimed: unknown, or claimed by an expiry batch that failed to commit.
             if claimed.is_none() && !w.retry.contains(&id) {
@@ -1070,7 +1149,9 @@ impl Core {
         w.retry.retain(|&r| r != id);
         self.table.remove(id);
         self.compact_queue();
-        Ok(Revision(w.counters.revision))
+        let revision = Revision(w.counters.revision);
+        self.finish(w, ticket)?;
+        Ok(revision)
     }
 
     /// Revokes up to one batch of expired leases in one transaction; returns their ids in
@@ -1078,7 +1159,7 @@ impl Core {
     /// and go first at the next attempt.
     pub(crate) fn expire_batch(&self, now: u64) -> Result<Vec<LeaseId>> {
         let mut batch = Vec::new();
-        let (mut w, result) = self.write(|w, b| {
+        let (mut w, result, ticket) = self.write(|w, b| {
             let now = now.max(w.high_water);
             w.high_water = now;
             batch = std::mem::take(&mut w.retry);
@@ -1097,6 +1178,7 @@ impl Core {
                 for &id in &batch {
                     self.table.remove(id);
                 }
+                self.finish(w, ticket)?;
                 Ok(batch)
             }
             Err(e) => {
@@ -1159,7 +1241,7 @@ impl Core {
             .checkpointing
             .stamp(self.now(), wall_nanos(&*self.config.clock));
         let mut written = Vec::new();
-        let (_w, result) = self.write(|_, b| {
+        let (w, result, ticket) = self.write(|_, b| {
             for (id, deadline, ttl) in self.table.changed(sweep, limit) {
                 // A lease without a readable record is left out (and stays changed).
                 if b.tables
@@ -1175,6 +1257,7 @@ impl Core {
             self.table.mark_checkpointed(id, deadline);
         }
         self.checkpointing.committed(written.len());
+        self.finish(w, ticket)?;
         Ok(written.len())
     }
 
@@ -1196,9 +1279,10 @@ impl Core {
 fn commit_with<T>(
     db: &Database,
     w: &mut Writer,
+    syncer: &Syncer,
     f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
-) -> Result<(T, Vec<Change>)> {
-    let txn = db.begin_write()?;
+) -> Result<(T, Vec<Change>, Ticket, bool)> {
+    let mut txn = db.begin_write()?;
     let (out, counters, changes) = {
         let mut batch = Batch {
             tables: Tables::open(&txn)?,
@@ -1209,9 +1293,25 @@ fn commit_with<T>(
         batch.tables.set_counters(batch.counters)?;
         (out, batch.counters, batch.changes)
     };
+    let how = syncer.choose();
+    txn.set_durability(match how {
+        Commit::Durable => redb::Durability::Immediate,
+        Commit::Deferred => redb::Durability::None,
+    })?;
     txn.commit()?;
     w.counters = counters;
-    Ok((out, changes))
+    w.commits += 1;
+    let (ticket, first_unflushed) = syncer.committed(w.commits, how);
+    Ok((out, changes, ticket, first_unflushed))
+}
+
+/// An empty commit with fsync: makes every commit so far (`w.commits`) durable.
+fn flush(db: &Database, w: &Writer, syncer: &Syncer) -> Result<()> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    txn.commit()?;
+    let _ = syncer.committed(w.commits, Commit::Durable);
+    Ok(())
 }
 
 impl Batch<'_> {

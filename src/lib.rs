@@ -72,6 +72,7 @@
 
 mod builder;
 mod clock;
+mod durability;
 mod error;
 mod events;
 mod expiry;
@@ -89,6 +90,7 @@ mod watch;
 
 pub use crate::builder::{Builder, MAX_TTL};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::durability::Durability;
 pub use crate::error::{Error, Result};
 pub use crate::events::{LeaseEvent, RevokeCause};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};

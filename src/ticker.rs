@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
 
@@ -84,6 +84,10 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
                 Err(e) => break Err(e),
             }
         };
+        // Batched commits whose max_delay is up go to disk.
+        if result.is_ok() && core.flush_due().is_some_and(|due| Instant::now() >= due) {
+            result = core.sync();
+        }
         let now = core.now();
         if result.is_ok() && now >= next_checkpoint {
             result = core.checkpoint_all();
@@ -115,6 +119,14 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
                 core.ticker_sleeps_until.store(wake_at, Ordering::Release);
                 Duration::from_nanos(wake_at.saturating_sub(now))
             })
+        };
+        // Real time, not the lessor's clock: the disk does not follow a manual clock.
+        let flush_in = core
+            .flush_due()
+            .map(|due| due.saturating_duration_since(Instant::now()));
+        let wait = match (wait, flush_in) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let timeout = match wait {
             Some(w) => crossbeam_channel::after(w),
