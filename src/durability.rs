@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 /// lessor.sync()?; // everything so far is on disk
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Durability {
     /// A mutating call returns only once its change is fsynced (the default). Concurrent
     /// callers share fsyncs (group commit), so many threads writing at once get far more
@@ -61,12 +61,6 @@ pub enum Durability {
         /// The longest an acknowledged change waits for its fsync while writes go on.
         max_delay: Duration,
     },
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Durability::Immediate
-    }
 }
 
 /// What the syncer guards.
