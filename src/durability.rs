@@ -49,6 +49,7 @@ pub enum Durability {
     /// A mutating call returns only once its change is fsynced (the default). Concurrent
     /// callers share fsyncs (group commit), so many threads writing at once get far more
     /// throughput than one.
+    #[default]
     Immediate,
     /// A mutating call returns once its change is committed in memory (visible to every
     /// reader); the changes are fsynced at least every `max_delay` while writes go on, by the
