@@ -122,3 +122,64 @@ impl redb::StorageBackend for MemDisk {
         Ok(())
     }
 }
+
+/// A disk that loses power on demand: writes land in a volatile image, `sync_data` copies it to
+/// the durable one, and [`PowerDisk::after_power_loss`] gives a disk holding only what was
+/// synced (every unsynced write lost: the harshest crash a disk may show). Each sync can be made
+/// slow, as a real disk's is, and is counted.
+#[derive(Clone, Debug, Default)]
+pub struct PowerDisk {
+    volatile: MemDisk,
+    durable: std::sync::Arc<parking_lot::Mutex<Vec<u8>>>,
+    syncs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    sync_delay: std::sync::Arc<parking_lot::Mutex<Duration>>,
+}
+
+impl PowerDisk {
+    pub fn new(sync_delay: Duration) -> PowerDisk {
+        let d = PowerDisk::default();
+        *d.sync_delay.lock() = sync_delay;
+        d
+    }
+
+    /// How many `sync_data` calls succeeded.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A disk as this one would be found after a power cut now: only what was synced.
+    pub fn after_power_loss(&self) -> MemDisk {
+        let image = self.durable.lock().clone();
+        let disk = MemDisk::new();
+        *disk.0.write() = image;
+        disk
+    }
+}
+
+impl redb::StorageBackend for PowerDisk {
+    fn len(&self) -> std::io::Result<u64> {
+        self.volatile.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.volatile.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.volatile.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        let delay = *self.sync_delay.lock();
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        *self.durable.lock() = self.volatile.0.read().clone();
+        self.syncs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.volatile.write(offset, data)
+    }
+}
