@@ -144,6 +144,9 @@ pub(crate) struct Core {
     checkpointing: Checkpointing,
 }
 
+/// Most grants queued in batched mode before one is flushed at once, whatever `max_delay`.
+const MAX_QUEUED_GRANTS: usize = 10_000;
+
 /// `Core::state`: open for business.
 const OPEN: u8 = 0;
 /// `Core::state`: closed by `close` or by dropping the last handle.
@@ -155,6 +158,9 @@ const POISONED: u8 = 2;
 /// Guarded by `Core::writer`.
 struct Writer {
     counters: Counters,
+    /// Grants made in batched mode without a transaction of their own, in order: the next
+    /// transaction writes them first (`commit_with`, `flush`).
+    pending: Vec<(LeaseId, LeaseRecord)>,
     /// Commits made since open; the sequence numbers the syncer counts durability in.
     commits: u64,
     /// Leases claimed for expiry whose revocation did not commit, or restored at open with
@@ -229,6 +235,7 @@ impl Lessor {
             store: Padded(RwLock::new(Some(db))),
             writer: Padded(Mutex::new(Writer {
                 counters: recovered.counters,
+                pending: Vec::new(),
                 commits: 0,
                 retry: recovered.expired,
                 high_water: 0,
@@ -735,12 +742,14 @@ impl Lessor {
 
     /// Checks the whole database: every attachment is two-sided (key and lease index agree),
     /// every key's lease exists, every record decodes, the counters are not behind the data, and
-    /// the leases in memory are exactly those in the file.
+    /// the leases in memory are exactly those in the file. Flushes batched changes first.
     ///
     /// # Errors
     /// [`Error::Corrupted`] listing every problem found; [`Error::Storage`], [`Error::Closed`].
     pub fn verify(&self) -> Result<()> {
         let core = self.core()?;
+        // Batched changes not yet written (queued grants) would show as missing from the file.
+        core.sync()?;
         let guard = core.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
         // Holding the writer keeps memory and file still while they are compared.
@@ -840,11 +849,11 @@ impl Handle {
             _ => core.checkpoint_all(),
         });
         let db = core.store.write().take();
-        let writer = core.writer.lock(); // a call that committed last finishes its memory update
+        let mut writer = core.writer.lock(); // a call that committed last finishes its memory update
         // Deferred commits (batched, or a group whose fsync is pending) go to disk now.
         let reaped = match &db {
             Some(db) if was != POISONED && core.syncer.unflushed() => {
-                reaped.and(flush(db, &writer, &core.syncer))
+                reaped.and(flush(db, &mut writer, &core.syncer))
             }
             _ => reaped,
         };
@@ -913,23 +922,13 @@ impl Core {
                 // An aborted writer with nobody queued behind it makes the fsync that earlier
                 // deferred commits wait for.
                 Err(e) if self.syncer.must_flush_after_abort(w.commits) => {
-                    flush(db, &w, &self.syncer).and(Err(e))
+                    flush(db, &mut w, &self.syncer).and(Err(e))
                 }
                 Err(e) => Err(e),
             },
             None => Err(Error::Closed),
         };
-        if let Err(Error::Storage(_)) = &result {
-            self.syncer.fail();
-            // redb refuses further work after an I/O error, and a failed commit may or may not
-            // have reached the disk: stop trusting memory until the file is reopened.
-            let _ =
-                self.state
-                    .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
-            // Nothing more will be published: end subscriptions and watches (after what was
-            // committed) rather than leave them waiting.
-            self.hub.close();
-        }
+        self.poison_on_storage_error(&result);
         (w, result, ticket)
     }
 
@@ -946,16 +945,24 @@ impl Core {
         }
         let guard = self.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
-        let w = self.writer.lock();
-        let result = flush(db, &w, &self.syncer);
-        if let Err(Error::Storage(_)) = &result {
+        let mut w = self.writer.lock();
+        let result = flush(db, &mut w, &self.syncer);
+        self.poison_on_storage_error(&result);
+        result
+    }
+
+    /// A storage error poisons: redb refuses further work after an I/O error, and a failed
+    /// commit may or may not have reached the disk, so memory is not trusted until the file is
+    /// reopened. Subscriptions and watches end (after what was committed) and waiters for
+    /// fsyncs are woken with an error. Call with the writer held.
+    fn poison_on_storage_error<T>(&self, result: &Result<T>) {
+        if let Err(Error::Storage(_)) = result {
             self.syncer.fail();
             let _ =
                 self.state
                     .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
             self.hub.close();
         }
-        result
     }
 
     /// When the ticker must flush batched commits, if any wait.
@@ -988,6 +995,16 @@ impl Core {
         let stamp = self
             .checkpointing
             .stamp(now, wall_nanos(&*self.config.clock));
+        let record = LeaseRecord {
+            ttl_nanos: ttl,
+            granted_revision: 0, // set under the writer
+            checkpoint: Some(stamp.granted(ttl)),
+        };
+        if let Durability::Batched { .. } = self.syncer.mode()
+            && let Some(lease) = self.grant_queued(want, record)?
+        {
+            return Ok(lease);
+        }
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
         let (mut w, result, ticket) = self.write(|_, b| {
@@ -1009,9 +1026,8 @@ impl Core {
                 )));
             }
             let record = LeaseRecord {
-                ttl_nanos: ttl,
                 granted_revision: b.counters.revision,
-                checkpoint: Some(stamp.granted(ttl)),
+                ..record
             };
             b.tables.insert_lease(id, &record)?;
             b.counters.max_lease_id = b.counters.max_lease_id.max(id.get());
@@ -1048,6 +1064,61 @@ impl Core {
             ttl: Duration::from_nanos(ttl),
             revision,
         })
+    }
+
+    /// A grant in batched mode, without a transaction: the lease goes into memory and its
+    /// record into the writer's queue, which the next transaction (or flush) writes first. So a
+    /// grant costs no commit, and a crash loses it with the other batched changes of the last
+    /// `max_delay`. `None` if the id names a lease still in memory (a dead one not yet revoked
+    /// must be revoked in the same transaction): the caller takes the transactional path.
+    fn grant_queued(&self, want: Option<LeaseId>, record: LeaseRecord) -> Result<Option<Lease>> {
+        let ttl = record.ttl_nanos;
+        let guard = self.store.read();
+        let db = guard.as_ref().ok_or(Error::Closed)?;
+        let mut w = self.writer.lock();
+        let id = match want {
+            Some(id) => id,
+            None => LeaseId::new(w.counters.max_lease_id.saturating_add(1))
+                .ok_or(Error::LeaseIdsExhausted)?,
+        };
+        if self.table.contains(id) {
+            return Ok(None);
+        }
+        let revision = w.counters.revision;
+        w.pending.push((
+            id,
+            LeaseRecord {
+                granted_revision: revision,
+                ..record
+            },
+        ));
+        w.counters.max_lease_id = w.counters.max_lease_id.max(id.get());
+        self.table.insert_pending(id, ttl);
+        let (_, first_unflushed) = self.syncer.committed(w.commits, Commit::Deferred);
+        self.hub
+            .publish(vec![Change::Granted { id, ttl, revision }]);
+        // The queue is flushed at max_delay by whoever writes (here, for a grant-only load)
+        // or by the ticker, and kept short.
+        if self.syncer.choose() == Commit::Durable || w.pending.len() >= MAX_QUEUED_GRANTS {
+            let flushed = flush(db, &mut w, &self.syncer);
+            self.poison_on_storage_error(&flushed);
+            flushed?;
+        }
+        drop(w);
+        drop(guard);
+        if first_unflushed {
+            self.wake_ticker(0);
+        }
+        let deadline = deadline_after(self.now(), ttl);
+        if self.table.settle(id, deadline) {
+            self.queue.lock().push(deadline, id);
+            self.wake_ticker(deadline);
+        }
+        Ok(Some(Lease {
+            id,
+            ttl: Duration::from_nanos(ttl),
+            revision: Revision(revision),
+        }))
     }
 
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
@@ -1289,6 +1360,9 @@ fn commit_with<T>(
             counters: w.counters,
             changes: Vec::new(),
         };
+        for (id, record) in &w.pending {
+            batch.tables.insert_lease(*id, record)?;
+        }
         let out = f(w, &mut batch)?;
         batch.tables.set_counters(batch.counters)?;
         (out, batch.counters, batch.changes)
@@ -1300,16 +1374,26 @@ fn commit_with<T>(
     })?;
     txn.commit()?;
     w.counters = counters;
+    w.pending.clear();
     w.commits += 1;
     let (ticket, first_unflushed) = syncer.committed(w.commits, how);
     Ok((out, changes, ticket, first_unflushed))
 }
 
-/// An empty commit with fsync: makes every commit so far (`w.commits`) durable.
-fn flush(db: &Database, w: &Writer, syncer: &Syncer) -> Result<()> {
+/// A commit with fsync of nothing but the queued grants, if any: makes every commit so far
+/// (`w.commits`) and every queued grant durable.
+fn flush(db: &Database, w: &mut Writer, syncer: &Syncer) -> Result<()> {
     let mut txn = db.begin_write()?;
+    if !w.pending.is_empty() {
+        let mut tables = Tables::open(&txn)?;
+        for (id, record) in &w.pending {
+            tables.insert_lease(*id, record)?;
+        }
+        tables.set_counters(w.counters)?;
+    }
     txn.set_durability(redb::Durability::Immediate)?;
     txn.commit()?;
+    w.pending.clear();
     let _ = syncer.committed(w.commits, Commit::Durable);
     Ok(())
 }

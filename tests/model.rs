@@ -484,7 +484,24 @@ fn show_lease_event(e: &LeaseEvent) -> String {
     }
 }
 
-fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
+/// Opens the model's disk, with group-committed (`Immediate`) or batched durability.
+fn open(disk: &MemDisk, clock: &ManualClock, batched: bool) -> Lessor {
+    let durability = if batched {
+        lessor::Durability::Batched {
+            max_delay: Duration::from_secs(3600),
+        }
+    } else {
+        lessor::Durability::Immediate
+    };
+    Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .durability(durability)
+        .open_with_backend(disk.clone())
+        .unwrap()
+}
+
+fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, batched: bool, op: &Op) -> Out {
     match *op {
         Op::KeepAlive(id) => {
             sut.keep_alives.remove(&id); // one keep-alive a lease, as the model has it
@@ -537,7 +554,7 @@ fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, op: &Op) -> Out {
         }),
         Op::Reopen => {
             l.close().unwrap();
-            *l = disk.open(clock).unwrap();
+            *l = open(disk, clock, batched);
             Out::Ok
         }
         Op::CasPut(k, version, v, lease) => {
@@ -642,35 +659,48 @@ fn compare(l: &Lessor, m: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs `ops` against a fresh lessor and the model, checking everything after every step.
+fn check(ops: &[Op], batched: bool) -> Result<(), TestCaseError> {
+    let disk = MemDisk::new();
+    let clock = ManualClock::new();
+    let mut sut = Sut::new(open(&disk, &clock, batched));
+    let mut m = Model::default();
+    for (step, op) in ops.iter().enumerate() {
+        let want = m.apply(op);
+        let got = run(&mut sut, &disk, &clock, batched, op);
+        prop_assert_eq!(got, want, "step {}: {:?}", step, op);
+        if matches!(op, Op::Advance(_)) {
+            wait_for_keep_alives(&sut.l, &m)?;
+        }
+        compare_events(&sut, &mut m)?;
+        if matches!(op, Op::Reopen) {
+            // The old subscriptions ended with the close; follow the new database, whose
+            // watch history starts afresh.
+            prop_assert!(sut.events.try_recv().is_err() && sut.watch.ended().is_some());
+            let l = sut.l.clone();
+            sut = Sut::new(l);
+            m.new_history();
+        }
+        compare(&sut.l, &m)?;
+    }
+    sut.l.verify().unwrap();
+    Ok(())
+}
+
 proptest! {
     // 256 cases by default; PROPTEST_CASES=N runs N (the default config reads it).
     #![proptest_config(ProptestConfig::default())]
 
     #[test]
     fn lessor_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
-        let disk = MemDisk::new();
-        let clock = ManualClock::new();
-        let mut sut = Sut::new(disk.open(&clock).unwrap());
-        let mut m = Model::default();
-        for (step, op) in ops.iter().enumerate() {
-            let want = m.apply(op);
-            let got = run(&mut sut, &disk, &clock, op);
-            prop_assert_eq!(got, want, "step {}: {:?}", step, op);
-            if matches!(op, Op::Advance(_)) {
-                wait_for_keep_alives(&sut.l, &m)?;
-            }
-            compare_events(&sut, &mut m)?;
-            if matches!(op, Op::Reopen) {
-                // The old subscriptions ended with the close; follow the new database, whose
-                // watch history starts afresh.
-                prop_assert!(sut.events.try_recv().is_err() && sut.watch.ended().is_some());
-                let l = sut.l.clone();
-                sut = Sut::new(l);
-                m.new_history();
-            }
-            compare(&sut.l, &m)?;
-        }
-        sut.l.verify().unwrap();
+        check(&ops, false)?;
+    }
+
+    /// Batched durability: grants are queued without a transaction, every other call commits
+    /// without fsync; what callers see must not differ.
+    #[test]
+    fn lessor_matches_the_model_batched(ops in prop::collection::vec(op(), 1..60)) {
+        check(&ops, true)?;
     }
 }
 
@@ -708,7 +738,7 @@ fn lessor_matches_the_model_on_a_real_file() {
                 sut.l.close().unwrap();
                 Out::Ok
             }
-            other => run(&mut sut, &MemDisk::new(), &clock, other),
+            other => run(&mut sut, &MemDisk::new(), &clock, false, other),
         };
         assert_eq!(got, want, "{op:?}");
         compare_events(&sut, &mut m).unwrap();
