@@ -13,9 +13,9 @@
 //!   `None` wait (after releasing the writer lock) until the durable sequence number passes
 //!   theirs. A lone writer commits `Immediate` at once, as before. While one fsync runs, the
 //!   next writers queue up, so the queue (and the batch) grows with the load.
-//! - [`Durability::Batched`]: every commit is `None`, except one made when the oldest
-//!   unflushed commit is `max_delay` old; the ticker flushes (an empty `Immediate` commit) when
-//!   writes stop. Calls return at their commit.
+//! - [`Durability::Batched`]: every commit is `None`; the ticker flushes (an `Immediate` commit)
+//!   when the oldest unflushed commit is `max_delay` old. Without a ticker, the first writer to
+//!   find it that old commits `Immediate` itself. Calls return at their commit.
 //!
 //! A writer whose transaction aborts, or that must flush, and finds no writer queued, makes an
 //! empty `Immediate` commit itself if anything is unflushed, so no waiter is left behind.
@@ -83,6 +83,8 @@ enum Ended {
 /// Picks each commit's redb durability and lets writers wait for theirs; see the module docs.
 pub(crate) struct Syncer {
     mode: Durability,
+    /// Whether a ticker flushes batched commits; if not, writers do it themselves.
+    ticker: bool,
     /// Writers blocked on the writer lock, in `Core::write`.
     queued: std::sync::atomic::AtomicUsize,
     /// Guards the durable sequence number and the flush clock. A leaf lock: taken under the
@@ -112,9 +114,10 @@ impl Ticket {
 }
 
 impl Syncer {
-    pub(crate) fn new(mode: Durability) -> Syncer {
+    pub(crate) fn new(mode: Durability, ticker: bool) -> Syncer {
         Syncer {
             mode,
+            ticker,
             queued: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(State {
                 durable: 0,
@@ -147,6 +150,8 @@ impl Syncer {
         match self.mode {
             Durability::Immediate if self.nobody_queued() => Commit::Durable,
             Durability::Immediate => Commit::Deferred,
+            // The ticker flushes on time, so that no caller pays for everyone's fsync.
+            Durability::Batched { .. } if self.ticker => Commit::Deferred,
             Durability::Batched { max_delay } => {
                 let s = self.state.lock();
                 match s.unflushed_since {
@@ -259,7 +264,7 @@ mod tests {
 
     #[test]
     fn a_lone_writer_commits_durably_and_waits_for_nothing() {
-        let s = Syncer::new(Durability::Immediate);
+        let s = Syncer::new(Durability::Immediate, true);
         assert_eq!(s.choose(), Commit::Durable);
         let (ticket, _) = s.committed(1, Commit::Durable);
         assert!(s.wait(ticket).is_ok());
@@ -268,7 +273,7 @@ mod tests {
 
     #[test]
     fn a_deferred_commit_waits_for_the_next_durable_one() {
-        let s = std::sync::Arc::new(Syncer::new(Durability::Immediate));
+        let s = std::sync::Arc::new(Syncer::new(Durability::Immediate, true));
         let (ticket, first) = s.committed(1, Commit::Deferred);
         assert!(first);
         assert!(s.must_flush_after_abort(1));
@@ -285,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_fails_the_waiters() {
-        let s = Syncer::new(Durability::Immediate);
+        let s = Syncer::new(Durability::Immediate, true);
         let (ticket, _) = s.committed(1, Commit::Deferred);
         s.fail();
         assert!(matches!(s.wait(ticket), Err(Error::Poisoned)));
@@ -293,9 +298,12 @@ mod tests {
 
     #[test]
     fn batched_commits_are_deferred_until_max_delay_then_flushed() {
-        let s = Syncer::new(Durability::Batched {
-            max_delay: Duration::from_millis(30),
-        });
+        let s = Syncer::new(
+            Durability::Batched {
+                max_delay: Duration::from_millis(30),
+            },
+            false,
+        );
         assert_eq!(s.choose(), Commit::Deferred);
         let (ticket, first) = s.committed(1, Commit::Deferred);
         assert!(first && s.wait(ticket).is_ok()); // batched calls do not wait

@@ -228,7 +228,7 @@ impl Lessor {
         ));
         let core = Arc::new(Core {
             hub,
-            syncer: Padded(Syncer::new(config.durability)),
+            syncer: Padded(Syncer::new(config.durability, config.ticker)),
             path: path.map(Path::to_path_buf),
             state: AtomicU8::new(OPEN),
             table: recovered.table,
@@ -466,14 +466,8 @@ impl Lessor {
     pub fn revoke_expired(&self) -> Result<Vec<LeaseId>> {
         let core = self.core()?;
         let mut all = Vec::new();
-        loop {
-            let batch = core.expire_batch(core.now())?;
-            let done = batch.len() < core.config.expiry_batch;
-            all.extend(batch);
-            if done {
-                return Ok(all);
-            }
-        }
+        core.expire_all(|batch| all.extend_from_slice(batch))?;
+        Ok(all)
     }
 
     /// What is known of a live lease: its granted TTL, the time it has left, and its keys.
@@ -748,12 +742,16 @@ impl Lessor {
     /// [`Error::Corrupted`] listing every problem found; [`Error::Storage`], [`Error::Closed`].
     pub fn verify(&self) -> Result<()> {
         let core = self.core()?;
-        // Batched changes not yet written (queued grants) would show as missing from the file.
-        core.sync()?;
         let guard = core.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
         // Holding the writer keeps memory and file still while they are compared.
-        let w = core.writer.lock();
+        let mut w = core.writer.lock();
+        // Queued grants are in memory but not yet in the file: write them first.
+        if !w.pending.is_empty() {
+            let flushed = flush(db, &mut w, &core.syncer);
+            core.poison_on_storage_error(&flushed);
+            flushed?;
+        }
         let read = db.begin_read()?;
         let store::Report {
             mut problems,
@@ -833,15 +831,10 @@ impl Handle {
         }
         core.keepalives.close(); // joins `lessor-keepalive`; keep-alives end `Closed`
         // Revoke what has expired, unless storage already failed (then the next open decides).
-        let reaped = loop {
-            if was == POISONED {
-                break Ok(());
-            }
-            match core.expire_batch(core.now()) {
-                Ok(batch) if batch.len() >= core.config.expiry_batch => {}
-                Ok(_) => break Ok(()),
-                Err(e) => break Err(e),
-            }
+        let reaped = if was == POISONED {
+            Ok(())
+        } else {
+            core.expire_all(|_| {})
         };
         // Then the deadlines renewed since the last checkpoint (nothing under Reset).
         let reaped = reaped.and_then(|()| match was {
@@ -1000,9 +993,7 @@ impl Core {
             granted_revision: 0, // set under the writer
             checkpoint: Some(stamp.granted(ttl)),
         };
-        if let Durability::Batched { .. } = self.syncer.mode()
-            && let Some(lease) = self.grant_queued(want, record)?
-        {
+        if let Some(lease) = self.grant_queued(want, record)? {
             return Ok(lease);
         }
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
@@ -1066,22 +1057,30 @@ impl Core {
         })
     }
 
-    /// A grant in batched mode, without a transaction: the lease goes into memory and its
-    /// record into the writer's queue, which the next transaction (or flush) writes first. So a
-    /// grant costs no commit, and a crash loses it with the other batched changes of the last
-    /// `max_delay`. `None` if the id names a lease still in memory (a dead one not yet revoked
-    /// must be revoked in the same transaction): the caller takes the transactional path.
+    /// A grant without a transaction of its own: the lease goes into memory and its record into
+    /// the writer's queue, which the next transaction or flush writes first. In immediate mode
+    /// the grant then waits like any deferred commit, and one flush makes a whole group of
+    /// grants durable (one transaction and one fsync for all); in batched mode it returns at
+    /// once, and a crash loses it with the other batched changes of the last `max_delay`.
+    /// `None` if the id names a lease still in memory (a dead one not yet revoked must be
+    /// revoked in the same transaction): the caller takes the transactional path.
     fn grant_queued(&self, want: Option<LeaseId>, record: LeaseRecord) -> Result<Option<Lease>> {
         let ttl = record.ttl_nanos;
         let guard = self.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
-        let mut w = self.writer.lock();
+        let mut w = self.syncer.queue_for(|| self.writer.lock());
         let id = match want {
             Some(id) => id,
             None => LeaseId::new(w.counters.max_lease_id.saturating_add(1))
                 .ok_or(Error::LeaseIdsExhausted)?,
         };
         if self.table.contains(id) {
+            // A queued grant of an earlier writer may wait for a flush nobody else will make.
+            if self.syncer.must_flush_after_abort(w.commits) {
+                let flushed = flush(db, &mut w, &self.syncer);
+                self.poison_on_storage_error(&flushed);
+                flushed?;
+            }
             return Ok(None);
         }
         let revision = w.counters.revision;
@@ -1094,15 +1093,19 @@ impl Core {
         ));
         w.counters.max_lease_id = w.counters.max_lease_id.max(id.get());
         self.table.insert_pending(id, ttl);
-        let (_, first_unflushed) = self.syncer.committed(w.commits, Commit::Deferred);
+        // The queued grant counts as a commit: durable once a flush or transaction covers it.
+        w.commits += 1;
+        let (mut ticket, first_unflushed) = self.syncer.committed(w.commits, Commit::Deferred);
         self.hub
             .publish(vec![Change::Granted { id, ttl, revision }]);
-        // The queue is flushed at max_delay by whoever writes (here, for a grant-only load)
-        // or by the ticker, and kept short.
+        // Immediate: the last writer of the queue flushes for all (group commit). Batched: the
+        // ticker flushes at max_delay (or, without one, whoever writes: here, for a grant-only
+        // load). Either way the queue is kept short.
         if self.syncer.choose() == Commit::Durable || w.pending.len() >= MAX_QUEUED_GRANTS {
             let flushed = flush(db, &mut w, &self.syncer);
             self.poison_on_storage_error(&flushed);
             flushed?;
+            ticket = Ticket::DONE;
         }
         drop(w);
         drop(guard);
@@ -1114,6 +1117,7 @@ impl Core {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
         }
+        self.syncer.wait(ticket)?;
         Ok(Some(Lease {
             id,
             ttl: Duration::from_nanos(ttl),
@@ -1225,6 +1229,24 @@ impl Core {
         Ok(revision)
     }
 
+    /// Revokes every expired lease, batch after batch, handing each batch's ids to `each`; in
+    /// immediate mode, returns once they are durable (one fsync for a backlog of batches).
+    pub(crate) fn expire_all(&self, mut each: impl FnMut(&[LeaseId])) -> Result<()> {
+        loop {
+            let batch = self.expire_batch(self.now())?;
+            each(&batch);
+            if batch.len() < self.config.expiry_batch {
+                break;
+            }
+        }
+        // Full batches were committed without fsync; the last one usually covered them, but
+        // not if it found nothing to do.
+        match self.syncer.mode() {
+            Durability::Immediate => self.sync(),
+            Durability::Batched { .. } => Ok(()),
+        }
+    }
+
     /// Revokes up to one batch of expired leases in one transaction; returns their ids in
     /// deadline order. Leases of a batch that failed to commit stay claimed (dead to callers)
     /// and go first at the next attempt.
@@ -1242,6 +1264,10 @@ impl Core {
             for &id in &batch {
                 b.revoke(id, RevokeCause::Expired)?;
             }
+            // A wake-up that only found renewed leases writes nothing; a full batch is followed
+            // by another, which pays the fsync for both.
+            b.skip_if_unchanged = true;
+            b.defer = batch.len() >= self.config.expiry_batch;
             Ok(())
         });
         match result {
@@ -1354,20 +1380,32 @@ fn commit_with<T>(
     f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
 ) -> Result<(T, Vec<Change>, Ticket, bool)> {
     let mut txn = db.begin_write()?;
-    let (out, counters, changes) = {
+    let (out, counters, changes, defer) = {
         let mut batch = Batch {
             tables: Tables::open(&txn)?,
             counters: w.counters,
             changes: Vec::new(),
+            skip_if_unchanged: false,
+            defer: false,
         };
         for (id, record) in &w.pending {
             batch.tables.insert_lease(*id, record)?;
         }
         let out = f(w, &mut batch)?;
+        if batch.skip_if_unchanged && batch.changes.is_empty() {
+            // Nothing to write: no commit, no fsync (queued grants stay queued).
+            drop(batch);
+            txn.abort()?;
+            return Ok((out, Vec::new(), Ticket::DONE, false));
+        }
         batch.tables.set_counters(batch.counters)?;
-        (out, batch.counters, batch.changes)
+        (out, batch.counters, batch.changes, batch.defer)
     };
-    let how = syncer.choose();
+    let how = if defer {
+        Commit::Deferred
+    } else {
+        syncer.choose()
+    };
     txn.set_durability(match how {
         Commit::Durable => redb::Durability::Immediate,
         Commit::Deferred => redb::Durability::None,
@@ -1377,6 +1415,8 @@ fn commit_with<T>(
     w.pending.clear();
     w.commits += 1;
     let (ticket, first_unflushed) = syncer.committed(w.commits, how);
+    // A forced deferral is covered by whoever forced it (`expire_all` syncs at the end).
+    let ticket = if defer { Ticket::DONE } else { ticket };
     Ok((out, changes, ticket, first_unflushed))
 }
 
@@ -1423,6 +1463,11 @@ pub(crate) struct Batch<'txn> {
     pub counters: Counters,
     /// What the transaction changed, in order; published after the commit.
     pub changes: Vec<Change>,
+    /// Set by a writer with nothing to do: abort instead of committing, if nothing changed.
+    pub skip_if_unchanged: bool,
+    /// Set by an expiry batch with more to come: commit without fsync even in immediate mode;
+    /// the batch that ends the backlog (or a flush) makes it durable.
+    pub defer: bool,
 }
 
 impl fmt::Debug for Lessor {

@@ -77,13 +77,7 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
         }
         core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
         // Revoke batch after batch until nothing is due (or a batch fails).
-        let mut result = loop {
-            match core.expire_batch(core.now()) {
-                Ok(batch) if batch.len() >= core.config.expiry_batch => continue,
-                Ok(_) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
+        let mut result = core.expire_all(|_| {});
         // Batched commits whose max_delay is up go to disk.
         if result.is_ok() && core.flush_due().is_some_and(|due| Instant::now() >= due) {
             result = core.sync();

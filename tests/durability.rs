@@ -245,3 +245,35 @@ fn sync_with_nothing_to_flush_does_no_io_and_fails_once_closed() {
     l.close().unwrap();
     assert!(matches!(l.sync(), Err(Error::Closed)));
 }
+
+#[test]
+fn an_expiry_backlog_is_revoked_in_batches_with_one_fsync_and_nothing_due_writes_nothing() {
+    let disk = PowerDisk::new(Duration::ZERO);
+    let clock = ManualClock::new();
+    let l = Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .expiry_batch_size(10)
+        .open_with_backend(disk.clone())
+        .unwrap();
+    for i in 0..55 {
+        let lease = l.grant(secs(1)).unwrap();
+        l.put_with_lease(format!("/k/{i:02}"), "v", lease.id)
+            .unwrap();
+    }
+    // Nothing due: no transaction, no fsync.
+    let before = disk.syncs();
+    assert!(l.revoke_expired().unwrap().is_empty());
+    assert_eq!(disk.syncs(), before);
+    // Six batches, but the backlog is made durable once, before revoke_expired returns.
+    clock.advance(secs(2));
+    assert_eq!(l.revoke_expired().unwrap().len(), 55);
+    assert!(
+        disk.syncs() - before <= 2,
+        "{} fsyncs",
+        disk.syncs() - before
+    );
+    let after = reopen(disk.after_power_loss());
+    assert!(after.leases().is_empty() && after.range("").unwrap().is_empty());
+    std::mem::forget(l);
+}
