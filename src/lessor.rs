@@ -1251,22 +1251,28 @@ impl Core {
     /// deadline order. Leases of a batch that failed to commit stay claimed (dead to callers)
     /// and go first at the next attempt.
     pub(crate) fn expire_batch(&self, now: u64) -> Result<Vec<LeaseId>> {
-        let mut batch = Vec::new();
-        let (mut w, result, ticket) = self.write(|w, b| {
+        // Claim what is due first, under the writer lock but outside any transaction, into the
+        // retry list: a wake-up that only finds renewed leases (requeued) writes nothing.
+        {
+            let mut w = self.writer.lock();
             let now = now.max(w.high_water);
             w.high_water = now;
-            batch = std::mem::take(&mut w.retry);
-            let room = self.config.expiry_batch.saturating_sub(batch.len());
+            let room = self.config.expiry_batch.saturating_sub(w.retry.len());
             let due = self.queue.lock().pop_due(now, room, |id, queued| {
                 self.table.check_due(id, queued, now)
             });
-            batch.extend(due.into_iter().map(|(id, _)| id));
+            w.retry.extend(due.into_iter().map(|(id, _)| id));
+            if w.retry.is_empty() {
+                return Ok(Vec::new());
+            }
+        }
+        let mut batch = Vec::new();
+        let (mut w, result, ticket) = self.write(|w, b| {
+            batch = std::mem::take(&mut w.retry);
             for &id in &batch {
                 b.revoke(id, RevokeCause::Expired)?;
             }
-            // A wake-up that only found renewed leases writes nothing; a full batch is followed
-            // by another, which pays the fsync for both.
-            b.skip_if_unchanged = true;
+            // A full batch is followed by another, which pays the fsync for both.
             b.defer = batch.len() >= self.config.expiry_batch;
             Ok(())
         });
@@ -1385,19 +1391,12 @@ fn commit_with<T>(
             tables: Tables::open(&txn)?,
             counters: w.counters,
             changes: Vec::new(),
-            skip_if_unchanged: false,
             defer: false,
         };
         for (id, record) in &w.pending {
             batch.tables.insert_lease(*id, record)?;
         }
         let out = f(w, &mut batch)?;
-        if batch.skip_if_unchanged && batch.changes.is_empty() {
-            // Nothing to write: no commit, no fsync (queued grants stay queued).
-            drop(batch);
-            txn.abort()?;
-            return Ok((out, Vec::new(), Ticket::DONE, false));
-        }
         batch.tables.set_counters(batch.counters)?;
         (out, batch.counters, batch.changes, batch.defer)
     };
@@ -1463,8 +1462,6 @@ pub(crate) struct Batch<'txn> {
     pub counters: Counters,
     /// What the transaction changed, in order; published after the commit.
     pub changes: Vec<Change>,
-    /// Set by a writer with nothing to do: abort instead of committing, if nothing changed.
-    pub skip_if_unchanged: bool,
     /// Set by an expiry batch with more to come: commit without fsync even in immediate mode;
     /// the batch that ends the backlog (or a flush) makes it durable.
     pub defer: bool,
