@@ -50,8 +50,8 @@ def renew_plot(criterion):
 
 def lateness_plot(dump_dir):
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for path in sorted(glob.glob(os.path.join(dump_dir, "expiry-*-0.csv"))):
-        mode = os.path.basename(path)[len("expiry-"):-len("-0.csv")]
+    for path in sorted(glob.glob(os.path.join(dump_dir, "expiry-*-1.csv"))):
+        mode = os.path.basename(path)[len("expiry-"):-len("-1.csv")]
         with open(path) as f:
             late = sorted(float(r["lateness_ms"]) for r in csv.DictReader(f))
         if not late:

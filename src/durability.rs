@@ -13,9 +13,10 @@
 //!   `None` wait (after releasing the writer lock) until the durable sequence number passes
 //!   theirs. A lone writer commits `Immediate` at once, as before. While one fsync runs, the
 //!   next writers queue up, so the queue (and the batch) grows with the load.
-//! - [`Durability::Batched`]: every commit is `None`; the ticker flushes (an `Immediate` commit)
-//!   when the oldest unflushed commit is `max_delay` old. Without a ticker, the first writer to
-//!   find it that old commits `Immediate` itself. Calls return at their commit.
+//! - [`Durability::Batched`]: every commit is `None`, except that of the first writer to find the
+//!   oldest unflushed commit `max_delay` old; when writes stop, the ticker flushes at
+//!   `max_delay`. Grants, which take no transaction, leave the flush to the ticker (or, without
+//!   one, flush themselves when it is due). Calls return at their commit.
 //!
 //! A writer whose transaction aborts, or that must flush, and finds no writer queued, makes an
 //! empty `Immediate` commit itself if anything is unflushed, so no waiter is left behind.
@@ -132,6 +133,11 @@ impl Syncer {
         self.mode
     }
 
+    /// Whether a ticker flushes batched commits on time.
+    pub(crate) fn has_ticker(&self) -> bool {
+        self.ticker
+    }
+
     /// Counts a writer in the queue for the writer lock while `lock` runs.
     pub(crate) fn queue_for<G>(&self, lock: impl FnOnce() -> G) -> G {
         use std::sync::atomic::Ordering;
@@ -150,8 +156,6 @@ impl Syncer {
         match self.mode {
             Durability::Immediate if self.nobody_queued() => Commit::Durable,
             Durability::Immediate => Commit::Deferred,
-            // The ticker flushes on time, so that no caller pays for everyone's fsync.
-            Durability::Batched { .. } if self.ticker => Commit::Deferred,
             Durability::Batched { max_delay } => {
                 let s = self.state.lock();
                 match s.unflushed_since {

@@ -1101,7 +1101,15 @@ impl Core {
         // Immediate: the last writer of the queue flushes for all (group commit). Batched: the
         // ticker flushes at max_delay (or, without one, whoever writes: here, for a grant-only
         // load). Either way the queue is kept short.
-        if self.syncer.choose() == Commit::Durable || w.pending.len() >= MAX_QUEUED_GRANTS {
+        let flush_now = match self.syncer.mode() {
+            Durability::Immediate => self.syncer.choose() == Commit::Durable,
+            // With a ticker, it flushes on time: no grant pays for everyone's fsync.
+            Durability::Batched { .. } => {
+                (!self.syncer.has_ticker() && self.syncer.choose() == Commit::Durable)
+                    || w.pending.len() >= MAX_QUEUED_GRANTS
+            }
+        };
+        if flush_now {
             let flushed = flush(db, &mut w, &self.syncer);
             self.poison_on_storage_error(&flushed);
             flushed?;
