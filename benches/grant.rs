@@ -56,6 +56,8 @@
 // reason.
 #![allow(clippy::expect_used)]
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -208,14 +210,8 @@ fn grant(c: &mut Criterion) {
     }
 }
 
-// `criterion_group!` would define an undocumented public function, which the crate's
-// `missing_docs` lint refuses; this is what the two macros expand to.
 fn main() {
-    let mut c = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8))
-        .configure_from_args();
+    let mut c = support::criterion();
     grant(&mut c);
     c.final_summary();
 }

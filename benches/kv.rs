@@ -64,11 +64,14 @@
 // reason.
 #![allow(clippy::expect_used)]
 
+mod support;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use lessor::{Durability, LeaseId, Lessor, Op};
+use support::{BySize, SplitMix64};
 
 /// TTL of every lease: far longer than the benchmark runs, so no lease expires.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -84,11 +87,6 @@ const WRITE_LEASES: usize = 1_000;
 
 /// Lease counts of the read benchmarks.
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
-
-/// In test mode (`--test`, or no `--bench` as under `cargo test --benches`) criterion runs each
-/// benchmark once, so the read fixtures hold at most this many leases; the sizes above it share
-/// one fixture.
-const TEST_MODE_MAX_LEASES: usize = 1_000;
 
 /// Keys put in one transaction while building a fixture.
 const PUTS_PER_TXN: usize = 1_000;
@@ -114,37 +112,6 @@ fn key(i: usize) -> Key {
 
 fn free_key(i: usize) -> Vec<u8> {
     format!("/bench/free/{i:07}").into_bytes()
-}
-
-/// splitmix64: a tiny deterministic PRNG, good enough to pick leases.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform index below `n` (Lemire's multiply-shift; the bias is negligible here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
-
-/// Whether criterion runs in test mode, by its own rule: `--test` given, or `--bench` missing.
-fn test_mode() -> bool {
-    let mut bench = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--test" => return true,
-            "--bench" => bench = true,
-            _ => {}
-        }
-    }
-    !bench
 }
 
 /// The durability of the write benchmarks.
@@ -391,35 +358,14 @@ impl Reads {
     }
 }
 
-/// The read fixtures, built on first use and kept for both read benchmarks.
-struct ReadFixtures(Vec<(usize, Reads)>);
-
-impl ReadFixtures {
-    fn get(&mut self, n: usize) -> &mut Reads {
-        let n = if test_mode() {
-            n.min(TEST_MODE_MAX_LEASES)
-        } else {
-            n
-        };
-        let i = match self.0.iter().position(|(size, _)| *size == n) {
-            Some(i) => i,
-            None => {
-                self.0.push((n, Reads::new(n)));
-                self.0.len() - 1
-            }
-        };
-        &mut self.0[i].1
-    }
-}
-
 fn reads(c: &mut Criterion) {
-    let mut fixtures = ReadFixtures(Vec::new());
+    let mut fixtures = BySize::new(); // the read fixtures, kept for both read benchmarks
 
     let mut group = c.benchmark_group("get");
     group.throughput(Throughput::Elements(1));
     for n in SIZES {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            let f = fixtures.get(n);
+            let f = fixtures.get(n, Reads::new);
             b.iter_custom(|iters| {
                 let mask = SEQ_LEN - 1;
                 let mut pos = f.next;
@@ -441,7 +387,7 @@ fn reads(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for n in SIZES {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            let f = fixtures.get(n);
+            let f = fixtures.get(n, Reads::new);
             b.iter_custom(|iters| {
                 let mask = SEQ_LEN - 1;
                 let mut pos = f.next;
@@ -463,14 +409,8 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
-// `criterion_group!` would define an undocumented public function, which the crate's
-// `missing_docs` lint refuses; this is what the two macros expand to.
 fn main() {
-    let mut c = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8))
-        .configure_from_args();
+    let mut c = support::criterion();
     writes(&mut c);
     reads(&mut c);
     c.final_summary();

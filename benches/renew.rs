@@ -38,6 +38,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,14 +47,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use lessor::{Durability, LeaseId, Lessor};
+use support::{BySize, SplitMix64, TEST_MODE_MAX_LEASES, test_mode};
 
 /// Lease counts benchmarked.
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
-
-/// In test mode (`--test`, or no `--bench` as under `cargo test --benches`) criterion runs each
-/// benchmark once, so test mode grants at most this many leases per lessor, and the sizes above
-/// it share one lessor.
-const TEST_MODE_MAX_LEASES: usize = 1_000;
 
 /// TTL of every lease: far longer than the benchmark runs, so no lease expires.
 const TTL: Duration = Duration::from_secs(24 * 3600);
@@ -70,24 +68,6 @@ const SEEDS: [u64; 3] = [
     0xfedc_ba98_7654_3210,
     0x5eed_5eed_5eed_5eed,
 ];
-
-/// splitmix64: a tiny deterministic PRNG, good enough to pick leases.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A uniform index below `n` (Lemire's multiply-shift; the bias is negligible here).
-    fn below(&mut self, n: usize) -> usize {
-        ((u128::from(self.next()) * n as u128) >> 64) as usize
-    }
-}
 
 /// A sequence of `SEQ_LEN` ids drawn uniformly from `ids`, and where the next run starts.
 ///
@@ -154,49 +134,14 @@ impl Fixture {
     }
 }
 
-/// Whether criterion runs in test mode, by its own rule: `--test` given, or `--bench` missing.
-fn test_mode() -> bool {
-    let mut bench = false;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--test" => return true,
-            "--bench" => bench = true,
-            _ => {}
-        }
-    }
-    !bench
-}
-
-/// The fixtures, built on first use (so that a filtered run builds only what it needs) and kept
-/// for both groups.
-struct Fixtures(Vec<(usize, Fixture)>);
-
-impl Fixtures {
-    fn get(&mut self, n: usize) -> &mut Fixture {
-        let n = if test_mode() {
-            n.min(TEST_MODE_MAX_LEASES)
-        } else {
-            n
-        };
-        let i = match self.0.iter().position(|(size, _)| *size == n) {
-            Some(i) => i,
-            None => {
-                self.0.push((n, Fixture::new(n)));
-                self.0.len() - 1
-            }
-        };
-        &mut self.0[i].1
-    }
-}
-
 fn renew(c: &mut Criterion) {
-    let mut fixtures = Fixtures(Vec::new());
+    let mut fixtures = BySize::new();
 
     let mut group = c.benchmark_group("renew/1_thread");
     group.throughput(Throughput::Elements(1));
     for n in SIZES {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            let f = fixtures.get(n);
+            let f = fixtures.get(n, Fixture::new);
             b.iter_custom(|iters| {
                 let started = Instant::now();
                 let ok = f.picks[0].renew(&f.lessor, iters);
@@ -212,7 +157,7 @@ fn renew(c: &mut Criterion) {
     group.throughput(Throughput::Elements(2));
     for n in SIZES {
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
-            let f = fixtures.get(n);
+            let f = fixtures.get(n, Fixture::new);
             let [_, a, b_picks] = &mut f.picks;
             let lessor = &f.lessor;
             b.iter_custom(|iters| {
@@ -293,14 +238,8 @@ fn memory_baseline(c: &mut Criterion) {
     group.finish();
 }
 
-// `criterion_group!` would define an undocumented public function, which the crate's
-// `missing_docs` lint refuses; this is what the two macros expand to.
 fn main() {
-    let mut c = Criterion::default()
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(8))
-        .configure_from_args();
+    let mut c = support::criterion();
     renew(&mut c);
     memory_baseline(&mut c);
     c.final_summary();

@@ -65,6 +65,9 @@ pub enum Durability {
     },
 }
 
+/// Most grants queued in batched mode before one flushes them at once, whatever `max_delay`.
+const MAX_QUEUED_GRANTS: usize = 10_000;
+
 /// What the syncer guards.
 struct State {
     /// Sequence number of the last commit known to be on disk.
@@ -133,9 +136,17 @@ impl Syncer {
         self.mode
     }
 
-    /// Whether a ticker flushes batched commits on time.
-    pub(crate) fn has_ticker(&self) -> bool {
-        self.ticker
+    /// Whether a grant that has just queued its record (the `queued`-th waiting) flushes the
+    /// queue itself. Immediate: if it is the last writer of the queue (group commit). Batched:
+    /// only when the queue is long, or `max_delay` is up and no ticker flushes on time; with a
+    /// ticker, no grant pays for everyone's fsync.
+    pub(crate) fn flush_queued_grants(&self, queued: usize) -> bool {
+        match self.mode {
+            Durability::Immediate => self.choose() == Commit::Durable,
+            Durability::Batched { .. } => {
+                queued >= MAX_QUEUED_GRANTS || (!self.ticker && self.choose() == Commit::Durable)
+            }
+        }
     }
 
     /// Counts a writer in the queue for the writer lock while `lock` runs.

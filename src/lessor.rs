@@ -144,9 +144,6 @@ pub(crate) struct Core {
     checkpointing: Checkpointing,
 }
 
-/// Most grants queued in batched mode before one is flushed at once, whatever `max_delay`.
-const MAX_QUEUED_GRANTS: usize = 10_000;
-
 /// `Core::state`: open for business.
 const OPEN: u8 = 0;
 /// `Core::state`: closed by `close` or by dropping the last handle.
@@ -748,9 +745,7 @@ impl Lessor {
         let mut w = core.writer.lock();
         // Queued grants are in memory but not yet in the file: write them first.
         if !w.pending.is_empty() {
-            let flushed = flush(db, &mut w, &core.syncer);
-            core.poison_on_storage_error(&flushed);
-            flushed?;
+            core.flush(db, &mut w)?;
         }
         let read = db.begin_read()?;
         let store::Report {
@@ -939,9 +934,14 @@ impl Core {
         let guard = self.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
         let mut w = self.writer.lock();
-        let result = flush(db, &mut w, &self.syncer);
-        self.poison_on_storage_error(&result);
-        result
+        self.flush(db, &mut w)
+    }
+
+    /// [`flush`] under the writer `w`, poisoning the lessor if storage fails.
+    fn flush(&self, db: &Database, w: &mut Writer) -> Result<()> {
+        let flushed = flush(db, w, &self.syncer);
+        self.poison_on_storage_error(&flushed);
+        flushed
     }
 
     /// A storage error poisons: redb refuses further work after an I/O error, and a failed
@@ -1075,12 +1075,8 @@ impl Core {
                 .ok_or(Error::LeaseIdsExhausted)?,
         };
         if self.table.contains(id) {
-            // A queued grant of an earlier writer may wait for a flush nobody else will make.
-            if self.syncer.must_flush_after_abort(w.commits) {
-                let flushed = flush(db, &mut w, &self.syncer);
-                self.poison_on_storage_error(&flushed);
-                flushed?;
-            }
+            // The transactional path commits (or, aborting, flushes) for the writers queued
+            // behind this one, as any writer does.
             return Ok(None);
         }
         let revision = w.counters.revision;
@@ -1098,21 +1094,8 @@ impl Core {
         let (mut ticket, first_unflushed) = self.syncer.committed(w.commits, Commit::Deferred);
         self.hub
             .publish(vec![Change::Granted { id, ttl, revision }]);
-        // Immediate: the last writer of the queue flushes for all (group commit). Batched: the
-        // ticker flushes at max_delay (or, without one, whoever writes: here, for a grant-only
-        // load). Either way the queue is kept short.
-        let flush_now = match self.syncer.mode() {
-            Durability::Immediate => self.syncer.choose() == Commit::Durable,
-            // With a ticker, it flushes on time: no grant pays for everyone's fsync.
-            Durability::Batched { .. } => {
-                (!self.syncer.has_ticker() && self.syncer.choose() == Commit::Durable)
-                    || w.pending.len() >= MAX_QUEUED_GRANTS
-            }
-        };
-        if flush_now {
-            let flushed = flush(db, &mut w, &self.syncer);
-            self.poison_on_storage_error(&flushed);
-            flushed?;
+        if self.syncer.flush_queued_grants(w.pending.len()) {
+            self.flush(db, &mut w)?;
             ticket = Ticket::DONE;
         }
         drop(w);

@@ -18,6 +18,10 @@ fn open(disk: impl redb::StorageBackend, durability: Durability, ticker: bool) -
         .unwrap()
 }
 
+fn batched(max_delay: Duration) -> Durability {
+    Durability::Batched { max_delay }
+}
+
 fn reopen(disk: MemDisk) -> Lessor {
     open(disk, Durability::Immediate, false)
 }
@@ -139,13 +143,7 @@ fn surviving_prefix(l: &Lessor, lease: LeaseId) -> usize {
 #[test]
 fn batched_calls_return_before_the_fsync_and_sync_makes_them_durable() {
     let disk = PowerDisk::new(Duration::ZERO);
-    let l = open(
-        disk.clone(),
-        Durability::Batched {
-            max_delay: Duration::from_secs(3600),
-        },
-        false,
-    );
+    let l = open(disk.clone(), batched(Duration::from_secs(3600)), false);
     let before = disk.syncs();
     let lease = l.grant(secs(60)).unwrap();
     for i in 0..10 {
@@ -182,13 +180,7 @@ fn batched_calls_return_before_the_fsync_and_sync_makes_them_durable() {
 #[test]
 fn batched_writes_are_flushed_by_the_ticker_within_max_delay_once_writes_stop() {
     let disk = PowerDisk::new(Duration::ZERO);
-    let l = open(
-        disk.clone(),
-        Durability::Batched {
-            max_delay: Duration::from_millis(20),
-        },
-        true,
-    );
+    let l = open(disk.clone(), batched(Duration::from_millis(20)), true);
     let before = disk.syncs();
     let lease = l.grant(secs(60)).unwrap();
     assert!(wait_until(secs(10), || disk.syncs() > before));
@@ -199,13 +191,8 @@ fn batched_writes_are_flushed_by_the_ticker_within_max_delay_once_writes_stop() 
 #[test]
 fn batched_writes_going_on_are_flushed_by_the_writers_every_max_delay() {
     let disk = PowerDisk::new(Duration::ZERO);
-    let l = open(
-        disk.clone(),
-        Durability::Batched {
-            max_delay: Duration::from_millis(5),
-        },
-        false, // no ticker: only writers flush
-    );
+    // No ticker: only writers flush.
+    let l = open(disk.clone(), batched(Duration::from_millis(5)), false);
     let before = disk.syncs();
     let started = std::time::Instant::now();
     let mut n = 0;
@@ -222,13 +209,7 @@ fn batched_writes_going_on_are_flushed_by_the_writers_every_max_delay() {
 #[test]
 fn closing_flushes_batched_writes() {
     let disk = PowerDisk::new(Duration::ZERO);
-    let l = open(
-        disk.clone(),
-        Durability::Batched {
-            max_delay: Duration::from_secs(3600),
-        },
-        false,
-    );
+    let l = open(disk.clone(), batched(Duration::from_secs(3600)), false);
     let lease = l.grant(secs(60)).unwrap();
     l.close().unwrap();
     assert_eq!(reopen(disk.after_power_loss()).leases(), vec![lease.id]);
