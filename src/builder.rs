@@ -10,6 +10,7 @@ use crate::durability::Durability;
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
 use crate::recovery;
+use crate::reload::{Shared, Source};
 use crate::restart::RestartPolicy;
 
 /// etcd's largest TTL (`MaxLeaseTTL`), and ours: 9,000,000,000 s, about 285 years.
@@ -253,7 +254,7 @@ impl Builder {
         self.validate()?;
         let path = path.as_ref();
         let db = recovery::open_file(path, &self.config)?;
-        Lessor::open_with(self.config, db, Some(path))
+        Lessor::open_with(self.config, db, Source::File(path.to_path_buf()))
     }
 
     /// Opens a lessor whose database lives only in memory: nothing survives the process, and
@@ -267,14 +268,18 @@ impl Builder {
 
     /// Opens a lessor on any redb [`StorageBackend`](redb::StorageBackend): a file of your own
     /// opening, an encrypted or remote store, or a test backend that injects faults. The backend
-    /// provides (or not) the file locking that makes [`Error::AlreadyOpen`] possible.
+    /// provides (or not) the file locking that makes [`Error::AlreadyOpen`] possible. After a
+    /// storage failure the lessor opens a new database on the same backend
+    /// ([`Lessor::recover`]); the backend's [`close`](redb::StorageBackend::close) is called
+    /// once, when the lessor closes.
     ///
     /// # Errors
     /// As [`Builder::open`], but for [`Error::Io`].
     pub fn open_with_backend(self, backend: impl redb::StorageBackend) -> Result<Lessor> {
         self.validate()?;
-        let db = recovery::open_backend(backend, &self.config)?;
-        Lessor::open_with(self.config, db, None)
+        let shared = Arc::new(backend);
+        let db = recovery::open_backend(Shared(Arc::clone(&shared)), &self.config)?;
+        Lessor::open_with(self.config, db, Source::Backend(Arc::new(Shared(shared))))
     }
 
     fn validate(&self) -> Result<()> {

@@ -76,6 +76,9 @@ struct State {
     unflushed_since: Option<Instant>,
     /// A flush failed (the lessor is poisoned), or the lessor closed: waiters stop waiting.
     ended: Option<Ended>,
+    /// Commits a failed flush left not known to be durable, as `(first, last)` sequence
+    /// numbers: their waiters fail even after [`Syncer::reopen`]. One range per failure.
+    lost: Vec<(u64, u64)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -127,6 +130,7 @@ impl Syncer {
                 durable: 0,
                 unflushed_since: None,
                 ended: None,
+                lost: Vec::new(),
             }),
             advanced: Condvar::new(),
         }
@@ -240,6 +244,12 @@ impl Syncer {
         };
         let mut s = self.state.lock();
         loop {
+            if s.lost
+                .iter()
+                .any(|&(first, last)| (first..=last).contains(&seq))
+            {
+                return Err(Error::Poisoned);
+            }
             if s.durable >= seq {
                 return Ok(());
             }
@@ -253,9 +263,29 @@ impl Syncer {
         }
     }
 
-    /// A flush failed: wake every waiter with an error.
-    pub(crate) fn fail(&self) {
+    /// A flush failed after commit `last` (the last one made): wake every waiter with an error.
+    /// Commits after the last durable one up to `last` are lost for good: their waiters fail
+    /// even if they only look after a [`reopen`](Self::reopen).
+    pub(crate) fn fail(&self, last: u64) {
+        let mut s = self.state.lock();
+        if s.durable < last {
+            let first = s.durable + 1;
+            s.lost.push((first, last));
+        }
+        drop(s);
         self.end(Ended::Failed);
+    }
+
+    /// The database was reopened after a failure, with `last` the last commit made before it:
+    /// later commits are counted afresh from there, nothing waits for a flush, and waiters of
+    /// lost commits still fail.
+    pub(crate) fn reopen(&self, last: u64) {
+        let mut s = self.state.lock();
+        if s.ended == Some(Ended::Failed) {
+            s.ended = None;
+        }
+        s.durable = s.durable.max(last);
+        s.unflushed_since = None;
     }
 
     /// The lessor closed (after its last flush): wake every waiter.
@@ -307,8 +337,23 @@ mod tests {
     fn a_failed_flush_fails_the_waiters() {
         let s = Syncer::new(Durability::Immediate, true);
         let (ticket, _) = s.committed(1, Commit::Deferred);
-        s.fail();
+        s.fail(1);
         assert!(matches!(s.wait(ticket), Err(Error::Poisoned)));
+    }
+
+    #[test]
+    fn waiters_of_lost_commits_fail_even_after_a_reopen() {
+        let s = Syncer::new(Durability::Immediate, true);
+        let (_, _) = s.committed(1, Commit::Durable);
+        let (lost, _) = s.committed(2, Commit::Deferred);
+        s.fail(2);
+        s.reopen(2);
+        assert!(matches!(s.wait(lost), Err(Error::Poisoned)));
+        assert!(!s.unflushed());
+        // Commits after the reopen wait for their own flush again.
+        let (next, _) = s.committed(3, Commit::Deferred);
+        let (_, _) = s.committed(4, Commit::Durable);
+        assert!(s.wait(next).is_ok());
     }
 
     #[test]

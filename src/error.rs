@@ -142,8 +142,10 @@ pub enum Error {
 
     /// An earlier write failed in storage ([`Error::Storage`]). Whether that write reached the
     /// disk is unknown and redb refuses further work, so every call fails with this until the
-    /// lessor is closed and the database reopened; the file then says what was committed.
-    #[error("a write failed in storage; close and reopen the database")]
+    /// database has been reopened and memory reloaded from it: the ticker does that by itself,
+    /// retrying while the fault lasts, and [`Lessor::recover`](crate::Lessor::recover) does it at
+    /// once. The file then says what was committed. Retrying the call later is safe.
+    #[error("a write failed in storage; the database is being reloaded (retry, or call recover)")]
     Poisoned,
 }
 

@@ -188,6 +188,24 @@ impl Hub {
     /// Ends every subscription and watch: their channels close once drained.
     /// A subscriber that missed events is told so with a last `Lagged`, if it has room.
     pub(crate) fn close(&self) {
+        self.end(false);
+    }
+
+    /// As [`close`](Self::close), because a write failed in storage: watches end with
+    /// [`WatchEnd::StorageFailed`](crate::WatchEnd::StorageFailed).
+    pub(crate) fn fail(&self) {
+        self.end(true);
+    }
+
+    /// Takes subscriptions and watches again after a failure, at `revision` (see
+    /// [`Watchers::reopen`]).
+    pub(crate) fn reopen(&self, revision: u64) {
+        let mut s = self.state.lock();
+        s.closed = false;
+        s.watchers.reopen(revision);
+    }
+
+    fn end(&self, failed: bool) {
         let mut s = self.state.lock();
         s.closed = true;
         for sub in s.subscribers.drain(..) {
@@ -195,7 +213,7 @@ impl Hub {
                 let _ = sub.tx.try_send(LeaseEvent::Lagged(sub.missed));
             }
         }
-        s.watchers.close();
+        s.watchers.close(failed);
     }
 }
 

@@ -98,11 +98,15 @@ pub enum EndReason {
     /// [`KeepAlive::cancel`] was called, or the handle dropped. The lease was not revoked (unless
     /// the keep-alive was started with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop)).
     Cancelled,
-    /// The lessor was closed (or a write failed in storage and poisoned it).
+    /// The lessor was closed.
     Closed,
     /// The keep-alive's [`run_for`](KeepAliveOptions::run_for) or `until` time came. The lease
     /// was renewed a last time as of that time and lives one TTL more.
     Finished,
+    /// A write failed in storage, and the file the lessor reloaded from has no such lease: its
+    /// grant never reached the disk (with [`Durability::Batched`](crate::Durability::Batched),
+    /// or a grant whose caller was told it failed).
+    Lost,
 }
 
 impl EndReason {
@@ -113,6 +117,7 @@ impl EndReason {
             EndReason::Cancelled => 3,
             EndReason::Closed => 4,
             EndReason::Finished => 5,
+            EndReason::Lost => 6,
         }
     }
 
@@ -123,6 +128,7 @@ impl EndReason {
             3 => Some(EndReason::Cancelled),
             4 => Some(EndReason::Closed),
             5 => Some(EndReason::Finished),
+            6 => Some(EndReason::Lost),
             _ => None,
         }
     }
@@ -136,6 +142,7 @@ impl fmt::Display for EndReason {
             EndReason::Cancelled => "the keep-alive was cancelled",
             EndReason::Closed => "the lessor was closed",
             EndReason::Finished => "the keep-alive's time was up",
+            EndReason::Lost => "the lease's grant was lost in a storage failure",
         })
     }
 }
@@ -746,10 +753,8 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
     let mut due = Vec::new();
     let mut outcomes = Vec::new();
     loop {
-        if core.is_poisoned() {
-            // Renewals would be refused to callers; the keep-alives end as if closed.
-            ka.end_all(EndReason::Closed);
-        }
+        // A storage failure (poisoned) does not stop renewals: they touch memory only, and the
+        // reload keeps the deadlines of the leases the file has (see `reload.rs`).
         // Below u64::MAX, so that every next renewal (at least 1 ms on) is later than `now`.
         let now = core.now().min(u64::MAX - 1);
         let sleep_until = loop {

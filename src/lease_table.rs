@@ -514,6 +514,26 @@ impl LeaseTable {
         .unwrap_or(false)
     }
 
+    /// After a [`claim`](Self::claim) whose revocation failed in storage, puts back the deadline
+    /// word the lease had, as it was: the lessor reloads from the file, where the lease still
+    /// is, so the revocation did not happen. Returns `false` if the lease was claimed before it
+    /// was settled (the caller must see to it).
+    pub(crate) fn unclaim(&self, id: LeaseId, claimed: u64) -> bool {
+        if claimed == PENDING || claimed == DEAD {
+            return false;
+        }
+        self.with_entry(id, |e| {
+            match e
+                .deadline
+                .compare_exchange(DEAD, claimed, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Err(MOVED) => Step::Moved,
+                _ => Step::Done(true),
+            }
+        })
+        .unwrap_or(false)
+    }
+
     /// Decides the fate of an expiry-queue entry `(queued, id)` popped at `now`; claims the lease
     /// if it has expired.
     pub(crate) fn check_due(&self, id: LeaseId, queued: u64, now: u64) -> Due {
@@ -568,6 +588,40 @@ impl LeaseTable {
                 Step::Done(Some(_))
             )
         })
+    }
+
+    /// Every lease in the table as `(id, ttl, deadline word)`, ascending by id; for reloading
+    /// after a storage failure, not for hot paths.
+    pub(crate) fn entries(&self) -> Vec<(LeaseId, u64, u64)> {
+        let mut out = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            let _counts: MutexGuard<'_, Counts> = shard.lock.lock(); // no rebuild, no MOVED
+            let slots = shard.slots.load();
+            for e in slots.entries.iter() {
+                let id = e.id.load(Ordering::Acquire);
+                if let (false, Some(id)) = (id == TOMB, LeaseId::new(id)) {
+                    let word = e.deadline.load(Ordering::Acquire);
+                    out.push((id, e.ttl.load(Ordering::Relaxed), word));
+                }
+            }
+        }
+        out.sort_unstable_by_key(|&(id, _, _)| id);
+        out
+    }
+
+    /// Whether `word` (from [`entries`](Self::entries)) is a claimed lease's.
+    pub(crate) fn is_claimed(word: u64) -> bool {
+        word == DEAD
+    }
+
+    /// Marks lease `id`'s checkpoint as unwritten, so that the next checkpoint pass writes its
+    /// deadline again (after a reload, the file may hold an older one).
+    pub(crate) fn forget_checkpoint(&self, id: LeaseId) {
+        let (shard, hash) = self.locate(id);
+        let _counts = shard.lock.lock(); // `checkpointed` is written under the shard mutex
+        if let Some(e) = shard.slots.load().find(id.get(), hash) {
+            e.checkpointed.store(DEAD, Ordering::Relaxed);
+        }
     }
 
     /// Ids of every lease in the table (alive, expired or claimed), ascending.

@@ -20,8 +20,9 @@
 //!
 //! Every mutation is one redb transaction, committed durably before the call returns; the
 //! in-memory state changes only after the commit succeeds (a revocation claims its lease first;
-//! if its transaction aborts, the lease stays dead and expiry takes it). A storage error poisons
-//! the lessor.
+//! if its transaction aborts, the lease stays dead and expiry takes it, unless storage failed).
+//! A storage error poisons the lessor until [`Core::reload`] has reopened the database and
+//! brought memory back in line with the file (`reload.rs`); the ticker does that by itself.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -44,6 +45,7 @@ use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lease_table::{LeaseTable, Sweep, deadline_after};
 use crate::record::LeaseRecord;
 use crate::recovery;
+use crate::reload::{self, Source};
 use crate::restart::Checkpointing;
 use crate::store::{self, Counters, Tables};
 use crate::ticker::Ticker;
@@ -61,7 +63,9 @@ use crate::watch::Watch;
 ///
 /// The database closes when [`close`](Lessor::close) is called or the last clone is dropped.
 /// Besides the errors each method lists, every call returns [`Error::Closed`] once closed and
-/// [`Error::Poisoned`] after a write has failed in storage (until the database is reopened).
+/// [`Error::Poisoned`] after a write has failed in storage, until the lessor has reopened the
+/// database and reloaded from it (the ticker does, retrying while the fault lasts; so does
+/// [`recover`](Lessor::recover)).
 ///
 /// ```
 /// use std::time::Duration;
@@ -114,6 +118,8 @@ pub(crate) struct Core {
     pub(crate) config: Config,
     /// `Some` for a file-backed database; for messages and `Debug`.
     path: Option<PathBuf>,
+    /// Where the database is opened again from after a storage failure (`reload.rs`).
+    source: Source,
     /// [`OPEN`], [`CLOSED`] (by `close`) or [`POISONED`] (by a failed commit); every public call
     /// checks it first.
     state: AtomicU8,
@@ -135,9 +141,12 @@ pub(crate) struct Core {
     ticker_wake: Option<Sender<()>>,
     /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
     pub(crate) ticker_sleeps_until: Padded<AtomicU64>,
-    /// Failed expiry batches since open, and the last failure's message.
+    /// Failed expiry batches (and reload attempts) since open, and the last failure's message.
     pub(crate) ticker_failures: Padded<AtomicU64>,
     pub(crate) ticker_last_error: Mutex<Option<String>>,
+    /// Storage failures since open, and successful reloads after them.
+    failures: AtomicU64,
+    reloads: AtomicU64,
     /// Keep-alives and their thread (`keepalive.rs`); its mutex comes after `writer`.
     pub(crate) keepalives: Padded<KeepAlives>,
     /// Where this session is on the database's uptime, and what its checkpoints wrote.
@@ -149,7 +158,7 @@ const OPEN: u8 = 0;
 /// `Core::state`: closed by `close` or by dropping the last handle.
 const CLOSED: u8 = 1;
 /// `Core::state`: a write failed in storage; redb needs a reopen, and memory may no longer match
-/// the file, so every call refuses until the database is reopened.
+/// the file, so every call refuses until [`Core::reload`] has reopened it.
 const POISONED: u8 = 2;
 
 /// Guarded by `Core::writer`.
@@ -177,9 +186,14 @@ pub struct Health {
     pub ticker_failures: u64,
     /// The last such failure.
     pub last_ticker_error: Option<String>,
-    /// Whether a write failed in storage: every call then returns [`Error::Poisoned`] until the
-    /// database is closed and reopened.
+    /// Whether a write failed in storage and the database has not been reloaded since: every
+    /// call returns [`Error::Poisoned`] meanwhile. The ticker reloads it (retrying with
+    /// backoff while the fault lasts); [`Lessor::recover`] does it at once.
     pub poisoned: bool,
+    /// Writes that failed in storage since open (each poisoned the lessor).
+    pub storage_failures: u64,
+    /// Reloads from the file after such failures since open.
+    pub reloads: u64,
     /// Checkpoint transactions committed since open; always 0 under
     /// [`RestartPolicy::Reset`](crate::RestartPolicy::Reset).
     pub checkpoints: u64,
@@ -212,7 +226,7 @@ impl Lessor {
         Builder::new()
     }
 
-    pub(crate) fn open_with(config: Config, db: Database, path: Option<&Path>) -> Result<Lessor> {
+    pub(crate) fn open_with(config: Config, db: Database, source: Source) -> Result<Lessor> {
         let clock = &*config.clock;
         let (now, wall) = (now_nanos(clock), wall_nanos(clock));
         let recovered = recovery::recover(&db, config.restart_policy, now, wall)?;
@@ -226,7 +240,11 @@ impl Lessor {
         let core = Arc::new(Core {
             hub,
             syncer: Padded(Syncer::new(config.durability, config.ticker)),
-            path: path.map(Path::to_path_buf),
+            path: match &source {
+                Source::File(path) => Some(path.clone()),
+                Source::Backend(_) => None,
+            },
+            source,
             state: AtomicU8::new(OPEN),
             table: recovered.table,
             store: Padded(RwLock::new(Some(db))),
@@ -242,6 +260,8 @@ impl Lessor {
             ticker_sleeps_until: Padded(AtomicU64::new(u64::MAX)),
             ticker_failures: Padded(AtomicU64::new(0)),
             ticker_last_error: Mutex::new(None),
+            failures: AtomicU64::new(0),
+            reloads: AtomicU64::new(0),
             keepalives: Padded(KeepAlives::new()),
             checkpointing: recovered.checkpointing,
             config,
@@ -778,7 +798,28 @@ impl Lessor {
         self.core()?.sync()
     }
 
-    /// The ticker's health: whether it runs, and how many expiry batches failed.
+    /// After a storage failure (while [`Health::poisoned`]), reopens the database and brings
+    /// memory back in line with the file at once, rather than waiting for the ticker's next
+    /// attempt. The file is the truth: changes whose callers were told they failed are not
+    /// there, and neither are [`Durability::Batched`] changes that had not reached the disk.
+    /// Leases that were renewed in memory keep their deadlines. Watches and subscriptions
+    /// ended at the failure; new ones can be made once this returns. Does nothing if the
+    /// lessor is not poisoned.
+    ///
+    /// # Errors
+    /// The error reopening the database gave (the fault has not cleared; the lessor stays
+    /// poisoned): [`Error::Storage`], [`Error::Io`], [`Error::Corrupted`] and others as for
+    /// [`Builder::open`]; [`Error::Closed`].
+    pub fn recover(&self) -> Result<()> {
+        let core = &*self.handle.core;
+        match core.state.load(Ordering::Acquire) {
+            CLOSED => Err(Error::Closed),
+            _ => core.reload().map(|_| ()),
+        }
+    }
+
+    /// The ticker's health: whether it runs, how many expiry batches failed, and whether a
+    /// storage failure has the lessor waiting to reload its file.
     pub fn health(&self) -> Health {
         let core = &self.handle.core;
         Health {
@@ -791,6 +832,8 @@ impl Lessor {
             ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
             last_ticker_error: core.ticker_last_error.lock().clone(),
             poisoned: core.state.load(Ordering::Acquire) == POISONED,
+            storage_failures: core.failures.load(Ordering::Relaxed),
+            reloads: core.reloads.load(Ordering::Relaxed),
             checkpoints: core.checkpointing.batches(),
             checkpointed_leases: core.checkpointing.leases(),
         }
@@ -850,6 +893,7 @@ impl Handle {
         *core.queue.lock() = ExpiryQueue::new();
         core.hub.close();
         drop(db);
+        core.source.close();
         reaped
     }
 }
@@ -916,7 +960,7 @@ impl Core {
             },
             None => Err(Error::Closed),
         };
-        self.poison_on_storage_error(&result);
+        self.poison_on_storage_error(&result, w.commits);
         (w, result, ticket)
     }
 
@@ -940,22 +984,88 @@ impl Core {
     /// [`flush`] under the writer `w`, poisoning the lessor if storage fails.
     fn flush(&self, db: &Database, w: &mut Writer) -> Result<()> {
         let flushed = flush(db, w, &self.syncer);
-        self.poison_on_storage_error(&flushed);
+        self.poison_on_storage_error(&flushed, w.commits);
         flushed
     }
 
     /// A storage error poisons: redb refuses further work after an I/O error, and a failed
     /// commit may or may not have reached the disk, so memory is not trusted until the file is
-    /// reopened. Subscriptions and watches end (after what was committed) and waiters for
-    /// fsyncs are woken with an error. Call with the writer held.
-    fn poison_on_storage_error<T>(&self, result: &Result<T>) {
+    /// reopened ([`Core::reload`]). Subscriptions and watches end (after what was committed)
+    /// and waiters for fsyncs of commits up to `last_commit` are woken with an error. Call with
+    /// the writer held.
+    fn poison_on_storage_error<T>(&self, result: &Result<T>, last_commit: u64) {
         if let Err(Error::Storage(_)) = result {
-            self.syncer.fail();
-            let _ =
-                self.state
-                    .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire);
-            self.hub.close();
+            self.syncer.fail(last_commit);
+            let poisoned = self
+                .state
+                .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if poisoned {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.hub.fail();
+                self.wake_ticker(0); // it reloads
+            }
         }
+    }
+
+    /// Reopens the database after a storage failure and reconciles memory with the file (see
+    /// `reload.rs`). `Ok(false)` if there was nothing to do (not poisoned).
+    ///
+    /// Takes the store's write lock, so no call is in flight while memory changes, then the
+    /// writer and the queue, as every writer does.
+    pub(crate) fn reload(&self) -> Result<bool> {
+        let mut store = self.store.write();
+        if self.state.load(Ordering::Acquire) != POISONED {
+            return Ok(false);
+        }
+        // redb lets go of the file (or backend) only when its `Database` drops.
+        drop(store.take());
+        let db = self.source.open(&self.config)?;
+        let clock = &*self.config.clock;
+        let (now, wall) = (now_nanos(clock), wall_nanos(clock));
+        let file = recovery::recover(&db, self.config.restart_policy, now, wall)?;
+        let mut w = self.writer.lock();
+        let plan = reload::plan(&self.table.entries(), &file.table.entries());
+        for &id in &plan.lost {
+            self.table.claim(id);
+            self.table.remove(id);
+        }
+        {
+            let mut queue = self.queue.lock();
+            for &(id, ttl, word) in &plan.added {
+                // Rewritten by the next checkpoint pass: the file's may be older.
+                self.table.insert_checkpointed(id, ttl, word, 0);
+                if let Some(deadline) = self.table.deadline_of(id) {
+                    queue.push(deadline, id);
+                }
+            }
+        }
+        if self.config.restart_policy.checkpoints() {
+            for &id in &plan.kept {
+                self.table.forget_checkpoint(id);
+            }
+        }
+        w.retry = plan.retry;
+        w.pending.clear(); // grants queued in memory only: lost (in `plan.lost`)
+        w.counters.revision = w.counters.revision.max(file.counters.revision);
+        w.counters.max_lease_id = w.counters.max_lease_id.max(file.counters.max_lease_id);
+        self.syncer.reopen(w.commits);
+        self.hub.reopen(w.counters.revision);
+        if !plan.lost.is_empty() {
+            self.keepalives.leases_ended(&plan.lost, EndReason::Lost);
+        }
+        *store = Some(db);
+        let reopened = self
+            .state
+            .compare_exchange(POISONED, OPEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        drop(w);
+        drop(store);
+        if reopened {
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+            self.wake_ticker(0); // leases to retry, or deadlines that passed meanwhile
+        }
+        Ok(reopened)
     }
 
     /// When the ticker must flush batched commits, if any wait.
@@ -1203,12 +1313,17 @@ impl Core {
             b.revoke(id, RevokeCause::Revoked)
         });
         if let Err(e) = result {
-            // Dead from the claim on, whatever happened: expiry revokes it later.
-            if let Some(prior) = claimed
-                && !self.table.restore(id, prior)
-                && !w.retry.contains(&id)
-            {
-                w.retry.push(id);
+            // A storage failure poisons, and the reload finds the lease in the file: it lives
+            // on as before. Any other failure leaves it dead from the claim on (renewals were
+            // refused meanwhile): expiry revokes it later.
+            if let Some(prior) = claimed {
+                let back = match e {
+                    Error::Storage(_) => self.table.unclaim(id, prior),
+                    _ => self.table.restore(id, prior),
+                };
+                if !back && !w.retry.contains(&id) {
+                    w.retry.push(id);
+                }
             }
             return Err(e);
         }
@@ -1293,7 +1408,7 @@ impl Core {
         self.queue.lock().next_deadline()
     }
 
-    /// Whether storage failed; the ticker then waits for `close`.
+    /// Whether storage failed and the database is not yet reloaded.
     pub(crate) fn is_poisoned(&self) -> bool {
         self.state.load(Ordering::Acquire) == POISONED
     }

@@ -84,6 +84,7 @@ mod lease_table;
 mod lessor;
 mod record;
 mod recovery;
+mod reload;
 mod restart;
 mod store;
 mod ticker;

@@ -13,8 +13,11 @@
 //! next deadline (or checkpoint).
 //!
 //! A batch (of expiry or of checkpoints) that fails to commit is retried after a backoff (10 ms
-//! doubling to 1 s); the failure is counted in [`Lessor::health`](crate::Lessor::health). The
-//! thread never exits on an error, only when its stop channel closes; `close` then joins it.
+//! doubling to 1 s); the failure is counted in [`Lessor::health`](crate::Lessor::health). A
+//! storage failure poisons the lessor: the ticker then reopens the database and reloads from it
+//! (`reload.rs`) before anything else, retried with the same backoff while the fault lasts, so
+//! expiry resumes by itself once the fault clears. The thread never exits on an error, only
+//! when its stop channel closes; `close` then joins it.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -70,14 +73,18 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
         u64::MAX
     };
     loop {
-        if core.is_poisoned() {
-            // Storage failed: nothing can be revoked until the database is reopened.
-            let _ = stop.recv();
-            return;
-        }
         core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
+        // Storage failed: reopen the database and reload from it first (`reload.rs`); while the
+        // fault lasts, this fails and is retried with backoff like any failed batch.
+        let mut result = if core.is_poisoned() {
+            core.reload().map(|_| ())
+        } else {
+            Ok(())
+        };
         // Revoke batch after batch until nothing is due (or a batch fails).
-        let mut result = core.expire_all(|_| {});
+        if result.is_ok() {
+            result = core.expire_all(|_| {});
+        }
         // Batched commits whose max_delay is up go to disk.
         if result.is_ok() && core.flush_due().is_some_and(|due| Instant::now() >= due) {
             result = core.sync();

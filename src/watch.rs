@@ -104,11 +104,17 @@ pub enum WatchEnd {
     /// Read the keys again ([`Lessor::range_with_revision`](crate::Lessor::range_with_revision))
     /// and watch from the revision after that read.
     Compacted,
+    /// A write failed in storage. Events of commits that had not reached the disk may have been
+    /// sent and then lost with the failure; once the lessor has reloaded from its file
+    /// ([`Lessor::health`](crate::Lessor::health), [`Lessor::recover`](crate::Lessor::recover)),
+    /// read the keys again and watch from there, as after `Compacted`.
+    StorageFailed,
 }
 
 const RUNNING: u8 = 0;
 const ENDED_CLOSED: u8 = 1;
 const ENDED_COMPACTED: u8 = 2;
+const ENDED_FAILED: u8 = 3;
 
 /// A stream of changes to the keys under a prefix, from
 /// [`Lessor::watch`](crate::Lessor::watch) or [`Lessor::watch_from`](crate::Lessor::watch_from).
@@ -197,6 +203,7 @@ impl Watch {
         match self.ended.load(Ordering::Acquire) {
             ENDED_CLOSED => Some(WatchEnd::Closed),
             ENDED_COMPACTED => Some(WatchEnd::Compacted),
+            ENDED_FAILED => Some(WatchEnd::StorageFailed),
             _ => None,
         }
     }
@@ -457,14 +464,30 @@ impl Watchers {
         true
     }
 
-    /// Ends every watch: channels close once drained.
-    pub(crate) fn close(&mut self) {
+    /// Ends every watch: channels close once drained. `failed`: because storage failed.
+    pub(crate) fn close(&mut self, failed: bool) {
         self.closed = true;
+        let why = if failed { ENDED_FAILED } else { ENDED_CLOSED };
         for slot in &self.slots {
-            slot.ended.store(ENDED_CLOSED, Ordering::Release);
+            slot.ended.store(why, Ordering::Release);
         }
         // A lagging watch keeps its slot until it has caught up with what was committed.
         self.slots.retain(|s| s.lagging);
+    }
+
+    /// After a failure closed the watches, starts afresh at `revision` (what the reloaded file
+    /// says): the history, which may hold events of commits that were lost, is dropped, and so
+    /// are watches still catching up on it. Watch ids and event sequence numbers go on from
+    /// where they were, so a stale `Watch` can never touch a new one's slot.
+    pub(crate) fn reopen(&mut self, revision: u64) {
+        let end = self.end_seq();
+        self.slots.clear();
+        self.history.clear();
+        self.bytes = 0;
+        self.first_seq = end;
+        self.compacted = revision;
+        self.last = revision;
+        self.closed = false;
     }
 }
 

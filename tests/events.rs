@@ -463,6 +463,18 @@ fn a_storage_failure_ends_subscriptions_and_watches() {
     disk.fail_syncs(true);
     assert!(l.put("/b", "2").is_err());
     assert_eq!(drain(&w), ["put /a=1@1"]);
-    assert_eq!(w.ended(), Some(WatchEnd::Closed));
+    assert_eq!(w.ended(), Some(WatchEnd::StorageFailed));
     assert!(events.recv_timeout(secs(10)).is_err());
+    // Once the fault clears and the lessor reloads, new watches see new changes.
+    disk.fail_syncs(false);
+    l.recover().unwrap();
+    // This disk kept the writes of the failed fsync: the put whose caller was told it failed
+    // made it to the file after all (a failed fsync leaves the outcome unknown).
+    assert_eq!(
+        l.get("/b").unwrap().map(|kv| kv.mod_revision.get()),
+        Some(2)
+    );
+    let w = l.watch("").unwrap();
+    l.put("/c", "3").unwrap();
+    assert_eq!(drain(&w), ["put /c=3@3"]);
 }

@@ -57,6 +57,8 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+pub mod faults;
+
 /// A disk in memory that outlives the lessors opened on it, so tests can close and reopen a
 /// database without paying an fsync per commit. Clones share the same bytes, and the switch
 /// that makes `sync_data` fail.
