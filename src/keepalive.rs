@@ -62,7 +62,6 @@ use parking_lot::Mutex;
 
 use crate::error::{Error, Result};
 use crate::lease::LeaseId;
-use crate::lease_table::LeaseTable;
 use crate::lessor::Core;
 
 /// The shortest interval between renewals; shorter ones, zero included, are raised to it.
@@ -355,6 +354,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
         core.keepalives.remove(ticket);
         return Err(Error::LeaseNotFound(id));
     };
+    core.metrics.renews.add(1);
     offer_latest(
         &first,
         &responses,
@@ -762,10 +762,7 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
                 Step::Sleep(next) => break next,
                 Step::Work => {
                     // The clones of the channel ends are dropped here, with no lock held.
-                    outcomes.extend(
-                        due.drain(..)
-                            .map(|d| (d.ticket, renew(&core.table, now, &d))),
-                    );
+                    outcomes.extend(due.drain(..).map(|d| (d.ticket, renew(core, now, &d))));
                     ka.apply(&mut outcomes);
                 }
             }
@@ -784,7 +781,8 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
 }
 
 /// Renews a due keep-alive's lease at `now` and offers the response; says what comes next.
-fn renew(table: &LeaseTable, now: u64, d: &Due) -> Outcome {
+fn renew(core: &Core, now: u64, d: &Due) -> Outcome {
+    let table = &core.table;
     let last = d.stop_at.filter(|&stop| now >= stop);
     let renewed = match last {
         None => table.renew(d.id, now),
@@ -793,6 +791,7 @@ fn renew(table: &LeaseTable, now: u64, d: &Due) -> Outcome {
         Some(stop) => table.alive(d.id, now).and_then(|_| table.renew(d.id, stop)),
     };
     if let Some(ttl) = renewed {
+        core.metrics.renews.add(1);
         let response = KeepAliveResponse {
             id: d.id,
             ttl: Duration::from_nanos(ttl),

@@ -47,6 +47,7 @@ use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
 use crate::restart::Checkpointing;
+use crate::stats::{Metrics, Stats};
 use crate::store::{self, Counters, Tables};
 use crate::ticker::Ticker;
 use crate::txn::{self, Txn, TxnResult};
@@ -147,6 +148,8 @@ pub(crate) struct Core {
     /// Storage failures since open, and successful reloads after them.
     failures: AtomicU64,
     reloads: AtomicU64,
+    /// Counters and histograms for [`Lessor::stats`] (`stats.rs`).
+    pub(crate) metrics: Padded<Metrics>,
     /// Keep-alives and their thread (`keepalive.rs`); its mutex comes after `writer`.
     pub(crate) keepalives: Padded<KeepAlives>,
     /// Where this session is on the database's uptime, and what its checkpoints wrote.
@@ -174,6 +177,9 @@ struct Writer {
     retry: Vec<LeaseId>,
     /// The highest time the expiry path has seen: a clock that steps back cannot undo it.
     high_water: u64,
+    /// The deadlines of leases claimed by expiry and not yet revoked, for the lateness
+    /// histogram; cleared by each committed expiry batch.
+    claimed_deadlines: Vec<(LeaseId, u64)>,
 }
 
 /// A snapshot of the ticker's health, from [`Lessor::health`].
@@ -229,7 +235,15 @@ impl Lessor {
     pub(crate) fn open_with(config: Config, db: Database, source: Source) -> Result<Lessor> {
         let clock = &*config.clock;
         let (now, wall) = (now_nanos(clock), wall_nanos(clock));
+        let started = Instant::now();
         let recovered = recovery::recover(&db, config.restart_policy, now, wall)?;
+        tracing::info!(
+            leases = recovered.table.len(),
+            expired = recovered.expired.len(),
+            revision = recovered.counters.revision,
+            took_ms = started.elapsed().as_millis() as u64,
+            "lessor database opened"
+        );
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
         let hub = Arc::new(Hub::new(
             recovered.counters.revision,
@@ -254,6 +268,7 @@ impl Lessor {
                 commits: 0,
                 retry: recovered.expired,
                 high_water: 0,
+                claimed_deadlines: Vec::new(),
             })),
             queue: Padded(Mutex::new(recovered.queue)),
             ticker_wake: config.ticker.then_some(wake_tx),
@@ -262,6 +277,7 @@ impl Lessor {
             ticker_last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
+            metrics: Padded(Metrics::new()),
             keepalives: Padded(KeepAlives::new()),
             checkpointing: recovered.checkpointing,
             config,
@@ -347,10 +363,13 @@ impl Lessor {
     pub fn renew(&self, id: LeaseId) -> Result<Duration> {
         let core = self.core()?;
         let now = core.now();
-        core.table
-            .renew(id, now)
-            .map(Duration::from_nanos)
-            .ok_or_else(|| Error::LeaseNotFound(id))
+        match core.table.renew(id, now) {
+            Some(ttl) => {
+                core.metrics.renews.add(1);
+                Ok(Duration::from_nanos(ttl))
+            }
+            None => Err(Error::LeaseNotFound(id)),
+        }
     }
 
     /// Keeps lease `id` alive: renews it now, then every third of its TTL from a background
@@ -798,6 +817,19 @@ impl Lessor {
         self.core()?.sync()
     }
 
+    /// A snapshot of the lessor's counters and gauges: leases, keys, revision, file size;
+    /// grants, renewals, revocations, expiries and how late they were; commits, fsyncs and
+    /// their latency; failures and reloads. Counting costs renew one uncontended atomic add.
+    ///
+    /// # Errors
+    /// [`Error::Storage`] reading the key counts, [`Error::Closed`], [`Error::Poisoned`].
+    pub fn stats(&self) -> Result<Stats> {
+        let stats = self.core()?.stats()?;
+        #[cfg(feature = "metrics")]
+        crate::stats::publish(&stats);
+        Ok(stats)
+    }
+
     /// After a storage failure (while [`Health::poisoned`]), reopens the database and brings
     /// memory back in line with the file at once, rather than waiting for the ticker's next
     /// attempt. The file is the truth: changes whose callers were told they failed are not
@@ -884,7 +916,7 @@ impl Handle {
         // Deferred commits (batched, or a group whose fsync is pending) go to disk now.
         let reaped = match &db {
             Some(db) if was != POISONED && core.syncer.unflushed() => {
-                reaped.and(flush(db, &mut writer, &core.syncer))
+                reaped.and(flush(db, &mut writer, &core.syncer, &core.metrics))
             }
             _ => reaped,
         };
@@ -933,7 +965,7 @@ impl Core {
         let mut w = self.syncer.queue_for(|| self.writer.lock());
         let mut ticket = Ticket::DONE;
         let result = match guard.as_ref() {
-            Some(db) => match commit_with(db, &mut w, &self.syncer, f) {
+            Some(db) => match commit_with(db, &mut w, &self.syncer, &self.metrics, f) {
                 Ok((out, changes, t, first_unflushed)) => {
                     ticket = t;
                     if first_unflushed && matches!(self.syncer.mode(), Durability::Batched { .. }) {
@@ -954,7 +986,7 @@ impl Core {
                 // An aborted writer with nobody queued behind it makes the fsync that earlier
                 // deferred commits wait for.
                 Err(e) if self.syncer.must_flush_after_abort(w.commits) => {
-                    flush(db, &mut w, &self.syncer).and(Err(e))
+                    flush(db, &mut w, &self.syncer, &self.metrics).and(Err(e))
                 }
                 Err(e) => Err(e),
             },
@@ -983,7 +1015,7 @@ impl Core {
 
     /// [`flush`] under the writer `w`, poisoning the lessor if storage fails.
     fn flush(&self, db: &Database, w: &mut Writer) -> Result<()> {
-        let flushed = flush(db, w, &self.syncer);
+        let flushed = flush(db, w, &self.syncer, &self.metrics);
         self.poison_on_storage_error(&flushed, w.commits);
         flushed
     }
@@ -1001,6 +1033,9 @@ impl Core {
                 .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
             if poisoned {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "a write failed in storage; reloading the database");
+                }
                 self.failures.fetch_add(1, Ordering::Relaxed);
                 self.hub.fail();
                 self.wake_ticker(0); // it reloads
@@ -1059,9 +1094,17 @@ impl Core {
             .state
             .compare_exchange(POISONED, OPEN, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
+        let w_revision = w.counters.revision;
         drop(w);
         drop(store);
         if reopened {
+            tracing::info!(
+                lost = plan.lost.len(),
+                back = plan.added.len(),
+                kept = plan.kept.len(),
+                revision = w_revision,
+                "reloaded the database after a storage failure"
+            );
             self.reloads.fetch_add(1, Ordering::Relaxed);
             self.wake_ticker(0); // leases to retry, or deadlines that passed meanwhile
         }
@@ -1160,6 +1203,8 @@ impl Core {
             self.wake_ticker(deadline);
         }
         self.syncer.wait(ticket)?;
+        self.metrics.grants.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(lease = id.get(), ttl_ms = ttl / 1_000_000, "lease granted");
         Ok(Lease {
             id,
             ttl: Duration::from_nanos(ttl),
@@ -1219,6 +1264,8 @@ impl Core {
             self.wake_ticker(deadline);
         }
         self.syncer.wait(ticket)?;
+        self.metrics.grants.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(lease = id.get(), ttl_ms = ttl / 1_000_000, "lease granted");
         Ok(Some(Lease {
             id,
             ttl: Duration::from_nanos(ttl),
@@ -1330,6 +1377,8 @@ impl Core {
         w.retry.retain(|&r| r != id);
         self.table.remove(id);
         self.compact_queue();
+        self.metrics.revokes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(lease = id.get(), "lease revoked");
         let revision = Revision(w.counters.revision);
         self.finish(w, ticket)?;
         Ok(revision)
@@ -1367,7 +1416,8 @@ impl Core {
             let due = self.queue.lock().pop_due(now, room, |id, queued| {
                 self.table.check_due(id, queued, now)
             });
-            w.retry.extend(due.into_iter().map(|(id, _)| id));
+            w.retry.extend(due.iter().map(|&(id, _)| id));
+            w.claimed_deadlines.extend(due);
             if w.retry.is_empty() {
                 return Ok(Vec::new());
             }
@@ -1387,6 +1437,7 @@ impl Core {
                 for &id in &batch {
                     self.table.remove(id);
                 }
+                self.count_expired(&mut w, &batch);
                 self.finish(w, ticket)?;
                 Ok(batch)
             }
@@ -1396,6 +1447,55 @@ impl Core {
                 Err(e)
             }
         }
+    }
+
+    /// The figures of [`Lessor::stats`], whatever the state.
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        let core = self;
+        let (keys, attached_keys) = core.read(store::key_counts)?;
+        let m = &core.metrics;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Ok(Stats {
+            leases: core.table.len() as u64,
+            keys,
+            attached_keys,
+            revision: core.writer.lock().counters.revision,
+            file_size: core
+                .path
+                .as_ref()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .map(|meta| meta.len()),
+            grants: load(&m.grants),
+            renews: m.renews.sum(),
+            revokes: load(&m.revokes),
+            expiries: load(&m.expiries),
+            expiry_lateness: m.lateness.summary(),
+            expiry_batches: load(&m.expiry_batches),
+            ticker_failures: load(&core.ticker_failures),
+            commits: load(&m.commits),
+            fsyncs: load(&m.fsyncs),
+            commit_latency: m.commit_latency.summary(),
+            storage_failures: load(&core.failures),
+            reloads: load(&core.reloads),
+        })
+    }
+
+    /// Counts a committed expiry batch, and how late each of its leases was.
+    fn count_expired(&self, w: &mut Writer, batch: &[LeaseId]) {
+        let m = &self.metrics;
+        m.expiry_batches.fetch_add(1, Ordering::Relaxed);
+        m.expiries.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let now = self.now();
+        if !w.claimed_deadlines.is_empty() {
+            let revoked: std::collections::HashSet<&LeaseId> = batch.iter().collect();
+            for (id, deadline) in w.claimed_deadlines.drain(..) {
+                if revoked.contains(&id) {
+                    m.lateness.record(now.saturating_sub(deadline));
+                    tracing::debug!(lease = id.get(), "lease expired");
+                }
+            }
+        }
+        tracing::debug!(leases = batch.len(), "expiry batch committed");
     }
 
     /// The earliest deadline the ticker must act on: now if leases wait for a retry, else the
@@ -1489,6 +1589,7 @@ fn commit_with<T>(
     db: &Database,
     w: &mut Writer,
     syncer: &Syncer,
+    metrics: &Metrics,
     f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
 ) -> Result<(T, Vec<Change>, Ticket, bool)> {
     let mut txn = db.begin_write()?;
@@ -1515,7 +1616,9 @@ fn commit_with<T>(
         Commit::Durable => redb::Durability::Immediate,
         Commit::Deferred => redb::Durability::None,
     })?;
+    let start = Instant::now();
     txn.commit()?;
+    metrics.committed(start.elapsed(), how == Commit::Durable);
     w.counters = counters;
     w.pending.clear();
     w.commits += 1;
@@ -1527,7 +1630,7 @@ fn commit_with<T>(
 
 /// A commit with fsync of nothing but the queued grants, if any: makes every commit so far
 /// (`w.commits`) and every queued grant durable.
-fn flush(db: &Database, w: &mut Writer, syncer: &Syncer) -> Result<()> {
+fn flush(db: &Database, w: &mut Writer, syncer: &Syncer, metrics: &Metrics) -> Result<()> {
     let mut txn = db.begin_write()?;
     if !w.pending.is_empty() {
         let mut tables = Tables::open(&txn)?;
@@ -1537,7 +1640,9 @@ fn flush(db: &Database, w: &mut Writer, syncer: &Syncer) -> Result<()> {
         tables.set_counters(w.counters)?;
     }
     txn.set_durability(redb::Durability::Immediate)?;
+    let start = Instant::now();
     txn.commit()?;
+    metrics.committed(start.elapsed(), true);
     w.pending.clear();
     let _ = syncer.committed(w.commits, Commit::Durable);
     Ok(())

@@ -86,6 +86,7 @@ mod record;
 mod recovery;
 mod reload;
 mod restart;
+mod stats;
 mod store;
 mod ticker;
 mod txn;
@@ -100,6 +101,7 @@ pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResp
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lessor::{Health, Lessor};
 pub use crate::restart::RestartPolicy;
+pub use crate::stats::{Percentiles, Stats};
 pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnResponse, TxnResult};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 

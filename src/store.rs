@@ -27,8 +27,8 @@
 //! the in-memory state.
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
-    TableHandle, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition, TableHandle, WriteTransaction,
 };
 
 use crate::error::{Error, Result};
@@ -194,6 +194,13 @@ pub(crate) fn revision(read: &ReadTransaction) -> Result<u64> {
     let meta = read.open_table(META)?;
     let found = meta.get(META_REVISION)?;
     Ok(found.map_or(0, |v| v.value()))
+}
+
+/// How many keys the database holds, and how many of them are attached to a lease; O(1).
+pub(crate) fn key_counts(read: &ReadTransaction) -> Result<(u64, u64)> {
+    let keys = read.open_table(KV)?.len()?;
+    let attached = read.open_table(LEASE_KEYS)?.len()?;
+    Ok((keys, attached))
 }
 
 /// Reads one key.

@@ -72,7 +72,16 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
     } else {
         u64::MAX
     };
+    #[cfg(feature = "metrics")]
+    let mut next_publish = Instant::now();
     loop {
+        #[cfg(feature = "metrics")]
+        if Instant::now() >= next_publish {
+            if let Ok(stats) = core.stats() {
+                crate::stats::publish(&stats);
+            }
+            next_publish = Instant::now() + crate::stats::PUBLISH_EVERY;
+        }
         core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
         // Storage failed: reopen the database and reload from it first (`reload.rs`); while the
         // fault lasts, this fails and is retried with backoff like any failed batch.
@@ -99,6 +108,7 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
         let failed = match result {
             Ok(()) => false,
             Err(e) => {
+                tracing::warn!(error = %e, "expiry or reload failed; retrying with backoff");
                 core.ticker_failures.fetch_add(1, Ordering::Relaxed);
                 *core.ticker_last_error.lock() = Some(e.to_string());
                 true
@@ -129,6 +139,12 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        #[cfg(feature = "metrics")]
+        let wait = Some(
+            next_publish
+                .saturating_duration_since(Instant::now())
+                .min(wait.unwrap_or(Duration::MAX)),
+        );
         let timeout = match wait {
             Some(w) => crossbeam_channel::after(w),
             None => never(),
