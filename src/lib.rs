@@ -35,6 +35,10 @@
 //!   before the ticker has revoked it, and a lease that has been refused is never resurrected.
 //! - **Renew**: moves the deadline to now + TTL. It happens in memory only, without locks, in
 //!   tens of nanoseconds (a few hundred with a million leases out of cache).
+//! - **Attachment**: a key belongs to at most one lease. [`Lessor::put_with_lease`] writes a key
+//!   onto a lease, as etcd's put-with-lease does; [`Lessor::attach`] and [`Lessor::detach`] move
+//!   existing keys onto or off a lease without changing them. When the lease ends, its keys are
+//!   deleted in the same transaction.
 //! - **Revision** ([`Revision`]): one counter for the whole database, advanced by every put,
 //!   every delete, and every revocation that deletes keys.
 //! - **Keep-alive** ([`KeepAlive`]): [`Lessor::keep_alive`] renews a lease every third of its TTL
@@ -69,6 +73,17 @@
 //! default every lease starts a fresh TTL after a restart anyway; under
 //! [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`] the ticker writes the new
 //! deadlines in batches, every few seconds.
+//!
+//! # Failures and observability
+//! If the disk fails under a write, that call gets [`Error::Storage`] and every call after it
+//! [`Error::Poisoned`], until the lessor has reopened the database and reloaded memory from it:
+//! the ticker does that by itself, retrying with backoff while the fault lasts, and
+//! [`Lessor::recover`] does it at once. [`Lessor::health`] says whether that is under way;
+//! [`Lessor::stats`] gives counters, gauges and latency percentiles (and, with the `metrics`
+//! feature, publishes them through the `metrics` facade); grants, revocations, expiries,
+//! recoveries and failures are [`tracing`](https://docs.rs/tracing) events, printed only if the
+//! application installs a subscriber. How every kind of bad input is answered is listed in
+//! `docs/hostile-input.md`.
 //!
 //! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.
 
