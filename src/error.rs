@@ -94,7 +94,12 @@ pub enum Error {
     InvalidConfig(&'static str),
 
     /// The storage layer failed: an I/O error, a full disk, a failed commit. What the failing
-    /// call was doing did not happen.
+    /// call was doing did not happen, with one exception no storage engine can rule out: when
+    /// the fault strikes after the commit was already durable (a final fsync that failed after
+    /// the data reached the disk, or redb's file shrink right after its last fsync), the change
+    /// is in the file, and the lessor, reloading from the file, holds it. Read back after
+    /// [`Lessor::recover`](crate::Lessor::recover) when it matters. A write failure poisons the
+    /// lessor until it has reloaded ([`Error::Poisoned`]).
     #[error("storage error: {0}")]
     Storage(#[source] redb::Error),
 
