@@ -153,7 +153,8 @@ impl Builder {
     /// Whether a background thread (`lessor-ticker`) revokes leases as they expire (and writes
     /// checkpoints, under a [`restart_policy`](Builder::restart_policy) that has them). Default:
     /// `true`. With `false`, expired leases are dead (renew and the rest refuse them) but stay in
-    /// the file, with their keys, until the caller runs [`Lessor::revoke_expired`].
+    /// the file, with their keys, until the caller runs [`Lessor::revoke_expired`]; and after a
+    /// storage failure, nothing reloads the database until the caller runs [`Lessor::recover`].
     pub fn ticker(mut self, on: bool) -> Self {
         self.config.ticker = on;
         self
