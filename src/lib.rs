@@ -70,7 +70,9 @@
 //! [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`] the ticker writes the new
 //! deadlines in batches, every few seconds.
 //!
-//! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.
+//! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`;
+//! what each wrong or hostile input gets (which [`Error`], or which documented behaviour), in
+//! `docs/hostile-input.md`.
 
 mod builder;
 mod clock;
