@@ -16,6 +16,10 @@ use crate::restart::RestartPolicy;
 /// etcd's largest TTL (`MaxLeaseTTL`), and ours: 9,000,000,000 s, about 285 years.
 pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
 
+/// The latest a clock may read when a lessor opens on it: 2^62 ns, about 146 years, which
+/// leaves as long again before deadlines (nanoseconds below 2^63) run out.
+const MAX_CLOCK_AT_OPEN: Duration = Duration::from_nanos(1 << 62);
+
 /// Settings of an open lessor, fixed at open.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -249,8 +253,8 @@ impl Builder {
     /// [`Error::Io`] if it cannot be opened or created (missing folder, a directory, no
     /// permission), [`Error::NotLessorDatabase`], [`Error::IncompatibleFormat`] or
     /// [`Error::Corrupted`] for a file that is not a database this version can use, and
-    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl` or the checkpoint interval is
-    /// zero.
+    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`, the checkpoint interval is
+    /// zero, or the clock reads more than 2^62 ns (146 years) since its epoch.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Lessor> {
         self.validate()?;
         let path = path.as_ref();
@@ -289,6 +293,13 @@ impl Builder {
         }
         if self.config.checkpoint_interval.is_zero() {
             return Err(Error::InvalidConfig("the checkpoint interval is zero"));
+        }
+        // Deadlines are nanoseconds below 2^63: a clock this far from its epoch would leave no
+        // room for them, and every lease would be dead at its grant.
+        if self.config.clock.now() >= MAX_CLOCK_AT_OPEN {
+            return Err(Error::InvalidConfig(
+                "the clock reads more than 2^62 ns (146 years) since its epoch",
+            ));
         }
         Ok(())
     }

@@ -13,9 +13,13 @@ use parking_lot::Mutex;
 
 /// A source of monotonic time for a [`Lessor`](crate::Lessor).
 ///
-/// `now` is the time elapsed since the clock's own epoch. It should never go backwards; if a
-/// clock does step back, no lease expires early because of it: renewals never move a deadline
-/// backwards, and the ticker keeps the highest time it has seen. Leases may then live longer.
+/// `now` is the time elapsed since the clock's own epoch; it must read less than 2^62 ns (146
+/// years) when a lessor opens ([`Error::InvalidConfig`](crate::Error::InvalidConfig) otherwise).
+/// It should never go backwards; if a clock does step back, no lease expires early because of
+/// it, and none comes back to life: renewals never move a deadline backwards, a lease someone
+/// was told is dead stays dead, and the lessor's time never falls below the highest reading its
+/// expiry has used (it stands still until the clock catches up). Leases may then live longer,
+/// by at most the step back.
 ///
 /// Implement it to feed the lessor a clock of your own; use [`ManualClock`] in tests.
 pub trait Clock: Send + Sync + fmt::Debug + 'static {

@@ -24,13 +24,17 @@ pub enum Error {
     #[error("lease {0} already exists")]
     LeaseExists(LeaseId),
 
-    /// A lease id is 0 or above `i64::MAX` (the ids etcd accepts are positive `i64`s).
-    #[error("invalid lease id {0}: ids are 1..=i64::MAX")]
+    /// A lease id is 0 or above `i64::MAX` (the ids etcd accepts are positive `i64`s). A
+    /// negative `i64` is carried as its two's-complement `u64`, and the message shows both.
+    #[error("invalid lease id {}: ids are 1..=i64::MAX", show_id(*.0))]
     InvalidLeaseId(u64),
 
     /// Every auto-assignable lease id has been issued: the highest id ever issued (possibly by
     /// `grant_with_id`) is `i64::MAX`. Ids are never reused, so grant with explicit ids instead.
-    #[error("no lease ids left to assign: the highest id ever issued is i64::MAX")]
+    #[error(
+        "no lease ids left to assign: the highest id ever issued is i64::MAX; grant with \
+         explicit ids (grant_with_id) instead"
+    )]
     LeaseIdsExhausted,
 
     /// A requested TTL is above the lessor's maximum.
@@ -103,8 +107,9 @@ pub enum Error {
     #[error("storage error: {0}")]
     Storage(#[source] redb::Error),
 
-    /// Opening or creating the database file (or its folder) failed.
-    #[error("cannot open {path}: {source}")]
+    /// Opening or creating the database file failed: a missing folder, a directory, no
+    /// permission. The message says what to fix for the common cases.
+    #[error("cannot open {path}: {source}{}", io_hint(source))]
     Io {
         /// The path that was being opened.
         path: std::path::PathBuf,
@@ -162,6 +167,25 @@ fn show_key(key: &[u8]) -> String {
     }
 }
 
+/// Renders a lease id for an error message, with its `i64` reading when that is negative.
+fn show_id(id: u64) -> String {
+    match i64::try_from(id) {
+        Ok(_) => id.to_string(),
+        Err(_) => format!("{id} ({} as an i64)", id.cast_signed()),
+    }
+}
+
+/// What to do about a failure to open the database file, for the cases that have a fix.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "; its folder does not exist: create it first",
+        std::io::ErrorKind::PermissionDenied => {
+            "; lessor needs to read and write the file (and to create it, in its folder)"
+        }
+        _ => "",
+    }
+}
+
 impl From<redb::Error> for Error {
     fn from(e: redb::Error) -> Self {
         match e {
@@ -200,6 +224,40 @@ mod tests {
         assert_eq!(e.to_string(), "key \"/a/b\" not found");
         let e = Error::KeyNotFound(vec![0xff, b'a']);
         assert_eq!(e.to_string(), "key b\"\\xffa\" not found");
+    }
+
+    #[test]
+    fn messages_show_negative_ids_and_say_what_to_do() {
+        let e = Error::InvalidLeaseId(-1i64 as u64);
+        assert_eq!(
+            e.to_string(),
+            "invalid lease id 18446744073709551615 (-1 as an i64): ids are 1..=i64::MAX"
+        );
+        assert_eq!(
+            Error::InvalidLeaseId(0).to_string(),
+            "invalid lease id 0: ids are 1..=i64::MAX"
+        );
+        assert!(
+            Error::LeaseIdsExhausted
+                .to_string()
+                .contains("grant_with_id")
+        );
+        let missing = Error::Io {
+            path: "/a/b".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert!(
+            missing.to_string().ends_with("create it first"),
+            "{missing}"
+        );
+        let denied = Error::Io {
+            path: "/a/b".into(),
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        };
+        assert!(
+            denied.to_string().contains("needs to read and write"),
+            "{denied}"
+        );
     }
 
     #[test]

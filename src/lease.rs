@@ -78,10 +78,14 @@ impl From<LeaseId> for u64 {
 impl FromStr for LeaseId {
     type Err = Error;
 
-    /// Parses a decimal id; anything else is [`Error::InvalidLeaseId`] (with the value 0 when the
-    /// text is not a number at all).
+    /// Parses a decimal id; anything else is [`Error::InvalidLeaseId`]: a negative number as
+    /// `LeaseId::try_from(n: i64)` reports it, and 0 when the text is not a number at all.
     fn from_str(s: &str) -> Result<Self, Error> {
-        let n: u64 = s.trim().parse().map_err(|_| Error::InvalidLeaseId(0))?;
+        let s = s.trim();
+        if let Ok(n) = s.parse::<i64>() {
+            return LeaseId::try_from(n);
+        }
+        let n: u64 = s.parse().map_err(|_| Error::InvalidLeaseId(0))?;
         LeaseId::try_from(n)
     }
 }

@@ -614,6 +614,12 @@ impl LeaseTable {
         word == DEAD
     }
 
+    /// Whether `word` (from [`entries`](Self::entries)) is that of a lease granted but not yet
+    /// [settled](Self::settle).
+    pub(crate) fn is_pending(word: u64) -> bool {
+        word == PENDING
+    }
+
     /// Marks lease `id`'s checkpoint as unwritten, so that the next checkpoint pass writes its
     /// deadline again (after a reload, the file may hold an older one).
     pub(crate) fn forget_checkpoint(&self, id: LeaseId) {

@@ -142,6 +142,10 @@ pub(crate) struct Core {
     ticker_wake: Option<Sender<()>>,
     /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
     pub(crate) ticker_sleeps_until: Padded<AtomicU64>,
+    /// `Writer::high_water`, readable without the lock: every clock reading is raised to it,
+    /// so that a clock that steps back cannot have expiry end a lease granted or renewed since
+    /// before its TTL. Written only by the expiry path.
+    time_floor: Padded<AtomicU64>,
     /// Failed expiry batches (and reload attempts) since open, and the last failure's message.
     pub(crate) ticker_failures: Padded<AtomicU64>,
     pub(crate) ticker_last_error: Mutex<Option<String>>,
@@ -273,6 +277,7 @@ impl Lessor {
             queue: Padded(Mutex::new(recovered.queue)),
             ticker_wake: config.ticker.then_some(wake_tx),
             ticker_sleeps_until: Padded(AtomicU64::new(u64::MAX)),
+            time_floor: Padded(AtomicU64::new(0)),
             ticker_failures: Padded(AtomicU64::new(0)),
             ticker_last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
@@ -937,9 +942,9 @@ impl Drop for Handle {
 }
 
 impl Core {
-    /// The clock, in nanoseconds.
+    /// The clock, in nanoseconds, raised to the time expiry has used (`time_floor`).
     pub(crate) fn now(&self) -> u64 {
-        now_nanos(&*self.config.clock)
+        now_nanos(&*self.config.clock).max(self.time_floor.load(Ordering::Relaxed))
     }
 
     /// Runs `f` on a read transaction.
@@ -1073,6 +1078,13 @@ impl Core {
                 if let Some(deadline) = self.table.deadline_of(id) {
                     queue.push(deadline, id);
                 }
+            }
+        }
+        for &(id, word) in &plan.settle {
+            if LeaseTable::is_claimed(word) {
+                self.table.claim(id); // nothing left: revoked first (in `plan.retry`)
+            } else if self.table.settle(id, word) {
+                self.queue.lock().push(word, id);
             }
         }
         if self.config.restart_policy.checkpoints() {
@@ -1412,6 +1424,7 @@ impl Core {
             let mut w = self.writer.lock();
             let now = now.max(w.high_water);
             w.high_water = now;
+            self.time_floor.store(now, Ordering::Relaxed);
             let room = self.config.expiry_batch.saturating_sub(w.retry.len());
             let due = self.queue.lock().pop_due(now, room, |id, queued| {
                 self.table.check_due(id, queued, now)

@@ -82,10 +82,11 @@
 //! [`Lessor::stats`] gives counters, gauges and latency percentiles (and, with the `metrics`
 //! feature, publishes them through the `metrics` facade); grants, revocations, expiries,
 //! recoveries and failures are [`tracing`](https://docs.rs/tracing) events, printed only if the
-//! application installs a subscriber. How every kind of bad input is answered is listed in
-//! `docs/hostile-input.md`.
+//! application installs a subscriber.
 //!
-//! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`.
+//! The design (disk format, locks, the expiry algorithm) is written down in `docs/design.md`;
+//! what each wrong or hostile input gets (which [`Error`], or which documented behaviour), in
+//! `docs/hostile-input.md`.
 
 mod builder;
 mod clock;

@@ -9,7 +9,8 @@
 //! and reconciles the lease table with the leases the file holds ([`plan`]). The file is the
 //! truth:
 //! - a lease in the file and alive in memory keeps its in-memory deadline (renewals never touch
-//!   the disk, so memory knows better);
+//!   the disk, so memory knows better); one still waiting for its first deadline (a grant that
+//!   failed after reaching the file) gets the deadline the file gives it;
 //! - a lease in the file that memory had claimed for revocation is revoked first by expiry;
 //! - a lease in the file that memory had dropped (its revocation was lost) comes back with what
 //!   the restart policy gives a lease at open;
@@ -159,6 +160,9 @@ pub(crate) struct Plan {
     pub added: Vec<(LeaseId, u64, u64)>,
     /// In both and alive in memory: keep memory's deadline.
     pub kept: Vec<LeaseId>,
+    /// In both, and in memory still waiting for its first deadline (its grant failed after
+    /// reaching the file, or is still returning): settle it on the file's word.
+    pub settle: Vec<(LeaseId, u64)>,
     /// In the file and claimed (memory's, or the file's rebuild's if added): expiry revokes them
     /// first.
     pub retry: Vec<LeaseId>,
@@ -180,9 +184,14 @@ pub(crate) fn plan(memory: &[(LeaseId, u64, u64)], file: &[(LeaseId, u64, u64)])
                 plan.lost.push(mid);
                 m.next();
             }
-            (Some(&&(mid, _, word)), Some(&&(fid, _, _))) if mid == fid => {
+            (Some(&&(mid, _, word)), Some(&&(fid, _, file_word))) if mid == fid => {
                 if LeaseTable::is_claimed(word) {
                     plan.retry.push(mid);
+                } else if LeaseTable::is_pending(word) {
+                    plan.settle.push((mid, file_word));
+                    if LeaseTable::is_claimed(file_word) {
+                        plan.retry.push(mid);
+                    }
                 } else {
                     plan.kept.push(mid);
                 }
@@ -229,9 +238,27 @@ mod tests {
                 lost: vec![id(3), id(6)],
                 added: vec![(id(4), 20, 300), (id(5), 20, DEAD)],
                 kept: vec![id(1)],
+                settle: vec![],
                 retry: vec![id(2), id(5)],
             }
         );
+    }
+
+    #[test]
+    fn a_lease_still_pending_in_memory_takes_the_files_deadline() {
+        let pending = crate::lease_table::LeaseTable::new();
+        pending.insert_pending(id(9), 10);
+        let memory = pending.entries();
+        let plan = plan(&memory, &[(id(9), 10, 500)]);
+        assert_eq!(plan.settle, vec![(id(9), 500)]);
+        assert!(plan.kept.is_empty() && plan.lost.is_empty() && plan.retry.is_empty());
+        let claimed = plan_for_dead(&memory);
+        assert_eq!(claimed.settle, vec![(id(9), DEAD)]);
+        assert_eq!(claimed.retry, vec![id(9)]);
+    }
+
+    fn plan_for_dead(memory: &[(LeaseId, u64, u64)]) -> Plan {
+        plan(memory, &[(id(9), 10, DEAD)])
     }
 
     #[test]
