@@ -1,0 +1,67 @@
+//! `verify`: the full consistency check.
+
+use std::io::Write;
+
+use lessor::Error;
+use serde::Serialize;
+
+use crate::args::Cli;
+use crate::db::{self, Access};
+use crate::failure::{CORRUPTED, CliResult, Failure};
+use crate::output::{count, write_json};
+
+#[derive(Serialize)]
+struct Report {
+    ok: bool,
+    problems: Vec<String>,
+}
+
+pub fn verify(cli: &Cli, out: &mut dyn Write) -> CliResult {
+    db::check_exists(&cli.db)?;
+    let problems = problems(cli)?;
+    if cli.json {
+        write_json(
+            out,
+            &Report {
+                ok: problems.is_empty(),
+                problems: problems.clone(),
+            },
+        )?;
+    } else if problems.is_empty() {
+        writeln!(out, "ok")?;
+    } else {
+        for problem in &problems {
+            writeln!(out, "{problem}")?;
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            CORRUPTED,
+            format!(
+                "{}: {} found",
+                cli.db.display(),
+                count(problems.len(), "problem")
+            ),
+        ))
+    }
+}
+
+/// The problems found, one a string; a file that does not open as a lessor database is one
+/// problem. Other failures (locked, I/O) are errors, not findings.
+fn problems(cli: &Cli) -> CliResult<Vec<String>> {
+    let lessor = match db::open(cli, Access::Existing) {
+        Ok(lessor) => lessor,
+        Err(failure) if failure.code == CORRUPTED => return Ok(vec![failure.message]),
+        Err(failure) => return Err(failure),
+    };
+    let verdict = lessor.verify();
+    db::close(cli, lessor)?;
+    match verdict {
+        Ok(()) => Ok(Vec::new()),
+        // `Lessor::verify` joins its findings with "; ".
+        Err(Error::Corrupted(all)) => Ok(all.split("; ").map(str::to_owned).collect()),
+        Err(e) => Err(Failure::at(&cli.db, e)),
+    }
+}
