@@ -311,9 +311,16 @@ impl LeaseTable {
     /// which its grant checkpointed. `false` if it was revoked meanwhile; the caller queues it if
     /// `true`.
     pub(crate) fn settle(&self, id: LeaseId, deadline: u64) -> bool {
+        self.settle_written(id, deadline, deadline)
+    }
+
+    /// [`settle`](Self::settle), for a lease whose record on disk says `written` (its grant's
+    /// checkpoint, stamped before the commit): if that is not `deadline`, the next checkpoint
+    /// pass rewrites the record.
+    pub(crate) fn settle_written(&self, id: LeaseId, deadline: u64, written: u64) -> bool {
         self.with_entry(id, |e| {
             // Before the CAS, which publishes it (see the module docs).
-            e.checkpointed.store(deadline, Ordering::Relaxed);
+            e.checkpointed.store(written, Ordering::Relaxed);
             match e.deadline.compare_exchange(
                 PENDING,
                 deadline,

@@ -1158,7 +1158,10 @@ impl Core {
             granted_revision: 0, // set under the writer
             checkpoint: Some(stamp.granted(ttl)),
         };
-        if let Some(lease) = self.grant_queued(want, record)? {
+        // What the record says the deadline is, on this clock: the TTL itself runs from the
+        // commit, so if the commit took time, the next checkpoint pass writes the later one.
+        let written = deadline_after(now, ttl);
+        if let Some(lease) = self.grant_queued(want, record, written)? {
             return Ok(lease);
         }
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
@@ -1210,7 +1213,7 @@ impl Core {
         // The TTL runs from the commit, so the fsync does not eat into it; the clock is read
         // with no lock held.
         let deadline = deadline_after(self.now(), ttl);
-        if self.table.settle(id, deadline) {
+        if self.table.settle_written(id, deadline, written) {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
         }
@@ -1231,7 +1234,12 @@ impl Core {
     /// once, and a crash loses it with the other batched changes of the last `max_delay`.
     /// `None` if the id names a lease still in memory (a dead one not yet revoked must be
     /// revoked in the same transaction): the caller takes the transactional path.
-    fn grant_queued(&self, want: Option<LeaseId>, record: LeaseRecord) -> Result<Option<Lease>> {
+    fn grant_queued(
+        &self,
+        want: Option<LeaseId>,
+        record: LeaseRecord,
+        written: u64,
+    ) -> Result<Option<Lease>> {
         let ttl = record.ttl_nanos;
         let guard = self.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
@@ -1271,7 +1279,7 @@ impl Core {
             self.wake_ticker(0);
         }
         let deadline = deadline_after(self.now(), ttl);
-        if self.table.settle(id, deadline) {
+        if self.table.settle_written(id, deadline, written) {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
         }
