@@ -300,7 +300,7 @@ fn run_round(seed: u64, stats: &mut Stats) -> Result<(), String> {
         let after = invariants::check(&l)
             .map_err(|e| format!("life {life} of {plan:?}, killed after {kill_after:?}: {e}"))?;
         let batched = plan.batched_ms > 0;
-        let verdict = check_life(&before, &run, &after, batched, stats).map_err(|e| {
+        let verdict = check_life(&before, &run, &after, batched, None, stats).map_err(|e| {
             format!(
                 "life {life} of {plan:?}, killed after {kill_after:?}:\n{e}\n{}",
                 run.transcript()
@@ -629,6 +629,8 @@ fn parse(run: &Run, before: &Initial) -> Result<Vec<Op>, String> {
 struct Verdict {
     /// The highest lease id a new grant must be above.
     highest_id: u64,
+    /// Ops acknowledged before this transcript position are certain (under `Batched`).
+    frontier: i64,
     /// The highest revision acknowledged (and certain).
     acked_revision: u64,
     /// Leases that must have survived.
@@ -641,6 +643,8 @@ struct Verdict {
 
 /// Makes sure the checker is not blind: each change to what the reopened file showed that
 /// contradicts an acknowledged operation must be reported. `Err` names one that was not.
+/// Under `Batched`, what is certain is fixed as the real state showed it (a sabotaged state
+/// would otherwise hide the very evidence that made an op certain).
 fn sabotage(
     before: &Initial,
     run: &Run,
@@ -678,7 +682,9 @@ fn sabotage(
     }
     for (what, state) in tries {
         let mut scratch = Stats::default();
-        if check_life(before, run, &state, batched, &mut scratch).is_ok() {
+        // What is certain stays as the real state showed it: a sabotaged state hides evidence.
+        let frontier = Some(verdict.frontier);
+        if check_life(before, run, &state, batched, frontier, &mut scratch).is_ok() {
             return Err(format!("the checker did not notice: {what}"));
         }
         stats.sabotages_caught += 1;
@@ -693,6 +699,7 @@ fn check_life(
     run: &Run,
     after: &State,
     batched: bool,
+    frontier_given: Option<i64>,
     stats: &mut Stats,
 ) -> Result<Verdict, String> {
     let ops = parse(run, before)?;
@@ -798,7 +805,9 @@ fn check_life(
         }
     }
     let mut frontier = i64::MIN;
-    if batched {
+    if let Some(f) = frontier_given {
+        frontier = f;
+    } else if batched {
         for op in &ops {
             if op.ok() && matches!(op.kind, Kind::Sync) {
                 frontier = frontier.max(op.start);
@@ -815,6 +824,7 @@ fn check_life(
             }
         }
     }
+    verdict.frontier = frontier;
     let certain =
         |o: &Op| o.ok() && (o.initial || !batched || o.ack.is_some_and(|a| a < frontier));
 
