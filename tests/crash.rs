@@ -146,10 +146,7 @@ fn child(spec: &str) -> ! {
         },
     };
     say(&format!("open {}", wall()));
-    let l = Lessor::builder()
-        .durability(durability)
-        .open(path)
-        .unwrap();
+    let l = Lessor::builder().durability(durability).open(path).unwrap();
     let pool: Arc<Mutex<Vec<u64>>> =
         Arc::new(Mutex::new(l.leases().iter().map(|id| id.get()).collect()));
     say(&format!("ready {}", wall()));
@@ -223,12 +220,14 @@ fn one_op(
         }
         35..=51 => {
             start(format!("putl {key} {value} {lease}"));
-            ack(l.put_with_lease(&key, &value, id)
+            ack(l
+                .put_with_lease(&key, &value, id)
                 .map_or_else(err, |r| format!("ok {}", r.get())));
         }
         52..=61 => {
             start(format!("put {key} {value}"));
-            ack(l.put(&key, &value)
+            ack(l
+                .put(&key, &value)
                 .map_or_else(err, |r| format!("ok {}", r.get())));
         }
         62..=71 => {
@@ -720,17 +719,22 @@ fn check_life(
     // Leases: who granted each, with what TTL.
     let mut grant_of: BTreeMap<u64, usize> = BTreeMap::new();
     for (i, op) in ops.iter().enumerate() {
-        if let Some((id, _)) = op.granted() {
-            if let Some(prev) = grant_of.insert(id, i) {
-                problems.push(format!(
-                    "id {id} granted twice: {} and {}",
-                    ops[prev].describe(),
-                    op.describe()
-                ));
-            }
+        if let Some((id, _)) = op.granted()
+            && let Some(prev) = grant_of.insert(id, i)
+        {
+            problems.push(format!(
+                "id {id} granted twice: {} and {}",
+                ops[prev].describe(),
+                op.describe()
+            ));
         }
     }
-    let ttl_of = |id: u64| grant_of.get(&id).and_then(|&g| ops[g].granted()).map(|g| g.1);
+    let ttl_of = |id: u64| {
+        grant_of
+            .get(&id)
+            .and_then(|&g| ops[g].granted())
+            .map(|g| g.1)
+    };
     // The latest a lease's deadline can be said to be at least at: start of an acknowledged
     // grant or renewal plus the TTL, over those satisfying `filter`.
     let promised = |id: u64, filter: &dyn Fn(&Op) -> bool| -> Option<u64> {
@@ -762,7 +766,9 @@ fn check_life(
         let Some(id) = x.lease() else { continue };
         match &x.outcome {
             Outcome::Err(e) if e == "notfound" => {
-                let Some(&g) = grant_of.get(&id) else { continue };
+                let Some(&g) = grant_of.get(&id) else {
+                    continue;
+                };
                 if !ops[g].before(x) {
                     continue;
                 }
@@ -781,9 +787,10 @@ fn check_life(
                 }
             }
             Outcome::Ok(_) => {
-                if let Some(r) = ops.iter().find(|o| {
-                    o.ok() && matches!(o.kind, Kind::Revoke(l) if l == id) && o.before(x)
-                }) {
+                if let Some(r) = ops
+                    .iter()
+                    .find(|o| o.ok() && matches!(o.kind, Kind::Revoke(l) if l == id) && o.before(x))
+                {
                     problems.push(format!(
                         "lease {id} used after its revocation {}: {}",
                         r.describe(),
@@ -825,8 +832,7 @@ fn check_life(
         }
     }
     verdict.frontier = frontier;
-    let certain =
-        |o: &Op| o.ok() && (o.initial || !batched || o.ack.is_some_and(|a| a < frontier));
+    let certain = |o: &Op| o.ok() && (o.initial || !batched || o.ack.is_some_and(|a| a < frontier));
 
     // Leases after the kill.
     let in_flight_grants = ops
@@ -990,9 +996,10 @@ fn check_life(
                 if !absent_allowed {
                     verdict.must_exist.push(key.to_string());
                 }
-                if let Some(old) = writes.iter().find(|o| {
-                    superseded(o) && matches!(o.kind, Kind::Put { .. })
-                }) && let Kind::Put { value, .. } = &old.kind
+                if let Some(old) = writes
+                    .iter()
+                    .find(|o| superseded(o) && matches!(o.kind, Kind::Put { .. }))
+                    && let Kind::Put { value, .. } = &old.kind
                 {
                     verdict.stale.push((key.to_string(), value.clone()));
                 }
@@ -1029,13 +1036,7 @@ fn check_life(
     }
     let highest = ops
         .iter()
-        .filter(|o| {
-            if batched {
-                certain(o)
-            } else {
-                o.ok()
-            }
-        })
+        .filter(|o| if batched { certain(o) } else { o.ok() })
         .filter_map(|o| o.granted().map(|g| g.0))
         .chain(after.leases.keys().map(|id| id.get()))
         .max()

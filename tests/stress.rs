@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use common::{MemDisk, Rng, invariants, wait_until};
 use lessor::{
-    CmpOp, Compare, Durability, Error, KeepAlive, KeepAliveOptions, KeyValue, LeaseEvent, LeaseId, Lessor,
-    ManualClock, Op, Revision, WatchEnd, WatchEvent,
+    CmpOp, Compare, Durability, Error, KeepAlive, KeepAliveOptions, KeyValue, LeaseEvent, LeaseId,
+    Lessor, ManualClock, Op, Revision, WatchEnd, WatchEvent,
 };
 use parking_lot::Mutex;
 
@@ -47,8 +47,6 @@ fn expected(e: &Error) -> bool {
 /// What every worker shares.
 struct Shared {
     l: Lessor,
-    /// The lease kept alive all along, which workers leave alone.
-    keeper: LeaseId,
     stop: AtomicBool,
     /// Leases granted lately, for others to use (some long dead).
     pool: Mutex<Vec<LeaseId>>,
@@ -58,13 +56,18 @@ struct Shared {
     auto_ids: Mutex<HashSet<u64>>,
     ops: AtomicU64,
     errors: AtomicU64,
+    /// Private leases (see [`Private`]) seen renewed, and refused once their deadline passed.
+    private_renewed: AtomicU64,
+    private_refused: AtomicU64,
 }
 
 #[test]
 fn threads_mixing_every_operation_keep_every_invariant() {
     let secs = std::env::var("LESSOR_STRESS_SECS")
         .ok()
-        .map_or(CI_SECS, |s| s.parse().expect("LESSOR_STRESS_SECS is a number"));
+        .map_or(CI_SECS, |s| {
+            s.parse().expect("LESSOR_STRESS_SECS is a number")
+        });
     let seed = std::env::var("LESSOR_STRESS_SEED").map_or_else(
         |_| {
             std::time::SystemTime::now()
@@ -96,7 +99,11 @@ fn threads_mixing_every_operation_keep_every_invariant() {
         .unwrap();
 
     // A lease kept alive by a keep-alive all along: it must never be lost.
-    let keeper = l.grant(Duration::from_secs(2)).unwrap();
+    // Its id is above the fixed ones, so that auto ids never fall among them (a private lease
+    // could otherwise be replaced by another worker's `grant_with_id` once dead).
+    let keeper = l
+        .grant_with_id(LeaseId::new(FIXED_IDS.end).unwrap(), Duration::from_secs(2))
+        .unwrap();
     l.put_with_lease("/keeper", "alive", keeper.id).unwrap();
     let keeper_ka = l.keep_alive(keeper.id).unwrap();
 
@@ -113,20 +120,21 @@ fn threads_mixing_every_operation_keep_every_invariant() {
 
     let shared = Arc::new(Shared {
         l: l.clone(),
-        keeper: keeper.id,
         stop: AtomicBool::new(false),
         pool: Mutex::new(Vec::new()),
         highest_id: AtomicU64::new(keeper.id.get()),
         auto_ids: Mutex::new(HashSet::from([keeper.id.get()])),
         ops: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        private_renewed: AtomicU64::new(0),
+        private_refused: AtomicU64::new(0),
     });
     let workers: Vec<_> = (0..WORKERS)
         .map(|t| {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name(format!("worker-{t}"))
-                .spawn(move || work(&shared, Rng::new(seed ^ (t + 1) << 40)))
+                .spawn(move || work(&shared, t, Rng::new(seed ^ (t + 1) << 40)))
                 .unwrap()
         })
         .collect();
@@ -152,26 +160,39 @@ fn threads_mixing_every_operation_keep_every_invariant() {
         start.elapsed()
     );
     assert!(ops > 1000, "the workload barely ran: {ops} ops");
-
-    // At rest: every lease but the keeper expires within its TTL and the ticker's delay.
+    let (renewed, refused) = (
+        shared.private_renewed.load(Ordering::Relaxed),
+        shared.private_refused.load(Ordering::Relaxed),
+    );
+    eprintln!(
+        "stress: private leases renewed {renewed} times, refused after their deadline {refused}"
+    );
     assert!(
-        wait_until(Duration::from_secs(20), || l.leases() == vec![keeper.id]),
-        "leases left: {:?}",
-        l.leases()
+        renewed > 0 && refused > 0,
+        "the private-lease checks never ran"
+    );
+
+    // At rest: every lease but the keeper expires within its TTL, and the ticker revokes it
+    // (with its keys) soon after. `leases()` drops a lease at its deadline, its keys go at its
+    // revocation: wait for both.
+    let at_rest = || {
+        l.leases() == vec![keeper.id]
+            && l.range("")
+                .unwrap()
+                .iter()
+                .all(|kv| kv.lease.is_none() || kv.lease == Some(keeper.id))
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), at_rest),
+        "leases left: {:?}, keys: {:?}",
+        l.leases(),
+        l.range("").unwrap()
     );
     assert_eq!(
         l.get("/keeper").unwrap().map(|kv| kv.lease),
         Some(Some(keeper.id))
     );
-    let state = invariants::check(&l).unwrap();
-    assert!(
-        state
-            .kvs
-            .iter()
-            .all(|kv| kv.lease.is_none() || kv.lease == Some(keeper.id)),
-        "keys of dead leases: {:?}",
-        state.kvs
-    );
+    invariants::check(&l).unwrap();
     let health = l.health();
     assert_eq!(health.ticker_failures, 0, "{health:?}");
 
@@ -201,16 +222,20 @@ fn threads_mixing_every_operation_keep_every_invariant() {
     let clock = ManualClock::new();
     let l = disk.open(&clock).unwrap();
     let state = invariants::check(&l).unwrap();
-    assert_eq!(state.leases.keys().copied().collect::<Vec<_>>(), vec![keeper.id]);
+    assert_eq!(
+        state.leases.keys().copied().collect::<Vec<_>>(),
+        vec![keeper.id]
+    );
     assert_eq!(state.kvs, before_close);
     invariants::check_next_id(&l, highest).unwrap();
     l.close().unwrap();
 }
 
 /// One worker: random operations until told to stop.
-fn work(s: &Shared, mut rng: Rng) {
+fn work(s: &Shared, t: u64, mut rng: Rng) {
     let l = &s.l;
     let mut keep_alives: Vec<KeepAlive> = Vec::new();
+    let mut private = Private::new(t);
     // The highest revision this thread has been told of: later answers never go below it.
     let mut seen = 0u64;
     let mut saw = |r: Revision, strictly: bool| {
@@ -228,9 +253,8 @@ fn work(s: &Shared, mut rng: Rng) {
         let lease = {
             let pool = s.pool.lock();
             if pool.is_empty() || rng.chance(5) {
-                // Any id but the keeper's, most of them dead or never granted.
-                let top = s.highest_id.load(Ordering::Relaxed) + 2;
-                LeaseId::new(rng.range(s.keeper.get() + 1, top)).unwrap()
+                // An id never granted (others in the pool are long dead). Never a private one.
+                LeaseId::new(LeaseId::MAX.get() - rng.below(8)).unwrap()
             } else {
                 *rng.pick(&pool)
             }
@@ -255,7 +279,9 @@ fn work(s: &Shared, mut rng: Rng) {
                     share(s, id);
                 })
             }
-            13..=24 => l.renew(lease).map(|got| assert!(got >= Duration::from_millis(1))),
+            13..=24 => l
+                .renew(lease)
+                .map(|got| assert!(got >= Duration::from_millis(1))),
             25..=26 => {
                 let opts = KeepAliveOptions::new().revoke_on_drop(rng.chance(30));
                 l.keep_alive_with(lease, opts).map(|ka| {
@@ -288,8 +314,12 @@ fn work(s: &Shared, mut rng: Rng) {
                 let prefix = format!("/s/{}", rng.below(5));
                 l.range_with_revision(&prefix).map(|snap| {
                     saw(snap.revision, false);
-                    assert!(snap.kvs.iter().all(|kv| kv.key.starts_with(prefix.as_bytes())
-                        && kv.mod_revision <= snap.revision));
+                    assert!(
+                        snap.kvs
+                            .iter()
+                            .all(|kv| kv.key.starts_with(prefix.as_bytes())
+                                && kv.mod_revision <= snap.revision)
+                    );
                     assert!(snap.kvs.windows(2).all(|w| w[0].key < w[1].key));
                 })
             }
@@ -327,9 +357,126 @@ fn work(s: &Shared, mut rng: Rng) {
             assert!(expected(&e), "unexpected error: {e:?}");
             s.errors.fetch_add(1, Ordering::Relaxed);
         }
+        if rng.chance(10) {
+            private.step(s, &mut rng);
+        }
         s.ops.fetch_add(1, Ordering::Relaxed);
         if rng.chance(2) {
             std::thread::sleep(Duration::from_millis(rng.below(5)));
+        }
+    }
+}
+
+/// A lease only one worker knows of, with one key (`/p/<worker>`) that only it writes. Its
+/// deadline is known from both sides: a grant or renewal that began at `a` and returned at `b`
+/// set it between `a + ttl` and `b + ttl` (the lessor reads the same monotonic clock). So a
+/// renewal must succeed before the lower bound, must fail after the upper one, and the key must
+/// be there while the lease must be alive.
+struct Private {
+    key: String,
+    held: Option<Held>,
+    /// Earlier private leases, dead; the ticker may not have revoked them (and their key) yet.
+    dead: Vec<LeaseId>,
+}
+
+struct Held {
+    id: LeaseId,
+    ttl: Duration,
+    /// The lease lives at least until then...
+    promised: Instant,
+    /// ... and at most until then.
+    doomed: Instant,
+    /// Whether its key was written.
+    keyed: bool,
+}
+
+impl Private {
+    fn new(t: u64) -> Private {
+        Private {
+            key: format!("/p/{t}"),
+            held: None,
+            dead: Vec::new(),
+        }
+    }
+
+    fn step(&mut self, s: &Shared, rng: &mut Rng) {
+        let l = &s.l;
+        let Some(h) = &mut self.held else {
+            let ttl = Duration::from_millis(rng.range(20, 100));
+            let began = Instant::now();
+            let g = l.grant(ttl).unwrap();
+            self.held = Some(Held {
+                id: g.id,
+                ttl,
+                promised: began + ttl,
+                doomed: Instant::now() + ttl,
+                keyed: false,
+            });
+            return;
+        };
+        let began = Instant::now();
+        match l.renew(h.id) {
+            Ok(_) => {
+                assert!(
+                    began < h.doomed,
+                    "lease {} renewed {:?} after its deadline",
+                    h.id,
+                    began - h.doomed
+                );
+                h.promised = began + h.ttl;
+                h.doomed = Instant::now() + h.ttl;
+                s.private_renewed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Error::LeaseNotFound(_)) => {
+                let late = Instant::now();
+                assert!(
+                    late >= h.promised,
+                    "lease {} refused {:?} before its deadline",
+                    h.id,
+                    h.promised - late
+                );
+                s.private_refused.fetch_add(1, Ordering::Relaxed);
+                self.dead.push(h.id);
+                if self.dead.len() > 4 {
+                    self.dead.remove(0);
+                }
+                self.held = None;
+                return;
+            }
+            Err(e) => panic!("renew: {e:?}"),
+        }
+        if !h.keyed && rng.chance(50) {
+            match l.put_with_lease(&self.key, "mine", h.id) {
+                Ok(_) => h.keyed = true,
+                Err(Error::LeaseNotFound(_)) => assert!(
+                    Instant::now() >= h.promised,
+                    "put refused: lease {} had {:?} left",
+                    h.id,
+                    h.promised.saturating_duration_since(Instant::now())
+                ),
+                Err(e) => panic!("put: {e:?}"),
+            }
+        }
+        let kv = l.get(&self.key).unwrap();
+        match kv {
+            Some(kv) if kv.lease == Some(h.id) => assert!(h.keyed, "{kv:?}: never written"),
+            Some(kv) => assert!(
+                !h.keyed && kv.lease.is_some_and(|id| self.dead.contains(&id)),
+                "{kv:?}, but lease {} holds it (written: {})",
+                h.id,
+                h.keyed
+            ),
+            None => assert!(
+                !h.keyed || Instant::now() >= h.promised,
+                "{} gone while its lease {} had {:?} left",
+                self.key,
+                h.id,
+                h.promised.saturating_duration_since(Instant::now())
+            ),
+        }
+        if rng.chance(10) {
+            // Past its deadline: the next renewal must fail.
+            std::thread::sleep(h.ttl + Duration::from_millis(2));
         }
     }
 }
@@ -392,7 +539,11 @@ fn consume_watch(
         let e = match watch.recv_timeout(Duration::from_secs(60)) {
             Ok(e) => e,
             Err(_) => {
-                assert_eq!(watch.ended(), Some(WatchEnd::Compacted), "the watch stopped");
+                assert_eq!(
+                    watch.ended(),
+                    Some(WatchEnd::Compacted),
+                    "the watch stopped"
+                );
                 let snap = l.range_with_revision("").unwrap();
                 assert!(snap.revision >= last);
                 state = without_leases(&snap.kvs);
