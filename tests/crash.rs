@@ -40,14 +40,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::invariants::{self, State};
 use common::{Rng, test_dir};
-use lessor::{Durability, Error, LeaseId, Lessor, ManualClock};
+use lessor::{Durability, Error, LeaseId, Lessor, ManualClock, RestartPolicy};
 use parking_lot::Mutex;
 
 /// Rounds CI runs, unless they take longer than [`CI_BUDGET`].
 const CI_ROUNDS: u64 = 30;
 /// No round is started after this much time in CI (each takes well under a second).
 const CI_BUDGET: Duration = Duration::from_secs(60);
-/// Set in the child: `<path>|<seed>|<batched max_delay in ms, 0 = immediate>|<threads>|<life>`.
+/// Set in the child: `<path>|<seed>|<batched max_delay in ms, 0 = immediate>|<threads>|<life>|
+/// <checkpoint interval in ms under RestartPolicy::Preserve, 0 = Reset>`.
 const CHILD_ENV: &str = "LESSOR_CRASH_CHILD";
 const TEST: &str = "killed_processes_keep_every_acknowledged_operation";
 /// Slack for comparing wall-clock readings of two processes and the moment of the kill.
@@ -112,6 +113,10 @@ struct Stats {
     keys_loose: u64,
     seen_expired: u64,
     sabotages_caught: u64,
+    preserve_kills: u64,
+    reaped_at_reopen: u64,
+    /// Leases that came back with less than their TTL (only `Preserve` does that).
+    partly_used_at_reopen: u64,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -133,7 +138,7 @@ fn say(line: &str) {
 
 fn child(spec: &str) -> ! {
     let parts: Vec<&str> = spec.split('|').collect();
-    let [path, seed, delay, threads, life] = parts[..] else {
+    let [path, seed, delay, threads, life, preserve] = parts[..] else {
         panic!("bad spec {spec}")
     };
     let seed: u64 = seed.parse().unwrap();
@@ -146,7 +151,10 @@ fn child(spec: &str) -> ! {
         },
     };
     say(&format!("open {}", wall()));
-    let l = Lessor::builder().durability(durability).open(path).unwrap();
+    let l = policy(Lessor::builder(), preserve.parse().unwrap())
+        .durability(durability)
+        .open(path)
+        .unwrap();
     let pool: Arc<Mutex<Vec<u64>>> =
         Arc::new(Mutex::new(l.leases().iter().map(|id| id.get()).collect()));
     say(&format!("ready {}", wall()));
@@ -262,6 +270,16 @@ fn one_op(
     }
 }
 
+/// Under `RestartPolicy::Preserve` with checkpoints every `ms` if not 0, else `Reset`.
+fn policy(b: lessor::Builder, ms: u64) -> lessor::Builder {
+    match ms {
+        0 => b,
+        ms => b
+            .restart_policy(RestartPolicy::Preserve)
+            .checkpoint_interval(Duration::from_millis(ms)),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The parent
 
@@ -272,6 +290,8 @@ struct Plan {
     batched_ms: u64,
     threads: u64,
     lives: u64,
+    /// `RestartPolicy::Preserve` with checkpoints every so many ms, or 0 for `Reset`.
+    preserve_ms: u64,
 }
 
 fn run_round(seed: u64, stats: &mut Stats) -> Result<(), String> {
@@ -280,6 +300,7 @@ fn run_round(seed: u64, stats: &mut Stats) -> Result<(), String> {
         batched_ms: if rng.chance(30) { rng.range(5, 60) } else { 0 },
         threads: if rng.chance(40) { 1 } else { rng.range(2, 4) },
         lives: rng.range(1, 3),
+        preserve_ms: if rng.chance(25) { rng.range(10, 60) } else { 0 },
     };
     let dir = test_dir();
     let mut before = Initial::default();
@@ -291,13 +312,27 @@ fn run_round(seed: u64, stats: &mut Stats) -> Result<(), String> {
         if plan.batched_ms > 0 {
             stats.batched_kills += 1;
         }
-        let l = Lessor::builder()
+        let l = policy(Lessor::builder(), plan.preserve_ms)
             .clock(ManualClock::new())
             .ticker(false)
             .open(&dir.path)
             .map_err(|e| format!("life {life} of {plan:?}: reopen: {e}"))?;
+        if plan.preserve_ms > 0 {
+            // Leases whose last checkpoint left them nothing come back dead, for the first
+            // expiry to revoke with their keys; the checks below see them gone.
+            let reaped = l
+                .revoke_expired()
+                .map_err(|e| format!("life {life} of {plan:?}: revoke_expired: {e}"))?;
+            stats.preserve_kills += 1;
+            stats.reaped_at_reopen += reaped.len() as u64;
+        }
         let after = invariants::check(&l)
             .map_err(|e| format!("life {life} of {plan:?}, killed after {kill_after:?}: {e}"))?;
+        stats.partly_used_at_reopen += after
+            .leases
+            .iter()
+            .filter(|(id, ttl)| after.remaining[*id] < **ttl)
+            .count() as u64;
         let batched = plan.batched_ms > 0;
         let verdict = check_life(&before, &run, &after, batched, None, stats).map_err(|e| {
             format!(
@@ -366,10 +401,11 @@ fn run_child(
         .env(
             CHILD_ENV,
             format!(
-                "{}|{seed}|{}|{}|{life}",
+                "{}|{seed}|{}|{}|{life}|{}",
                 path.display(),
                 plan.batched_ms,
-                plan.threads
+                plan.threads,
+                plan.preserve_ms
             ),
         )
         .stdout(Stdio::piped())
@@ -468,6 +504,9 @@ struct Op {
     outcome: Outcome,
     /// Written by an earlier life: on disk before this one began.
     initial: bool,
+    /// For a lease of an earlier life: what it had left when this life opened the file, if
+    /// not its TTL.
+    left: Option<u64>,
 }
 
 impl Op {
@@ -539,6 +578,7 @@ fn parse(run: &Run, before: &Initial) -> Result<Vec<Op>, String> {
             kind,
             outcome: Outcome::Ok(outcome),
             initial: true,
+            left: None,
         };
         for kv in &state.kvs {
             ops.push(virt(
@@ -551,11 +591,15 @@ fn parse(run: &Run, before: &Initial) -> Result<Vec<Op>, String> {
             ));
         }
         for (id, ttl) in &state.leases {
-            // Under `RestartPolicy::Reset` the child's open gives it a full TTL.
-            ops.push(virt(
+            // The child's open gives it a full TTL under `RestartPolicy::Reset`; under
+            // `Preserve`, what it had left when the last check closed the file (as that check
+            // saw it: its clock did not move).
+            let mut grant = virt(
                 Kind::Grant,
                 vec![id.get().to_string(), ttl.as_nanos().to_string()],
-            ));
+            );
+            grant.left = state.remaining.get(id).map(|r| r.as_nanos() as u64);
+            ops.push(grant);
         }
     }
     let mut open: HashMap<(u64, u64), usize> = HashMap::new();
@@ -607,6 +651,7 @@ fn parse(run: &Run, before: &Initial) -> Result<Vec<Op>, String> {
                 kind,
                 outcome: Outcome::InFlight,
                 initial: false,
+                left: None,
             });
         } else {
             let i = open.remove(&(t, seq)).ok_or_else(bad)?;
@@ -749,7 +794,7 @@ fn check_life(
                         _ => false,
                     }
             })
-            .map(|o| o.wall_start + ttl)
+            .map(|o| o.wall_start + o.left.unwrap_or(ttl))
             .max()
     };
     let expiry_possible =

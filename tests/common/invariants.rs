@@ -23,6 +23,8 @@ pub struct State {
     pub kvs: Vec<KeyValue>,
     /// Every live lease and its granted TTL.
     pub leases: BTreeMap<LeaseId, Duration>,
+    /// What each live lease had left.
+    pub remaining: BTreeMap<LeaseId, Duration>,
     /// The database's revision.
     pub revision: Revision,
 }
@@ -80,6 +82,7 @@ pub fn check(l: &Lessor) -> Result<State, String> {
         }
     }
     let mut leases = BTreeMap::new();
+    let mut remaining = BTreeMap::new();
     for (&id, keys) in &by_lease {
         match l.time_to_live(id) {
             Ok(info) => {
@@ -94,6 +97,7 @@ pub fn check(l: &Lessor) -> Result<State, String> {
                     problems.push(format!("lease {id}: {info:?} has more than its TTL left"));
                 }
                 leases.insert(id, info.granted_ttl);
+                remaining.insert(id, info.remaining);
             }
             Err(e) => problems.push(format!("lease {id} is in leases() but time_to_live: {e}")),
         }
@@ -102,6 +106,7 @@ pub fn check(l: &Lessor) -> Result<State, String> {
         Ok(State {
             kvs: snap.kvs,
             leases,
+            remaining,
             revision,
         })
     } else {
