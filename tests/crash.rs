@@ -5,7 +5,11 @@
 //! reopens the file (with a `ManualClock` and no ticker, so nothing expires while it looks), and
 //! checks every operation against what the operations around it allow, then the invariants.
 //! A round runs one to three child lives on the same file, each continuing from what the last
-//! kill left.
+//! kill left; it runs under `Durability::Immediate` or `Batched`, with one to four threads, and
+//! under `RestartPolicy::Reset` or `Preserve` (checkpoints every 10–60 ms, racing the kill).
+//! Every round also checks the checker: a few changes to the reopened state that contradict an
+//! acknowledged operation (a lease or key lost, a key back to an overwritten value, the
+//! revision back) must each be reported.
 //!
 //! CI runs [`CI_ROUNDS`] rounds (fewer only if they take longer than [`CI_BUDGET`]);
 //! `LESSOR_CRASH_ROUNDS=N` runs N; `LESSOR_CRASH_SEED=S` replays from seed S (a failure prints
