@@ -13,7 +13,9 @@ use crate::error::Error;
 /// valid etcd lease id.
 ///
 /// Ids assigned by [`Lessor::grant`](crate::Lessor::grant) are never reused within a database:
-/// each is one more than the highest id ever issued there.
+/// each is one more than the highest id ever issued there. (With
+/// [`Durability::Batched`](crate::Durability::Batched), a crash can lose the last grants, and
+/// their ids with them: an id nobody can hold any more may then be issued again.)
 ///
 /// ```
 /// use lessor::LeaseId;
