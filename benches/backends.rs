@@ -72,10 +72,13 @@ fn show(d: Duration) -> String {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `--test` (as `cargo bench -- --test` passes): a smoke run, not a measurement.
+    let smoke = args.iter().any(|a| a == "--test");
+    let n: usize = args
+        .iter()
         .find_map(|a| a.parse().ok())
-        .unwrap_or(300);
+        .unwrap_or(if smoke { 20 } else { 300 });
 
     let dir = tempfile::tempdir().unwrap();
     let embedded = Lessor::open(dir.path().join("bench.redb")).unwrap();
@@ -112,7 +115,7 @@ fn main() {
             percentile(&mut remote[op], 0.99),
         );
         println!(
-            "{:<16} {:>22} {:>22} {:>7.0}x",
+            "{:<16} {:>22} {:>22} {:>7.1}x",
             name,
             format!("{} ({})", show(l50), show(l99)),
             format!("{} ({})", show(r50), show(r99)),
@@ -121,7 +124,7 @@ fn main() {
     }
     let total = |t: &[Vec<Duration>]| t.iter().flatten().sum::<Duration>();
     println!(
-        "whole workload: Lessor {:.2} s, EtcdLessor {:.2} s",
+        "whole workload (sum of every call): Lessor {:.2} s, EtcdLessor {:.2} s",
         total(&local).as_secs_f64(),
         total(&remote).as_secs_f64()
     );

@@ -175,9 +175,9 @@ pub trait LeaseStore: Send + Sync {
     /// Watches the keys under `prefix` from revision `from` on; see [`Lessor::watch_from`].
     ///
     /// # Errors
-    /// [`Error::Compacted`](crate::Error::Compacted) on the embedded engine if its history no
-    /// longer reaches `from` (on etcd the watch ends with
-    /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted) instead).
+    /// [`Error::Compacted`](crate::Error::Compacted) if the history no longer reaches `from`
+    /// (etcd may report that later instead: the watch then ends with
+    /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted)).
     fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch>;
 
     /// Runs a transaction: if every comparison holds, the `then` ops, else the `otherwise`

@@ -131,9 +131,10 @@ impl fmt::Debug for EtcdOptions {
 ///   embedded engine, the revision advances, the version grows, and watchers see a put.
 /// - **Watches** cannot tell why a key was deleted: every delete has
 ///   [`DeleteCause::Unknown`](crate::DeleteCause::Unknown). [`watch_from`](EtcdLessor::watch_from)
-///   a compacted revision ends the watch with [`WatchEnd::Compacted`](crate::WatchEnd::Compacted)
-///   instead of returning [`Error::Compacted`]. A broken stream is reopened from the revision
-///   after the last event received, so nothing is missed.
+///   a compacted revision returns [`Error::Compacted`] or, when etcd reports it after
+///   confirming the watch, ends the watch with [`WatchEnd::Compacted`](crate::WatchEnd::Compacted).
+///   A broken stream is reopened from the revision after the last event received, so nothing
+///   is missed.
 /// - **Keep-alives** run on etcd's keep-alive stream. A lease revoked through this handle ends
 ///   them as [`EndReason::Revoked`] at once. When etcd answers that the lease is gone, the
 ///   reason is inferred from time: before the lease's deadline (as this handle saw it) it was
@@ -508,11 +509,13 @@ impl EtcdLessor {
     }
 
     /// Watches the keys that start with `prefix` from revision `from` on (etcd keeps history
-    /// until it is compacted). A compacted `from` ends the watch with
-    /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted).
+    /// until it is compacted).
     ///
     /// # Errors
-    /// [`Error::Unavailable`], [`Error::Closed`].
+    /// [`Error::Compacted`] if etcd refuses `from` at once (if it reports the compaction after
+    /// confirming the watch, the watch ends with
+    /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted) instead); [`Error::Unavailable`],
+    /// [`Error::Closed`].
     pub fn watch_from(&self, prefix: impl AsRef<[u8]>, from: Revision) -> Result<Watch> {
         watch::start(self.core(), prefix.as_ref(), Some(from))
     }
