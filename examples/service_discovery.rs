@@ -4,7 +4,13 @@
 //! ```text
 //! cargo run --release --example service_discovery            # lessor-data/services.redb
 //! cargo run --release --example service_discovery -- --ttl 1 --instances 4
+//! cargo run --release --features etcd --example service_discovery -- --etcd http://127.0.0.1:2379
 //! ```
+//!
+//! The program is written against [`LeaseStore`], so it runs unchanged on the embedded
+//! `Lessor` or, with `--etcd URL` (cargo feature `etcd`), on an etcd cluster: `open` below is
+//! the only place that knows which. On etcd, TTLs are whole seconds of at least 2 s, and the
+//! watcher cannot tell an expiry from a clean shutdown (etcd's delete events carry no cause).
 //!
 //! - Each instance grants a lease, puts `/services/api/<n> = <address>` under it, and keeps the
 //!   lease alive.
@@ -17,14 +23,17 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lessor::{DeleteCause, Lessor, WatchEvent};
+use lessor::{DeleteCause, LeaseStore, Lessor, WatchEvent};
 
 const PREFIX: &str = "/services/api/";
 
 struct Args {
     path: PathBuf,
+    /// An etcd endpoint to use instead of the file.
+    etcd: Option<String>,
     instances: usize,
     ttl: Duration,
 }
@@ -32,6 +41,7 @@ struct Args {
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         path: PathBuf::from("lessor-data").join("services.redb"),
+        etcd: None,
         instances: 3,
         ttl: Duration::from_secs(2),
     };
@@ -40,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         match arg.as_str() {
             "--db" => a.path = PathBuf::from(value("--db")?),
+            "--etcd" => a.etcd = Some(value("--etcd")?),
             "--instances" => {
                 let v = value("--instances")?;
                 a.instances = v
@@ -56,7 +67,8 @@ fn parse_args() -> Result<Args, String> {
             }
             "-h" | "--help" => {
                 return Err(
-                    "usage: service_discovery [--db FILE] [--instances N] [--ttl SECONDS]".into(),
+                    "usage: service_discovery [--db FILE | --etcd URL] [--instances N] [--ttl SECONDS]"
+                        .into(),
                 );
             }
             other => return Err(format!("unknown argument {other}")),
@@ -67,8 +79,8 @@ fn parse_args() -> Result<Args, String> {
 
 /// Follows the live instances; prints the set at each change. Returns when a change leaves the
 /// set empty, or when the lessor closes.
-fn watcher(lessor: &Lessor, start: Instant) -> lessor::Result<()> {
-    let snapshot = lessor.range_with_revision(PREFIX)?;
+fn watcher(store: &dyn LeaseStore, start: Instant) -> lessor::Result<()> {
+    let snapshot = store.range_with_revision(PREFIX.as_bytes())?;
     let mut live: BTreeMap<String, String> = snapshot
         .kvs
         .into_iter()
@@ -80,7 +92,7 @@ fn watcher(lessor: &Lessor, start: Instant) -> lessor::Result<()> {
         live.len(),
         snapshot.revision
     );
-    let watch = lessor.watch_from(PREFIX, snapshot.revision.next())?;
+    let watch = store.watch_from(PREFIX.as_bytes(), snapshot.revision.next())?;
     for event in watch.iter() {
         let why = match &event {
             WatchEvent::Put(kv) => {
@@ -92,6 +104,7 @@ fn watcher(lessor: &Lessor, start: Instant) -> lessor::Result<()> {
                 match cause {
                     DeleteCause::LeaseExpired(_) => "lease expired".into(),
                     DeleteCause::LeaseRevoked(_) => "deregistered".into(),
+                    DeleteCause::Unknown => "gone (etcd does not say why)".into(),
                     other => format!("{other:?}"),
                 }
             }
@@ -118,30 +131,49 @@ fn secs(start: Instant) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
-fn run(args: Args) -> lessor::Result<()> {
+/// The one place that knows the backend: a file of the embedded engine, or an etcd cluster.
+fn open(args: &Args) -> lessor::Result<Arc<dyn LeaseStore>> {
+    if let Some(url) = &args.etcd {
+        #[cfg(feature = "etcd")]
+        return Ok(Arc::new(lessor::EtcdLessor::connect(
+            [url],
+            lessor::EtcdOptions::new(),
+        )?));
+        #[cfg(not(feature = "etcd"))]
+        return Err(lessor::Error::InvalidConfig(if url.is_empty() {
+            "--etcd needs a URL"
+        } else {
+            "--etcd needs the example built with --features etcd"
+        }));
+    }
     if let Some(dir) = args.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| lessor::Error::Io {
             path: dir.to_path_buf(),
             source,
         })?;
     }
-    let lessor = Lessor::open(&args.path)?;
+    Ok(Arc::new(Lessor::open(&args.path)?))
+}
+
+fn run(args: Args) -> lessor::Result<()> {
+    let store = open(&args)?;
     // Leftovers of an earlier run (kept alive by nobody) would expire within a TTL anyway.
-    for kv in lessor.range(PREFIX)? {
-        lessor.delete(&kv.key)?;
+    for kv in store.range(PREFIX.as_bytes())? {
+        store.delete(&kv.key)?;
     }
     let start = Instant::now();
     let watching = {
-        let lessor = lessor.clone();
-        std::thread::spawn(move || watcher(&lessor, start))
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || watcher(&*store, start))
     };
 
     let mut instances = Vec::new();
     for n in 1..=args.instances {
-        let lease = lessor.grant(args.ttl)?;
+        let lease = store.grant(args.ttl)?;
         let key = format!("{PREFIX}{n}");
-        lessor.put_with_lease(&key, format!("10.0.0.{n}:8080"), lease.id)?;
-        instances.push((n, lessor.keep_alive(lease.id)?));
+        let addr = format!("10.0.0.{n}:8080");
+        store.put_with_lease(key.as_bytes(), addr.as_bytes(), lease.id)?;
+        instances.push((n, store.keep_alive(lease.id)?));
         std::thread::sleep(args.ttl / 4);
     }
     std::thread::sleep(args.ttl);
@@ -149,7 +181,7 @@ fn run(args: Args) -> lessor::Result<()> {
     let mut instances = instances.into_iter();
     if let Some((n, keep_alive)) = instances.next() {
         println!("[{:5.2}s] instance {n} shuts down cleanly", secs(start));
-        lessor.revoke(keep_alive.id())?;
+        store.revoke(keep_alive.id())?;
     }
     if let Some((n, keep_alive)) = instances.next() {
         println!(
@@ -161,13 +193,13 @@ fn run(args: Args) -> lessor::Result<()> {
     std::thread::sleep(args.ttl * 2);
     for (n, keep_alive) in instances {
         println!("[{:5.2}s] instance {n} shuts down cleanly", secs(start));
-        lessor.revoke(keep_alive.id())?;
+        store.revoke(keep_alive.id())?;
     }
     match watching.join() {
         Ok(result) => result?,
         Err(_) => eprintln!("the watcher panicked"),
     }
-    lessor.close()
+    store.close()
 }
 
 fn main() -> ExitCode {

@@ -150,6 +150,18 @@ pub enum Error {
     #[error("lessor is closed")]
     Closed,
 
+    /// The backend could not be reached or did not answer in time: an etcd cluster
+    /// (`EtcdLessor`, feature `etcd`) that is down, partitioned or without a leader. The
+    /// call may or may not have taken effect; the transport's error is the source.
+    #[error("backend unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+
+    /// The backend refused the call for a reason that has no variant of its own (for etcd: a
+    /// permission, a request above its size limit, an unexpected answer); its error is the
+    /// source.
+    #[error("backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+
     /// An earlier write failed in storage ([`Error::Storage`]). Whether that write reached the
     /// disk is unknown and redb refuses further work, so every call fails with this until the
     /// database has been reopened and memory reloaded from it: the ticker does that by itself,

@@ -72,7 +72,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(1);
 const BATCH: usize = 256;
 
 /// The end-reason word of a keep-alive still running.
-const RUNNING: u8 = 0;
+pub(crate) const RUNNING: u8 = 0;
 
 /// One renewal of a kept-alive lease, as received from [`KeepAlive::responses`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -200,8 +200,20 @@ impl KeepAliveOptions {
         self
     }
 
+    /// The [`run_for`](KeepAliveOptions::run_for) limit, if any.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn run_for_limit(&self) -> Option<Duration> {
+        self.run_for
+    }
+
+    /// Whether [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop) is on.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn revokes_on_drop(&self) -> bool {
+        self.revoke_on_drop
+    }
+
     /// The interval for a lease of `ttl` nanoseconds, in nanoseconds.
-    fn interval_for(&self, ttl: u64) -> Result<u64> {
+    pub(crate) fn interval_for(&self, ttl: u64) -> Result<u64> {
         let floor = nanos(MIN_INTERVAL);
         match self.interval {
             None => Ok((ttl / 3).max(floor)),
@@ -250,8 +262,7 @@ impl KeepAliveOptions {
 /// ```
 pub struct KeepAlive {
     id: LeaseId,
-    core: Arc<Core>,
-    ticket: Ticket,
+    driver: Driver,
     /// The end reason, shared with the keep-alive's slot ([`RUNNING`] until it ends).
     reason: Arc<AtomicU8>,
     responses: Receiver<KeepAliveResponse>,
@@ -259,7 +270,47 @@ pub struct KeepAlive {
     revoke: AtomicBool,
 }
 
+/// What renews a [`KeepAlive`]'s lease.
+enum Driver {
+    /// The embedded lessor's `lessor-keepalive` thread; `ticket` names the registration.
+    Local { core: Arc<Core>, ticket: Ticket },
+    /// Another backend (etcd), through its own task.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Remote(Box<dyn RemoteKeepAlive>),
+}
+
+/// A keep-alive run by another backend than the embedded lessor (etcd). The backend shares the
+/// end-reason word and the responses channel with the [`KeepAlive`] (see
+/// [`KeepAlive::remote`]) and follows the same rules: it sets the reason (by [`set_reason`])
+/// before it drops its sending end, and offers responses with [`offer_latest`].
+pub(crate) trait RemoteKeepAlive: Send + Sync {
+    /// Stops renewing: the handle was cancelled or dropped (the reason is already set).
+    fn stop(&self);
+    /// Revokes the lease for [`KeepAliveOptions::revoke_on_drop`]; errors are ignored, and a
+    /// backend that is closed does nothing.
+    fn revoke(&self, id: LeaseId);
+}
+
 impl KeepAlive {
+    /// A keep-alive run by another backend: `reason` is its end-reason word (running until
+    /// [`set_reason`] sets it), `responses` the receiving end of a `bounded(1)` channel.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn remote(
+        id: LeaseId,
+        reason: Arc<AtomicU8>,
+        responses: Receiver<KeepAliveResponse>,
+        revoke_on_drop: bool,
+        driver: Box<dyn RemoteKeepAlive>,
+    ) -> KeepAlive {
+        KeepAlive {
+            id,
+            driver: Driver::Remote(driver),
+            reason,
+            responses,
+            revoke: AtomicBool::new(revoke_on_drop),
+        }
+    }
+
     /// The lease kept alive.
     pub fn id(&self) -> LeaseId {
         self.id
@@ -291,17 +342,26 @@ impl KeepAlive {
     /// ```
     pub fn cancel(&self) {
         if set_reason(&self.reason, EndReason::Cancelled) {
-            self.core.keepalives.remove(self.ticket);
+            match &self.driver {
+                Driver::Local { core, ticket } => core.keepalives.remove(*ticket),
+                Driver::Remote(remote) => remote.stop(),
+            }
         }
         if self.revoke.swap(false, Ordering::AcqRel)
             && matches!(
                 self.ended(),
                 Some(EndReason::Cancelled | EndReason::Finished)
             )
-            && self.core.is_open()
         {
             // Errors are ignored, as documented: the lease then expires.
-            let _ = self.core.revoke(self.id);
+            match &self.driver {
+                Driver::Local { core, .. } => {
+                    if core.is_open() {
+                        let _ = core.revoke(self.id);
+                    }
+                }
+                Driver::Remote(remote) => remote.revoke(self.id),
+            }
         }
     }
 
@@ -365,8 +425,10 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
     );
     Ok(KeepAlive {
         id,
-        core: Arc::clone(core),
-        ticket,
+        driver: Driver::Local {
+            core: Arc::clone(core),
+            ticket,
+        },
         reason,
         responses,
         revoke: AtomicBool::new(opts.revoke_on_drop),
@@ -824,7 +886,7 @@ fn next_renewal(now: u64, interval: u64, stop_at: Option<u64>) -> u64 {
 /// holds only the latest, and a receiver that never reads never blocks the sender. `rx` is the
 /// sender's own clone of the receiving end. Gives up after a few rounds lost to another sender
 /// (the channel then holds that sender's message, as fresh).
-fn offer_latest<T>(tx: &Sender<T>, rx: &Receiver<T>, mut value: T) {
+pub(crate) fn offer_latest<T>(tx: &Sender<T>, rx: &Receiver<T>, mut value: T) {
     for _ in 0..4 {
         match tx.try_send(value) {
             Ok(()) | Err(TrySendError::Disconnected(_)) => return,
@@ -837,7 +899,7 @@ fn offer_latest<T>(tx: &Sender<T>, rx: &Receiver<T>, mut value: T) {
 }
 
 /// Sets a keep-alive's end reason unless it has one; `true` if this call set it.
-fn set_reason(word: &AtomicU8, reason: EndReason) -> bool {
+pub(crate) fn set_reason(word: &AtomicU8, reason: EndReason) -> bool {
     word.compare_exchange(RUNNING, reason.code(), Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
 }

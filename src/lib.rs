@@ -74,6 +74,13 @@
 //! [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`] the ticker writes the new
 //! deadlines in batches, every few seconds.
 //!
+//! # From one process to a cluster
+//! [`LeaseStore`] is the API the embedded [`Lessor`] shares with `EtcdLessor` (cargo feature
+//! `etcd`, off by default), which speaks to an etcd cluster with the same lease semantics.
+//! Code written against `&dyn LeaseStore` (or `S: LeaseStore`) runs on either: only the line
+//! that opens the store changes. The trait's docs list where etcd differs (whole-second TTLs,
+//! attach as a rewrite, deletes whose cause is unknown).
+//!
 //! # Failures and observability
 //! If the disk fails under a write, that call gets [`Error::Storage`] and every call after it
 //! [`Error::Poisoned`], until the lessor has reopened the database and reloaded memory from it:
@@ -92,10 +99,13 @@ mod builder;
 mod clock;
 mod durability;
 mod error;
+#[cfg(feature = "etcd")]
+mod etcd;
 mod events;
 mod expiry;
 mod keepalive;
 mod lease;
+mod lease_store;
 mod lease_table;
 mod lessor;
 mod record;
@@ -112,9 +122,12 @@ pub use crate::builder::{Builder, MAX_TTL};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::durability::Durability;
 pub use crate::error::{Error, Result};
+#[cfg(feature = "etcd")]
+pub use crate::etcd::{EtcdLessor, EtcdOptions};
 pub use crate::events::{LeaseEvent, RevokeCause};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
+pub use crate::lease_store::{LeaseStore, TxnRequest};
 pub use crate::lessor::{Health, Lessor};
 pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Percentiles, Stats};

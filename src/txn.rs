@@ -37,7 +37,7 @@ impl CmpOp {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     Exists(bool),
     Value(CmpOp, Vec<u8>),
     Version(CmpOp, u64),
@@ -53,8 +53,8 @@ enum Target {
 /// exist"; comparing the value of a missing key is false whatever the operator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Compare {
-    key: Vec<u8>,
-    target: Target,
+    pub(crate) key: Vec<u8>,
+    pub(crate) target: Target,
 }
 
 impl Compare {
@@ -114,7 +114,7 @@ impl Compare {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum OpKind {
+pub(crate) enum OpKind {
     Put {
         value: Vec<u8>,
         lease: Option<LeaseId>,
@@ -126,8 +126,8 @@ enum OpKind {
 /// One operation of a [`Txn`]'s `then` or `otherwise` list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Op {
-    key: Vec<u8>,
-    kind: OpKind,
+    pub(crate) key: Vec<u8>,
+    pub(crate) kind: OpKind,
 }
 
 impl Op {

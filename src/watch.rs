@@ -92,6 +92,11 @@ pub enum DeleteCause {
     LeaseRevoked(LeaseId),
     /// Its lease expired.
     LeaseExpired(LeaseId),
+    /// The backend does not say. Every delete seen by a watch on etcd (`EtcdLessor`) has this
+    /// cause: etcd's delete events carry the key and the revision only, the same for a
+    /// `delete`, a revocation and an expiry. The embedded [`Lessor`](crate::Lessor) never
+    /// reports it.
+    Unknown,
 }
 
 /// Why a [`Watch`] ended.
@@ -111,10 +116,10 @@ pub enum WatchEnd {
     StorageFailed,
 }
 
-const RUNNING: u8 = 0;
-const ENDED_CLOSED: u8 = 1;
-const ENDED_COMPACTED: u8 = 2;
-const ENDED_FAILED: u8 = 3;
+pub(crate) const RUNNING: u8 = 0;
+pub(crate) const ENDED_CLOSED: u8 = 1;
+pub(crate) const ENDED_COMPACTED: u8 = 2;
+pub(crate) const ENDED_FAILED: u8 = 3;
 
 /// A stream of changes to the keys under a prefix, from
 /// [`Lessor::watch`](crate::Lessor::watch) or [`Lessor::watch_from`](crate::Lessor::watch_from).
@@ -144,8 +149,7 @@ const ENDED_FAILED: u8 = 3;
 /// # Ok(()) }
 /// ```
 pub struct Watch {
-    hub: Arc<Hub>,
-    id: u64,
+    source: Source,
     rx: Receiver<WatchEvent>,
     ended: Arc<AtomicU8>,
     /// One consumer at a time (`Send`, not `Sync`): a second thread blocked in `recv` could
@@ -153,7 +157,34 @@ pub struct Watch {
     _one_consumer: std::marker::PhantomData<std::cell::Cell<()>>,
 }
 
+/// Where a [`Watch`]'s events come from.
+enum Source {
+    /// The embedded lessor's hub; `id` names the watch's slot there.
+    Hub { hub: Arc<Hub>, id: u64 },
+    /// Another backend (etcd) feeding the channel from its own task. Dropping the guard stops
+    /// that task; the channel then disconnects.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    Remote(#[allow(dead_code)] Box<dyn Send>),
+}
+
 impl Watch {
+    /// A watch fed by another backend: `rx` receives its events, `ended` holds its end code
+    /// ([`RUNNING`], [`ENDED_CLOSED`] or [`ENDED_COMPACTED`], set before the sending end is
+    /// dropped), and dropping `guard` stops whatever feeds the channel.
+    #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    pub(crate) fn remote(
+        rx: Receiver<WatchEvent>,
+        ended: Arc<AtomicU8>,
+        guard: Box<dyn Send>,
+    ) -> Watch {
+        Watch {
+            source: Source::Remote(guard),
+            rx,
+            ended,
+            _one_consumer: std::marker::PhantomData,
+        }
+    }
+
     /// Waits for the next event. `Err` once the watch has ended and every event before the end
     /// has been received.
     pub fn recv(&self) -> Result<WatchEvent, RecvError> {
@@ -211,20 +242,29 @@ impl Watch {
     /// Copies missed events from the history into the channel if the watch is lagging;
     /// `false` if it was not (so waiting on the channel is right).
     fn catch_up(&self) -> bool {
-        self.hub.with_watchers_any(|w| w.catch_up(self.id))
+        match &self.source {
+            Source::Hub { hub, id } => hub.with_watchers_any(|w| w.catch_up(*id)),
+            Source::Remote(_) => false,
+        }
     }
 }
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.hub.with_watchers_any(|w| w.remove(self.id));
+        if let Source::Hub { hub, id } = &self.source {
+            hub.with_watchers_any(|w| w.remove(*id));
+        }
     }
 }
 
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = match &self.source {
+            Source::Hub { id, .. } => Some(*id),
+            Source::Remote(_) => None,
+        };
         f.debug_struct("Watch")
-            .field("id", &self.id)
+            .field("id", &id)
             .field("ended", &self.ended())
             .finish()
     }
@@ -343,8 +383,10 @@ impl Watchers {
             ended: Arc::clone(&ended),
         });
         Ok(Watch {
-            hub: Arc::clone(hub),
-            id,
+            source: Source::Hub {
+                hub: Arc::clone(hub),
+                id,
+            },
             rx,
             ended,
             _one_consumer: std::marker::PhantomData,

@@ -1,0 +1,949 @@
+//! [`EtcdLessor`]: the [`LeaseStore`] API on an etcd cluster (cargo feature `etcd`).
+//!
+//! # Implementation
+//!
+//! `etcd-client` is asynchronous; `EtcdLessor` is not. Each `EtcdLessor` owns a small tokio
+//! runtime: one worker thread, `lessor-etcd`, which drives the connection and runs the
+//! background tasks (one per keep-alive, one per watch). A call runs its request with
+//! `block_on` on the calling thread, under a deadline ([`EtcdOptions::request_timeout`]), so
+//! every method is synchronous like [`Lessor`](crate::Lessor)'s; calling one from inside an
+//! async runtime is refused ([`Error::InvalidConfig`]) rather than left to panic.
+//!
+//! Shared state lives in [`Core`]:
+//! - `runtime`: `None` once closed. Every call holds its read lock for the call's length; only
+//!   `close` takes the write lock, so it waits for calls in flight.
+//! - `registry` (a leaf lock): the running keep-alives and watches, so that `revoke` ends the
+//!   keep-alives of its lease as revoked, and `close` ends everything as closed, before the
+//!   runtime (and with it every task and channel) is shut down.
+//! - `renewers`: open keep-alive streams that [`EtcdLessor::renew`] reuses, one per lease
+//!   renewed recently (`etcd-client` has no one-shot renewal: a renewal is a message on a
+//!   keep-alive stream).
+//!
+//! Nothing blocks or calls out under `registry`; `renewers` is an async mutex held across one
+//! renewal's round trip.
+
+mod convert;
+mod keepalive;
+mod watch;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use etcd_client as etcd;
+use parking_lot::{Mutex, RwLock};
+use tokio::runtime::Runtime;
+
+use crate::error::{Error, Result};
+use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, set_reason};
+use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
+use crate::lease_store::{LeaseStore, TxnRequest};
+use crate::txn::{OpKind, TxnResult};
+use crate::watch::{ENDED_CLOSED, RUNNING, Watch};
+
+use self::convert::{error, header_revision, raw_id};
+
+/// How many keep-alive streams [`EtcdLessor::renew`] keeps open for reuse.
+const RENEWERS: usize = 256;
+
+/// Settings of an [`EtcdLessor`] connection.
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::EtcdOptions;
+///
+/// let opts = EtcdOptions::new()
+///     .request_timeout(Duration::from_secs(2))
+///     .connect_timeout(Duration::from_secs(1));
+/// # let _ = opts;
+/// ```
+#[must_use]
+#[derive(Clone)]
+pub struct EtcdOptions {
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    user: Option<(String, String)>,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            user: None,
+        }
+    }
+}
+
+impl EtcdOptions {
+    /// The defaults: 5 s per request, 5 s to connect, no authentication.
+    pub fn new() -> EtcdOptions {
+        EtcdOptions::default()
+    }
+
+    /// How long a call waits for etcd before failing with [`Error::Unavailable`]. Default 5 s.
+    pub fn request_timeout(mut self, limit: Duration) -> Self {
+        self.request_timeout = limit;
+        self
+    }
+
+    /// How long [`EtcdLessor::connect`] waits for the cluster to answer. Default 5 s.
+    pub fn connect_timeout(mut self, limit: Duration) -> Self {
+        self.connect_timeout = limit;
+        self
+    }
+
+    /// Authenticates as `name` with `password` (etcd's auth). Default: none.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((name.into(), password.into()));
+        self
+    }
+}
+
+impl fmt::Debug for EtcdOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdOptions")
+            .field("request_timeout", &self.request_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish()
+    }
+}
+
+/// The [`LeaseStore`] API on an etcd cluster: what a service uses when several replicas must
+/// share leases and locks. The same code runs on the embedded [`Lessor`](crate::Lessor) and on
+/// this; only the line that opens the store changes.
+///
+/// `EtcdLessor` is `Clone + Send + Sync`; clones share one connection. Every method is
+/// synchronous (it blocks the calling thread for one or more round trips to the cluster; do
+/// not call it from inside an async runtime, use `spawn_blocking` there). The connection
+/// closes with [`close`](EtcdLessor::close) or when the last clone is dropped. Methods have
+/// the contracts of [`Lessor`](crate::Lessor)'s, with etcd's differences:
+///
+/// - **TTLs** are whole seconds (rounded up), raised to the cluster's minimum (2 s with etcd's
+///   default election timeout); [`time_to_live`](EtcdLessor::time_to_live)'s `remaining` is
+///   whole seconds, rounded down.
+/// - **Attach and detach** rewrite each key with its own value under the new lease (or none),
+///   in one transaction: etcd moves a key between leases only by a put. So, unlike the
+///   embedded engine, the revision advances, the version grows, and watchers see a put.
+/// - **Watches** cannot tell why a key was deleted: every delete has
+///   [`DeleteCause::Unknown`](crate::DeleteCause::Unknown). [`watch_from`](EtcdLessor::watch_from)
+///   a compacted revision returns [`Error::Compacted`] or, when etcd reports it after
+///   confirming the watch, ends the watch with [`WatchEnd::Compacted`](crate::WatchEnd::Compacted).
+///   A broken stream is reopened from the revision after the last event received, so nothing
+///   is missed.
+/// - **Keep-alives** run on etcd's keep-alive stream. A lease revoked through this handle ends
+///   them as [`EndReason::Revoked`] at once. When etcd answers that the lease is gone, the
+///   reason is inferred from time: before the lease's deadline (as this handle saw it) it was
+///   revoked by another client ([`EndReason::Revoked`]), after it, it expired. If etcd cannot
+///   be reached for a whole TTL, the keep-alive ends as [`EndReason::Expired`].
+/// - **Errors**: an unreachable cluster, a lost leader or a timeout is [`Error::Unavailable`]
+///   (the transport's error attached); other refusals without a variant of ours are
+///   [`Error::Backend`]. Key and value sizes are etcd's to limit.
+/// - **Revisions** start at 1 on a fresh cluster; granting does not advance them, as in the
+///   embedded engine.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use lessor::{EtcdLessor, EtcdOptions, LeaseStore};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let store = EtcdLessor::connect(["http://127.0.0.1:2379"], EtcdOptions::new())?;
+/// let lease = store.grant(Duration::from_secs(10))?;
+/// store.put_with_lease("/cron/lock/job1", "10001", lease.id)?;
+/// store.renew(lease.id)?;
+/// store.revoke(lease.id)?; // the key goes with it
+/// assert!(store.get("/cron/lock/job1")?.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct EtcdLessor {
+    handle: Arc<Handle>,
+}
+
+/// What the clones share; dropping the last one closes the connection.
+struct Handle {
+    core: Arc<Core>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let _ = self.core.close();
+    }
+}
+
+/// State shared by every clone, keep-alive handle and task; see the module docs.
+pub(crate) struct Core {
+    client: etcd::Client,
+    options: EtcdOptions,
+    /// The runtime; `None` once closed. Read-locked by every call for its length.
+    runtime: RwLock<Option<Runtime>>,
+    /// Guards the running keep-alives and watches. A leaf lock.
+    registry: Mutex<Registry>,
+    /// Keep-alive streams kept for [`EtcdLessor::renew`], by lease, with when each was last
+    /// used (for eviction).
+    renewers: tokio::sync::Mutex<HashMap<LeaseId, keepalive::Renewer>>,
+}
+
+/// The background work of an `EtcdLessor`; guarded by `Core::registry`.
+#[derive(Default)]
+struct Registry {
+    closed: bool,
+    next: u64,
+    keepalives: HashMap<u64, keepalive::Entry>,
+    /// Each running watch's end word.
+    watches: HashMap<u64, Arc<AtomicU8>>,
+}
+
+impl EtcdLessor {
+    /// Connects to the etcd cluster at `endpoints` (`http://host:port`; several for a
+    /// cluster) and checks that it answers.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] if no endpoint answers within the connect timeout;
+    /// [`Error::Backend`] for a malformed endpoint or refused credentials; [`Error::Spawn`] if
+    /// the runtime thread cannot start.
+    pub fn connect<E: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = E>,
+        options: EtcdOptions,
+    ) -> Result<EtcdLessor> {
+        let endpoints: Vec<String> = endpoints
+            .into_iter()
+            .map(|e| e.as_ref().to_owned())
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::InvalidConfig("no etcd endpoint given"));
+        }
+        refuse_inside_runtime()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lessor-etcd")
+            .enable_all()
+            .build()
+            .map_err(Error::Spawn)?;
+        let mut connect = etcd::ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some((name, password)) = &options.user {
+            connect = connect.with_user(name.clone(), password.clone());
+        }
+        let limit = options.connect_timeout;
+        let client = runtime.block_on(async {
+            let attempt = async {
+                let mut client = etcd::Client::connect(&endpoints, Some(connect)).await?;
+                // Connecting is lazy: ask for something to know that the cluster answers.
+                client.status().await?;
+                Ok::<_, etcd::Error>(client)
+            };
+            match tokio::time::timeout(limit, attempt).await {
+                Ok(Ok(client)) => Ok(client),
+                Ok(Err(e)) => Err(error(e, None)),
+                Err(_) => Err(convert::timed_out(limit)),
+            }
+        });
+        let client = match client {
+            Ok(client) => client,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        Ok(EtcdLessor {
+            handle: Arc::new(Handle {
+                core: Arc::new(Core {
+                    client,
+                    options,
+                    runtime: RwLock::new(Some(runtime)),
+                    registry: Mutex::new(Registry::default()),
+                    renewers: tokio::sync::Mutex::new(HashMap::new()),
+                }),
+            }),
+        })
+    }
+
+    fn core(&self) -> &Arc<Core> {
+        &self.handle.core
+    }
+
+    /// Grants a lease of `ttl` (whole seconds, rounded up, at least the cluster's minimum)
+    /// with an id etcd chooses.
+    ///
+    /// # Errors
+    /// [`Error::TtlOutOfRange`] above [`MAX_TTL`](crate::MAX_TTL), [`Error::Unavailable`],
+    /// [`Error::Closed`].
+    pub fn grant(&self, ttl: Duration) -> Result<Lease> {
+        self.core().grant(None, ttl)
+    }
+
+    /// Grants a lease with the id of the caller's choice.
+    ///
+    /// # Errors
+    /// [`Error::LeaseExists`] if a lease has that id, and as [`grant`](EtcdLessor::grant).
+    pub fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease> {
+        self.core().grant(Some(id), ttl)
+    }
+
+    /// Renews a lease once (one message on a keep-alive stream, kept open for the next renewal
+    /// of the same lease). Returns its TTL.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if it is not alive, [`Error::Unavailable`], [`Error::Closed`].
+    pub fn renew(&self, id: LeaseId) -> Result<Duration> {
+        let core = self.core();
+        core.run(keepalive::renew(core, id))
+    }
+
+    /// Keeps a lease alive with the default options; see
+    /// [`Lessor::keep_alive`](crate::Lessor::keep_alive) and the notes on keep-alives above.
+    ///
+    /// # Errors
+    /// As [`keep_alive_with`](EtcdLessor::keep_alive_with).
+    pub fn keep_alive(&self, id: LeaseId) -> Result<KeepAlive> {
+        self.keep_alive_with(id, KeepAliveOptions::default())
+    }
+
+    /// Keeps a lease alive through etcd's keep-alive stream until the handle is cancelled or
+    /// dropped, its `run_for` time comes, the lease ends, or this `EtcdLessor` closes. The first
+    /// renewal happens before this returns; its response is in
+    /// [`KeepAlive::responses`]. `run_for` is measured on the system clock.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::InvalidConfig`] for an interval not shorter than the
+    /// TTL, [`Error::Unavailable`], [`Error::Closed`].
+    pub fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
+        keepalive::start(self.core(), id, opts)
+    }
+
+    /// Revokes a lease: etcd deletes its keys in the same transaction. Returns the revision
+    /// after. Keep-alives of the lease started through this handle end as
+    /// [`EndReason::Revoked`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::Unavailable`], [`Error::Closed`].
+    pub fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        self.core().revoke(id)
+    }
+
+    /// The granted TTL, time left (whole seconds) and attached keys (in key order) of a lease.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::Unavailable`], [`Error::Closed`].
+    pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+        self.core().run(async {
+            let mut lease = self.core().client.lease_client();
+            let resp = lease
+                .time_to_live(
+                    raw_id(id),
+                    Some(etcd::LeaseTimeToLiveOptions::new().with_keys()),
+                )
+                .await
+                .map_err(|e| error(e, Some(id)))?;
+            if resp.ttl() < 0 {
+                return Err(Error::LeaseNotFound(id));
+            }
+            let mut keys = resp.keys().to_vec();
+            keys.sort();
+            Ok(LeaseInfo {
+                id,
+                granted_ttl: convert::secs(resp.granted_ttl()),
+                remaining: convert::secs(resp.ttl()),
+                keys,
+            })
+        })
+    }
+
+    /// Ids of the cluster's live leases (all clients'), ascending.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn leases(&self) -> Result<Vec<LeaseId>> {
+        self.core().run(async {
+            let resp = self
+                .core()
+                .client
+                .lease_client()
+                .leases()
+                .await
+                .map_err(|e| error(e, None))?;
+            let mut ids: Vec<LeaseId> = resp
+                .leases()
+                .iter()
+                .filter_map(|l| convert::lease_id(l.id()))
+                .collect();
+            ids.sort();
+            Ok(ids)
+        })
+    }
+
+    /// Writes `key = value` with no lease (detaching it from any). Returns the new revision.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty key, [`Error::Unavailable`], [`Error::Closed`].
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<Revision> {
+        self.core().put(key.as_ref(), value.as_ref(), None)
+    }
+
+    /// Writes `key = value` attached to lease `id`. Returns the new revision.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease is not alive, and as [`put`](EtcdLessor::put).
+    pub fn put_with_lease(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        id: LeaseId,
+    ) -> Result<Revision> {
+        self.core().put(key.as_ref(), value.as_ref(), Some(id))
+    }
+
+    /// Reads one key.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>> {
+        let key = key.as_ref();
+        if key.is_empty() {
+            return Ok(None);
+        }
+        self.core().run(async {
+            let resp = self
+                .core()
+                .client
+                .kv_client()
+                .get(key, None)
+                .await
+                .map_err(|e| error(e, None))?;
+            Ok(resp.kvs().first().map(convert::key_value))
+        })
+    }
+
+    /// Reads every key that starts with `prefix`, in key order (`""`: every key).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn range(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>> {
+        Ok(self.range_with_revision(prefix)?.kvs)
+    }
+
+    /// Reads every key that starts with `prefix`, with the revision the read saw: watch from
+    /// the next one to miss nothing.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
+        let prefix = prefix.as_ref();
+        self.core().run(async {
+            let resp = self
+                .core()
+                .client
+                .kv_client()
+                .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                .await
+                .map_err(|e| error(e, None))?;
+            Ok(Snapshot {
+                revision: header_revision(resp.header()),
+                kvs: resp.kvs().iter().map(convert::key_value).collect(),
+            })
+        })
+    }
+
+    /// Deletes a key; returns whether it existed.
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] for an empty key, [`Error::Unavailable`], [`Error::Closed`].
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key.as_ref();
+        check_key(key)?;
+        self.core().run(async {
+            let resp = self
+                .core()
+                .client
+                .kv_client()
+                .delete(key, None)
+                .await
+                .map_err(|e| error(e, None))?;
+            Ok(resp.deleted() > 0)
+        })
+    }
+
+    /// Attaches existing keys to lease `id`, all or nothing, by rewriting each with its own
+    /// value under the lease in one transaction (etcd has no attach: the revision advances
+    /// and watchers see puts).
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::KeyNotFound`] (nothing attached then),
+    /// [`Error::InvalidKey`], [`Error::Unavailable`], [`Error::Closed`].
+    pub fn attach<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<()> {
+        self.core().move_keys(id, keys, true)
+    }
+
+    /// Detaches keys from lease `id`, all or nothing, by rewriting each with its own value and
+    /// no lease, in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`], [`Error::KeyNotAttached`], [`Error::InvalidKey`],
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn detach<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<()> {
+        self.core().move_keys(id, keys, false)
+    }
+
+    /// Watches the keys that start with `prefix` from the next change on: every change
+    /// committed after this returns is delivered. Deletes have
+    /// [`DeleteCause::Unknown`](crate::DeleteCause::Unknown).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn watch(&self, prefix: impl AsRef<[u8]>) -> Result<Watch> {
+        watch::start(self.core(), prefix.as_ref(), None)
+    }
+
+    /// Watches the keys that start with `prefix` from revision `from` on (etcd keeps history
+    /// until it is compacted).
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] if etcd refuses `from` at once (if it reports the compaction after
+    /// confirming the watch, the watch ends with
+    /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted) instead); [`Error::Unavailable`],
+    /// [`Error::Closed`].
+    pub fn watch_from(&self, prefix: impl AsRef<[u8]>, from: Revision) -> Result<Watch> {
+        watch::start(self.core(), prefix.as_ref(), Some(from))
+    }
+
+    /// Runs a transaction as one etcd `Txn`.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if an op that runs puts with a lease that is not alive
+    /// (reported with the first lease the transaction names); [`Error::InvalidKey`] for an
+    /// empty key or a branch that writes one key twice; [`Error::Unavailable`],
+    /// [`Error::Closed`].
+    pub fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
+        let first_lease = txn
+            .then
+            .iter()
+            .chain(&txn.otherwise)
+            .find_map(|op| match op.kind {
+                OpKind::Put { lease, .. } => lease,
+                _ => None,
+            });
+        let request = etcd::Txn::new()
+            .when(
+                txn.compares
+                    .iter()
+                    .map(convert::compare)
+                    .collect::<Vec<_>>(),
+            )
+            .and_then(txn.then.iter().map(convert::op).collect::<Vec<_>>())
+            .or_else(txn.otherwise.iter().map(convert::op).collect::<Vec<_>>());
+        self.core().run(async {
+            let resp = self
+                .core()
+                .client
+                .kv_client()
+                .txn(request)
+                .await
+                .map_err(|e| error(e, first_lease))?;
+            Ok(TxnResult {
+                succeeded: resp.succeeded(),
+                revision: header_revision(resp.header()),
+                responses: resp
+                    .op_responses()
+                    .iter()
+                    .map(convert::op_response)
+                    .collect(),
+            })
+        })
+    }
+
+    /// The cluster's current revision.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn revision(&self) -> Result<Revision> {
+        self.core().run(async {
+            let resp = self
+                .core()
+                .client
+                .kv_client()
+                .get("\0", Some(etcd::GetOptions::new().with_count_only()))
+                .await
+                .map_err(|e| error(e, None))?;
+            Ok(header_revision(resp.header()))
+        })
+    }
+
+    /// Closes the connection: keep-alives end with [`EndReason::Closed`] (their leases are not
+    /// revoked: they expire one TTL later), watches end with
+    /// [`WatchEnd::Closed`](crate::WatchEnd::Closed), calls in flight finish first and later
+    /// calls get [`Error::Closed`]. The runtime thread is stopped and joined. Calling it again
+    /// does nothing; dropping the last clone closes too.
+    ///
+    /// # Errors
+    /// None today; the `Result` leaves room, as for [`Lessor::close`](crate::Lessor::close).
+    pub fn close(&self) -> Result<()> {
+        self.core().close()
+    }
+}
+
+impl Core {
+    /// Runs `fut` to completion on the runtime, from the calling thread, under the request
+    /// deadline.
+    pub(crate) fn run<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+        refuse_inside_runtime()?;
+        let guard = self.runtime.read();
+        let runtime = guard.as_ref().ok_or(Error::Closed)?;
+        let limit = self.options.request_timeout;
+        runtime.block_on(async {
+            tokio::time::timeout(limit, fut)
+                .await
+                .unwrap_or_else(|_| Err(convert::timed_out(limit)))
+        })
+    }
+
+    fn grant(&self, id: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
+        let secs = convert::ttl_secs(ttl)?;
+        self.run(async {
+            let options = id.map(|id| etcd::LeaseGrantOptions::new().with_id(raw_id(id)));
+            let resp = self
+                .client
+                .lease_client()
+                .grant(secs, options)
+                .await
+                .map_err(|e| error(e, id))?;
+            if !resp.error().is_empty() {
+                return Err(Error::Backend(resp.error().to_owned().into()));
+            }
+            let granted = convert::lease_id(resp.id()).ok_or_else(|| {
+                Error::Backend(format!("etcd granted an invalid lease id {}", resp.id()).into())
+            })?;
+            Ok(Lease {
+                id: granted,
+                ttl: convert::secs(resp.ttl()),
+                revision: header_revision(resp.header()),
+            })
+        })
+    }
+
+    pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        let revision = self.run(async {
+            let resp = self
+                .client
+                .lease_client()
+                .revoke(raw_id(id))
+                .await
+                .map_err(|e| error(e, Some(id)))?;
+            self.renewers.lock().await.remove(&id);
+            Ok(header_revision(resp.header()))
+        })?;
+        self.lease_ended(id, EndReason::Revoked);
+        Ok(revision)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
+        check_key(key)?;
+        self.run(async {
+            let options = lease.map(|id| etcd::PutOptions::new().with_lease(raw_id(id)));
+            let resp = self
+                .client
+                .kv_client()
+                .put(key, value, options)
+                .await
+                .map_err(|e| error(e, lease))?;
+            Ok(header_revision(resp.header()))
+        })
+    }
+
+    /// Attaches (`attach`) or detaches keys: one transaction that rewrites each key with its own
+    /// value (`ignore_value`) under the lease or none, if every key exists (attach) or is
+    /// attached to the lease (detach); otherwise it reads the keys to say which one failed.
+    fn move_keys<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+        attach: bool,
+    ) -> Result<()> {
+        let mut keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        keys.sort();
+        keys.dedup();
+        for key in &keys {
+            check_key(key)?;
+        }
+        if keys.is_empty() {
+            // Nothing to move: still say whether the lease is alive, as the embedded engine.
+            return self
+                .run(async {
+                    let resp = self
+                        .client
+                        .lease_client()
+                        .time_to_live(raw_id(id), None)
+                        .await
+                        .map_err(|e| error(e, Some(id)))?;
+                    Ok(resp.ttl())
+                })
+                .and_then(|ttl| {
+                    if ttl < 0 {
+                        Err(Error::LeaseNotFound(id))
+                    } else {
+                        Ok(())
+                    }
+                });
+        }
+        let compares: Vec<etcd::Compare> = keys
+            .iter()
+            .map(|k| {
+                if attach {
+                    etcd::Compare::create_revision(k.clone(), etcd::CompareOp::Greater, 0)
+                } else {
+                    etcd::Compare::lease(k.clone(), etcd::CompareOp::Equal, raw_id(id))
+                }
+            })
+            .collect();
+        let puts: Vec<etcd::TxnOp> = keys
+            .iter()
+            .map(|k| {
+                let options = etcd::PutOptions::new().with_ignore_value();
+                let options = if attach {
+                    options.with_lease(raw_id(id))
+                } else {
+                    options
+                };
+                etcd::TxnOp::put(k.clone(), Vec::new(), Some(options))
+            })
+            .collect();
+        let gets: Vec<etcd::TxnOp> = keys
+            .iter()
+            .map(|k| etcd::TxnOp::get(k.clone(), None))
+            .collect();
+        let txn = etcd::Txn::new().when(compares).and_then(puts).or_else(gets);
+        let resp = self.run(async {
+            self.client
+                .kv_client()
+                .txn(txn)
+                .await
+                .map_err(|e| error(e, Some(id)))
+        })?;
+        if resp.succeeded() {
+            return Ok(());
+        }
+        for (key, r) in keys.into_iter().zip(resp.op_responses()) {
+            let found = match &r {
+                etcd::TxnOpResponse::Get(g) => g.kvs().first().map(convert::key_value),
+                _ => None,
+            };
+            match found {
+                None => return Err(Error::KeyNotFound(key)),
+                Some(kv) if !attach && kv.lease != Some(id) => {
+                    return Err(Error::KeyNotAttached { key, lease: id });
+                }
+                Some(_) => {}
+            }
+        }
+        // The keys changed between the comparison and the reads: as good as a lost race.
+        Err(Error::Backend(
+            "keys changed during attach/detach; try again".into(),
+        ))
+    }
+
+    /// Ends the keep-alives of lease `id` started through this handle, with `reason`.
+    fn lease_ended(&self, id: LeaseId, reason: EndReason) {
+        let stopped: Vec<Arc<tokio::sync::Notify>> = {
+            let registry = self.registry.lock();
+            registry
+                .keepalives
+                .values()
+                .filter(|e| e.id == id && set_reason(&e.reason, reason))
+                .map(|e| Arc::clone(&e.stop))
+                .collect()
+        };
+        for stop in stopped {
+            stop.notify_one();
+        }
+    }
+
+    /// Registers a keep-alive; `None` once closed.
+    fn register_keepalive(&self, entry: keepalive::Entry) -> Option<u64> {
+        let mut registry = self.registry.lock();
+        if registry.closed {
+            return None;
+        }
+        let key = registry.next;
+        registry.next += 1;
+        registry.keepalives.insert(key, entry);
+        Some(key)
+    }
+
+    fn register_watch(&self, ended: Arc<AtomicU8>) -> Option<u64> {
+        let mut registry = self.registry.lock();
+        if registry.closed {
+            return None;
+        }
+        let key = registry.next;
+        registry.next += 1;
+        registry.watches.insert(key, ended);
+        Some(key)
+    }
+
+    fn unregister(&self, key: u64) {
+        let mut registry = self.registry.lock();
+        registry.keepalives.remove(&key);
+        registry.watches.remove(&key);
+    }
+
+    pub(crate) fn is_open(&self) -> bool {
+        !self.registry.lock().closed
+    }
+
+    fn close(&self) -> Result<()> {
+        // Waits for calls in flight; a second close finds `None`.
+        let Some(runtime) = self.runtime.write().take() else {
+            return Ok(());
+        };
+        let (stops, watches) = {
+            let mut registry = self.registry.lock();
+            registry.closed = true;
+            let stops: Vec<_> = registry
+                .keepalives
+                .drain()
+                .filter(|(_, e)| set_reason(&e.reason, EndReason::Closed))
+                .map(|(_, e)| e.stop)
+                .collect();
+            let watches: Vec<_> = registry.watches.drain().map(|(_, w)| w).collect();
+            (stops, watches)
+        };
+        for stop in stops {
+            stop.notify_one();
+        }
+        for ended in watches {
+            let _ =
+                ended.compare_exchange(RUNNING, ENDED_CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        }
+        // Dropping the tasks drops their channels' sending ends: handles see them disconnect,
+        // after the end reasons set above.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            runtime.shutdown_background();
+        } else {
+            runtime.shutdown_timeout(Duration::from_secs(2));
+        }
+        Ok(())
+    }
+}
+
+/// etcd refuses empty keys; say so the way the embedded engine does.
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidKey("keys must not be empty"));
+    }
+    Ok(())
+}
+
+/// `block_on` inside a runtime would panic: refuse with an error instead.
+fn refuse_inside_runtime() -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::InvalidConfig(
+            "EtcdLessor blocks: call it outside an async runtime (e.g. in spawn_blocking)",
+        ));
+    }
+    Ok(())
+}
+
+/// The time left before `deadline`, or zero.
+fn until(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+impl fmt::Debug for EtcdLessor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EtcdLessor")
+            .field("options", &self.core().options)
+            .field("open", &self.core().is_open())
+            .finish()
+    }
+}
+
+impl LeaseStore for EtcdLessor {
+    fn grant(&self, ttl: Duration) -> Result<Lease> {
+        EtcdLessor::grant(self, ttl)
+    }
+
+    fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease> {
+        EtcdLessor::grant_with_id(self, id, ttl)
+    }
+
+    fn renew(&self, id: LeaseId) -> Result<Duration> {
+        EtcdLessor::renew(self, id)
+    }
+
+    fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        EtcdLessor::revoke(self, id)
+    }
+
+    fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+        EtcdLessor::time_to_live(self, id)
+    }
+
+    fn leases(&self) -> Result<Vec<LeaseId>> {
+        EtcdLessor::leases(self)
+    }
+
+    fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
+        EtcdLessor::keep_alive_with(self, id, opts)
+    }
+
+    fn attach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()> {
+        EtcdLessor::attach(self, id, keys)
+    }
+
+    fn detach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()> {
+        EtcdLessor::detach(self, id, keys)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision> {
+        EtcdLessor::put(self, key, value)
+    }
+
+    fn put_with_lease(&self, key: &[u8], value: &[u8], id: LeaseId) -> Result<Revision> {
+        EtcdLessor::put_with_lease(self, key, value, id)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        EtcdLessor::get(self, key)
+    }
+
+    fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        EtcdLessor::range(self, prefix)
+    }
+
+    fn range_with_revision(&self, prefix: &[u8]) -> Result<Snapshot> {
+        EtcdLessor::range_with_revision(self, prefix)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        EtcdLessor::delete(self, key)
+    }
+
+    fn watch(&self, prefix: &[u8]) -> Result<Watch> {
+        EtcdLessor::watch(self, prefix)
+    }
+
+    fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
+        EtcdLessor::watch_from(self, prefix, from)
+    }
+
+    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
+        EtcdLessor::transaction(self, txn)
+    }
+
+    fn close(&self) -> Result<()> {
+        EtcdLessor::close(self)
+    }
+}

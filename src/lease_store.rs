@@ -1,0 +1,363 @@
+//! [`LeaseStore`]: the operations every backend shares, so that one program runs on the
+//! embedded [`Lessor`] or, with the `etcd` feature, on an etcd cluster (`EtcdLessor`).
+//!
+//! The trait is object-safe: keys and values are byte slices (`b"/a"`, `s.as_bytes()`), and
+//! a transaction is described by a [`TxnRequest`] (our [`Compare`] and [`Op`] values) rather
+//! than by a builder borrowed from one backend. So a program can pick its backend at run time
+//! and hold it as a `Box<dyn LeaseStore>` or an `Arc<dyn LeaseStore>`. Handles are the same
+//! types on every backend: [`Watch`], [`KeepAlive`].
+//!
+//! `Lessor` implements the trait by calling its own methods of the same names; its inherent
+//! API is unchanged and stays the richer one (`impl AsRef<[u8]>` keys, a ticker, a
+//! [`ManualClock`](crate::ManualClock), events, `verify`, `sync`).
+
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::keepalive::{KeepAlive, KeepAliveOptions};
+use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
+use crate::lessor::Lessor;
+use crate::txn::{Compare, Op, TxnResult};
+use crate::watch::Watch;
+
+/// A lease store: leases with TTLs, keys attached to them, renewals, revocation and expiry,
+/// watches and transactions. Implemented by the embedded [`Lessor`] and, with the `etcd`
+/// feature, by `EtcdLessor` (an etcd cluster).
+///
+/// Every method has the contract of the [`Lessor`] method of the same name; where a backend
+/// departs from it, that backend's docs say so. The differences on etcd, in short:
+/// - TTLs are whole seconds there (rounded up) and at least the cluster's minimum (2 s by
+///   default); [`time_to_live`](LeaseStore::time_to_live) reports whole seconds.
+/// - [`attach`](LeaseStore::attach) and [`detach`](LeaseStore::detach) rewrite each key with
+///   its own value (etcd moves a key between leases only by a put): the revision advances, the
+///   version grows and watchers see a put.
+/// - A watch cannot tell why a key was deleted: its deletes carry
+///   [`DeleteCause::Unknown`](crate::DeleteCause::Unknown).
+/// - Revisions start at 1 on a fresh etcd cluster, at 0 in a fresh embedded database; code
+///   should compare revisions, not expect given values.
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::{LeaseStore, Lessor};
+///
+/// /// Registers an instance under a lease; works on any backend.
+/// fn register(store: &dyn LeaseStore, name: &str, addr: &str) -> lessor::Result<lessor::LeaseId> {
+///     let lease = store.grant(Duration::from_secs(10))?;
+///     store.put_with_lease(format!("/services/{name}").as_bytes(), addr.as_bytes(), lease.id)?;
+///     Ok(lease.id)
+/// }
+///
+/// # fn main() -> lessor::Result<()> {
+/// let store: Box<dyn LeaseStore> = Box::new(Lessor::open_in_memory()?);
+/// let id = register(&*store, "api-1", "10.0.0.7:8080")?;
+/// assert_eq!(store.get(b"/services/api-1")?.unwrap().lease, Some(id));
+/// store.revoke(id)?;
+/// assert!(store.get(b"/services/api-1")?.is_none());
+/// # Ok(()) }
+/// ```
+pub trait LeaseStore: Send + Sync {
+    /// Grants a lease of `ttl` with a new id; see [`Lessor::grant`].
+    ///
+    /// # Errors
+    /// [`Error::TtlOutOfRange`](crate::Error::TtlOutOfRange) above the maximum, and the
+    /// backend's errors ([`Error::Unavailable`](crate::Error::Unavailable) for etcd,
+    /// [`Error::Storage`](crate::Error::Storage) for the embedded engine).
+    fn grant(&self, ttl: Duration) -> Result<Lease>;
+
+    /// Grants a lease with the id of the caller's choice; see [`Lessor::grant_with_id`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseExists`](crate::Error::LeaseExists) if the id is taken, and as
+    /// [`grant`](LeaseStore::grant).
+    fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease>;
+
+    /// Renews a lease once and returns its TTL; see [`Lessor::renew`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
+    fn renew(&self, id: LeaseId) -> Result<Duration>;
+
+    /// Revokes a lease, deleting its keys; returns the revision after. See [`Lessor::revoke`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
+    fn revoke(&self, id: LeaseId) -> Result<Revision>;
+
+    /// The granted TTL, time left and keys of a live lease; see [`Lessor::time_to_live`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
+    fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo>;
+
+    /// Ids of the live leases, ascending; see [`Lessor::leases`].
+    ///
+    /// # Errors
+    /// The backend's errors (the embedded engine returns an empty list once closed).
+    fn leases(&self) -> Result<Vec<LeaseId>>;
+
+    /// Keeps a lease alive with the default options (renewals every third of its TTL) until the
+    /// handle is cancelled or dropped; see [`Lessor::keep_alive`].
+    ///
+    /// # Errors
+    /// As [`keep_alive_with`](LeaseStore::keep_alive_with).
+    fn keep_alive(&self, id: LeaseId) -> Result<KeepAlive> {
+        self.keep_alive_with(id, KeepAliveOptions::default())
+    }
+
+    /// Keeps a lease alive with the given options; see [`Lessor::keep_alive_with`]. The first
+    /// renewal happens before this returns.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive,
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) for an interval not shorter than
+    /// the TTL.
+    fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive>;
+
+    /// Attaches existing keys to a lease, all or nothing; see [`Lessor::attach`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound),
+    /// [`Error::KeyNotFound`](crate::Error::KeyNotFound).
+    fn attach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()>;
+
+    /// Detaches keys from a lease, all or nothing; see [`Lessor::detach`].
+    ///
+    /// # Errors
+    /// [`Error::KeyNotFound`](crate::Error::KeyNotFound),
+    /// [`Error::KeyNotAttached`](crate::Error::KeyNotAttached).
+    fn detach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()>;
+
+    /// Writes `key = value` with no lease; returns the new revision. See [`Lessor::put`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for an empty key, and size limits.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision>;
+
+    /// Writes `key = value` attached to a lease; see [`Lessor::put_with_lease`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if the lease is not alive, and as
+    /// [`put`](LeaseStore::put).
+    fn put_with_lease(&self, key: &[u8], value: &[u8], id: LeaseId) -> Result<Revision>;
+
+    /// Reads one key; see [`Lessor::get`].
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
+
+    /// Reads the keys under `prefix` in key order (`b""`: all); see [`Lessor::range`].
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>>;
+
+    /// Reads the keys under `prefix` with the revision of the read; see
+    /// [`Lessor::range_with_revision`].
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn range_with_revision(&self, prefix: &[u8]) -> Result<Snapshot>;
+
+    /// Deletes a key; returns whether it existed. See [`Lessor::delete`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) for an empty key.
+    fn delete(&self, key: &[u8]) -> Result<bool>;
+
+    /// Watches the keys under `prefix` from the next change on; see [`Lessor::watch`]. Every
+    /// change committed after this returns is delivered.
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn watch(&self, prefix: &[u8]) -> Result<Watch>;
+
+    /// Watches the keys under `prefix` from revision `from` on; see [`Lessor::watch_from`].
+    ///
+    /// # Errors
+    /// [`Error::Compacted`](crate::Error::Compacted) if the history no longer reaches `from`
+    /// (etcd may report that later instead: the watch then ends with
+    /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted)).
+    fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch>;
+
+    /// Runs a transaction: if every comparison holds, the `then` ops, else the `otherwise`
+    /// ops, atomically. See [`Txn`](crate::Txn) for the contract.
+    ///
+    /// # Errors
+    /// As [`Txn::commit`](crate::Txn::commit).
+    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult>;
+
+    /// Closes this handle (every clone of it): keep-alives end with
+    /// [`EndReason::Closed`](crate::EndReason::Closed), watches end, later calls get
+    /// [`Error::Closed`](crate::Error::Closed). Leases are not revoked. Calling it again does
+    /// nothing.
+    ///
+    /// # Errors
+    /// The backend's errors while closing (see [`Lessor::close`]).
+    fn close(&self) -> Result<()>;
+}
+
+/// A transaction described apart from any backend, for [`LeaseStore::transaction`]: `when`
+/// every comparison holds, `then` these ops, `otherwise` those. The same [`Compare`] and [`Op`]
+/// values as [`Lessor::txn`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::{Compare, LeaseStore, Lessor, Op, TxnRequest};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let store = Lessor::open_in_memory()?;
+/// let me = LeaseStore::grant(&store, Duration::from_secs(10))?;
+/// let lock = TxnRequest::new()
+///     .when(Compare::absent("/cron/lock/job1"))
+///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
+///     .otherwise(Op::get("/cron/lock/job1"));
+/// assert!(store.transaction(lock.clone())?.succeeded);
+/// assert!(!store.transaction(lock)?.succeeded); // held now
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a transaction does nothing until passed to LeaseStore::transaction"]
+pub struct TxnRequest {
+    pub(crate) compares: Vec<Compare>,
+    pub(crate) then: Vec<Op>,
+    pub(crate) otherwise: Vec<Op>,
+}
+
+impl TxnRequest {
+    /// An empty transaction (it succeeds and does nothing).
+    pub fn new() -> TxnRequest {
+        TxnRequest::default()
+    }
+
+    /// Adds a comparison; all of them must hold.
+    pub fn when(mut self, compare: Compare) -> Self {
+        self.compares.push(compare);
+        self
+    }
+
+    /// Adds an op to run if every comparison holds.
+    pub fn then(mut self, op: Op) -> Self {
+        self.then.push(op);
+        self
+    }
+
+    /// Adds an op to run if a comparison fails.
+    pub fn otherwise(mut self, op: Op) -> Self {
+        self.otherwise.push(op);
+        self
+    }
+}
+
+impl LeaseStore for Lessor {
+    fn grant(&self, ttl: Duration) -> Result<Lease> {
+        Lessor::grant(self, ttl)
+    }
+
+    fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease> {
+        Lessor::grant_with_id(self, id, ttl)
+    }
+
+    fn renew(&self, id: LeaseId) -> Result<Duration> {
+        Lessor::renew(self, id)
+    }
+
+    fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        Lessor::revoke(self, id)
+    }
+
+    fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+        Lessor::time_to_live(self, id)
+    }
+
+    fn leases(&self) -> Result<Vec<LeaseId>> {
+        Ok(Lessor::leases(self))
+    }
+
+    fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
+        Lessor::keep_alive_with(self, id, opts)
+    }
+
+    fn attach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()> {
+        Lessor::attach(self, id, keys)
+    }
+
+    fn detach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()> {
+        Lessor::detach(self, id, keys)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<Revision> {
+        Lessor::put(self, key, value)
+    }
+
+    fn put_with_lease(&self, key: &[u8], value: &[u8], id: LeaseId) -> Result<Revision> {
+        Lessor::put_with_lease(self, key, value, id)
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        Lessor::get(self, key)
+    }
+
+    fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        Lessor::range(self, prefix)
+    }
+
+    fn range_with_revision(&self, prefix: &[u8]) -> Result<Snapshot> {
+        Lessor::range_with_revision(self, prefix)
+    }
+
+    fn delete(&self, key: &[u8]) -> Result<bool> {
+        Lessor::delete(self, key)
+    }
+
+    fn watch(&self, prefix: &[u8]) -> Result<Watch> {
+        Lessor::watch(self, prefix)
+    }
+
+    fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
+        Lessor::watch_from(self, prefix, from)
+    }
+
+    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
+        let TxnRequest {
+            compares,
+            then,
+            otherwise,
+        } = txn;
+        let mut t = self.txn();
+        for c in compares {
+            t = t.when(c);
+        }
+        for op in then {
+            t = t.then(op);
+        }
+        for op in otherwise {
+            t = t.otherwise(op);
+        }
+        t.commit()
+    }
+
+    fn close(&self) -> Result<()> {
+        Lessor::close(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lessor_is_usable_as_a_trait_object() {
+        let store: Box<dyn LeaseStore> = Box::new(Lessor::open_in_memory().unwrap());
+        let lease = store.grant(Duration::from_secs(5)).unwrap();
+        store.put(b"/a", b"1").unwrap();
+        store.attach(lease.id, &[b"/a".as_slice()]).unwrap();
+        assert_eq!(
+            store.time_to_live(lease.id).unwrap().keys,
+            vec![b"/a".to_vec()]
+        );
+        assert_eq!(store.leases().unwrap(), vec![lease.id]);
+        store.close().unwrap();
+        assert!(store.leases().unwrap().is_empty());
+    }
+}
