@@ -360,10 +360,10 @@ fn check_image(image: Vec<u8>, policy: RestartPolicy) -> Result<(), String> {
     // Reads agree with each other.
     let leases = l.leases();
     for &id in &leases {
-        if let Some(info) = must(consistent, "time_to_live", l.time_to_live(id))? {
-            if info.remaining > info.granted_ttl {
-                return Err(format!("lease {id}: {info:?} has more left than its TTL"));
-            }
+        if let Some(info) = must(consistent, "time_to_live", l.time_to_live(id))?
+            && info.remaining > info.granted_ttl
+        {
+            return Err(format!("lease {id}: {info:?} has more left than its TTL"));
         }
     }
     must(consistent, "revision", l.revision())?;
