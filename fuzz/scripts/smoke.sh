@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# CI smoke test of the fuzz targets: each one runs for FUZZ_SMOKE_SECONDS (default 40) on a
+# copy of its committed corpus, so that CI never grows the corpus; a crash, a disagreement with
+# the model or a timeout fails the step and leaves the reproducer in fuzz/artifacts/<target>/.
+# Needs a nightly toolchain and cargo-fuzz; without either it says so and skips (it never
+# installs cargo-fuzz: that is a build from source of a few minutes, more than the smoke itself).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds="${FUZZ_SMOKE_SECONDS:-40}"
+targets=(records ops open)
+
+if ! cargo +nightly --version >/dev/null 2>&1; then
+    echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly)"
+    exit 0
+fi
+if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "fuzz smoke skipped: cargo-fuzz is not installed (cargo install cargo-fuzz)"
+    exit 0
+fi
+cargo +nightly fuzz --version
+
+work="$(mktemp -d)"
+trap 'rm -rf "${work}"' EXIT
+
+# One build of every target: release with debug assertions (cargo-fuzz's default), without
+# AddressSanitizer (lessor forbids unsafe code; ASan makes `ops` and `open` 5 to 10 times
+# slower, and 40 s would cover little). `-s none` on both build and run, so they agree.
+cargo +nightly fuzz build -s none
+
+for target in "${targets[@]}"; do
+    # `ops` waits (in real time, up to 10 s) for the keep-alive thread: a longer timeout.
+    timeout=10
+    [[ "${target}" == ops ]] && timeout=30
+    mkdir -p "${work}/${target}"
+    cp -R "corpus/${target}/." "${work}/${target}/"
+    echo "== fuzz ${target}: ${seconds} s"
+    if ! cargo +nightly fuzz run -s none "${target}" "${work}/${target}" -- \
+        -max_total_time="${seconds}" -timeout="${timeout}" -print_final_stats=1; then
+        echo "fuzz target ${target} failed: the reproducer is in fuzz/artifacts/${target}/;" \
+            "replay it with: cargo +nightly fuzz run -s none ${target} <file>" >&2
+        exit 1
+    fi
+done
+echo "fuzz smoke: ${targets[*]} ran ${seconds} s each without a finding"
