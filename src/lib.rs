@@ -74,6 +74,7 @@
 
 mod builder;
 mod clock;
+mod deadline;
 mod durability;
 mod error;
 mod events;
@@ -87,6 +88,7 @@ mod recovery;
 mod reload;
 mod restart;
 mod store;
+mod sync;
 mod ticker;
 mod txn;
 mod watch;
