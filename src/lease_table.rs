@@ -3,26 +3,20 @@
 //! # Implementation
 //!
 //! Live leases sit in 64 shards. Each shard holds an open-addressing array of entries
-//! `{ id, deadline, ttl, checkpointed }`, every field an `AtomicU64`, 32 bytes, two to a cache
-//! line, behind an [`ArcSwap`]. A lookup loads the shard's array (arc-swap's load writes only to
-//! a per-thread slot), probes linearly from the id's hash, and works on the entry in place. So
-//! renew takes no lock, writes no memory shared with other renewers except its own lease's entry,
-//! and usually touches one cache line besides the array header. Nothing on the renew path touches
-//! the disk, the expiry queue or the checkpoint word.
+//! `{ id, deadline, ttl, checkpointed }`, every field an `AtomicU64` (the deadline's wrapped in a
+//! [`Deadline`]), 32 bytes, two to a cache line, behind an [`ArcSwap`]. A lookup loads the
+//! shard's array (arc-swap's load writes only to a per-thread slot), probes linearly from the
+//! id's hash, and works on the entry in place. So renew takes no lock, writes no memory shared
+//! with other renewers except its own lease's entry, and usually touches one cache line besides
+//! the array header. Nothing on the renew path touches the disk, the expiry queue or the
+//! checkpoint word.
 //!
-//! Deadlines are nanoseconds of the lessor's clock, and the deadline word also carries the
-//! lease's state:
-//! - `1..=2^63-1`: alive until then. [`PENDING`] (the largest) marks a lease granted but not yet
-//!   [`settle`](LeaseTable::settle)d.
-//! - [`EXPIRED`] bit set: someone saw the deadline pass; the low bits keep the deadline.
-//! - [`DEAD`] (0): claimed for revocation, by `revoke` or by expiry.
-//! - [`MOVED`] (`u64::MAX`): this array is being replaced; look again in the new one.
-//!
-//! A lease ends by a *claim* (a CAS to `DEAD`); renew succeeds only by a CAS from a live
-//! deadline, so between a renew and a claim exactly one wins: a lease is never both renewed and
-//! expired. Whoever sees a deadline pass sets its `EXPIRED` bit by CAS; a renew that read the
-//! clock earlier and lands its CAS later then fails on the changed word, so a lease someone was
-//! told is gone stays gone.
+//! The deadline word carries the lease's state as well (alive, pending, expired, claimed,
+//! moved). It and every operation on it live in [`crate::deadline`], whose docs state the
+//! protocol and its invariants: between a renew and a claim exactly one wins, so a lease is never
+//! both renewed and expired, and a lease someone was told is gone stays gone. This module finds
+//! the entry, runs those operations on it, and runs them again on the new array when one returns
+//! [`Moved`].
 //!
 //! Ground rules for the structure (each shard's mutex serialises insert, remove and rebuild):
 //! - an entry is published by storing its id last (`Release`); readers match ids with `Acquire`;
@@ -52,25 +46,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, MutexGuard};
 
+pub(crate) use crate::deadline::{DEAD, Due, deadline_after};
+use crate::deadline::{Deadline, MAX_DEADLINE, Moved, PENDING, checkpoint_deadline};
 use crate::lease::LeaseId;
-
-/// The deadline of a lease that has been claimed for revocation.
-pub(crate) const DEAD: u64 = 0;
-
-/// Set on a deadline that someone has seen pass; the low bits keep the deadline.
-pub(crate) const EXPIRED: u64 = 1 << 63;
-
-/// The deadline word of an entry whose array is being replaced.
-const MOVED: u64 = u64::MAX;
-
-/// The deadline of a lease granted but not yet given its first deadline: alive until
-/// [`LeaseTable::settle`] replaces it, moments later. Above every real deadline and every `now`
-/// (both are clamped to [`MAX_DEADLINE`]), so it is never marked expired, and distinct from
-/// `MOVED` with or without the `EXPIRED` bit.
-const PENDING: u64 = EXPIRED - 1;
-
-/// The latest real deadline (about 292 years of clock time); `now` is clamped to it too.
-const MAX_DEADLINE: u64 = EXPIRED - 2;
 
 /// The id of an entry never used in this array (lease ids are never 0).
 const EMPTY: u64 = 0;
@@ -84,36 +62,23 @@ const SHARDS: usize = 64;
 /// Smallest array per shard.
 const MIN_CAPACITY: usize = 16;
 
-/// The deadline of a lease renewed (or granted) at `now` with `ttl`, both in nanoseconds.
-/// Never `DEAD`, never with the `EXPIRED` bit, saturating instead of overflowing.
-pub(crate) fn deadline_after(now: u64, ttl: u64) -> u64 {
-    now.saturating_add(ttl).clamp(1, MAX_DEADLINE)
-}
-
-/// What the expiry queue should do with an entry it popped; see [`LeaseTable::check_due`].
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Due {
-    /// The entry is stale (lease gone, re-granted, or already claimed): drop it.
-    Stale,
-    /// The lease was renewed: queue it again at this deadline.
-    Requeue(u64),
-    /// The lease has expired and is now claimed (`DEAD`) for revocation.
-    Claimed,
-}
-
 /// One lease in an array. 32 bytes, so an entry never straddles two cache lines.
 #[repr(align(32))]
 #[derive(Default)]
 struct Entry {
     /// The lease id; [`EMPTY`] or [`TOMB`] when the entry holds no lease.
     id: AtomicU64,
-    /// The deadline word (see the module docs).
-    deadline: AtomicU64,
+    /// The deadline word (see [`crate::deadline`]).
+    deadline: Deadline,
     /// The granted TTL in nanoseconds; written before the id is published, then fixed.
     ttl: AtomicU64,
     /// The deadline as last checkpointed to disk (see the module docs); not on the renew path.
     checkpointed: AtomicU64,
 }
+
+// The deadline word adds nothing to its `AtomicU64` (loom's atomics are larger).
+#[cfg(not(loom))]
+const _: () = assert!(size_of::<Entry>() == 32);
 
 /// One shard's array of entries: a power-of-two length, at most 7/8 used (live + tombstones),
 /// so every probe meets an `EMPTY` entry.
@@ -207,13 +172,6 @@ struct Shard {
     lock: Mutex<Counts>,
 }
 
-/// What a function run on an entry tells [`LeaseTable::with_entry`].
-enum Step<R> {
-    Done(R),
-    /// The entry's array is being replaced: wait and look again.
-    Moved,
-}
-
 /// Every live lease, sharded; see the module docs.
 pub(crate) struct LeaseTable {
     shards: Box<[Shard]>,
@@ -242,16 +200,20 @@ impl LeaseTable {
         (&self.shards[(hash >> 58) as usize % SHARDS], hash)
     }
 
-    /// Runs `f` on lease `id`'s entry, looking again whenever its array is being replaced.
-    /// `None` if there is no such lease.
+    /// Runs `f` on lease `id`'s entry, looking again whenever it finds the array being
+    /// replaced. `None` if there is no such lease.
     #[inline]
-    fn with_entry<R>(&self, id: LeaseId, mut f: impl FnMut(&Entry) -> Step<R>) -> Option<R> {
+    fn with_entry<R>(
+        &self,
+        id: LeaseId,
+        mut f: impl FnMut(&Entry) -> Result<R, Moved>,
+    ) -> Option<R> {
         let (shard, hash) = self.locate(id);
         loop {
             let slots = shard.slots.load();
             match f(slots.find(id.get(), hash)?) {
-                Step::Done(r) => return Some(r),
-                Step::Moved => {
+                Ok(r) => return Some(r),
+                Err(Moved) => {
                     drop(slots);
                     // The rebuild that wrote MOVED holds the lock until the new array is out.
                     drop(shard.lock.lock());
@@ -286,7 +248,7 @@ impl LeaseTable {
         let mut slots = shard.slots.load_full();
         if let Some(old) = slots.find(id.get(), hash) {
             // Callers claim a lease before replacing it; make sure no renew lands on the orphan.
-            old.deadline.store(DEAD, Ordering::Release);
+            old.deadline.retire();
             old.id.store(TOMB, Ordering::Release);
             counts.live -= 1;
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -299,7 +261,7 @@ impl LeaseTable {
         if let Some(e) = slots.vacant(hash) {
             e.ttl.store(ttl, Ordering::Relaxed);
             e.checkpointed.store(checkpointed, Ordering::Relaxed);
-            e.deadline.store(deadline, Ordering::Relaxed);
+            e.deadline.set(deadline);
             e.id.store(id.get(), Ordering::Release);
             counts.live += 1;
             counts.used += 1;
@@ -321,16 +283,7 @@ impl LeaseTable {
         self.with_entry(id, |e| {
             // Before the CAS, which publishes it (see the module docs).
             e.checkpointed.store(written, Ordering::Relaxed);
-            match e.deadline.compare_exchange(
-                PENDING,
-                deadline,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => Step::Done(true),
-                Err(MOVED) => Step::Moved,
-                Err(_) => Step::Done(false),
-            }
+            e.deadline.settle(deadline)
         })
         .unwrap_or(false)
     }
@@ -341,7 +294,7 @@ impl LeaseTable {
         let mut counts = shard.lock.lock();
         let slots = shard.slots.load_full();
         if let Some(e) = slots.find(id.get(), hash) {
-            e.deadline.store(DEAD, Ordering::Release); // already claimed by the caller
+            e.deadline.retire(); // already claimed by the caller
             e.id.store(TOMB, Ordering::Release);
             counts.live -= 1;
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -393,11 +346,9 @@ impl LeaseTable {
                 if id == EMPTY || id == TOMB {
                     continue;
                 }
-                let word = e.deadline.load(Ordering::Acquire);
-                if matches!(word, DEAD | PENDING | MOVED) {
+                let Some(deadline) = checkpoint_deadline(e.deadline.word()) else {
                     continue;
-                }
-                let deadline = word & !EXPIRED;
+                };
                 if deadline != e.checkpointed.load(Ordering::Relaxed) {
                     out.extend(
                         LeaseId::new(id).map(|l| (l, deadline, e.ttl.load(Ordering::Relaxed))),
@@ -426,77 +377,35 @@ impl LeaseTable {
     /// backwards) and returns its TTL in nanoseconds; `None` if it is unknown, claimed or expired.
     #[inline]
     pub(crate) fn renew(&self, id: LeaseId, now: u64) -> Option<u64> {
+        // `Deadline::renew` clamps `now` too; clamping here as well (folded into one by the
+        // compiler) keeps the clock arithmetic ahead of the lookup, where it overlaps the probe.
         let now = now.min(MAX_DEADLINE);
         self.with_entry(id, |e| {
             let ttl = e.ttl.load(Ordering::Relaxed);
-            let target = deadline_after(now, ttl);
-            let mut cur = e.deadline.load(Ordering::Acquire);
-            loop {
-                if cur > now && cur < EXPIRED {
-                    if cur >= target {
-                        return Step::Done(Some(ttl)); // a concurrent renew went further
-                    }
-                    match e.deadline.compare_exchange_weak(
-                        cur,
-                        target,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return Step::Done(Some(ttl)),
-                        Err(actual) => cur = actual,
-                    }
-                } else {
-                    match observe(e, now, cur) {
-                        Step::Done(Some(live)) => cur = live, // revived by a concurrent renew
-                        Step::Done(None) => return Step::Done(None),
-                        Step::Moved => return Step::Moved,
-                    }
-                }
-            }
+            Ok(e.deadline.renew(now, ttl)?.then_some(ttl))
         })
         .flatten()
     }
 
     /// `(ttl, deadline)` of a lease alive at `now`; marks it expired if its deadline has passed.
     pub(crate) fn alive(&self, id: LeaseId, now: u64) -> Option<(u64, u64)> {
-        let now = now.min(MAX_DEADLINE);
         self.with_entry(id, |e| {
-            match observe(e, now, e.deadline.load(Ordering::Acquire)) {
-                Step::Done(d) => Step::Done(d.map(|d| (e.ttl.load(Ordering::Relaxed), d))),
-                Step::Moved => Step::Moved,
-            }
+            let deadline = e.deadline.alive(now)?;
+            Ok(deadline.map(|d| (e.ttl.load(Ordering::Relaxed), d)))
         })
         .flatten()
     }
 
     /// Whether the table has an entry for `id`, alive, expired or claimed.
     pub(crate) fn contains(&self, id: LeaseId) -> bool {
-        self.with_entry(id, |_| Step::Done(())).is_some()
+        self.with_entry(id, |_| Ok(())).is_some()
     }
 
     /// Claims a lease for revocation whatever its deadline, returning the deadline word it had
     /// (to [`restore`](Self::restore) if the revocation fails), or `None` if there is no entry or
     /// it was already claimed.
     pub(crate) fn claim(&self, id: LeaseId) -> Option<u64> {
-        self.with_entry(id, |e| {
-            let mut cur = e.deadline.load(Ordering::Acquire);
-            loop {
-                match cur {
-                    MOVED => return Step::Moved,
-                    DEAD => return Step::Done(None),
-                    _ => match e.deadline.compare_exchange_weak(
-                        cur,
-                        DEAD,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    ) {
-                        Ok(_) => return Step::Done(Some(cur)),
-                        Err(actual) => cur = actual,
-                    },
-                }
-            }
-        })
-        .flatten()
+        self.with_entry(id, |e| e.deadline.claim()).flatten()
     }
 
     /// After a [`claim`](Self::claim) whose revocation did not commit, puts back the deadline the
@@ -504,21 +413,8 @@ impl LeaseTable {
     /// dead, and expiry revokes it from its queue entry at that deadline. Returns `false` for a
     /// lease claimed before it was settled (it has no queue entry): the caller must see to it.
     pub(crate) fn restore(&self, id: LeaseId, claimed: u64) -> bool {
-        if claimed == PENDING || claimed == DEAD {
-            return false;
-        }
-        self.with_entry(id, |e| {
-            match e.deadline.compare_exchange(
-                DEAD,
-                claimed | EXPIRED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Err(MOVED) => Step::Moved,
-                _ => Step::Done(true),
-            }
-        })
-        .unwrap_or(false)
+        self.with_entry(id, |e| e.deadline.restore(claimed))
+            .unwrap_or(false)
     }
 
     /// After a [`claim`](Self::claim) whose revocation failed in storage, puts back the deadline
@@ -526,75 +422,25 @@ impl LeaseTable {
     /// is, so the revocation did not happen. Returns `false` if the lease was claimed before it
     /// was settled (the caller must see to it).
     pub(crate) fn unclaim(&self, id: LeaseId, claimed: u64) -> bool {
-        if claimed == PENDING || claimed == DEAD {
-            return false;
-        }
-        self.with_entry(id, |e| {
-            match e
-                .deadline
-                .compare_exchange(DEAD, claimed, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Err(MOVED) => Step::Moved,
-                _ => Step::Done(true),
-            }
-        })
-        .unwrap_or(false)
+        self.with_entry(id, |e| e.deadline.unclaim(claimed))
+            .unwrap_or(false)
     }
 
     /// Decides the fate of an expiry-queue entry `(queued, id)` popped at `now`; claims the lease
     /// if it has expired.
     pub(crate) fn check_due(&self, id: LeaseId, queued: u64, now: u64) -> Due {
-        let now = now.min(MAX_DEADLINE);
-        self.with_entry(id, |e| {
-            let mut cur = e.deadline.load(Ordering::Acquire);
-            loop {
-                if cur == MOVED {
-                    return Step::Moved;
-                }
-                if cur == DEAD || cur == PENDING {
-                    return Step::Done(Due::Stale); // claimed, or its own entry is on the way
-                }
-                let deadline = cur & !EXPIRED;
-                if deadline < queued {
-                    return Step::Done(Due::Stale); // an earlier lease's entry under this id
-                }
-                if deadline > queued || deadline > now {
-                    // Renewed since it was queued. Re-queue it at its real deadline even if that
-                    // has passed too: claiming it now would revoke it ahead of leases whose
-                    // deadlines fall between the two.
-                    return Step::Done(Due::Requeue(deadline));
-                }
-                match e
-                    .deadline
-                    .compare_exchange(cur, DEAD, Ordering::AcqRel, Ordering::Acquire)
-                {
-                    Ok(_) => return Step::Done(Due::Claimed),
-                    Err(actual) => cur = actual,
-                }
-            }
-        })
-        .unwrap_or(Due::Stale)
+        self.with_entry(id, |e| e.deadline.check_due(queued, now))
+            .unwrap_or(Due::Stale)
     }
 
     /// The real deadline of a lease that is in the table and not claimed (expired or not).
     pub(crate) fn deadline_of(&self, id: LeaseId) -> Option<u64> {
-        self.with_entry(id, |e| match e.deadline.load(Ordering::Acquire) {
-            MOVED => Step::Moved,
-            DEAD => Step::Done(None),
-            d => Step::Done(Some(d & !EXPIRED)),
-        })
-        .flatten()
+        self.with_entry(id, |e| e.deadline.deadline()).flatten()
     }
 
     /// Ids of the leases alive at `now`, ascending. Marks the expired ones it meets.
     pub(crate) fn alive_ids(&self, now: u64) -> Vec<LeaseId> {
-        let now = now.min(MAX_DEADLINE);
-        self.collect_ids(|e| {
-            matches!(
-                observe(e, now, e.deadline.load(Ordering::Acquire)),
-                Step::Done(Some(_))
-            )
-        })
+        self.collect_ids(|e| matches!(e.deadline.alive(now), Ok(Some(_))))
     }
 
     /// Every lease in the table as `(id, ttl, deadline word)`, ascending by id; for reloading
@@ -607,8 +453,7 @@ impl LeaseTable {
             for e in slots.entries.iter() {
                 let id = e.id.load(Ordering::Acquire);
                 if let (false, Some(id)) = (id == TOMB, LeaseId::new(id)) {
-                    let word = e.deadline.load(Ordering::Acquire);
-                    out.push((id, e.ttl.load(Ordering::Relaxed), word));
+                    out.push((id, e.ttl.load(Ordering::Relaxed), e.deadline.word()));
                 }
             }
         }
@@ -665,32 +510,6 @@ impl LeaseTable {
     }
 }
 
-/// The deadline of an entry whose deadline word was `cur`, if it is alive at `now`. A deadline
-/// found past is marked [`EXPIRED`], so that the verdict cannot be undone by a renew working
-/// from an older clock reading.
-fn observe(e: &Entry, now: u64, mut cur: u64) -> Step<Option<u64>> {
-    loop {
-        if cur == MOVED {
-            return Step::Moved;
-        }
-        if cur == DEAD || cur & EXPIRED != 0 {
-            return Step::Done(None);
-        }
-        if cur > now {
-            return Step::Done(Some(cur));
-        }
-        match e.deadline.compare_exchange_weak(
-            cur,
-            cur | EXPIRED,
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => return Step::Done(None),
-            Err(actual) => cur = actual,
-        }
-    }
-}
-
 /// The array length for `live` leases: the smallest power of two they fill to at most 7/10.
 fn capacity_for(live: usize) -> usize {
     (live * 10 / 7 + 1).next_power_of_two().max(MIN_CAPACITY)
@@ -712,14 +531,14 @@ fn rebuild(
             continue;
         }
         // From here on every CAS on the old entry fails; the value swapped out is the last.
-        let deadline = e.deadline.swap(MOVED, Ordering::AcqRel);
+        let deadline = e.deadline.move_out();
         if let Some(slot) = new.vacant(hasher.hash_one(id)) {
             slot.ttl
                 .store(e.ttl.load(Ordering::Relaxed), Ordering::Relaxed);
             // After the swap: a `settle` that stored it before its CAS is seen here.
             slot.checkpointed
                 .store(e.checkpointed.load(Ordering::Relaxed), Ordering::Relaxed);
-            slot.deadline.store(deadline, Ordering::Relaxed);
+            slot.deadline.set(deadline);
             slot.id.store(id, Ordering::Release);
         }
     }

@@ -97,6 +97,7 @@
 
 mod builder;
 mod clock;
+mod deadline;
 mod durability;
 mod error;
 #[cfg(feature = "etcd")]
@@ -114,6 +115,7 @@ mod reload;
 mod restart;
 mod stats;
 mod store;
+mod sync;
 mod ticker;
 mod txn;
 mod watch;
