@@ -802,9 +802,8 @@ fn check_life(
             .map(|o| o.wall_start + o.left.unwrap_or(ttl))
             .max()
     };
-    let expiry_possible = |id: u64| {
-        promised(id, &|_| true).is_none_or(|p| run.kill_wall + margin >= p)
-    };
+    let expiry_possible =
+        |id: u64| promised(id, &|_| true).is_none_or(|p| run.kill_wall + margin >= p);
     let revoke_possible = |id: u64| {
         ops.iter()
             .any(|o| o.possible() && matches!(o.kind, Kind::Revoke(l) if l == id))
