@@ -780,8 +780,31 @@ impl Lessor {
     /// the leases in memory are exactly those in the file. Flushes batched changes first.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] listing every problem found; [`Error::Storage`], [`Error::Closed`].
+    /// [`Error::Corrupted`] listing every problem found (as [`verify_report`](Self::verify_report)
+    /// gives them, joined by "; "); [`Error::Storage`], [`Error::Closed`].
     pub fn verify(&self) -> Result<()> {
+        let problems = self.verify_report()?;
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Corrupted(problems.join("; ")))
+        }
+    }
+
+    /// The checks of [`verify`](Self::verify), returning each problem found as its own line;
+    /// empty when the database is consistent.
+    ///
+    /// ```
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// lessor.put("/k", "v")?;
+    /// assert!(lessor.verify_report()?.is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Storage`] if the file cannot be read; [`Error::Closed`], [`Error::Poisoned`].
+    pub fn verify_report(&self) -> Result<Vec<String>> {
         let core = self.core()?;
         let guard = core.store.read();
         let db = guard.as_ref().ok_or(Error::Closed)?;
@@ -805,11 +828,7 @@ impl Lessor {
             ));
         }
         drop(w);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Corrupted(problems.join("; ")))
-        }
+        Ok(problems)
     }
 
     /// Makes every change acknowledged so far durable (one fsync), if any is not yet: with

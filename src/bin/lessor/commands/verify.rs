@@ -56,12 +56,12 @@ fn problems(cli: &Cli) -> CliResult<Vec<String>> {
         Err(failure) if failure.code == CORRUPTED => return Ok(vec![failure.message]),
         Err(failure) => return Err(failure),
     };
-    let verdict = lessor.verify();
+    let verdict = lessor.verify_report();
     db::close(cli, lessor)?;
     match verdict {
-        Ok(()) => Ok(Vec::new()),
-        // `Lessor::verify` joins its findings with "; ".
-        Err(Error::Corrupted(all)) => Ok(all.split("; ").map(str::to_owned).collect()),
+        Ok(problems) => Ok(problems),
+        // A record the report itself cannot read is one more finding.
+        Err(Error::Corrupted(problem)) => Ok(vec![problem]),
         Err(e) => Err(Failure::at(&cli.db, e)),
     }
 }
