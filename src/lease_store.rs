@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::keepalive::{KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lessor::Lessor;
-use crate::txn::{Compare, Op, TxnResult};
+use crate::txn::{TxnRequest, TxnResult};
 use crate::watch::Watch;
 
 /// A lease store: leases with TTLs, keys attached to them, renewals, revocation and expiry,
@@ -197,58 +197,6 @@ pub trait LeaseStore: Send + Sync {
     fn close(&self) -> Result<()>;
 }
 
-/// A transaction described apart from any backend, for [`LeaseStore::transaction`]: `when`
-/// every comparison holds, `then` these ops, `otherwise` those. The same [`Compare`] and [`Op`]
-/// values as [`Lessor::txn`].
-///
-/// ```
-/// use std::time::Duration;
-/// use lessor::{Compare, LeaseStore, Lessor, Op, TxnRequest};
-///
-/// # fn main() -> lessor::Result<()> {
-/// let store = Lessor::open_in_memory()?;
-/// let me = LeaseStore::grant(&store, Duration::from_secs(10))?;
-/// let lock = TxnRequest::new()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
-///     .otherwise(Op::get("/cron/lock/job1"));
-/// assert!(store.transaction(lock.clone())?.succeeded);
-/// assert!(!store.transaction(lock)?.succeeded); // held now
-/// # Ok(()) }
-/// ```
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[must_use = "a transaction does nothing until passed to LeaseStore::transaction"]
-pub struct TxnRequest {
-    pub(crate) compares: Vec<Compare>,
-    pub(crate) then: Vec<Op>,
-    pub(crate) otherwise: Vec<Op>,
-}
-
-impl TxnRequest {
-    /// An empty transaction (it succeeds and does nothing).
-    pub fn new() -> TxnRequest {
-        TxnRequest::default()
-    }
-
-    /// Adds a comparison; all of them must hold.
-    pub fn when(mut self, compare: Compare) -> Self {
-        self.compares.push(compare);
-        self
-    }
-
-    /// Adds an op to run if every comparison holds.
-    pub fn then(mut self, op: Op) -> Self {
-        self.then.push(op);
-        self
-    }
-
-    /// Adds an op to run if a comparison fails.
-    pub fn otherwise(mut self, op: Op) -> Self {
-        self.otherwise.push(op);
-        self
-    }
-}
-
 impl LeaseStore for Lessor {
     fn grant(&self, ttl: Duration) -> Result<Lease> {
         Lessor::grant(self, ttl)
@@ -319,22 +267,7 @@ impl LeaseStore for Lessor {
     }
 
     fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
-        let TxnRequest {
-            compares,
-            then,
-            otherwise,
-        } = txn;
-        let mut t = self.txn();
-        for c in compares {
-            t = t.when(c);
-        }
-        for op in then {
-            t = t.then(op);
-        }
-        for op in otherwise {
-            t = t.otherwise(op);
-        }
-        t.commit()
+        self.commit_txn(&txn)
     }
 
     fn close(&self) -> Result<()> {

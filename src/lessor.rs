@@ -50,7 +50,7 @@ use crate::restart::Checkpointing;
 use crate::stats::{Metrics, Stats};
 use crate::store::{self, Counters, Tables};
 use crate::ticker::Ticker;
-use crate::txn::{self, Txn, TxnResult};
+use crate::txn::{Txn, TxnRequest, TxnResult};
 use crate::watch::Watch;
 
 /// A handle to an open lease database: grant, renew and revoke leases, and read and write the
@@ -700,7 +700,7 @@ impl Lessor {
         Txn::new(self)
     }
 
-    pub(crate) fn commit_txn(&self, spec: &txn::Spec) -> Result<TxnResult> {
+    pub(crate) fn commit_txn(&self, spec: &TxnRequest) -> Result<TxnResult> {
         let core = self.core()?;
         spec.check(|k| core.config.check_key(k), |v| core.config.check_value(v))?;
         let now = core.now();

@@ -129,11 +129,11 @@ pub use crate::etcd::{EtcdLessor, EtcdOptions};
 pub use crate::events::{LeaseEvent, RevokeCause};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
-pub use crate::lease_store::{LeaseStore, TxnRequest};
+pub use crate::lease_store::LeaseStore;
 pub use crate::lessor::{Health, Lessor};
 pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Percentiles, Stats};
-pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnResponse, TxnResult};
+pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnRequest, TxnResponse, TxnResult};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.

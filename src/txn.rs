@@ -237,19 +237,90 @@ pub struct TxnResult {
 #[must_use = "a transaction does nothing until committed"]
 pub struct Txn<'a> {
     lessor: &'a Lessor,
-    compares: Vec<Compare>,
-    then: Vec<Op>,
-    otherwise: Vec<Op>,
+    request: TxnRequest,
 }
 
 impl<'a> Txn<'a> {
     pub(crate) fn new(lessor: &'a Lessor) -> Txn<'a> {
         Txn {
             lessor,
-            compares: Vec::new(),
-            then: Vec::new(),
-            otherwise: Vec::new(),
+            request: TxnRequest::new(),
         }
+    }
+
+    /// Adds a comparison; all of them must hold.
+    pub fn when(mut self, compare: Compare) -> Self {
+        self.request = self.request.when(compare);
+        self
+    }
+
+    /// Adds an op to run if every comparison holds.
+    pub fn then(mut self, op: Op) -> Self {
+        self.request = self.request.then(op);
+        self
+    }
+
+    /// Adds an op to run if a comparison fails.
+    pub fn otherwise(mut self, op: Op) -> Self {
+        self.request = self.request.otherwise(op);
+        self
+    }
+
+    /// Runs the transaction.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
+    /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
+    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison, and
+    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if a branch writes (puts or deletes) one key twice (all checked
+    /// before anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
+    pub fn commit(self) -> Result<TxnResult> {
+        self.lessor.commit_txn(&self.request)
+    }
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("compares", &self.request.compares)
+            .field("then", &self.request.then)
+            .field("otherwise", &self.request.otherwise)
+            .finish()
+    }
+}
+
+/// A transaction described apart from any backend, for
+/// [`LeaseStore::transaction`](crate::LeaseStore::transaction): `when`
+/// every comparison holds, `then` these ops, `otherwise` those. The same [`Compare`] and [`Op`]
+/// values as [`Lessor::txn`].
+///
+/// ```
+/// use std::time::Duration;
+/// use lessor::{Compare, LeaseStore, Lessor, Op, TxnRequest};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let store = Lessor::open_in_memory()?;
+/// let me = LeaseStore::grant(&store, Duration::from_secs(10))?;
+/// let lock = TxnRequest::new()
+///     .when(Compare::absent("/cron/lock/job1"))
+///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
+///     .otherwise(Op::get("/cron/lock/job1"));
+/// assert!(store.transaction(lock.clone())?.succeeded);
+/// assert!(!store.transaction(lock)?.succeeded); // held now
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[must_use = "a transaction does nothing until passed to LeaseStore::transaction"]
+pub struct TxnRequest {
+    pub(crate) compares: Vec<Compare>,
+    pub(crate) then: Vec<Op>,
+    pub(crate) otherwise: Vec<Op>,
+}
+
+impl TxnRequest {
+    /// An empty transaction (it succeeds and does nothing).
+    pub fn new() -> TxnRequest {
+        TxnRequest::default()
     }
 
     /// Adds a comparison; all of them must hold.
@@ -270,47 +341,6 @@ impl<'a> Txn<'a> {
         self
     }
 
-    /// Runs the transaction.
-    ///
-    /// # Errors
-    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
-    /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
-    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison, and
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if a branch writes (puts or deletes) one key twice (all checked
-    /// before anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
-    pub fn commit(self) -> Result<TxnResult> {
-        let Txn {
-            lessor,
-            compares,
-            then,
-            otherwise,
-        } = self;
-        lessor.commit_txn(&Spec {
-            compares,
-            then,
-            otherwise,
-        })
-    }
-}
-
-impl std::fmt::Debug for Txn<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txn")
-            .field("compares", &self.compares)
-            .field("then", &self.then)
-            .field("otherwise", &self.otherwise)
-            .finish()
-    }
-}
-
-/// A transaction's content, detached from the lessor it will run on.
-pub(crate) struct Spec {
-    compares: Vec<Compare>,
-    then: Vec<Op>,
-    otherwise: Vec<Op>,
-}
-
-impl Spec {
     /// Checks every key and value against the limits, and that no branch writes a key twice
     /// (as etcd refuses: one revision cannot hold two versions of a key).
     pub(crate) fn check(

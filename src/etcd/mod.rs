@@ -40,8 +40,8 @@ use tokio::runtime::Runtime;
 use crate::error::{Error, Result};
 use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, set_reason};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
-use crate::lease_store::{LeaseStore, TxnRequest};
-use crate::txn::{OpKind, TxnResult};
+use crate::lease_store::LeaseStore;
+use crate::txn::{OpKind, TxnRequest, TxnResult};
 use crate::watch::{ENDED_CLOSED, RUNNING, Watch};
 
 use self::convert::{error, header_revision, raw_id};
