@@ -1229,8 +1229,21 @@ impl Core {
         w.retry.retain(|&r| Some(r) != replaced);
         let revision = Revision(w.counters.revision);
         drop(w);
-        // The TTL runs from the commit, so the fsync does not eat into it; the clock is read
-        // with no lock held.
+        self.settle_grant(id, ttl, written, revision, ticket)
+    }
+
+    /// The end of every grant, once its record is committed or queued and the writer released:
+    /// gives the lease its first deadline and queues it, waits for the commit's fsync, counts.
+    /// The TTL runs from here, so the fsync does not eat into it; the clock is read with no
+    /// lock held.
+    fn settle_grant(
+        &self,
+        id: LeaseId,
+        ttl: u64,
+        written: u64,
+        revision: Revision,
+        ticket: Ticket,
+    ) -> Result<Lease> {
         let deadline = deadline_after(self.now(), ttl);
         if self.table.settle_written(id, deadline, written) {
             self.queue.lock().push(deadline, id);
@@ -1297,19 +1310,8 @@ impl Core {
         if first_unflushed {
             self.wake_ticker(0);
         }
-        let deadline = deadline_after(self.now(), ttl);
-        if self.table.settle_written(id, deadline, written) {
-            self.queue.lock().push(deadline, id);
-            self.wake_ticker(deadline);
-        }
-        self.syncer.wait(ticket)?;
-        self.metrics.grants.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(lease = id.get(), ttl_ms = ttl / 1_000_000, "lease granted");
-        Ok(Some(Lease {
-            id,
-            ttl: Duration::from_nanos(ttl),
-            revision: Revision(revision),
-        }))
+        self.settle_grant(id, ttl, written, Revision(revision), ticket)
+            .map(Some)
     }
 
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {

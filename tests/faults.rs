@@ -50,11 +50,7 @@ fn state(l: &Lessor) -> State {
 /// The baseline every case starts from: lease 1 (60 s) with `/a/1` and `/a/2`, lease 2 (5 s)
 /// with `/b/1`, lease 3 (60 s) with no keys, and `/plain` on no lease.
 fn baseline(disk: &FaultDisk, clock: &ManualClock) -> Lessor {
-    let l = Lessor::builder()
-        .clock(clock.clone())
-        .ticker(false)
-        .open_with_backend(disk.clone())
-        .unwrap();
+    let l = open(disk, clock, Durability::Immediate);
     let a = l.grant(secs(60)).unwrap().id;
     let b = l.grant(secs(5)).unwrap().id;
     l.grant(secs(60)).unwrap();
