@@ -2,26 +2,24 @@
 //!
 //! # Implementation
 //!
-//! Every write is one redb transaction, committed under the writer lock. redb offers two
-//! commits: `Immediate` (fsync before it returns) and `None` (in memory; made durable by the
-//! next `Immediate` commit, all or nothing per transaction). The [`Syncer`] picks one for each
-//! commit:
+//! Every mutating request is applied to the write buffer (`overlay.rs`) under the writer lock,
+//! in microseconds, and gets a sequence number. Nothing reaches redb there: the commit pipeline
+//! writes the whole buffer in one transaction, committed with fsync (redb's `Immediate`), so
+//! every commit in the file is durable. The [`Syncer`] counts which sequence numbers are durable
+//! and elects who flushes:
 //!
-//! - [`Durability::Immediate`], group commit: a writer that finds other writers queued behind
-//!   it on the writer lock commits with `None` and leaves; the last writer of the queue commits
-//!   `Immediate`, and its fsync makes everything before it durable. Writers that committed with
-//!   `None` wait (after releasing the writer lock) until the durable sequence number passes
-//!   theirs. A lone writer commits `Immediate` at once, as before. While one fsync runs, the
-//!   next writers queue up, so the queue (and the batch) grows with the load.
-//! - [`Durability::Batched`]: every commit is `None`, except that of the first writer to find the
-//!   oldest unflushed commit `max_delay` old; when writes stop, the ticker flushes at
-//!   `max_delay`. Grants, which take no transaction, leave the flush to the ticker (or, without
-//!   one, flush themselves when it is due). Calls return at their commit.
-//!
-//! A writer whose transaction aborts, or that must flush, and finds no writer queued, makes an
-//! empty `Immediate` commit itself if anything is unflushed, so no waiter is left behind.
+//! - [`Durability::Immediate`]: a caller waits for its sequence number. If no flush is running,
+//!   it leads one itself (no hand-off to another thread): it freezes the buffer, which holds its
+//!   own request and every one applied before it, writes it and fsyncs. Callers that arrive
+//!   meanwhile apply to the next buffer and wait; when the flush ends, one of them leads the
+//!   next, for all of them (a leader/follower write group). So a lone caller pays one fsync, and
+//!   the group grows with the load.
+//! - [`Durability::Batched`]: a call returns once applied. The ticker flushes the buffer at most
+//!   `max_delay` after its first write, at once when it holds [`FLUSH_WRITES`] writes or
+//!   [`FLUSH_BYTES`], and at [`sync`](crate::Lessor::sync) and close; a writer that finds
+//!   [`MAX_WRITES`] or [`MAX_BYTES`] unflushed waits for a flush (back-pressure), and one without a ticker flushes itself when `max_delay` is up.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
@@ -65,18 +63,28 @@ pub enum Durability {
     },
 }
 
-/// Most grants queued in batched mode before one flushes them at once, whatever `max_delay`.
-const MAX_QUEUED_GRANTS: usize = 10_000;
+/// Writes in the buffer at which the ticker flushes at once, whatever `max_delay` (etcd commits
+/// its backend batch every 10,000 writes too).
+pub(crate) const FLUSH_WRITES: usize = 10_000;
+
+/// Writes in the buffer at which a writer waits for a flush rather than add more.
+pub(crate) const MAX_WRITES: usize = 4 * FLUSH_WRITES;
+
+/// Bytes of keys and values in the buffer at which the ticker flushes at once.
+pub(crate) const FLUSH_BYTES: usize = 16 << 20;
+
+/// Bytes in the buffer at which a writer waits for a flush rather than add more.
+pub(crate) const MAX_BYTES: usize = 4 * FLUSH_BYTES;
 
 /// What the syncer guards.
 struct State {
-    /// Sequence number of the last commit known to be on disk.
+    /// Sequence number of the last request known to be on disk.
     durable: u64,
-    /// When the oldest commit not yet on disk was made; `None` when everything is durable.
-    unflushed_since: Option<Instant>,
+    /// Whether someone is flushing; they set `durable` when done.
+    flushing: bool,
     /// A flush failed (the lessor is poisoned), or the lessor closed: waiters stop waiting.
     ended: Option<Ended>,
-    /// Commits a failed flush left not known to be durable, as `(first, last)` sequence
+    /// Requests a failed flush left not known to be durable, as `(first, last)` sequence
     /// numbers: their waiters fail even after [`Syncer::reopen`]. One range per failure.
     lost: Vec<(u64, u64)>,
 }
@@ -87,48 +95,41 @@ enum Ended {
     Closed,
 }
 
-/// Picks each commit's redb durability and lets writers wait for theirs; see the module docs.
+/// Counts durable requests and elects who flushes; see the module docs.
 pub(crate) struct Syncer {
     mode: Durability,
-    /// Whether a ticker flushes batched commits; if not, writers do it themselves.
-    ticker: bool,
-    /// Writers blocked on the writer lock, in `Core::write`.
-    queued: std::sync::atomic::AtomicUsize,
-    /// Guards the durable sequence number and the flush clock. A leaf lock: taken under the
-    /// writer, or alone by waiters.
+    /// Guards the durable sequence number and the flushing flag. A leaf lock: taken under the
+    /// writer, or alone by waiters; never held across I/O.
     state: Mutex<State>,
-    /// Signalled when `durable` advances or the syncer ends.
+    /// Signalled when `durable` advances, a flush ends, or the syncer ends.
     advanced: Condvar,
 }
 
-/// What a writer holding the writer lock must do at commit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Commit {
-    /// Commit with fsync: this commit makes every earlier one durable.
-    Durable,
-    /// Commit without fsync; a later durable commit covers it.
-    Deferred,
+/// What a caller waiting for its request must do next.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Turn {
+    /// It is durable.
+    Done,
+    /// Nobody is flushing: the caller flushes, then calls [`Syncer::flush_ended`].
+    Lead,
 }
 
-/// A commit that is not yet known to be durable; [`Syncer::wait`] for it after releasing the
-/// writer lock.
-#[must_use = "a deferred commit must be waited for before acknowledging it"]
-#[derive(Debug)]
-pub(crate) struct Ticket(Option<u64>);
+/// A request that is not yet known to be durable; wait for it after releasing the writer lock.
+#[must_use = "a request must be waited for before acknowledging it"]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket(pub(crate) Option<u64>);
 
 impl Ticket {
     pub(crate) const DONE: Ticket = Ticket(None);
 }
 
 impl Syncer {
-    pub(crate) fn new(mode: Durability, ticker: bool) -> Syncer {
+    pub(crate) fn new(mode: Durability) -> Syncer {
         Syncer {
             mode,
-            ticker,
-            queued: std::sync::atomic::AtomicUsize::new(0),
             state: Mutex::new(State {
                 durable: 0,
-                unflushed_since: None,
+                flushing: false,
                 ended: None,
                 lost: Vec::new(),
             }),
@@ -140,108 +141,21 @@ impl Syncer {
         self.mode
     }
 
-    /// Whether a grant that has just queued its record (the `queued`-th waiting) flushes the
-    /// queue itself. Immediate: if it is the last writer of the queue (group commit). Batched:
-    /// only when the queue is long, or `max_delay` is up and no ticker flushes on time; with a
-    /// ticker, no grant pays for everyone's fsync.
-    pub(crate) fn flush_queued_grants(&self, queued: usize) -> bool {
+    /// What a request with sequence number `seq` waits for before it is acknowledged.
+    pub(crate) fn ticket(&self, seq: u64) -> Ticket {
         match self.mode {
-            Durability::Immediate => self.choose() == Commit::Durable,
-            Durability::Batched { .. } => {
-                queued >= MAX_QUEUED_GRANTS || (!self.ticker && self.choose() == Commit::Durable)
-            }
+            Durability::Immediate => Ticket(Some(seq)),
+            Durability::Batched { .. } => Ticket::DONE,
         }
     }
 
-    /// Counts a writer in the queue for the writer lock while `lock` runs.
-    pub(crate) fn queue_for<G>(&self, lock: impl FnOnce() -> G) -> G {
-        use std::sync::atomic::Ordering;
-        self.queued.fetch_add(1, Ordering::AcqRel);
-        let guard = lock();
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        guard
-    }
-
-    fn nobody_queued(&self) -> bool {
-        self.queued.load(std::sync::atomic::Ordering::Acquire) == 0
-    }
-
-    /// How the commit about to be made (under the writer lock) should go.
-    pub(crate) fn choose(&self) -> Commit {
-        match self.mode {
-            Durability::Immediate if self.nobody_queued() => Commit::Durable,
-            Durability::Immediate => Commit::Deferred,
-            Durability::Batched { max_delay } => {
-                let s = self.state.lock();
-                match s.unflushed_since {
-                    Some(t) if t.elapsed() >= max_delay => Commit::Durable,
-                    _ => Commit::Deferred,
-                }
-            }
-        }
-    }
-
-    /// Records commit number `seq`, made as `how`. Returns what the caller must wait for, and
-    /// whether this commit is the first unflushed one (so the ticker should be woken to flush
-    /// it in time).
-    pub(crate) fn committed(&self, seq: u64, how: Commit) -> (Ticket, bool) {
-        let mut s = self.state.lock();
-        match how {
-            Commit::Durable => {
-                s.durable = s.durable.max(seq);
-                s.unflushed_since = None;
-                drop(s);
-                self.advanced.notify_all();
-                (Ticket::DONE, false)
-            }
-            Commit::Deferred => {
-                let first = s.unflushed_since.is_none();
-                if first {
-                    s.unflushed_since = Some(Instant::now());
-                }
-                let ticket = match self.mode {
-                    Durability::Immediate => Ticket(Some(seq)),
-                    Durability::Batched { .. } => Ticket::DONE,
-                };
-                (ticket, first)
-            }
-        }
-    }
-
-    /// Whether commits up to `seq` (the last one made) still need a flush that nobody queued
-    /// will make: an aborted writer in immediate mode must then flush itself.
-    pub(crate) fn must_flush_after_abort(&self, seq: u64) -> bool {
-        matches!(self.mode, Durability::Immediate)
-            && self.nobody_queued()
-            && self.state.lock().durable < seq
-    }
-
-    /// Whether anything committed is not yet durable.
-    pub(crate) fn unflushed(&self) -> bool {
-        self.state.lock().unflushed_since.is_some()
-    }
-
-    /// When the ticker must flush (batched mode), if anything waits for it.
-    pub(crate) fn flush_due(&self) -> Option<Instant> {
-        match self.mode {
-            Durability::Batched { max_delay } => self
-                .state
-                .lock()
-                .unflushed_since
-                .map(|t| t.checked_add(max_delay).unwrap_or(t)),
-            Durability::Immediate => None,
-        }
-    }
-
-    /// Waits until commit `ticket` is durable.
+    /// Blocks until request `seq` is durable ([`Turn::Done`]) or nobody is flushing
+    /// ([`Turn::Lead`]: the caller is now the one flushing).
     ///
     /// # Errors
     /// [`Error::Poisoned`] if the flush that was to cover it failed (the change may or may not
     /// be on disk), [`Error::Closed`] if the lessor closed without flushing it.
-    pub(crate) fn wait(&self, ticket: Ticket) -> Result<()> {
-        let Some(seq) = ticket.0 else {
-            return Ok(());
-        };
+    pub(crate) fn turn(&self, seq: u64) -> Result<Turn> {
         let mut s = self.state.lock();
         loop {
             if s.lost
@@ -251,20 +165,59 @@ impl Syncer {
                 return Err(Error::Poisoned);
             }
             if s.durable >= seq {
-                return Ok(());
+                return Ok(Turn::Done);
             }
             match s.ended {
                 Some(Ended::Failed) => return Err(Error::Poisoned),
                 Some(Ended::Closed) => return Err(Error::Closed),
                 None => {}
             }
+            if !s.flushing {
+                s.flushing = true;
+                return Ok(Turn::Lead);
+            }
             // A timeout only bounds the cost of a missed wake-up; none is expected.
             self.advanced.wait_for(&mut s, Duration::from_millis(100));
         }
     }
 
-    /// A flush failed after commit `last` (the last one made): wake every waiter with an error.
-    /// Commits after the last durable one up to `last` are lost for good: their waiters fail
+    /// Becomes the one flushing, waiting for a running flush to end first; `false` once ended.
+    pub(crate) fn lead(&self) -> bool {
+        let mut s = self.state.lock();
+        loop {
+            if s.ended.is_some() {
+                return false;
+            }
+            if !s.flushing {
+                s.flushing = true;
+                return true;
+            }
+            self.advanced.wait_for(&mut s, Duration::from_millis(100));
+        }
+    }
+
+    /// Requests up to `seq` are on disk. Called by the one flushing, before [`flush_ended`].
+    ///
+    /// [`flush_ended`]: Self::flush_ended
+    pub(crate) fn durable(&self, seq: u64) {
+        let mut s = self.state.lock();
+        s.durable = s.durable.max(seq);
+    }
+
+    /// The flush (led after [`Turn::Lead`] or [`lead`](Self::lead)) is over; wakes the waiters,
+    /// one of which may lead the next.
+    pub(crate) fn flush_ended(&self) {
+        self.state.lock().flushing = false;
+        self.advanced.notify_all();
+    }
+
+    /// The highest durable sequence number.
+    pub(crate) fn durable_seq(&self) -> u64 {
+        self.state.lock().durable
+    }
+
+    /// A flush failed with requests up to `last` applied: wake every waiter with an error.
+    /// Requests after the last durable one up to `last` are lost for good: their waiters fail
     /// even if they only look after a [`reopen`](Self::reopen).
     pub(crate) fn fail(&self, last: u64) {
         let mut s = self.state.lock();
@@ -276,16 +229,14 @@ impl Syncer {
         self.end(Ended::Failed);
     }
 
-    /// The database was reopened after a failure, with `last` the last commit made before it:
-    /// later commits are counted afresh from there, nothing waits for a flush, and waiters of
-    /// lost commits still fail.
+    /// The database was reopened after a failure, with `last` the last request applied before
+    /// it: later requests are counted afresh from there, and waiters of lost ones still fail.
     pub(crate) fn reopen(&self, last: u64) {
         let mut s = self.state.lock();
         if s.ended == Some(Ended::Failed) {
             s.ended = None;
         }
         s.durable = s.durable.max(last);
-        s.unflushed_since = None;
     }
 
     /// The lessor closed (after its last flush): wake every waiter.
@@ -308,67 +259,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_lone_writer_commits_durably_and_waits_for_nothing() {
-        let s = Syncer::new(Durability::Immediate, true);
-        assert_eq!(s.choose(), Commit::Durable);
-        let (ticket, _) = s.committed(1, Commit::Durable);
-        assert!(s.wait(ticket).is_ok());
-        assert!(!s.must_flush_after_abort(1));
+    fn a_lone_writer_leads_its_own_flush() {
+        let s = Syncer::new(Durability::Immediate);
+        assert_eq!(s.turn(1).unwrap(), Turn::Lead);
+        s.durable(1);
+        s.flush_ended();
+        assert_eq!(s.turn(1).unwrap(), Turn::Done);
     }
 
     #[test]
-    fn a_deferred_commit_waits_for_the_next_durable_one() {
-        let s = std::sync::Arc::new(Syncer::new(Durability::Immediate, true));
-        let (ticket, first) = s.committed(1, Commit::Deferred);
-        assert!(first);
-        assert!(s.must_flush_after_abort(1));
-        let waiter = {
+    fn a_follower_waits_for_the_leaders_flush() {
+        let s = std::sync::Arc::new(Syncer::new(Durability::Immediate));
+        assert_eq!(s.turn(1).unwrap(), Turn::Lead);
+        let follower = {
             let s = std::sync::Arc::clone(&s);
-            std::thread::spawn(move || s.wait(ticket))
+            std::thread::spawn(move || s.turn(2))
         };
         std::thread::sleep(Duration::from_millis(20));
-        assert!(!waiter.is_finished());
-        let (_, _) = s.committed(2, Commit::Durable);
-        assert!(waiter.join().unwrap().is_ok());
-        assert!(!s.unflushed());
+        assert!(!follower.is_finished());
+        s.durable(2); // the leader's flush covered the follower's request too
+        s.flush_ended();
+        assert_eq!(follower.join().unwrap().unwrap(), Turn::Done);
     }
 
     #[test]
-    fn a_failed_flush_fails_the_waiters() {
-        let s = Syncer::new(Durability::Immediate, true);
-        let (ticket, _) = s.committed(1, Commit::Deferred);
-        s.fail(1);
-        assert!(matches!(s.wait(ticket), Err(Error::Poisoned)));
+    fn a_failed_flush_fails_the_waiters_even_after_a_reopen() {
+        let s = Syncer::new(Durability::Immediate);
+        s.durable(1);
+        assert_eq!(s.turn(2).unwrap(), Turn::Lead);
+        s.fail(3);
+        s.flush_ended();
+        assert!(matches!(s.turn(2), Err(Error::Poisoned)));
+        s.reopen(3);
+        assert!(matches!(s.turn(3), Err(Error::Poisoned)));
+        assert_eq!(s.turn(1).unwrap(), Turn::Done);
+        // Requests after the reopen wait for their own flush again.
+        assert_eq!(s.turn(4).unwrap(), Turn::Lead);
     }
 
     #[test]
-    fn waiters_of_lost_commits_fail_even_after_a_reopen() {
-        let s = Syncer::new(Durability::Immediate, true);
-        let (_, _) = s.committed(1, Commit::Durable);
-        let (lost, _) = s.committed(2, Commit::Deferred);
-        s.fail(2);
-        s.reopen(2);
-        assert!(matches!(s.wait(lost), Err(Error::Poisoned)));
-        assert!(!s.unflushed());
-        // Commits after the reopen wait for their own flush again.
-        let (next, _) = s.committed(3, Commit::Deferred);
-        let (_, _) = s.committed(4, Commit::Durable);
-        assert!(s.wait(next).is_ok());
-    }
-
-    #[test]
-    fn batched_commits_are_deferred_until_max_delay_then_flushed() {
-        let s = Syncer::new(
-            Durability::Batched {
-                max_delay: Duration::from_millis(30),
-            },
-            false,
-        );
-        assert_eq!(s.choose(), Commit::Deferred);
-        let (ticket, first) = s.committed(1, Commit::Deferred);
-        assert!(first && s.wait(ticket).is_ok()); // batched calls do not wait
-        assert!(s.flush_due().is_some());
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(s.choose(), Commit::Durable);
+    fn batched_requests_wait_for_nothing() {
+        let s = Syncer::new(Durability::Batched {
+            max_delay: Duration::from_millis(30),
+        });
+        assert!(s.ticket(1).0.is_none());
+        assert_eq!(Syncer::new(Durability::Immediate).ticket(1).0, Some(1));
     }
 }

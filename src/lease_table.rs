@@ -305,6 +305,21 @@ impl LeaseTable {
         }
     }
 
+    /// Removes a lease whose revocation has become durable, if it is still the claimed entry:
+    /// a grant of the same id since then replaced it, and stays.
+    pub(crate) fn remove_claimed(&self, id: LeaseId) {
+        let (shard, hash) = self.locate(id);
+        let counts = shard.lock.lock();
+        let slots = shard.slots.load_full();
+        let claimed = slots
+            .find(id.get(), hash)
+            .is_some_and(|e| Self::is_claimed(e.deadline.word()));
+        drop(counts);
+        if claimed {
+            self.remove(id);
+        }
+    }
+
     /// Removes every lease (on close).
     pub(crate) fn clear(&self) {
         for shard in self.shards.iter() {

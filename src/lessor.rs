@@ -5,23 +5,30 @@
 //! Shared state lives in [`Core`]:
 //! - `table` ([`LeaseTable`]): live leases and their atomic deadlines. Renew finds its lease
 //!   there without a lock and compare-and-swaps the deadline; it does nothing else.
-//! - `store`: the redb database, `None` once closed. Every call that reads or writes the file
-//!   holds its read lock for the call's length; only `close` takes the write lock, so it waits
-//!   for calls in flight.
-//! - `writer`: one mutating call at a time (redb admits one write transaction anyway). It guards
-//!   the counters (revision, highest lease id) and the leases whose expiry failed to commit.
+//! - `store`: the redb database, `None` once closed. A flush holds its read lock while it writes;
+//!   `close` and the reload take the write lock, so they wait for calls in flight.
+//! - `writer` ([`Writer`]): the commit pipeline's state. Every mutating request is applied under
+//!   it to the write buffer (`overlay.rs`), in microseconds and without I/O, and gets a sequence
+//!   number; it also guards the counters (revision, highest lease id), the read snapshot of the
+//!   file, and the leases whose expiry failed to commit.
+//! - `syncer` ([`Syncer`]): which sequence numbers are durable, and who flushes (`durability.rs`).
+//!   A flush freezes the buffer under `writer`, then writes it in one redb transaction with
+//!   fsync holding no lock but the store's read lock, then installs the new snapshot under
+//!   `writer`.
 //! - `queue` ([`ExpiryQueue`]): an entry per live lease, by deadline.
 //! - `state`: open, closed, or poisoned by a storage failure.
 //!
-//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard's mutex; the keep-alive
-//! manager's mutex (`keepalives`) may be taken under `writer` and takes nothing under it. Nothing
-//! waits on a channel, reads the clock or calls out while holding any of them. Renew takes no
-//! lock.
+//! Lock order: `store` (read) → `writer` → `queue` → a `table` shard's mutex; the syncer's mutex
+//! and the keep-alive manager's mutex (`keepalives`) may be taken under `writer` and take nothing
+//! under them. Nothing waits on a channel, reads the clock or does disk I/O while holding
+//! `writer` or anything after it. Renew takes no lock.
 //!
-//! Every mutation is one redb transaction, committed durably before the call returns; the
-//! in-memory state changes only after the commit succeeds (a revocation claims its lease first;
-//! if its transaction aborts, the lease stays dead and expiry takes it, unless storage failed).
-//! A storage error poisons the lessor until [`Core::reload`] has reopened the database and
+//! A request is all-or-nothing: its writes to the buffer are undone if it fails its checks, and
+//! memory (the lease table) changes only once it has been applied (a revocation claims its
+//! lease first, and gives it back if the request fails). Under [`Durability::Immediate`] a call
+//! returns once a flush has made its request durable, and reads and events see nothing before
+//! that; under [`Durability::Batched`] it returns once applied, and reads and events see it at
+//! once. A storage error poisons the lessor until [`Core::reload`] has reopened the database and
 //! brought memory back in line with the file (`reload.rs`); the ticker does that by itself.
 
 use std::fmt;
@@ -32,23 +39,26 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Mutex, MutexGuard, RwLock};
-use redb::{Database, ReadTransaction, ReadableDatabase};
+use redb::{Database, ReadableDatabase};
 
 use crate::builder::{Builder, Config};
 use crate::clock::{now_nanos, wall_nanos};
-use crate::durability::{Commit, Durability, Syncer, Ticket};
+use crate::durability::{
+    Durability, FLUSH_BYTES, FLUSH_WRITES, MAX_BYTES, MAX_WRITES, Syncer, Ticket, Turn,
+};
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
 use crate::keepalive::{self, EndReason, KeepAlive, KeepAliveOptions, KeepAlives};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lease_table::{LeaseTable, Sweep, deadline_after};
+use crate::overlay::{Base, Layers, Overlay, Tables};
 use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
 use crate::restart::Checkpointing;
 use crate::stats::{Metrics, Stats};
-use crate::store::{self, Counters, Tables};
+use crate::store::{self, Counters};
 use crate::ticker::Ticker;
 use crate::txn::{Txn, TxnRequest, TxnResult};
 use crate::watch::Watch;
@@ -130,13 +140,14 @@ pub(crate) struct Core {
     // cache lines renew reads (`state`, `config.clock`, `table`).
     /// The database; `None` once closed.
     store: Padded<RwLock<Option<Database>>>,
-    /// Serialises mutations and guards their bookkeeping.
+    /// The commit pipeline's state: applies requests one at a time, and guards the write
+    /// buffer, the read snapshot and the counters.
     writer: Padded<Mutex<Writer>>,
     /// One entry per live lease, by deadline.
     queue: Padded<Mutex<ExpiryQueue>>,
     /// Hands committed changes to subscribers and watchers.
     hub: Arc<Hub>,
-    /// Chooses each commit's durability and lets writers wait for theirs (group commit).
+    /// Which requests are durable, and who flushes (group commit).
     syncer: Padded<Syncer>,
     /// Wakes the ticker when a grant creates a deadline earlier than the one it sleeps until.
     ticker_wake: Option<Sender<()>>,
@@ -170,12 +181,18 @@ const POISONED: u8 = 2;
 
 /// Guarded by `Core::writer`.
 struct Writer {
+    /// As of the last request applied.
     counters: Counters,
-    /// Grants made in batched mode without a transaction of their own, in order: the next
-    /// transaction writes them first (`commit_with`, `flush`).
-    pending: Vec<(LeaseId, LeaseRecord)>,
-    /// Commits made since open; the sequence numbers the syncer counts durability in.
-    commits: u64,
+    /// Requests applied since open; the sequence numbers the syncer counts durability in.
+    seq: u64,
+    /// The write buffer filling now (`overlay.rs`).
+    active: Overlay,
+    /// The buffer a flush is writing, readable until the snapshot that holds it is installed.
+    frozen: Option<Arc<Overlay>>,
+    /// A read snapshot of the file as of its last commit.
+    base: Arc<Base>,
+    /// When the first write went into `active`; `None` while it is empty.
+    active_since: Option<Instant>,
     /// Leases claimed for expiry whose revocation did not commit, or restored at open with
     /// nothing left; revoked first next time.
     retry: Vec<LeaseId>,
@@ -255,9 +272,10 @@ impl Lessor {
             config.watch_history,
             config.watch_history_bytes,
         ));
+        let base = Arc::new(Base::open(&db)?);
         let core = Arc::new(Core {
             hub,
-            syncer: Padded(Syncer::new(config.durability, config.ticker)),
+            syncer: Padded(Syncer::new(config.durability)),
             path: match &source {
                 Source::File(path) => Some(path.clone()),
                 Source::Backend(_) => None,
@@ -268,8 +286,11 @@ impl Lessor {
             store: Padded(RwLock::new(Some(db))),
             writer: Padded(Mutex::new(Writer {
                 counters: recovered.counters,
-                pending: Vec::new(),
-                commits: 0,
+                seq: 0,
+                active: Overlay::default(),
+                frozen: None,
+                base,
+                active_since: None,
                 retry: recovered.expired,
                 high_water: 0,
                 claimed_deadlines: Vec::new(),
@@ -531,13 +552,13 @@ impl Lessor {
     pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
         let core = self.core()?;
         let now = core.now();
-        core.read(|read| {
+        core.read(|view, _| {
             let (ttl, deadline) = core.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
                 granted_ttl: Duration::from_nanos(ttl),
                 remaining: Duration::from_nanos((deadline - now).min(ttl)),
-                keys: store::lease_keys(read, id)?,
+                keys: view.lease_keys(id)?,
             })
         })
     }
@@ -594,7 +615,7 @@ impl Lessor {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>> {
-        self.core()?.read(|read| store::get(read, key.as_ref()))
+        self.core()?.read(|view, _| view.get(key.as_ref()))
     }
 
     /// Reads every key that starts with `prefix`, in key order (`""` reads them all).
@@ -613,8 +634,7 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn range(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>> {
-        self.core()?
-            .read(|read| store::range(read, prefix.as_ref()))
+        self.core()?.read(|view, _| view.range(prefix.as_ref()))
     }
 
     /// Reads every key that starts with `prefix`, with the revision the read saw: watching
@@ -636,10 +656,10 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
-        self.core()?.read(|read| {
+        self.core()?.read(|view, revision| {
             Ok(Snapshot {
-                revision: Revision(store::revision(read)?),
-                kvs: store::range(read, prefix.as_ref())?,
+                revision: Revision(revision),
+                kvs: view.range(prefix.as_ref())?,
             })
         })
     }
@@ -772,7 +792,7 @@ impl Lessor {
     /// # Errors
     /// [`Error::Closed`].
     pub fn revision(&self) -> Result<Revision> {
-        Ok(Revision(self.core()?.writer.lock().counters.revision))
+        self.core()?.read(|_, revision| Ok(Revision(revision)))
     }
 
     /// Checks the whole database: every attachment is two-sided (key and lease index agree),
@@ -806,29 +826,35 @@ impl Lessor {
     /// [`Error::Storage`] if the file cannot be read; [`Error::Closed`], [`Error::Poisoned`].
     pub fn verify_report(&self) -> Result<Vec<String>> {
         let core = self.core()?;
-        let guard = core.store.read();
-        let db = guard.as_ref().ok_or(Error::Closed)?;
-        // Holding the writer keeps memory and file still while they are compared.
-        let mut w = core.writer.lock();
-        // Queued grants are in memory but not yet in the file: write them first.
-        if !w.pending.is_empty() {
-            core.flush(db, &mut w)?;
+        // Everything applied goes to the file first; then, holding the writer (so that memory
+        // and file stay still while they are compared), check that nothing came in meanwhile.
+        for _ in 0..100 {
+            core.sync()?;
+            let guard = core.store.read();
+            let db = guard.as_ref().ok_or(Error::Closed)?;
+            let w = core.writer.lock();
+            if !w.active.is_empty() || w.frozen.is_some() {
+                continue;
+            }
+            let read = db.begin_read()?;
+            let store::Report {
+                mut problems,
+                leases: on_disk,
+            } = store::verify(&read)?;
+            let in_memory = core.table.all_ids();
+            if on_disk != in_memory {
+                problems.push(format!(
+                    "leases in memory ({}) differ from leases in the file ({})",
+                    in_memory.len(),
+                    on_disk.len()
+                ));
+            }
+            drop(w);
+            return Ok(problems);
         }
-        let read = db.begin_read()?;
-        let store::Report {
-            mut problems,
-            leases: on_disk,
-        } = store::verify(&read)?;
-        let in_memory = core.table.all_ids();
-        if on_disk != in_memory {
-            problems.push(format!(
-                "leases in memory ({}) differ from leases in the file ({})",
-                in_memory.len(),
-                on_disk.len()
-            ));
-        }
-        drop(w);
-        Ok(problems)
+        Err(Error::Unavailable(
+            "verify: writes kept coming; try again when the lessor is quieter".into(),
+        ))
     }
 
     /// Makes every change acknowledged so far durable (one fsync), if any is not yet: with
@@ -935,12 +961,17 @@ impl Handle {
             POISONED => Ok(()),
             _ => core.checkpoint_all(),
         });
+        // What is buffered goes to disk; then, once no call is in flight, what came in meanwhile.
+        let reaped = match was {
+            POISONED => reaped,
+            _ => reaped.and(core.sync()),
+        };
         let db = core.store.write().take();
-        let mut writer = core.writer.lock(); // a call that committed last finishes its memory update
-        // Deferred commits (batched, or a group whose fsync is pending) go to disk now.
         let reaped = match &db {
-            Some(db) if was != POISONED && core.syncer.unflushed() => {
-                reaped.and(flush(db, &mut writer, &core.syncer, &core.metrics))
+            Some(db) if was != POISONED && core.syncer.lead() => {
+                let flushed = core.flush_into(db);
+                core.syncer.flush_ended();
+                reaped.and(flushed)
             }
             _ => reaped,
         };
@@ -966,82 +997,228 @@ impl Core {
         now_nanos(&*self.config.clock).max(self.time_floor.load(Ordering::Relaxed))
     }
 
-    /// Runs `f` on a read transaction.
-    fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
+    /// Runs `f` on what reads see, with the revision they see: under [`Durability::Immediate`]
+    /// the file as of its last (durable) commit; under [`Durability::Batched`] every request
+    /// applied, through the write buffer (read under the writer lock, which is never held
+    /// across I/O).
+    fn read<T>(&self, f: impl FnOnce(&Layers<'_>, u64) -> Result<T>) -> Result<T> {
         let guard = self.store.read();
-        let db = guard.as_ref().ok_or(Error::Closed)?;
-        f(&db.begin_read()?)
+        guard.as_ref().ok_or(Error::Closed)?;
+        match self.syncer.mode() {
+            Durability::Immediate => {
+                let base = Arc::clone(&self.writer.lock().base);
+                let view = Layers {
+                    overlays: [None, None],
+                    base: &base,
+                };
+                f(&view, base.revision)
+            }
+            Durability::Batched { .. } => {
+                let w = self.writer.lock();
+                let view = Layers {
+                    overlays: [Some(&w.active), w.frozen.as_deref()],
+                    base: &w.base,
+                };
+                f(&view, w.counters.revision)
+            }
+        }
     }
 
-    /// Runs `f` in a write transaction and commits it. `f` gets a [`Batch`]: the tables, a copy
-    /// of the counters to advance (kept only if the commit succeeds), and a list of the changes
-    /// it makes, published to subscribers and watchers once the commit has succeeded. Returns
-    /// the writer, still locked, so that the caller updates memory (or undoes a claim) before
-    /// anyone else writes.
+    /// Applies one request to the write buffer. `f` gets a [`Batch`]: the tables as every
+    /// request applied before sees them, a copy of the counters to advance (kept only if `f`
+    /// succeeds), and a list of the changes it makes, published once they are visible. If `f`
+    /// fails, nothing it wrote is kept. Returns the writer, still locked, so that the caller
+    /// updates memory (or undoes a claim) before anyone else writes.
     ///
     /// The third value is what the caller must [`Core::finish`] with once it has updated memory:
-    /// under group commit, the commit may still wait for the fsync that covers it.
+    /// under [`Durability::Immediate`], the flush that makes the request durable.
     fn write<T>(
         &self,
         f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
     ) -> (MutexGuard<'_, Writer>, Result<T>, Ticket) {
         let guard = self.store.read();
-        let mut w = self.syncer.queue_for(|| self.writer.lock());
+        let mut w = self.writer.lock();
+        if guard.is_none() {
+            return (w, Err(Error::Closed), Ticket::DONE);
+        }
+        drop(guard);
+        let mut active = std::mem::take(&mut w.active);
+        let (frozen, base) = (w.frozen.clone(), Arc::clone(&w.base));
+        active.begin();
+        let mut batch = Batch {
+            tables: Tables {
+                active: &mut active,
+                frozen: frozen.as_deref(),
+                base: &base,
+            },
+            counters: w.counters,
+            changes: Vec::new(),
+            claims: Vec::new(),
+        };
+        let out = f(&mut w, &mut batch);
+        let Batch {
+            counters,
+            changes,
+            claims,
+            ..
+        } = batch;
         let mut ticket = Ticket::DONE;
-        let result = match guard.as_ref() {
-            Some(db) => match commit_with(db, &mut w, &self.syncer, &self.metrics, f) {
-                Ok((out, changes, t, first_unflushed)) => {
-                    ticket = t;
-                    if first_unflushed && matches!(self.syncer.mode(), Durability::Batched { .. }) {
-                        self.wake_ticker(0); // it flushes within max_delay
+        let result = match out {
+            Ok(out) => {
+                active.keep();
+                w.counters = counters;
+                w.seq += 1;
+                ticket = self.syncer.ticket(w.seq);
+                // Keep-alives hear of their lease's end before anyone can grant its id again.
+                self.end_keep_alives(&changes);
+                for c in &changes {
+                    if let Change::Granted { id, ttl, .. } = c {
+                        // In memory before anyone hears of it.
+                        self.table.insert_pending(*id, *ttl);
                     }
-                    // Under the writer lock: events go out in commit order, and keep-alives
-                    // hear of their lease's end before anyone can grant its id again.
-                    self.end_keep_alives(&changes);
-                    for c in &changes {
-                        if let Change::Granted { id, ttl, .. } = c {
-                            // In memory before anyone hears of it.
-                            self.table.insert_pending(*id, *ttl);
+                }
+                match self.syncer.mode() {
+                    // Published, and the revoked leases dropped from the table, by the flush
+                    // that makes them durable; until then the leases stay claimed (dead).
+                    Durability::Immediate => {
+                        active.changes.extend(changes);
+                        active.claims.extend(claims);
+                    }
+                    // Visible now: published under the writer lock, in order.
+                    Durability::Batched { max_delay } => {
+                        for (id, _) in claims {
+                            self.table.remove(id);
+                        }
+                        self.hub.publish(changes);
+                        let first = w.active_since.is_none() && !active.is_empty();
+                        if first {
+                            w.active_since = Some(Instant::now());
+                        }
+                        let (writes, bytes) = (active.writes(), active.bytes());
+                        let full = writes >= FLUSH_WRITES || bytes >= FLUSH_BYTES;
+                        let due = full || w.active_since.is_some_and(|t| t.elapsed() >= max_delay);
+                        if writes >= MAX_WRITES
+                            || bytes >= MAX_BYTES
+                            || (due && self.ticker_wake.is_none())
+                        {
+                            // Back-pressure, or nobody else flushes: this call waits for one.
+                            ticket = Ticket(Some(w.seq));
+                        } else if first || full {
+                            self.wake_ticker(0); // it flushes in time
                         }
                     }
-                    self.hub.publish(changes);
-                    Ok(out)
                 }
-                // An aborted writer with nobody queued behind it makes the fsync that earlier
-                // deferred commits wait for.
-                Err(e) if self.syncer.must_flush_after_abort(w.commits) => {
-                    flush(db, &mut w, &self.syncer, &self.metrics).and(Err(e))
-                }
-                Err(e) => Err(e),
-            },
-            None => Err(Error::Closed),
+                Ok(out)
+            }
+            Err(e) => {
+                active.rollback();
+                Err(e)
+            }
         };
-        self.poison_on_storage_error(&result, w.commits);
+        w.active = active;
+        self.poison_on_storage_error(&result, w.seq);
         (w, result, ticket)
     }
 
-    /// Releases the writer, then waits until the commit of `ticket` is on disk.
+    /// Releases the writer, then waits until the request of `ticket` is durable.
     fn finish(&self, w: MutexGuard<'_, Writer>, ticket: Ticket) -> Result<()> {
         drop(w);
-        self.syncer.wait(ticket)
+        self.await_durable(ticket)
     }
 
-    /// Makes every commit so far durable (one fsync), if any is not.
+    /// Waits until the request of `ticket` is durable, leading the flush that makes it so if
+    /// nobody else is flushing (group commit: see `durability.rs`).
+    fn await_durable(&self, ticket: Ticket) -> Result<()> {
+        let Some(seq) = ticket.0 else {
+            return Ok(());
+        };
+        loop {
+            match self.syncer.turn(seq)? {
+                Turn::Done => return Ok(()),
+                Turn::Lead => {
+                    let flushed = {
+                        let guard = self.store.read();
+                        match guard.as_ref() {
+                            Some(db) => self.flush_into(db),
+                            None => Err(Error::Closed),
+                        }
+                    };
+                    self.syncer.flush_ended();
+                    flushed?;
+                }
+            }
+        }
+    }
+
+    /// Makes every request applied so far durable (one flush), if any is not.
     pub(crate) fn sync(&self) -> Result<()> {
-        if !self.syncer.unflushed() {
+        let seq = self.writer.lock().seq;
+        if self.syncer.durable_seq() >= seq {
             return Ok(());
         }
-        let guard = self.store.read();
-        let db = guard.as_ref().ok_or(Error::Closed)?;
-        let mut w = self.writer.lock();
-        self.flush(db, &mut w)
+        self.await_durable(Ticket(Some(seq)))
     }
 
-    /// [`flush`] under the writer `w`, poisoning the lessor if storage fails.
-    fn flush(&self, db: &Database, w: &mut Writer) -> Result<()> {
-        let flushed = flush(db, w, &self.syncer, &self.metrics);
-        self.poison_on_storage_error(&flushed, w.commits);
-        flushed
+    /// Writes the write buffer into `db` in one transaction, committed with fsync, and installs
+    /// the new snapshot; then every request applied up to the freeze is durable. The caller is
+    /// the one flushing (it led it, see [`Syncer`]); no lock is held while redb works.
+    fn flush_into(&self, db: &Database) -> Result<()> {
+        let (frozen, upto, counters) = {
+            let mut w = self.writer.lock();
+            if w.active.is_empty() {
+                let seq = w.seq;
+                drop(w);
+                self.syncer.durable(seq);
+                return Ok(());
+            }
+            let frozen = Arc::new(std::mem::take(&mut w.active));
+            w.frozen = Some(Arc::clone(&frozen));
+            w.active_since = None;
+            (frozen, w.seq, w.counters)
+        };
+        let start = Instant::now();
+        let committed = (|| {
+            let mut txn = db.begin_write()?;
+            frozen.write_to(&txn, counters)?;
+            txn.set_durability(redb::Durability::Immediate)?;
+            txn.commit()?;
+            Base::open(db)
+        })();
+        let mut w = self.writer.lock();
+        match committed {
+            Ok(base) => {
+                self.metrics.committed(start.elapsed(), true);
+                w.base = Arc::new(base);
+                w.frozen = None;
+                for &(id, _) in &frozen.claims {
+                    // Unless a grant of the same id since replaced it.
+                    self.table.remove_claimed(id);
+                }
+                if !frozen.changes.is_empty() {
+                    // Durable now: visible, in order (flushes are one at a time).
+                    let changes = match Arc::try_unwrap(frozen) {
+                        Ok(o) => o.changes,
+                        Err(shared) => shared.changes.clone(),
+                    };
+                    self.hub.publish(changes);
+                }
+                drop(w);
+                self.syncer.durable(upto);
+                Ok(())
+            }
+            Err(e) => {
+                // Whatever the error, the buffer's fate on disk is unknown: reload from the file.
+                // Revocations whose calls fail give their leases back first, as they were; the
+                // reload then finds them in the file (expiries stay claimed: revoked again).
+                for &(id, prior) in frozen.claims.iter().chain(&w.active.claims) {
+                    if let Some(prior) = prior {
+                        self.table.unclaim(id, prior);
+                    }
+                }
+                self.poison(&e, w.seq);
+                Err(e)
+            }
+        }
     }
 
     /// A storage error poisons: redb refuses further work after an I/O error, and a failed
@@ -1049,21 +1226,25 @@ impl Core {
     /// reopened ([`Core::reload`]). Subscriptions and watches end (after what was committed)
     /// and waiters for fsyncs of commits up to `last_commit` are woken with an error. Call with
     /// the writer held.
-    fn poison_on_storage_error<T>(&self, result: &Result<T>, last_commit: u64) {
-        if let Err(Error::Storage(_)) = result {
-            self.syncer.fail(last_commit);
-            let poisoned = self
-                .state
-                .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok();
-            if poisoned {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "a write failed in storage; reloading the database");
-                }
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                self.hub.fail();
-                self.wake_ticker(0); // it reloads
-            }
+    fn poison_on_storage_error<T>(&self, result: &Result<T>, last: u64) {
+        if let Err(e @ Error::Storage(_)) = result {
+            self.poison(e, last);
+        }
+    }
+
+    /// Poisons the lessor after `e`, failing the waiters of requests up to `last`; see
+    /// [`poison_on_storage_error`](Self::poison_on_storage_error). Call with the writer held.
+    fn poison(&self, e: &Error, last: u64) {
+        self.syncer.fail(last);
+        let poisoned = self
+            .state
+            .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if poisoned {
+            tracing::error!(error = %e, "a write failed in storage; reloading the database");
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.hub.fail();
+            self.wake_ticker(0); // it reloads
         }
     }
 
@@ -1112,10 +1293,14 @@ impl Core {
             }
         }
         w.retry = plan.retry;
-        w.pending.clear(); // grants queued in memory only: lost (in `plan.lost`)
+        // The buffer never reached the file (or did, and the file says so): the file is the truth.
+        w.active = Overlay::default();
+        w.frozen = None;
+        w.active_since = None;
+        w.base = Arc::new(Base::open(&db)?);
         w.counters.revision = w.counters.revision.max(file.counters.revision);
         w.counters.max_lease_id = w.counters.max_lease_id.max(file.counters.max_lease_id);
-        self.syncer.reopen(w.commits);
+        self.syncer.reopen(w.seq);
         self.hub.reopen(w.counters.revision);
         if !plan.lost.is_empty() {
             self.keepalives.leases_ended(&plan.lost, EndReason::Lost);
@@ -1142,9 +1327,18 @@ impl Core {
         Ok(reopened)
     }
 
-    /// When the ticker must flush batched commits, if any wait.
-    pub(crate) fn flush_due(&self) -> Option<std::time::Instant> {
-        self.syncer.flush_due()
+    /// When the ticker must flush the write buffer ([`Durability::Batched`]), if it holds
+    /// anything: `max_delay` after its first write, or now once it holds [`FLUSH_WRITES`].
+    pub(crate) fn flush_due(&self) -> Option<Instant> {
+        let Durability::Batched { max_delay } = self.syncer.mode() else {
+            return None;
+        };
+        let w = self.writer.lock();
+        let since = w.active_since?;
+        if w.active.writes() >= FLUSH_WRITES || w.active.bytes() >= FLUSH_BYTES {
+            return Some(since);
+        }
+        Some(since.checked_add(max_delay).unwrap_or(since))
     }
 
     /// Ends the keep-alives of the leases `changes` revoked, saying why.
@@ -1180,9 +1374,6 @@ impl Core {
         // What the record says the deadline is, on this clock: the TTL itself runs from the
         // commit, so if the commit took time, the next checkpoint pass writes the later one.
         let written = deadline_after(now, ttl);
-        if let Some(lease) = self.grant_queued(want, record, written)? {
-            return Ok(lease);
-        }
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
         let (mut w, result, ticket) = self.write(|_, b| {
@@ -1232,10 +1423,9 @@ impl Core {
         self.settle_grant(id, ttl, written, revision, ticket)
     }
 
-    /// The end of every grant, once its record is committed or queued and the writer released:
-    /// gives the lease its first deadline and queues it, waits for the commit's fsync, counts.
-    /// The TTL runs from here, so the fsync does not eat into it; the clock is read with no
-    /// lock held.
+    /// The end of every grant, once its record is applied and the writer released: waits until
+    /// it is durable, then gives the lease its first deadline and queues it, and counts. The TTL
+    /// runs from here, so the fsync does not eat into it; the clock is read with no lock held.
     fn settle_grant(
         &self,
         id: LeaseId,
@@ -1244,12 +1434,13 @@ impl Core {
         revision: Revision,
         ticket: Ticket,
     ) -> Result<Lease> {
+        // Durable first (under Immediate), so that the TTL runs from the commit.
+        self.await_durable(ticket)?;
         let deadline = deadline_after(self.now(), ttl);
         if self.table.settle_written(id, deadline, written) {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
         }
-        self.syncer.wait(ticket)?;
         self.metrics.grants.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), ttl_ms = ttl / 1_000_000, "lease granted");
         Ok(Lease {
@@ -1257,61 +1448,6 @@ impl Core {
             ttl: Duration::from_nanos(ttl),
             revision,
         })
-    }
-
-    /// A grant without a transaction of its own: the lease goes into memory and its record into
-    /// the writer's queue, which the next transaction or flush writes first. In immediate mode
-    /// the grant then waits like any deferred commit, and one flush makes a whole group of
-    /// grants durable (one transaction and one fsync for all); in batched mode it returns at
-    /// once, and a crash loses it with the other batched changes of the last `max_delay`.
-    /// `None` if the id names a lease still in memory (a dead one not yet revoked must be
-    /// revoked in the same transaction): the caller takes the transactional path.
-    fn grant_queued(
-        &self,
-        want: Option<LeaseId>,
-        record: LeaseRecord,
-        written: u64,
-    ) -> Result<Option<Lease>> {
-        let ttl = record.ttl_nanos;
-        let guard = self.store.read();
-        let db = guard.as_ref().ok_or(Error::Closed)?;
-        let mut w = self.syncer.queue_for(|| self.writer.lock());
-        let id = match want {
-            Some(id) => id,
-            None => LeaseId::new(w.counters.max_lease_id.saturating_add(1))
-                .ok_or(Error::LeaseIdsExhausted)?,
-        };
-        if self.table.contains(id) {
-            // The transactional path commits (or, aborting, flushes) for the writers queued
-            // behind this one, as any writer does.
-            return Ok(None);
-        }
-        let revision = w.counters.revision;
-        w.pending.push((
-            id,
-            LeaseRecord {
-                granted_revision: revision,
-                ..record
-            },
-        ));
-        w.counters.max_lease_id = w.counters.max_lease_id.max(id.get());
-        self.table.insert_pending(id, ttl);
-        // The queued grant counts as a commit: durable once a flush or transaction covers it.
-        w.commits += 1;
-        let (mut ticket, first_unflushed) = self.syncer.committed(w.commits, Commit::Deferred);
-        self.hub
-            .publish(vec![Change::Granted { id, ttl, revision }]);
-        if self.syncer.flush_queued_grants(w.pending.len()) {
-            self.flush(db, &mut w)?;
-            ticket = Ticket::DONE;
-        }
-        drop(w);
-        drop(guard);
-        if first_unflushed {
-            self.wake_ticker(0);
-        }
-        self.settle_grant(id, ttl, written, Revision(revision), ticket)
-            .map(Some)
     }
 
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
@@ -1398,7 +1534,9 @@ impl Core {
             if claimed.is_none() && !w.retry.contains(&id) {
                 return Err(Error::LeaseNotFound(id));
             }
-            b.revoke(id, RevokeCause::Revoked)
+            b.revoke(id, RevokeCause::Revoked)?;
+            b.claims.push((id, claimed));
+            Ok(())
         });
         if let Err(e) = result {
             // A storage failure poisons, and the reload finds the lease in the file: it lives
@@ -1416,7 +1554,6 @@ impl Core {
             return Err(e);
         }
         w.retry.retain(|&r| r != id);
-        self.table.remove(id);
         self.compact_queue();
         self.metrics.revokes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), "lease revoked");
@@ -1426,28 +1563,27 @@ impl Core {
     }
 
     /// Revokes every expired lease, batch after batch, handing each batch's ids to `each`; in
-    /// immediate mode, returns once they are durable (one fsync for a backlog of batches).
+    /// immediate mode, returns once they are durable (one flush for a backlog of batches).
     pub(crate) fn expire_all(&self, mut each: impl FnMut(&[LeaseId])) -> Result<()> {
+        let mut last = Ticket::DONE;
         loop {
-            let batch = self.expire_batch(self.now())?;
+            let (batch, ticket) = self.expire_batch(self.now())?;
             each(&batch);
+            if ticket.0.is_some() {
+                last = ticket;
+            }
             if batch.len() < self.config.expiry_batch {
                 break;
             }
         }
-        // Full batches were committed without fsync; the last one usually covered them, but
-        // not if it found nothing to do.
-        match self.syncer.mode() {
-            Durability::Immediate => self.sync(),
-            Durability::Batched { .. } => Ok(()),
-        }
+        self.await_durable(last)
     }
 
-    /// Revokes up to one batch of expired leases in one transaction; returns their ids in
-    /// deadline order. Leases of a batch that failed to commit stay claimed (dead to callers)
-    /// and go first at the next attempt.
-    pub(crate) fn expire_batch(&self, now: u64) -> Result<Vec<LeaseId>> {
-        // Claim what is due first, under the writer lock but outside any transaction, into the
+    /// Revokes up to one batch of expired leases in one request; returns their ids in deadline
+    /// order, and what to wait for before they count as revoked on disk. Leases of a batch that
+    /// failed stay claimed (dead to callers) and go first at the next attempt.
+    pub(crate) fn expire_batch(&self, now: u64) -> Result<(Vec<LeaseId>, Ticket)> {
+        // Claim what is due first, under the writer lock but outside any request, into the
         // retry list: a wake-up that only finds renewed leases (requeued) writes nothing.
         {
             let mut w = self.writer.lock();
@@ -1461,7 +1597,7 @@ impl Core {
             w.retry.extend(due.iter().map(|&(id, _)| id));
             w.claimed_deadlines.extend(due);
             if w.retry.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Ticket::DONE));
             }
         }
         let mut batch = Vec::new();
@@ -1469,19 +1605,14 @@ impl Core {
             batch = std::mem::take(&mut w.retry);
             for &id in &batch {
                 b.revoke(id, RevokeCause::Expired)?;
+                b.claims.push((id, None));
             }
-            // A full batch is followed by another, which pays the fsync for both.
-            b.defer = batch.len() >= self.config.expiry_batch;
             Ok(())
         });
         match result {
             Ok(()) => {
-                for &id in &batch {
-                    self.table.remove(id);
-                }
                 self.count_expired(&mut w, &batch);
-                self.finish(w, ticket)?;
-                Ok(batch)
+                Ok((batch, ticket))
             }
             Err(e) => {
                 batch.append(&mut w.retry);
@@ -1494,7 +1625,7 @@ impl Core {
     /// The figures of [`Lessor::stats`], whatever the state.
     pub(crate) fn stats(&self) -> Result<Stats> {
         let core = self;
-        let (keys, attached_keys) = core.read(store::key_counts)?;
+        let (keys, attached_keys) = core.read(|view, _| view.key_counts())?;
         let m = &core.metrics;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Ok(Stats {
@@ -1625,71 +1756,6 @@ impl Core {
     }
 }
 
-/// Opens a write transaction on `db`, runs `f`, stores the counters and commits; the counters
-/// in `w` advance only when the commit succeeds.
-fn commit_with<T>(
-    db: &Database,
-    w: &mut Writer,
-    syncer: &Syncer,
-    metrics: &Metrics,
-    f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
-) -> Result<(T, Vec<Change>, Ticket, bool)> {
-    let mut txn = db.begin_write()?;
-    let (out, counters, changes, defer) = {
-        let mut batch = Batch {
-            tables: Tables::open(&txn)?,
-            counters: w.counters,
-            changes: Vec::new(),
-            defer: false,
-        };
-        for (id, record) in &w.pending {
-            batch.tables.insert_lease(*id, record)?;
-        }
-        let out = f(w, &mut batch)?;
-        batch.tables.set_counters(batch.counters)?;
-        (out, batch.counters, batch.changes, batch.defer)
-    };
-    let how = if defer {
-        Commit::Deferred
-    } else {
-        syncer.choose()
-    };
-    txn.set_durability(match how {
-        Commit::Durable => redb::Durability::Immediate,
-        Commit::Deferred => redb::Durability::None,
-    })?;
-    let start = Instant::now();
-    txn.commit()?;
-    metrics.committed(start.elapsed(), how == Commit::Durable);
-    w.counters = counters;
-    w.pending.clear();
-    w.commits += 1;
-    let (ticket, first_unflushed) = syncer.committed(w.commits, how);
-    // A forced deferral is covered by whoever forced it (`expire_all` syncs at the end).
-    let ticket = if defer { Ticket::DONE } else { ticket };
-    Ok((out, changes, ticket, first_unflushed))
-}
-
-/// A commit with fsync of nothing but the queued grants, if any: makes every commit so far
-/// (`w.commits`) and every queued grant durable.
-fn flush(db: &Database, w: &mut Writer, syncer: &Syncer, metrics: &Metrics) -> Result<()> {
-    let mut txn = db.begin_write()?;
-    if !w.pending.is_empty() {
-        let mut tables = Tables::open(&txn)?;
-        for (id, record) in &w.pending {
-            tables.insert_lease(*id, record)?;
-        }
-        tables.set_counters(w.counters)?;
-    }
-    txn.set_durability(redb::Durability::Immediate)?;
-    let start = Instant::now();
-    txn.commit()?;
-    metrics.committed(start.elapsed(), true);
-    w.pending.clear();
-    let _ = syncer.committed(w.commits, Commit::Durable);
-    Ok(())
-}
-
 impl Batch<'_> {
     /// Deletes lease `id` and its keys, advancing the revision if it had any.
     fn revoke(&mut self, id: LeaseId, cause: RevokeCause) -> Result<()> {
@@ -1707,17 +1773,17 @@ impl Batch<'_> {
     }
 }
 
-/// What a write transaction works on: see [`Core::write`].
-pub(crate) struct Batch<'txn> {
-    /// The tables, opened in the transaction.
-    pub tables: Tables<'txn>,
-    /// The counters as they will be stored if the transaction commits.
+/// What a request works on: see [`Core::write`].
+pub(crate) struct Batch<'a> {
+    /// The tables, through the write buffer.
+    pub tables: Tables<'a>,
+    /// The counters as they will be if the request succeeds.
     pub counters: Counters,
-    /// What the transaction changed, in order; published after the commit.
+    /// What the request changed, in order; published once visible.
     pub changes: Vec<Change>,
-    /// Set by an expiry batch with more to come: commit without fsync even in immediate mode;
-    /// the batch that ends the backlog (or a flush) makes it durable.
-    pub defer: bool,
+    /// The leases it revoked, claimed in the table, with the deadline word each had if a
+    /// failure to make the revocation durable gives it back (`None`: it stays dead).
+    pub claims: Vec<(LeaseId, Option<u64>)>,
 }
 
 impl fmt::Debug for Lessor {

@@ -109,6 +109,7 @@ mod lease;
 mod lease_store;
 mod lease_table;
 mod lessor;
+mod overlay;
 mod record;
 mod recovery;
 mod reload;

@@ -27,27 +27,27 @@
 //! the in-memory state.
 
 use redb::{
-    Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, TableHandle, WriteTransaction,
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition, TableHandle,
 };
 
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, LeaseId, Revision};
-use crate::record::{Checkpoint, KvRecord, LeaseRecord};
+use crate::record::{KvRecord, LeaseRecord};
 
 /// The format this build writes, and the newest it reads (it reads every format from 1 up).
 /// Bump it when a table or record changes meaning.
 pub(crate) const FORMAT_VERSION: u64 = 2;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
-const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
-const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lessor.kv");
-const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("lessor.lease_keys");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
+pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
+pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lessor.kv");
+pub(crate) const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> =
+    TableDefinition::new("lessor.lease_keys");
 
 const META_FORMAT: &str = "format";
 const META_REVISION: &str = "revision";
 const META_MAX_LEASE_ID: &str = "max_lease_id";
-const META_UPTIME: &str = "uptime";
+pub(crate) const META_UPTIME: &str = "uptime";
 const META_CHECKPOINTS: &str = "checkpoints";
 
 /// The counters kept in `lessor.meta`.
@@ -101,6 +101,22 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         ));
     }
     if has_meta {
+        let missing = [LEASES.name(), KV.name(), LEASE_KEYS.name()]
+            .iter()
+            .any(|name| {
+                !read
+                    .list_tables()
+                    .is_ok_and(|mut t| t.any(|t| t.name() == *name))
+            });
+        if missing {
+            // A database that was never written to has only its metadata: read snapshots need
+            // every table.
+            let txn = db.begin_write()?;
+            txn.open_table(LEASES)?;
+            txn.open_table(KV)?;
+            txn.open_table(LEASE_KEYS)?;
+            txn.commit()?;
+        }
         let meta = read.open_table(META)?;
         let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
         let format = get(META_FORMAT)?
@@ -124,10 +140,14 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
     drop(read);
     let txn = db.begin_write()?;
     {
-        let mut tables = Tables::open(&txn)?;
-        tables.set_format(checkpoints)?;
-        tables.set_uptime(0)?;
-        tables.set_counters(Counters::default())?;
+        let mut meta = txn.open_table(META)?;
+        write_format(&mut meta, checkpoints)?;
+        meta.insert(META_UPTIME, 0)?;
+        write_counters(&mut meta, Counters::default())?;
+        // Every table exists from the start, so that read snapshots can open them.
+        txn.open_table(LEASES)?;
+        txn.open_table(KV)?;
+        txn.open_table(LEASE_KEYS)?;
     }
     txn.commit()?;
     Ok(Meta {
@@ -147,10 +167,10 @@ pub(crate) fn upgrade(
 ) -> Result<()> {
     let txn = db.begin_write()?;
     {
-        let mut tables = Tables::open(&txn)?;
-        tables.set_format(checkpoints)?;
+        write_format(&mut txn.open_table(META)?, checkpoints)?;
+        let mut leases = txn.open_table(LEASES)?;
         for (id, record) in records {
-            tables.insert_lease(*id, record)?;
+            leases.insert(id.get(), record.encode()?.as_slice())?;
         }
     }
     txn.commit()?;
@@ -174,7 +194,7 @@ fn lease_id(raw: u64) -> Result<LeaseId> {
     LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
 }
 
-fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
+pub(crate) fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
     let r = KvRecord::decode(bytes)?;
     Ok(KeyValue {
         key: key.to_vec(),
@@ -196,240 +216,18 @@ pub(crate) fn revision(read: &ReadTransaction) -> Result<u64> {
     Ok(found.map_or(0, |v| v.value()))
 }
 
-/// How many keys the database holds, and how many of them are attached to a lease; O(1).
-pub(crate) fn key_counts(read: &ReadTransaction) -> Result<(u64, u64)> {
-    let keys = read.open_table(KV)?.len()?;
-    let attached = read.open_table(LEASE_KEYS)?.len()?;
-    Ok((keys, attached))
+/// Stores the counters in an open `lessor.meta` table; every commit ends with this.
+pub(crate) fn write_counters(meta: &mut Table<'_, &'static str, u64>, c: Counters) -> Result<()> {
+    meta.insert(META_REVISION, c.revision)?;
+    meta.insert(META_MAX_LEASE_ID, c.max_lease_id)?;
+    Ok(())
 }
 
-/// Reads one key.
-pub(crate) fn get(read: &ReadTransaction, key: &[u8]) -> Result<Option<KeyValue>> {
-    let kv = read.open_table(KV)?;
-    let found = kv.get(key)?;
-    found.map(|v| key_value(key, v.value())).transpose()
-}
-
-/// Reads every key that starts with `prefix`, in key order.
-pub(crate) fn range(read: &ReadTransaction, prefix: &[u8]) -> Result<Vec<KeyValue>> {
-    let kv = read.open_table(KV)?;
-    let mut out = Vec::new();
-    for entry in kv.range::<&[u8]>(prefix..)? {
-        let (k, v) = entry?;
-        let key = k.value();
-        if !key.starts_with(prefix) {
-            break;
-        }
-        out.push(key_value(key, v.value())?);
-    }
-    Ok(out)
-}
-
-/// The keys attached to lease `id`, in key order.
-pub(crate) fn lease_keys(read: &ReadTransaction, id: LeaseId) -> Result<Vec<Vec<u8>>> {
-    let index = read.open_table(LEASE_KEYS)?;
-    collect_lease_keys(&index, id)
-}
-
-fn collect_lease_keys(
-    index: &impl ReadableTable<(u64, &'static [u8]), ()>,
-    id: LeaseId,
-) -> Result<Vec<Vec<u8>>> {
-    let start: (u64, &[u8]) = (id.get(), &[]);
-    let end: (u64, &[u8]) = (id.get() + 1, &[]);
-    let mut keys = Vec::new();
-    for entry in index.range(start..end)? {
-        let (k, _) = entry?;
-        keys.push(k.value().1.to_vec());
-    }
-    Ok(keys)
-}
-
-/// The tables of one write transaction, opened once.
-pub(crate) struct Tables<'txn> {
-    meta: Table<'txn, &'static str, u64>,
-    leases: Table<'txn, u64, &'static [u8]>,
-    kv: Table<'txn, &'static [u8], &'static [u8]>,
-    lease_keys: Table<'txn, (u64, &'static [u8]), ()>,
-}
-
-impl<'txn> Tables<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Tables<'txn>> {
-        Ok(Tables {
-            meta: txn.open_table(META)?,
-            leases: txn.open_table(LEASES)?,
-            kv: txn.open_table(KV)?,
-            lease_keys: txn.open_table(LEASE_KEYS)?,
-        })
-    }
-
-    /// Stores this build's format version and the `checkpoints` flag.
-    fn set_format(&mut self, checkpoints: bool) -> Result<()> {
-        self.meta.insert(META_FORMAT, FORMAT_VERSION)?;
-        self.meta.insert(META_CHECKPOINTS, u64::from(checkpoints))?;
-        Ok(())
-    }
-
-    /// Stores the database's uptime as of this checkpoint.
-    pub(crate) fn set_uptime(&mut self, uptime: u64) -> Result<()> {
-        self.meta.insert(META_UPTIME, uptime)?;
-        Ok(())
-    }
-
-    /// Stores lease `id`'s checkpoint in its record. `false`, writing nothing, if there is no
-    /// such record or it does not decode: one damaged record must not stop the checkpoints of
-    /// the others (`verify` and the next open report it).
-    pub(crate) fn set_checkpoint(&mut self, id: LeaseId, checkpoint: Checkpoint) -> Result<bool> {
-        let record = match self.leases.get(id.get())? {
-            Some(bytes) => LeaseRecord::decode(bytes.value()),
-            None => return Ok(false),
-        };
-        let Ok(mut record) = record else {
-            return Ok(false);
-        };
-        record.checkpoint = Some(checkpoint);
-        self.insert_lease(id, &record)?;
-        Ok(true)
-    }
-
-    /// Stores the counters; every write transaction ends with this.
-    pub(crate) fn set_counters(&mut self, c: Counters) -> Result<()> {
-        self.meta.insert(META_REVISION, c.revision)?;
-        self.meta.insert(META_MAX_LEASE_ID, c.max_lease_id)?;
-        Ok(())
-    }
-
-    pub(crate) fn lease_exists(&self, id: LeaseId) -> Result<bool> {
-        Ok(self.leases.get(id.get())?.is_some())
-    }
-
-    /// Reads one key, seeing this transaction's writes.
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let found = self.kv.get(key)?;
-        found.map(|v| key_value(key, v.value())).transpose()
-    }
-
-    pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
-        self.leases.insert(id.get(), record.encode()?.as_slice())?;
-        Ok(())
-    }
-
-    /// Writes `key = value` at revision `rev`, attached to `lease` (or to none), moving the
-    /// index entry if the key was attached to another lease. Returns the key as written.
-    pub(crate) fn put(
-        &mut self,
-        key: &[u8],
-        value: &[u8],
-        lease: Option<LeaseId>,
-        rev: u64,
-    ) -> Result<KeyValue> {
-        let lease_raw = lease.map_or(0, LeaseId::get);
-        let (create_revision, version) = {
-            let old = self.kv.get(key)?;
-            match old {
-                Some(bytes) => {
-                    let r = KvRecord::decode(bytes.value())?;
-                    if r.lease != 0 && r.lease != lease_raw {
-                        self.lease_keys.remove((r.lease, key))?;
-                    }
-                    (r.create_revision, r.version.saturating_add(1))
-                }
-                None => (rev, 1),
-            }
-        };
-        let record = KvRecord {
-            lease: lease_raw,
-            create_revision,
-            mod_revision: rev,
-            version,
-            value,
-        };
-        self.kv.insert(key, record.encode()?.as_slice())?;
-        if lease_raw != 0 {
-            self.lease_keys.insert((lease_raw, key), ())?;
-        }
-        Ok(KeyValue {
-            key: key.to_vec(),
-            value: value.to_vec(),
-            lease,
-            create_revision: Revision(create_revision),
-            mod_revision: Revision(rev),
-            version,
-        })
-    }
-
-    /// Deletes `key` and its index entry; `false` if it did not exist.
-    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool> {
-        let lease = match self.kv.remove(key)? {
-            Some(bytes) => KvRecord::decode(bytes.value())?.lease,
-            None => return Ok(false),
-        };
-        if lease != 0 {
-            self.lease_keys.remove((lease, key))?;
-        }
-        Ok(true)
-    }
-
-    /// Re-attaches existing `key` to `lease` (from another lease or from none), keeping its
-    /// value and revisions.
-    pub(crate) fn attach(&mut self, lease: LeaseId, key: &[u8]) -> Result<()> {
-        let bytes = match self.kv.get(key)? {
-            Some(b) => b.value().to_vec(),
-            None => return Err(Error::KeyNotFound(key.to_vec())),
-        };
-        let mut record = KvRecord::decode(&bytes)?;
-        if record.lease == lease.get() {
-            return Ok(());
-        }
-        if record.lease != 0 {
-            self.lease_keys.remove((record.lease, key))?;
-        }
-        record.lease = lease.get();
-        self.kv.insert(key, record.encode()?.as_slice())?;
-        self.lease_keys.insert((lease.get(), key), ())?;
-        Ok(())
-    }
-
-    /// Detaches `key` from `lease`: the key stays, attached to no lease.
-    pub(crate) fn detach(&mut self, lease: LeaseId, key: &[u8]) -> Result<()> {
-        let bytes = match self.kv.get(key)? {
-            Some(b) => b.value().to_vec(),
-            None => return Err(Error::KeyNotFound(key.to_vec())),
-        };
-        let mut record = KvRecord::decode(&bytes)?;
-        if record.lease != lease.get() {
-            return Err(Error::KeyNotAttached {
-                key: key.to_vec(),
-                lease,
-            });
-        }
-        record.lease = 0;
-        self.kv.insert(key, record.encode()?.as_slice())?;
-        self.lease_keys.remove((lease.get(), key))?;
-        Ok(())
-    }
-
-    /// Deletes lease `id` and every key attached to it. Returns the deleted keys, in key order.
-    pub(crate) fn revoke(&mut self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
-        self.leases.remove(id.get())?;
-        let keys = collect_lease_keys(&self.lease_keys, id)?;
-        let mut deleted = Vec::with_capacity(keys.len());
-        for key in keys {
-            self.lease_keys.remove((id.get(), key.as_slice()))?;
-            // Only delete a key that really belongs to this lease: a stale index entry must not
-            // take another lease's key with it. A record that does not decode is deleted on the
-            // index's word, so that one damaged record cannot stop expiry.
-            let owner = match self.kv.get(key.as_slice())? {
-                Some(bytes) => KvRecord::decode(bytes.value()).map_or(id.get(), |r| r.lease),
-                None => continue,
-            };
-            if owner == id.get() {
-                self.kv.remove(key.as_slice())?;
-                deleted.push(key);
-            }
-        }
-        Ok(deleted)
-    }
+/// `lessor.meta`'s format entries: this build's format version and the `checkpoints` flag.
+fn write_format(meta: &mut Table<'_, &'static str, u64>, checkpoints: bool) -> Result<()> {
+    meta.insert(META_FORMAT, FORMAT_VERSION)?;
+    meta.insert(META_CHECKPOINTS, u64::from(checkpoints))?;
+    Ok(())
 }
 
 /// What [`verify`] found.

@@ -1,0 +1,642 @@
+//! The write buffer: changes applied and acknowledged but not yet in the redb file, and the
+//! layered view through which requests and reads see them.
+//!
+//! # Implementation
+//!
+//! A mutating request never opens a redb transaction of its own. It is applied to the
+//! [`Overlay`] that is filling (`active`): an ordered map per table from key to the entry's new
+//! state (its encoded record, or deleted). The commit pipeline (`pipeline.rs`) later freezes the
+//! whole overlay, writes it into ONE redb write transaction, commits it with fsync, and swaps in
+//! a fresh read snapshot of the file ([`Base`]). While that flush runs, the frozen overlay stays
+//! readable and a new active one fills on top of it.
+//!
+//! A lookup goes top-down: the active overlay, the frozen one, then the base snapshot; the first
+//! layer that knows the entry answers. Invariants:
+//! - the base is the file as of the last successful commit, and every commit is durable, so the
+//!   base is always durable;
+//! - `frozen` exists only while its flush runs, and is dropped in the same critical section that
+//!   installs the base it became, so no reader ever sees a state without it;
+//! - each request is all-or-nothing: its writes are logged in `undo` while it runs, and a request
+//!   that fails its checks is rolled back before anyone else can see the overlay.
+//!
+//! Entries are absolute (the record itself, never a delta), so writing the same overlay twice
+//! leaves the same file: a flush whose commit reached the disk but reported failure can be
+//! written again.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata, WriteTransaction};
+
+use crate::error::{Error, Result};
+use crate::events::Change;
+use crate::lease::{KeyValue, LeaseId, Revision};
+use crate::record::{Checkpoint, KvRecord, LeaseRecord};
+use crate::store::{self, Counters, KV, LEASE_KEYS, LEASES, META};
+
+/// An entry's state in an overlay: its encoded record, or `None` for deleted.
+type Entry = Option<Vec<u8>>;
+
+/// What a request wrote, so that it can be undone if the request fails.
+enum Undo {
+    Kv(Vec<u8>, Option<Entry>),
+    Lease(u64, Option<Entry>),
+    LeaseKey((u64, Vec<u8>), Option<bool>),
+    Meta(&'static str, Option<u64>),
+}
+
+/// Writes applied on top of the layers below; see the module docs.
+#[derive(Default)]
+pub(crate) struct Overlay {
+    kv: BTreeMap<Vec<u8>, Entry>,
+    leases: BTreeMap<u64, Entry>,
+    /// `(lease, key)` index entries: `true` present, `false` removed.
+    lease_keys: BTreeMap<(u64, Vec<u8>), bool>,
+    meta: BTreeMap<&'static str, u64>,
+    /// Keys, and attached keys, added minus removed relative to the layers below.
+    kv_delta: i64,
+    attached_delta: i64,
+    /// Low-level writes applied, for the flush threshold.
+    writes: usize,
+    /// Bytes of keys and values held, for the flush threshold.
+    bytes: usize,
+    /// The running request's writes, newest last; empty between requests.
+    undo: Vec<Undo>,
+    /// The deltas as the running request found them.
+    saved: (i64, i64, usize, usize),
+    /// What the requests in this overlay changed, in order: published once it is durable
+    /// (under [`Durability::Immediate`](crate::Durability::Immediate)).
+    pub(crate) changes: Vec<Change>,
+    /// The leases its requests revoked, still claimed in the table until it is durable, with
+    /// the deadline word to give back if that fails (see `Batch::claims` in `lessor.rs`).
+    pub(crate) claims: Vec<(LeaseId, Option<u64>)>,
+}
+
+impl Overlay {
+    /// Whether nothing has been written to it.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.writes == 0 && self.changes.is_empty() && self.claims.is_empty()
+    }
+
+    /// Low-level writes applied so far.
+    pub(crate) fn writes(&self) -> usize {
+        self.writes
+    }
+
+    /// Bytes of keys and values held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Starts a request: what it writes from now on can be undone.
+    pub(crate) fn begin(&mut self) {
+        self.undo.clear();
+        self.saved = (self.kv_delta, self.attached_delta, self.writes, self.bytes);
+    }
+
+    /// Ends a request that succeeded.
+    pub(crate) fn keep(&mut self) {
+        self.undo.clear();
+    }
+
+    /// Undoes everything the running request wrote.
+    pub(crate) fn rollback(&mut self) {
+        while let Some(u) = self.undo.pop() {
+            match u {
+                Undo::Kv(k, old) => restore(&mut self.kv, k, old),
+                Undo::Lease(k, old) => restore(&mut self.leases, k, old),
+                Undo::LeaseKey(k, old) => restore(&mut self.lease_keys, k, old),
+                Undo::Meta(k, old) => restore(&mut self.meta, k, old),
+            }
+        }
+        (self.kv_delta, self.attached_delta, self.writes, self.bytes) = self.saved;
+    }
+
+    fn set_kv(&mut self, key: &[u8], entry: Entry) {
+        self.writes += 1;
+        self.bytes += key.len() + entry.as_ref().map_or(0, Vec::len);
+        let old = self.kv.insert(key.to_vec(), entry);
+        self.undo.push(Undo::Kv(key.to_vec(), old));
+    }
+
+    fn set_lease(&mut self, id: u64, entry: Entry) {
+        self.writes += 1;
+        self.bytes += 16 + entry.as_ref().map_or(0, Vec::len);
+        let old = self.leases.insert(id, entry);
+        self.undo.push(Undo::Lease(id, old));
+    }
+
+    fn set_lease_key(&mut self, lease: u64, key: &[u8], present: bool) {
+        self.writes += 1;
+        self.bytes += 8 + key.len();
+        let old = self.lease_keys.insert((lease, key.to_vec()), present);
+        self.undo.push(Undo::LeaseKey((lease, key.to_vec()), old));
+    }
+
+    fn set_meta(&mut self, name: &'static str, value: u64) {
+        self.writes += 1;
+        let old = self.meta.insert(name, value);
+        self.undo.push(Undo::Meta(name, old));
+    }
+
+    /// Writes the whole overlay, and `counters`, into `txn`.
+    pub(crate) fn write_to(&self, txn: &WriteTransaction, counters: Counters) -> Result<()> {
+        {
+            let mut kv = txn.open_table(KV)?;
+            for (k, v) in &self.kv {
+                match v {
+                    Some(v) => drop(kv.insert(k.as_slice(), v.as_slice())?),
+                    None => drop(kv.remove(k.as_slice())?),
+                }
+            }
+        }
+        {
+            let mut leases = txn.open_table(LEASES)?;
+            for (k, v) in &self.leases {
+                match v {
+                    Some(v) => drop(leases.insert(*k, v.as_slice())?),
+                    None => drop(leases.remove(*k)?),
+                }
+            }
+        }
+        {
+            let mut index = txn.open_table(LEASE_KEYS)?;
+            for ((lease, key), &present) in &self.lease_keys {
+                if present {
+                    index.insert((*lease, key.as_slice()), ())?;
+                } else {
+                    index.remove((*lease, key.as_slice()))?;
+                }
+            }
+        }
+        let mut meta = txn.open_table(META)?;
+        for (k, v) in &self.meta {
+            meta.insert(*k, *v)?;
+        }
+        store::write_counters(&mut meta, counters)?;
+        Ok(())
+    }
+}
+
+fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, old: Option<V>) {
+    match old {
+        Some(v) => {
+            map.insert(key, v);
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
+/// A read snapshot of the file as of its last commit: the bottom layer.
+pub(crate) struct Base {
+    kv: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    leases: ReadOnlyTable<u64, &'static [u8]>,
+    lease_keys: ReadOnlyTable<(u64, &'static [u8]), ()>,
+    /// The revision stored in the snapshot.
+    pub(crate) revision: u64,
+}
+
+impl Base {
+    /// A snapshot of `db` as of now.
+    pub(crate) fn open(db: &Database) -> Result<Base> {
+        let read = db.begin_read()?;
+        let revision = store::revision(&read)?;
+        Ok(Base {
+            kv: read.open_table(KV)?,
+            leases: read.open_table(LEASES)?,
+            lease_keys: read.open_table(LEASE_KEYS)?,
+            revision,
+        })
+    }
+
+    fn kv_get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.kv.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    fn lease_get(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        Ok(self.leases.get(id)?.map(|v| v.value().to_vec()))
+    }
+
+    fn lease_key(&self, lease: u64, key: &[u8]) -> Result<bool> {
+        Ok(self.lease_keys.get((lease, key))?.is_some())
+    }
+
+    /// The keys and attached keys in the snapshot; O(1).
+    pub(crate) fn key_counts(&self) -> Result<(u64, u64)> {
+        Ok((self.kv.len()?, self.lease_keys.len()?))
+    }
+
+    /// Every key starting with `prefix`, in key order, with its record.
+    fn kv_range(&self, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, Entry>) -> Result<()> {
+        for entry in self.kv.range::<&[u8]>(prefix..)? {
+            let (k, v) = entry?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.insert(key.to_vec(), Some(v.value().to_vec()));
+        }
+        Ok(())
+    }
+
+    /// The keys attached to `lease` in the snapshot.
+    fn lease_key_range(&self, lease: u64, out: &mut BTreeMap<Vec<u8>, bool>) -> Result<()> {
+        let start: (u64, &[u8]) = (lease, &[]);
+        for entry in self.lease_keys.range(start..)? {
+            let (k, _) = entry?;
+            let (l, key) = k.value();
+            if l != lease {
+                break;
+            }
+            out.insert(key.to_vec(), true);
+        }
+        Ok(())
+    }
+}
+
+/// Overlay layers, newest first, over a base: what a request or a read sees.
+#[derive(Clone, Copy)]
+pub(crate) struct Layers<'a> {
+    pub(crate) overlays: [Option<&'a Overlay>; 2],
+    pub(crate) base: &'a Base,
+}
+
+impl Layers<'_> {
+    fn overlays(&self) -> impl Iterator<Item = &Overlay> {
+        self.overlays.iter().flatten().copied()
+    }
+
+    fn kv_raw(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        for o in self.overlays() {
+            if let Some(e) = o.kv.get(key) {
+                return Ok(e.clone());
+            }
+        }
+        self.base.kv_get(key)
+    }
+
+    fn lease_raw(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        for o in self.overlays() {
+            if let Some(e) = o.leases.get(&id) {
+                return Ok(e.clone());
+            }
+        }
+        self.base.lease_get(id)
+    }
+
+    fn lease_key(&self, lease: u64, key: &[u8]) -> Result<bool> {
+        for o in self.overlays() {
+            // The map's key is owned; look it up without allocating where possible.
+            if let Some(&present) = o.lease_keys.get(&(lease, key.to_vec())) {
+                return Ok(present);
+            }
+        }
+        self.base.lease_key(lease, key)
+    }
+
+    /// Reads one key.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.kv_raw(key)?
+            .map(|bytes| store::key_value(key, &bytes))
+            .transpose()
+    }
+
+    /// Every key starting with `prefix`, in key order.
+    pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        let mut merged = BTreeMap::new();
+        self.base.kv_range(prefix, &mut merged)?;
+        for o in self.overlays.iter().rev().flatten() {
+            for (k, v) in
+                o.kv.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            {
+                if !k.starts_with(prefix) {
+                    break;
+                }
+                merged.insert(k.clone(), v.clone());
+            }
+        }
+        merged
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| store::key_value(k, v)))
+            .collect()
+    }
+
+    /// The keys attached to lease `id`, in key order.
+    pub(crate) fn lease_keys(&self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
+        let lease = id.get();
+        let mut merged = BTreeMap::new();
+        self.base.lease_key_range(lease, &mut merged)?;
+        for o in self.overlays.iter().rev().flatten() {
+            let from = (lease, Vec::new());
+            for ((l, key), &present) in o.lease_keys.range(from..) {
+                if *l != lease {
+                    break;
+                }
+                merged.insert(key.clone(), present);
+            }
+        }
+        Ok(merged
+            .into_iter()
+            .filter_map(|(k, present)| present.then_some(k))
+            .collect())
+    }
+
+    /// How many keys there are, and how many of them are attached to a lease.
+    pub(crate) fn key_counts(&self) -> Result<(u64, u64)> {
+        let (keys, attached) = self.base.key_counts()?;
+        // Summed first: a layer's delta may be negative only because of the one below it.
+        let (kv, at) = self.overlays().fold((0i64, 0i64), |(k, a), o| {
+            (k + o.kv_delta, a + o.attached_delta)
+        });
+        Ok((
+            keys.saturating_add_signed(kv),
+            attached.saturating_add_signed(at),
+        ))
+    }
+}
+
+/// What a request writes through: the active overlay over the frozen one and the base. The same
+/// operations as etcd's store, each reading what earlier requests (and this one) wrote.
+pub(crate) struct Tables<'a> {
+    pub(crate) active: &'a mut Overlay,
+    pub(crate) frozen: Option<&'a Overlay>,
+    pub(crate) base: &'a Base,
+}
+
+impl Tables<'_> {
+    fn layers(&self) -> Layers<'_> {
+        Layers {
+            overlays: [Some(&*self.active), self.frozen],
+            base: self.base,
+        }
+    }
+
+    fn put_kv(&mut self, key: &[u8], record: &KvRecord<'_>, existed: bool) -> Result<()> {
+        if !existed {
+            self.active.kv_delta += 1;
+        }
+        self.active.set_kv(key, Some(record.encode()?));
+        Ok(())
+    }
+
+    fn index(&mut self, lease: u64, key: &[u8], present: bool) -> Result<()> {
+        if lease == 0 {
+            return Ok(());
+        }
+        if self.layers().lease_key(lease, key)? != present {
+            self.active.attached_delta += if present { 1 } else { -1 };
+        }
+        self.active.set_lease_key(lease, key, present);
+        Ok(())
+    }
+
+    /// Whether lease `id` has a record.
+    pub(crate) fn lease_exists(&self, id: LeaseId) -> Result<bool> {
+        Ok(self.layers().lease_raw(id.get())?.is_some())
+    }
+
+    /// Reads one key, seeing this request's writes.
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        self.layers().get(key)
+    }
+
+    /// Stores lease `id`'s record.
+    pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
+        self.active.set_lease(id.get(), Some(record.encode()?));
+        Ok(())
+    }
+
+    /// Stores the database's uptime as of this checkpoint.
+    pub(crate) fn set_uptime(&mut self, uptime: u64) -> Result<()> {
+        self.active.set_meta(store::META_UPTIME, uptime);
+        Ok(())
+    }
+
+    /// Stores lease `id`'s checkpoint in its record. `false`, writing nothing, if there is no
+    /// such record or it does not decode: one damaged record must not stop the checkpoints of
+    /// the others (`verify` and the next open report it).
+    pub(crate) fn set_checkpoint(&mut self, id: LeaseId, checkpoint: Checkpoint) -> Result<bool> {
+        let Some(bytes) = self.layers().lease_raw(id.get())? else {
+            return Ok(false);
+        };
+        let Ok(mut record) = LeaseRecord::decode(&bytes) else {
+            return Ok(false);
+        };
+        record.checkpoint = Some(checkpoint);
+        self.insert_lease(id, &record)?;
+        Ok(true)
+    }
+
+    /// Writes `key = value` at revision `rev`, attached to `lease` (or to none), moving the
+    /// index entry if the key was attached to another lease. Returns the key as written.
+    pub(crate) fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+        rev: u64,
+    ) -> Result<KeyValue> {
+        let lease_raw = lease.map_or(0, LeaseId::get);
+        let old = self.layers().kv_raw(key)?;
+        let (create_revision, version, old_lease) = match &old {
+            Some(bytes) => {
+                let r = KvRecord::decode(bytes)?;
+                (r.create_revision, r.version.saturating_add(1), r.lease)
+            }
+            None => (rev, 1, 0),
+        };
+        if old_lease != 0 && old_lease != lease_raw {
+            self.index(old_lease, key, false)?;
+        }
+        let record = KvRecord {
+            lease: lease_raw,
+            create_revision,
+            mod_revision: rev,
+            version,
+            value,
+        };
+        self.put_kv(key, &record, old.is_some())?;
+        if lease_raw != 0 && old_lease != lease_raw {
+            self.index(lease_raw, key, true)?;
+        }
+        Ok(KeyValue {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            lease,
+            create_revision: Revision(create_revision),
+            mod_revision: Revision(rev),
+            version,
+        })
+    }
+
+    /// Deletes `key` and its index entry; `false` if it did not exist.
+    pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool> {
+        let Some(bytes) = self.layers().kv_raw(key)? else {
+            return Ok(false);
+        };
+        // A record that does not decode is deleted all the same; its index entry, if any,
+        // stays for `verify` to report.
+        let lease = KvRecord::decode(&bytes).map_or(0, |r| r.lease);
+        self.active.kv_delta -= 1;
+        self.active.set_kv(key, None);
+        self.index(lease, key, false)?;
+        Ok(true)
+    }
+
+    /// Re-attaches existing `key` to `lease` (from another lease or from none), keeping its
+    /// value and revisions.
+    pub(crate) fn attach(&mut self, lease: LeaseId, key: &[u8]) -> Result<()> {
+        let Some(bytes) = self.layers().kv_raw(key)? else {
+            return Err(Error::KeyNotFound(key.to_vec()));
+        };
+        let mut record = KvRecord::decode(&bytes)?;
+        if record.lease == lease.get() {
+            return Ok(());
+        }
+        self.index(record.lease, key, false)?;
+        record.lease = lease.get();
+        self.put_kv(key, &record, true)?;
+        self.index(lease.get(), key, true)
+    }
+
+    /// Detaches `key` from `lease`: the key stays, attached to no lease.
+    pub(crate) fn detach(&mut self, lease: LeaseId, key: &[u8]) -> Result<()> {
+        let Some(bytes) = self.layers().kv_raw(key)? else {
+            return Err(Error::KeyNotFound(key.to_vec()));
+        };
+        let mut record = KvRecord::decode(&bytes)?;
+        if record.lease != lease.get() {
+            return Err(Error::KeyNotAttached {
+                key: key.to_vec(),
+                lease,
+            });
+        }
+        record.lease = 0;
+        self.put_kv(key, &record, true)?;
+        self.index(lease.get(), key, false)
+    }
+
+    /// Deletes lease `id` and every key attached to it. Returns the deleted keys, in key order.
+    pub(crate) fn revoke(&mut self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
+        let keys = self.layers().lease_keys(id)?;
+        if self.lease_exists(id)? {
+            self.active.set_lease(id.get(), None);
+        }
+        let mut deleted = Vec::with_capacity(keys.len());
+        for key in keys {
+            self.index(id.get(), &key, false)?;
+            // Only delete a key that really belongs to this lease: a stale index entry must not
+            // take another lease's key with it. A record that does not decode is deleted on the
+            // index's word, so that one damaged record cannot stop expiry.
+            let owner = match self.layers().kv_raw(&key)? {
+                Some(bytes) => KvRecord::decode(&bytes).map_or(id.get(), |r| r.lease),
+                None => continue,
+            };
+            if owner == id.get() {
+                self.active.kv_delta -= 1;
+                self.active.set_kv(&key, None);
+                deleted.push(key);
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Database {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        store::init(&db, false).unwrap();
+        db
+    }
+
+    fn lease(n: u64) -> LeaseId {
+        LeaseId::new(n).unwrap()
+    }
+
+    #[test]
+    fn a_failed_request_leaves_no_trace() {
+        let db = db();
+        let base = Base::open(&db).unwrap();
+        let mut active = Overlay::default();
+        let mut t = Tables {
+            active: &mut active,
+            frozen: None,
+            base: &base,
+        };
+        t.active.begin();
+        t.put(b"/a", b"1", None, 1).unwrap();
+        t.active.keep();
+        t.active.begin();
+        t.put(b"/a", b"2", Some(lease(7)), 2).unwrap();
+        t.put(b"/b", b"3", None, 2).unwrap();
+        assert!(t.attach(lease(7), b"/missing").is_err());
+        t.active.rollback();
+        let layers = Layers {
+            overlays: [Some(&active), None],
+            base: &base,
+        };
+        assert_eq!(layers.get(b"/a").unwrap().unwrap().value, b"1");
+        assert_eq!(layers.get(b"/b").unwrap(), None);
+        assert!(layers.lease_keys(lease(7)).unwrap().is_empty());
+        assert_eq!(layers.key_counts().unwrap(), (1, 0));
+    }
+
+    #[test]
+    fn layers_merge_top_down_and_write_through_to_the_file() {
+        let db = db();
+        let base = Base::open(&db).unwrap();
+        let mut frozen = Overlay::default();
+        {
+            let mut t = Tables {
+                active: &mut frozen,
+                frozen: None,
+                base: &base,
+            };
+            t.put(b"/k/1", b"a", Some(lease(1)), 1).unwrap();
+            t.put(b"/k/2", b"b", Some(lease(1)), 2).unwrap();
+        }
+        let mut active = Overlay::default();
+        {
+            let mut t = Tables {
+                active: &mut active,
+                frozen: Some(&frozen),
+                base: &base,
+            };
+            assert!(t.delete(b"/k/1").unwrap());
+            t.put(b"/k/3", b"c", None, 3).unwrap();
+            t.put(b"/k/2", b"B", Some(lease(1)), 4).unwrap();
+        }
+        let layers = Layers {
+            overlays: [Some(&active), Some(&frozen)],
+            base: &base,
+        };
+        let keys: Vec<_> = layers.range(b"/k/").unwrap();
+        let names: Vec<&[u8]> = keys.iter().map(|kv| kv.key.as_slice()).collect();
+        assert_eq!(names, [b"/k/2".as_slice(), b"/k/3"]);
+        assert_eq!((keys[0].version, keys[0].create_revision.get()), (2, 2));
+        assert_eq!(layers.lease_keys(lease(1)).unwrap(), vec![b"/k/2".to_vec()]);
+        assert_eq!(layers.key_counts().unwrap(), (2, 1));
+
+        // Written in order, the two overlays leave the file as the layers showed it.
+        for o in [&frozen, &active] {
+            let txn = db.begin_write().unwrap();
+            o.write_to(&txn, Counters::default()).unwrap();
+            txn.commit().unwrap();
+        }
+        let base = Base::open(&db).unwrap();
+        let file = Layers {
+            overlays: [None, None],
+            base: &base,
+        };
+        assert_eq!(file.range(b"/k/").unwrap(), keys);
+        assert_eq!(file.lease_keys(lease(1)).unwrap(), vec![b"/k/2".to_vec()]);
+        assert_eq!(file.key_counts().unwrap(), (2, 1));
+    }
+}
