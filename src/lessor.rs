@@ -34,7 +34,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -149,6 +149,11 @@ pub(crate) struct Core {
     hub: Arc<Hub>,
     /// Which requests are durable, and who flushes (group commit).
     syncer: Padded<Syncer>,
+    /// Requests between entering [`Core::write`] and being applied: a flush leader under
+    /// [`Durability::Immediate`] lets them join its group before it freezes the buffer.
+    entering: Padded<AtomicUsize>,
+    /// How long the last flush took, in nanoseconds: bounds how long a leader gathers.
+    last_flush: AtomicU64,
     /// Wakes the ticker when a grant creates a deadline earlier than the one it sleeps until.
     ticker_wake: Option<Sender<()>>,
     /// The deadline the ticker sleeps until; `u64::MAX` while it is awake or has nothing queued.
@@ -170,6 +175,9 @@ pub(crate) struct Core {
     /// Where this session is on the database's uptime, and what its checkpoints wrote.
     checkpointing: Checkpointing,
 }
+
+/// Longest a flush leader waits for writers already entering [`Core::write`] to join its group.
+const GATHER: Duration = Duration::from_millis(1);
 
 /// `Core::state`: open for business.
 const OPEN: u8 = 0;
@@ -193,6 +201,10 @@ struct Writer {
     base: Arc<Base>,
     /// When the first write went into `active`; `None` while it is empty.
     active_since: Option<Instant>,
+    /// The sequence number of the last request frozen for a flush.
+    frozen_upto: u64,
+    /// Requests the last flush made durable: a leader waits (briefly) for as many.
+    last_group: u64,
     /// Leases claimed for expiry whose revocation did not commit, or restored at open with
     /// nothing left; revoked first next time.
     retry: Vec<LeaseId>,
@@ -276,6 +288,8 @@ impl Lessor {
         let core = Arc::new(Core {
             hub,
             syncer: Padded(Syncer::new(config.durability)),
+            entering: Padded(AtomicUsize::new(0)),
+            last_flush: AtomicU64::new(0),
             path: match &source {
                 Source::File(path) => Some(path.clone()),
                 Source::Backend(_) => None,
@@ -291,6 +305,8 @@ impl Lessor {
                 frozen: None,
                 base,
                 active_since: None,
+                frozen_upto: 0,
+                last_group: 0,
                 retry: recovered.expired,
                 high_water: 0,
                 claimed_deadlines: Vec::new(),
@@ -1037,7 +1053,9 @@ impl Core {
         f: impl FnOnce(&mut Writer, &mut Batch<'_>) -> Result<T>,
     ) -> (MutexGuard<'_, Writer>, Result<T>, Ticket) {
         let guard = self.store.read();
+        self.entering.fetch_add(1, Ordering::AcqRel);
         let mut w = self.writer.lock();
+        self.entering.fetch_sub(1, Ordering::AcqRel);
         if guard.is_none() {
             return (w, Err(Error::Closed), Ticket::DONE);
         }
@@ -1159,12 +1177,38 @@ impl Core {
         self.await_durable(Ticket(Some(seq)))
     }
 
+    /// Before a leader freezes the buffer: lets writers on their way join the group. It waits,
+    /// yielding, while requests are entering [`Core::write`] or fewer requests wait than the
+    /// last group made durable (closed-loop callers come back with their next request right
+    /// after their acknowledgement), for at most half the last flush's time and [`GATHER`].
+    /// A lone caller (a last group of one, nobody entering) waits for nothing.
+    fn gather(&self) {
+        let last = Duration::from_nanos(self.last_flush.load(Ordering::Relaxed) / 2);
+        let until = Instant::now() + last.min(GATHER);
+        loop {
+            let waiting = {
+                let w = self.writer.lock();
+                w.seq - w.frozen_upto >= w.last_group
+            };
+            let entering = self.entering.load(Ordering::Acquire) > 0;
+            if (waiting && !entering) || Instant::now() >= until {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// Writes the write buffer into `db` in one transaction, committed with fsync, and installs
     /// the new snapshot; then every request applied up to the freeze is durable. The caller is
     /// the one flushing (it led it, see [`Syncer`]); no lock is held while redb works.
     fn flush_into(&self, db: &Database) -> Result<()> {
+        if self.syncer.mode() == Durability::Immediate {
+            self.gather();
+        }
         let (frozen, upto, counters) = {
             let mut w = self.writer.lock();
+            w.last_group = w.seq - w.frozen_upto;
+            w.frozen_upto = w.seq;
             if w.active.is_empty() {
                 let seq = w.seq;
                 drop(w);
@@ -1187,7 +1231,10 @@ impl Core {
         let mut w = self.writer.lock();
         match committed {
             Ok(base) => {
-                self.metrics.committed(start.elapsed(), true);
+                let took = start.elapsed();
+                self.metrics.committed(took, true);
+                let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+                self.last_flush.store(nanos, Ordering::Relaxed);
                 w.base = Arc::new(base);
                 w.frozen = None;
                 for &(id, _) in &frozen.claims {
@@ -1297,6 +1344,7 @@ impl Core {
         w.active = Overlay::default();
         w.frozen = None;
         w.active_since = None;
+        w.frozen_upto = w.seq;
         w.base = Arc::new(Base::open(&db)?);
         w.counters.revision = w.counters.revision.max(file.counters.revision);
         w.counters.max_lease_id = w.counters.max_lease_id.max(file.counters.max_lease_id);

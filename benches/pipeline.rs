@@ -1,0 +1,253 @@
+//! The write path's figures, as the write-pipeline issue states its targets: one process,
+//! a real file in a temporary folder, medians of several repetitions.
+//!
+//! ```sh
+//! cargo bench --bench pipeline                    # every figure
+//! cargo bench --bench pipeline -- put revoke      # the figures whose names contain a word
+//! cargo bench --bench pipeline -- --quick         # smaller runs, for a quick look
+//! ```
+//!
+//! Figures (one line each, `name value unit`):
+//! - `put_with_lease_batched`: µs of wall time per `put_with_lease` on one thread, under
+//!   `Batched { 5 ms }`, to fresh keys of one lease; `..._cpu` is the process's CPU time per call
+//!   (the ticker's flushes included).
+//! - `revoke_1key_batched`: µs per `revoke` of a lease with one key, `Batched { 5 ms }`.
+//! - `cycle_not_durable`: grant + put_with_lease + revoke cycles per second on one thread,
+//!   `Batched { 5 ms }`.
+//! - `durable_grants_T`: grants per second from T threads under `Immediate`, and grants per
+//!   fsync (`..._per_fsync`, from `Stats::fsyncs`).
+//! - `durable_put_alone`: µs per `put` on one thread under `Immediate`, and `fsync_alone`: µs of
+//!   one `fdatasync` of a file in the same folder, for the difference.
+//!
+//! Run with `--test` (as `cargo bench -- --test` does in CI), every figure runs once, tiny.
+
+// A benchmark: a failure should stop it loudly.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use lessor::{Durability, LeaseId, Lessor};
+
+const BATCHED: Durability = Durability::Batched {
+    max_delay: Duration::from_millis(5),
+};
+
+struct Run {
+    /// Calls per repetition.
+    n: usize,
+    /// Repetitions (the median is reported).
+    reps: usize,
+    /// Seconds per throughput window.
+    window: Duration,
+}
+
+fn open(dir: &tempfile::TempDir, durability: Durability) -> Lessor {
+    Lessor::builder()
+        .durability(durability)
+        .open(dir.path().join("bench.redb"))
+        .unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// User + system CPU time of this process so far.
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the ')'.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+fn report(name: &str, value: f64, unit: &str) {
+    println!("{name} {value:.2} {unit}");
+    let _ = std::io::stdout().flush();
+}
+
+fn put_with_lease_batched(run: &Run) {
+    let mut wall = Vec::new();
+    let mut cpus = Vec::new();
+    for rep in 0..run.reps {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(&dir, BATCHED);
+        let lease = l.grant(Duration::from_secs(3600)).unwrap();
+        let keys: Vec<String> = (0..run.n).map(|i| format!("/bench/{rep}/{i:08}")).collect();
+        let (c0, t0) = (cpu(), Instant::now());
+        for k in &keys {
+            l.put_with_lease(k, "v", lease.id).unwrap();
+        }
+        let took = t0.elapsed();
+        l.sync().unwrap();
+        let c = cpu() - c0;
+        wall.push(took.as_secs_f64() * 1e6 / run.n as f64);
+        cpus.push(c.as_secs_f64() * 1e6 / run.n as f64);
+        l.close().unwrap();
+    }
+    report("put_with_lease_batched", median(wall), "us/call");
+    report("put_with_lease_batched_cpu", median(cpus), "us/call");
+}
+
+fn revoke_1key_batched(run: &Run) {
+    let mut wall = Vec::new();
+    for _ in 0..run.reps {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(&dir, BATCHED);
+        let ids: Vec<LeaseId> = (0..run.n)
+            .map(|i| {
+                let id = l.grant(Duration::from_secs(3600)).unwrap().id;
+                l.put_with_lease(format!("/r/{i:08}"), "v", id).unwrap();
+                id
+            })
+            .collect();
+        l.sync().unwrap();
+        let t0 = Instant::now();
+        for id in ids {
+            l.revoke(id).unwrap();
+        }
+        wall.push(t0.elapsed().as_secs_f64() * 1e6 / run.n as f64);
+        l.close().unwrap();
+    }
+    report("revoke_1key_batched", median(wall), "us/call");
+}
+
+fn cycle_not_durable(run: &Run) {
+    let mut rates = Vec::new();
+    for _ in 0..run.reps {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(&dir, BATCHED);
+        let t0 = Instant::now();
+        for i in 0..run.n {
+            let id = l.grant(Duration::from_secs(3600)).unwrap().id;
+            l.put_with_lease(format!("/c/{i:08}"), "v", id).unwrap();
+            l.revoke(id).unwrap();
+        }
+        rates.push(run.n as f64 / t0.elapsed().as_secs_f64());
+        l.close().unwrap();
+    }
+    report("cycle_not_durable", median(rates), "cycles/s");
+}
+
+fn durable_grants(run: &Run, threads: usize) {
+    let mut rates = Vec::new();
+    let mut per_fsync = Vec::new();
+    for _ in 0..run.reps {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(&dir, Durability::Immediate);
+        let before = l.stats().unwrap();
+        let stop = Instant::now() + run.window;
+        let t0 = Instant::now();
+        let granted: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let l = l.clone();
+                    s.spawn(move || {
+                        let mut n = 0u64;
+                        while Instant::now() < stop {
+                            l.grant(Duration::from_secs(3600)).unwrap();
+                            n += 1;
+                        }
+                        n
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let took = t0.elapsed();
+        let after = l.stats().unwrap();
+        rates.push(granted as f64 / took.as_secs_f64());
+        let fsyncs = after.fsyncs.saturating_sub(before.fsyncs).max(1);
+        per_fsync.push(granted as f64 / fsyncs as f64);
+        l.close().unwrap();
+    }
+    report(
+        &format!("durable_grants_{threads}"),
+        median(rates),
+        "grants/s",
+    );
+    report(
+        &format!("durable_grants_{threads}_per_fsync"),
+        median(per_fsync),
+        "grants/fsync",
+    );
+}
+
+fn durable_put_alone(run: &Run) {
+    let n = (run.n / 20).max(1);
+    let mut calls = Vec::new();
+    let mut fsyncs = Vec::new();
+    for _ in 0..run.reps {
+        let dir = tempfile::tempdir().unwrap();
+        let l = open(&dir, Durability::Immediate);
+        for i in 0..n {
+            let t0 = Instant::now();
+            l.put(format!("/p/{i:08}"), "v").unwrap();
+            calls.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+        l.close().unwrap();
+        let mut f = std::fs::File::create(dir.path().join("fsync")).unwrap();
+        for _ in 0..n {
+            f.write_all(&[0u8; 4096]).unwrap();
+            let t0 = Instant::now();
+            f.sync_data().unwrap();
+            fsyncs.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    report("durable_put_alone", median(calls), "us/call");
+    report("fsync_alone", median(fsyncs), "us");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let test = args.iter().any(|a| a == "--test");
+    let quick = args.iter().any(|a| a == "--quick");
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let run = if test {
+        Run {
+            n: 20,
+            reps: 1,
+            window: Duration::from_millis(20),
+        }
+    } else if quick {
+        Run {
+            n: 5_000,
+            reps: 3,
+            window: Duration::from_millis(500),
+        }
+    } else {
+        Run {
+            n: 20_000,
+            reps: 5,
+            window: Duration::from_secs(1),
+        }
+    };
+    if wanted("put_with_lease_batched") {
+        put_with_lease_batched(&run);
+    }
+    if wanted("revoke_1key_batched") {
+        revoke_1key_batched(&run);
+    }
+    if wanted("cycle_not_durable") {
+        cycle_not_durable(&run);
+    }
+    for threads in [1, 8, 128] {
+        if wanted(&format!("durable_grants_{threads}")) {
+            durable_grants(&run, threads);
+        }
+    }
+    if wanted("durable_put_alone") {
+        durable_put_alone(&run);
+    }
+}
