@@ -1424,7 +1424,7 @@ impl Core {
         let written = deadline_after(now, ttl);
         // Set when `want` names a dead lease not yet revoked, which this grant revokes.
         let mut replaced = None;
-        let (mut w, result, ticket) = self.write(|_, b| {
+        let (mut w, result, ticket) = self.write(|w, b| {
             let id = match want {
                 Some(id) => id,
                 None => LeaseId::new(b.counters.max_lease_id.saturating_add(1))
@@ -1434,9 +1434,13 @@ impl Core {
                 if self.table.alive(id, now).is_some() {
                     return Err(Error::LeaseExists(id));
                 }
-                self.table.claim(id);
-                replaced = Some(id);
-                b.revoke(id, RevokeCause::Expired)?;
+                // Dead: expired and not yet revoked (claimed now, or by an expiry batch that
+                // failed), or already revoked by a request not yet durable (claimed, and in no
+                // retry list), which this grant must not revoke again.
+                if self.table.claim(id).is_some() || w.retry.contains(&id) {
+                    replaced = Some(id);
+                    b.revoke(id, RevokeCause::Expired)?;
+                }
             } else if b.tables.lease_exists(id)? {
                 return Err(Error::Corrupted(format!(
                     "lease {id} is in the file but not in memory"
