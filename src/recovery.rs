@@ -45,6 +45,7 @@ pub(crate) struct Recovered {
 fn redb_builder(config: &Config) -> redb::Builder {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(config.check_integrity_on_open);
+    builder.set_cache_size(config.cache_size);
     builder
 }
 

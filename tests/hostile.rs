@@ -1288,3 +1288,136 @@ fn a_clock_reading_more_than_146_years_at_open_gets_invalid_config() {
     assert!(l.renew(lease.id).is_ok());
     l.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+#[test]
+fn every_builder_setting_out_of_range_gets_invalid_config_naming_it() {
+    use lessor::Durability;
+    let dir = test_dir();
+    let b = Lessor::builder;
+    let cases: Vec<(&str, lessor::Builder)> = vec![
+        ("event_buffer", b().event_buffer(usize::MAX)),
+        ("event_buffer", b().event_buffer(1 << 32)),
+        ("event_buffer", b().event_buffer((1 << 20) + 1)),
+        ("max_key_size", b().max_key_size(0)),
+        ("max_key_size", b().max_key_size((1 << 20) + 1)),
+        ("max_key_size", b().max_key_size(usize::MAX)),
+        ("max_value_size", b().max_value_size((512 << 20) + 1)),
+        ("max_value_size", b().max_value_size(usize::MAX)),
+        ("expiry_batch_size", b().expiry_batch_size(1_000_001)),
+        ("expiry_batch_size", b().expiry_batch_size(usize::MAX)),
+        (
+            "checkpoint_batch_size",
+            b().checkpoint_batch_size(usize::MAX),
+        ),
+        ("watch_history", b().watch_history(usize::MAX, 1 << 20)),
+        ("watch_history", b().watch_history(100_000_001, 1 << 20)),
+        ("watch_history", b().watch_history(10, usize::MAX)),
+        (
+            "checkpoint_interval",
+            b().checkpoint_interval(Duration::ZERO),
+        ),
+        (
+            "checkpoint_interval",
+            b().checkpoint_interval(Duration::MAX),
+        ),
+        ("checkpoint_interval", b().checkpoint_interval(secs(86_401))),
+        (
+            "max_delay",
+            b().durability(Durability::Batched {
+                max_delay: Duration::MAX,
+            }),
+        ),
+        (
+            "max_delay",
+            b().durability(Durability::Batched {
+                max_delay: secs(3601),
+            }),
+        ),
+        ("min_ttl", b().min_ttl(secs(10)).max_ttl(secs(9))),
+    ];
+    for (setting, builder) in cases {
+        let shown = format!("{builder:?}");
+        for r in [
+            builder.clone().ticker(false).open(&dir.path),
+            builder.ticker(false).open_in_memory(),
+        ] {
+            match err(r) {
+                Error::InvalidConfig(m) => {
+                    assert!(m.contains(setting), "{setting}: {m}");
+                    // the allowed range is in the message
+                    assert!(m.contains(" to ") || m.contains("at most"), "{m}");
+                }
+                other => panic!("{shown}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        assert!(!dir.path.exists(), "{shown}: a file was created");
+    }
+    // the ends of each range are accepted, and work
+    let l = Lessor::builder()
+        .event_buffer(1 << 20)
+        .max_key_size(1 << 20)
+        .max_value_size(512 << 20)
+        .expiry_batch_size(1_000_000)
+        .checkpoint_batch_size(1_000_000)
+        .watch_history(100_000_000, 64 << 30)
+        .checkpoint_interval(secs(86_400))
+        .durability(Durability::Batched {
+            max_delay: secs(3600),
+        })
+        .cache_size(usize::MAX)
+        .min_ttl(Duration::ZERO)
+        .ticker(false)
+        .open(&dir.path)
+        .unwrap();
+    let lease = l.grant(secs(10)).unwrap();
+    l.put_with_lease(vec![b'k'; 1 << 20], "v", lease.id)
+        .unwrap();
+    l.close().unwrap();
+    let l = Lessor::builder()
+        .event_buffer(0) // raised to 2
+        .max_key_size(1)
+        .max_value_size(0)
+        .expiry_batch_size(0) // raised to 1
+        .checkpoint_batch_size(0) // raised to 1
+        .watch_history(0, 0)
+        .checkpoint_interval(Duration::from_nanos(1))
+        .durability(Durability::Batched {
+            max_delay: Duration::ZERO,
+        })
+        .cache_size(0)
+        .ticker(false)
+        .open(&dir.path)
+        .unwrap();
+    let events = l.subscribe().unwrap();
+    l.put("k", "").unwrap();
+    assert!(matches!(err(l.put("kk", "")), Error::KeyTooLarge { .. }));
+    assert!(matches!(err(l.put("k", "v")), Error::ValueTooLarge { .. }));
+    assert_eq!(l.get("k").unwrap().unwrap().value, b"");
+    drop(events);
+    l.close().unwrap();
+}
+
+#[test]
+fn a_min_ttl_of_zero_and_a_ttl_of_zero_give_a_lease_alive_at_its_grant() {
+    let clock = ManualClock::new();
+    clock.advance(secs(5));
+    let l = Lessor::builder()
+        .min_ttl(Duration::ZERO)
+        .clock(clock.clone())
+        .ticker(false)
+        .open_in_memory()
+        .unwrap();
+    let lease = l.grant(Duration::ZERO).unwrap();
+    assert_eq!(lease.ttl, Duration::from_nanos(1));
+    assert!(l.renew(lease.id).is_ok(), "dead on arrival");
+    assert_eq!(
+        l.time_to_live(lease.id).unwrap().remaining,
+        Duration::from_nanos(1)
+    );
+    clock.advance(Duration::from_nanos(1));
+    assert_not_found(l.renew(lease.id), lease.id);
+    assert_eq!(l.revoke_expired().unwrap(), vec![lease.id]);
+}
