@@ -42,7 +42,7 @@ use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
 use crate::keepalive::{self, EndReason, KeepAlive, KeepAliveOptions, KeepAlives};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
-use crate::lease_table::{LeaseTable, Sweep, deadline_after};
+use crate::lease_table::{LeaseTable, Sweep, deadline_after, room_for_grant};
 use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
@@ -315,7 +315,9 @@ impl Lessor {
     ///
     /// # Errors
     /// [`Error::TtlOutOfRange`] above the maximum TTL, [`Error::LeaseIdsExhausted`] once
-    /// `i64::MAX` has been issued, [`Error::Storage`], [`Error::Closed`].
+    /// `i64::MAX` has been issued, [`Error::ClockOutOfRange`] if the clock has reached the last
+    /// deadline a lease can have (a grant never returns a lease already dead),
+    /// [`Error::Storage`], [`Error::Closed`].
     ///
     /// ```
     /// # use std::time::Duration;
@@ -338,7 +340,7 @@ impl Lessor {
     ///
     /// # Errors
     /// [`Error::LeaseExists`] if the id belongs to a live lease, [`Error::TtlOutOfRange`],
-    /// [`Error::Storage`], [`Error::Closed`].
+    /// [`Error::ClockOutOfRange`], [`Error::Storage`], [`Error::Closed`].
     pub fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease> {
         self.core()?.grant(Some(id), ttl)
     }
@@ -536,7 +538,7 @@ impl Lessor {
             Ok(LeaseInfo {
                 id,
                 granted_ttl: Duration::from_nanos(ttl),
-                remaining: Duration::from_nanos((deadline - now).min(ttl)),
+                remaining: Duration::from_nanos(deadline.saturating_sub(now).min(ttl)),
                 keys: store::lease_keys(read, id)?,
             })
         })
@@ -1169,6 +1171,9 @@ impl Core {
     fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
         let ttl = self.config.effective_ttl(ttl)?;
         let now = self.now();
+        if !room_for_grant(now) {
+            return Err(clock_out_of_range(now));
+        }
         let stamp = self
             .checkpointing
             .stamp(now, wall_nanos(&*self.config.clock));
@@ -1244,12 +1249,18 @@ impl Core {
         revision: Revision,
         ticket: Ticket,
     ) -> Result<Lease> {
-        let deadline = deadline_after(self.now(), ttl);
+        let now = self.now();
+        let deadline = deadline_after(now, ttl);
         if self.table.settle_written(id, deadline, written) {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
         }
         self.syncer.wait(ticket)?;
+        if !room_for_grant(now) {
+            // The clock reached the last deadline during the commit: the lease is dead on
+            // arrival, and expiry revokes it.
+            return Err(clock_out_of_range(now));
+        }
         self.metrics.grants.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), ttl_ms = ttl / 1_000_000, "lease granted");
         Ok(Lease {
@@ -1688,6 +1699,13 @@ fn flush(db: &Database, w: &mut Writer, syncer: &Syncer, metrics: &Metrics) -> R
     w.pending.clear();
     let _ = syncer.committed(w.commits, Commit::Durable);
     Ok(())
+}
+
+/// The error of a grant at clock reading `now`, past the last deadline a lease can have.
+fn clock_out_of_range(now: u64) -> Error {
+    Error::ClockOutOfRange {
+        now: Duration::from_nanos(now),
+    }
 }
 
 impl Batch<'_> {

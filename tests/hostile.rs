@@ -1421,3 +1421,62 @@ fn a_min_ttl_of_zero_and_a_ttl_of_zero_give_a_lease_alive_at_its_grant() {
     assert_not_found(l.renew(lease.id), lease.id);
     assert_eq!(l.revoke_expired().unwrap(), vec![lease.id]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The clock, after open
+
+#[test]
+fn a_clock_past_2_63_ns_after_open_gets_clock_out_of_range_never_a_dead_lease() {
+    let clock = SteppingClock::default();
+    let dir = test_dir();
+    let l = Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .open(&dir.path)
+        .unwrap();
+    let base = l.grant(secs(1000)).unwrap().id;
+    l.put_with_lease("/base", "b", base).unwrap();
+    l.put("/plain", "p").unwrap();
+    let revision = l.revision().unwrap();
+    // the last nanoseconds before the end: a grant is alive, its deadline saturated
+    clock.set(Duration::from_nanos((1 << 63) - 3));
+    let late = l.grant(secs(10)).unwrap();
+    assert!(l.renew(late.id).is_ok());
+    assert_eq!(
+        l.time_to_live(late.id).unwrap().remaining,
+        Duration::from_nanos(1)
+    );
+    for now in [
+        Duration::from_nanos((1 << 63) - 2),
+        Duration::from_nanos(1 << 63),
+        Duration::from_nanos(u64::MAX),
+        Duration::MAX,
+    ] {
+        clock.set(now);
+        for r in [l.grant(secs(10)), l.grant_with_id(id(77), MAX_TTL)] {
+            match err(r) {
+                Error::ClockOutOfRange { now: got } => {
+                    assert!(got >= Duration::from_nanos((1 << 63) - 2), "{got:?}");
+                }
+                other => panic!("{now:?}: expected ClockOutOfRange, got {other:?}"),
+            }
+        }
+        assert!(
+            err(l.grant(secs(1)))
+                .to_string()
+                .contains("a lease granted now would be dead at once")
+        );
+        // nothing was granted, and every lease is dead; no call panics
+        assert!(l.leases().is_empty(), "{now:?}");
+        assert_not_found(l.renew(base), base);
+        assert_not_found(l.time_to_live(late.id), late.id);
+        assert_eq!(l.revision().unwrap(), revision);
+    }
+    let mut expired = l.revoke_expired().unwrap();
+    expired.sort();
+    assert_eq!(expired, vec![base, late.id]);
+    assert_eq!(l.get("/plain").unwrap().unwrap().value, b"p");
+    assert!(l.get("/base").unwrap().is_none());
+    l.verify().unwrap();
+    l.close().unwrap();
+}
