@@ -1480,3 +1480,155 @@ fn a_clock_past_2_63_ns_after_open_gets_clock_out_of_range_never_a_dead_lease() 
     l.verify().unwrap();
     l.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files of another program
+
+/// Writes tables in a redb write transaction, as another program would.
+type Writes = Box<dyn Fn(&redb::WriteTransaction)>;
+
+/// Writes a redb database at `path` through `f`, as another program would, and returns its
+/// bytes once closed.
+fn foreign_file(path: &Path, f: impl FnOnce(&redb::WriteTransaction)) -> Vec<u8> {
+    {
+        let db = redb::Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+    }
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn a_redb_database_of_another_program_is_refused_before_anything_is_written() {
+    let dir = test_dir();
+    let users: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("users");
+    let tags: redb::MultimapTableDefinition<&str, &str> =
+        redb::MultimapTableDefinition::new("tags");
+    let kv: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("lessor.kv");
+    let files: Vec<(&str, Writes)> = vec![
+        (
+            "a table of its own",
+            Box::new(move |txn| {
+                txn.open_table(users)
+                    .unwrap()
+                    .insert("ada", "admin")
+                    .unwrap();
+            }),
+        ),
+        (
+            "only a multimap table",
+            Box::new(move |txn| {
+                txn.open_multimap_table(tags)
+                    .unwrap()
+                    .insert("ada", "x")
+                    .unwrap();
+            }),
+        ),
+        (
+            "a table named like lessor's, but no lessor.meta",
+            Box::new(move |txn| {
+                txn.open_table(kv)
+                    .unwrap()
+                    .insert(&b"k"[..], &b"v"[..])
+                    .unwrap();
+            }),
+        ),
+    ];
+    for (what, f) in files {
+        let _ = std::fs::remove_file(&dir.path);
+        let bytes = foreign_file(&dir.path, f);
+        for check in [true, false] {
+            let r = Lessor::builder()
+                .check_integrity_on_open(check)
+                .open(&dir.path);
+            let e = err(r);
+            assert!(matches!(e, Error::NotLessorDatabase(_)), "{what}: {e:?}");
+            assert!(
+                std::fs::read(&dir.path).unwrap() == bytes,
+                "{what}: the file was modified"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_typed_lessor_tables_get_not_lessor_database_or_corrupted() {
+    let dir = test_dir();
+    // lessor.meta of other types: another program's table of that name
+    let meta: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("lessor.meta");
+    let bytes = foreign_file(&dir.path, |txn| {
+        txn.open_table(meta).unwrap().insert("format", "2").unwrap();
+    });
+    let e = err(Lessor::open(&dir.path));
+    assert!(
+        matches!(&e, Error::NotLessorDatabase(m) if m.contains("lessor.meta")),
+        "{e:?}"
+    );
+    assert!(
+        std::fs::read(&dir.path).unwrap() == bytes,
+        "the file was modified"
+    );
+
+    // a lessor database whose lessor.kv, lessor.leases or lessor.lease_keys has other types
+    let kv: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("lessor.kv");
+    let leases: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("lessor.leases");
+    let index: redb::TableDefinition<(u64, &[u8]), ()> =
+        redb::TableDefinition::new("lessor.lease_keys");
+    let retype: Vec<(&str, Writes)> = vec![
+        (
+            "lessor.kv as u64 -> u64",
+            Box::new(move |txn| {
+                txn.delete_table(kv).unwrap();
+                let t: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("lessor.kv");
+                txn.open_table(t).unwrap().insert(1, 2).unwrap();
+            }),
+        ),
+        (
+            "lessor.leases as a multimap table",
+            Box::new(move |txn| {
+                txn.delete_table(leases).unwrap();
+                let t: redb::MultimapTableDefinition<u64, u64> =
+                    redb::MultimapTableDefinition::new("lessor.leases");
+                txn.open_multimap_table(t).unwrap().insert(1, 2).unwrap();
+            }),
+        ),
+        (
+            "lessor.lease_keys as &str -> &str",
+            Box::new(move |txn| {
+                txn.delete_table(index).unwrap();
+                let t: redb::TableDefinition<&str, &str> =
+                    redb::TableDefinition::new("lessor.lease_keys");
+                txn.open_table(t).unwrap().insert("a", "b").unwrap();
+            }),
+        ),
+    ];
+    for (what, f) in retype {
+        let _ = std::fs::remove_file(&dir.path);
+        let clock = ManualClock::new();
+        let l = common::manual_at(&dir.path, &clock);
+        let lease = l.grant(secs(100)).unwrap();
+        l.put_with_lease("/a", "1", lease.id).unwrap();
+        l.close().unwrap();
+        {
+            let db = redb::Database::create(&dir.path).unwrap();
+            let txn = db.begin_write().unwrap();
+            f(&txn);
+            txn.commit().unwrap();
+        }
+        let bytes = std::fs::read(&dir.path).unwrap();
+        for check in [true, false] {
+            let r = Lessor::builder()
+                .check_integrity_on_open(check)
+                .open(&dir.path);
+            match err(r) {
+                Error::Corrupted(m) => assert!(m.contains("types"), "{what}: {m}"),
+                other => panic!("{what}: expected Corrupted, got {other:?}"),
+            }
+            assert!(
+                std::fs::read(&dir.path).unwrap() == bytes,
+                "{what}: the file was modified"
+            );
+        }
+    }
+}
