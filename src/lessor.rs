@@ -1402,8 +1402,23 @@ impl Core {
     }
 
     pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        self.revoke_if(id, || true)
+    }
+
+    /// [`revoke`](Core::revoke), if `still_ours()`, asked under the writer lock before anything
+    /// else, says so; [`Error::LeaseNotFound`] otherwise. Keep-alives are told of every lease's
+    /// end under that lock, before its id can be granted again: a keep-alive's revoke-on-drop
+    /// uses this to revoke only the lease it kept alive.
+    pub(crate) fn revoke_if(
+        &self,
+        id: LeaseId,
+        still_ours: impl FnOnce() -> bool,
+    ) -> Result<Revision> {
         let mut claimed = None;
         let (mut w, result, ticket) = self.write(|w, b| {
+            if !still_ours() {
+                return Err(Error::LeaseNotFound(id));
+            }
             claimed = self.table.claim(id);
             // Unclaimed: unknown, or claimed by an expiry batch that failed to commit.
             if claimed.is_none() && !w.retry.contains(&id) {

@@ -1632,3 +1632,72 @@ fn wrong_typed_lessor_tables_get_not_lessor_database_or_corrupted() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Keep-alives
+
+#[test]
+fn a_finished_revoke_on_drop_keep_alive_never_revokes_a_lease_that_reuses_its_id() {
+    let fx = fixture();
+    let before = state(&fx.l);
+    let (l, clock) = (&fx.l, &fx.clock);
+    let finished = |ka: &lessor::KeepAlive| {
+        // the channel disconnects once the keep-alive has ended
+        while ka.responses().recv_timeout(secs(10)).is_ok() {}
+        assert_eq!(ka.ended(), Some(EndReason::Finished));
+    };
+    let opts = KeepAliveOptions::new()
+        .run_for(secs(1))
+        .revoke_on_drop(true);
+
+    // The repro: finished, its lease expired and revoked, the id granted again.
+    let old = l.grant_with_id(id(42), secs(10)).unwrap();
+    let ka = l.keep_alive_with(old.id, opts).unwrap();
+    clock.advance(secs(1));
+    finished(&ka);
+    clock.advance(secs(11));
+    assert_eq!(l.revoke_expired().unwrap(), vec![id(42)]);
+    let new = l.grant_with_id(id(42), secs(10)).unwrap();
+    l.put_with_lease("/new", "n", new.id).unwrap();
+    drop(ka);
+    assert!(l.time_to_live(id(42)).is_ok(), "the new lease was revoked");
+    assert_eq!(l.get("/new").unwrap().unwrap().lease, Some(id(42)));
+
+    // The same when the old lease was expired, not yet revoked, and replaced by the grant.
+    let ka = l.keep_alive_with(id(42), opts).unwrap();
+    clock.advance(secs(1));
+    finished(&ka);
+    clock.advance(secs(11));
+    l.grant_with_id(id(42), secs(10)).unwrap(); // revokes the expired one, with /new
+    l.put_with_lease("/newer", "n", id(42)).unwrap();
+    ka.cancel();
+    assert!(
+        l.time_to_live(id(42)).is_ok(),
+        "the newer lease was revoked"
+    );
+    assert!(l.get("/newer").unwrap().is_some());
+
+    // A finished keep-alive whose lease lives on still revokes it, once.
+    let own = l.grant(secs(10)).unwrap();
+    l.put_with_lease("/own", "o", own.id).unwrap();
+    let ka = l.keep_alive_with(own.id, opts).unwrap();
+    clock.advance(secs(1));
+    finished(&ka);
+    drop(ka);
+    assert_not_found(l.time_to_live(own.id), own.id);
+    assert!(l.get("/own").unwrap().is_none());
+
+    // So does a keep-alive cancelled while running.
+    let run = l.grant(secs(10)).unwrap();
+    let ka = l
+        .keep_alive_with(run.id, KeepAliveOptions::new().revoke_on_drop(true))
+        .unwrap();
+    drop(ka);
+    assert_not_found(l.time_to_live(run.id), run.id);
+
+    l.revoke(id(42)).unwrap();
+    // the baseline is intact (the revision moved with this test's own writes)
+    let after = state(l);
+    assert_eq!((after.kvs, after.leases), (before.kvs, before.leases));
+    l.verify().unwrap();
+}
