@@ -347,6 +347,12 @@ impl Lessor {
 
     /// Renews a lease once: its deadline becomes now + its TTL. Returns the TTL.
     ///
+    /// "Now" is the lessor's clock as read inside this call, not when the caller decided to
+    /// renew nor when it gets the answer back. A holder that must know its lease is alive
+    /// should therefore time it from a reading taken *before* the call: its own deadline is
+    /// then no later than the lessor's, so it never acts on a lease the lessor already
+    /// considers expired, whatever the call's delay (a scheduling pause, a slow machine).
+    ///
     /// This is the hot path: it does no I/O and takes no lock. Renewals are not written to disk
     /// here: under [`RestartPolicy::Reset`](crate::RestartPolicy::Reset) (the default) every
     /// lease gets its full TTL again after a restart anyway; under the other policies the
