@@ -685,7 +685,11 @@ fn redb_files_of_another_program_or_with_wrong_typed_tables_exit_5_untouched() {
                 run.stdout,
                 run.stderr
             );
-            assert!(std::fs::read(db).unwrap() == bytes, "{args:?} modified it");
+            assert!(
+                std::fs::read(db).unwrap() == bytes,
+                "{args:?} modified {}",
+                db.display()
+            );
         }
     }
 }
