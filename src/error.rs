@@ -105,8 +105,9 @@ pub enum Error {
         oldest: crate::lease::Revision,
     },
 
-    /// The builder was given settings that contradict each other, or a keep-alive an interval
-    /// not shorter than its lease's TTL.
+    /// A [`Builder`](crate::Builder) setting is outside the range its setter documents, or two
+    /// settings contradict each other (the message names the setting and its allowed range);
+    /// or a keep-alive was given an interval not shorter than its lease's TTL.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
 
