@@ -1150,6 +1150,48 @@ mod tests {
     }
 
     #[test]
+    fn owed_words_are_set_when_their_lease_ends_or_the_lessor_closes() {
+        let m = KeepAlives::new();
+        let words: Vec<Owed> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        {
+            let mut inner = m.inner.lock();
+            inner
+                .owed
+                .entry(id(7))
+                .or_default()
+                .push(Arc::clone(&words[0]));
+            inner
+                .owed
+                .entry(id(7))
+                .or_default()
+                .push(Arc::clone(&words[1]));
+            inner
+                .owed
+                .entry(id(8))
+                .or_default()
+                .push(Arc::clone(&words[2]));
+        }
+        // no running keep-alive at all: the owed words are still told
+        m.leases_ended(&[id(7)], EndReason::Expired);
+        assert!(words[0].load(Ordering::Acquire) && words[1].load(Ordering::Acquire));
+        assert!(!words[2].load(Ordering::Acquire));
+        assert!(!m.inner.lock().owed.contains_key(&id(7)));
+        // a forgotten word is not set any more, and its entry goes
+        m.forget_owed(id(8), &words[2]);
+        assert!(m.inner.lock().owed.is_empty());
+        let late = Arc::new(AtomicBool::new(false));
+        m.inner
+            .lock()
+            .owed
+            .entry(id(9))
+            .or_default()
+            .push(Arc::clone(&late));
+        m.close();
+        assert!(late.load(Ordering::Acquire));
+        assert!(!words[2].load(Ordering::Acquire));
+    }
+
+    #[test]
     fn due_entries_come_out_in_order_and_stale_ones_are_skipped() {
         let m = KeepAlives::new();
         let tickets: Vec<Ticket> = {
