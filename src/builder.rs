@@ -20,6 +20,30 @@ pub const MAX_TTL: Duration = Duration::from_secs(9_000_000_000);
 /// leaves as long again before deadlines (nanoseconds below 2^63) run out.
 const MAX_CLOCK_AT_OPEN: Duration = Duration::from_nanos(1 << 62);
 
+// The allowed range of every setting, checked at open (`Builder::validate`). The upper bounds
+// are far above any real use; they exist so that a mistyped or hostile value (`usize::MAX`)
+// is refused with a message instead of overflowing, or allocating, later.
+
+/// Largest `max_key_size`: 1 MiB. Keys are copied into the index table, events and watches.
+const KEY_SIZE_LIMIT: usize = 1 << 20;
+/// Largest `max_value_size`: 512 MiB, well inside redb's 3 GiB per stored value.
+const VALUE_SIZE_LIMIT: usize = 512 << 20;
+/// Largest `event_buffer`: a subscriber's channel is allocated whole when it subscribes.
+const EVENT_BUFFER_LIMIT: usize = 1 << 20;
+/// Largest `watch_history` in events.
+const WATCH_HISTORY_EVENTS_LIMIT: usize = 100_000_000;
+/// Largest `watch_history` in bytes: 64 GiB.
+const WATCH_HISTORY_BYTES_LIMIT: u64 = 64 << 30;
+/// Largest `expiry_batch_size` and `checkpoint_batch_size`: one write transaction's worth.
+const BATCH_LIMIT: usize = 1_000_000;
+/// Longest `checkpoint_interval`: one day.
+const CHECKPOINT_INTERVAL_LIMIT: Duration = Duration::from_secs(86_400);
+/// Longest `max_delay` of [`Durability::Batched`]: one hour of acknowledged changes at risk.
+const MAX_DELAY_LIMIT: Duration = Duration::from_secs(3600);
+
+/// Default [`Builder::cache_size`]: 64 MiB (see there why).
+const DEFAULT_CACHE_SIZE: usize = 64 << 20;
+
 /// Settings of an open lessor, fixed at open.
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -38,6 +62,7 @@ pub(crate) struct Config {
     pub restart_policy: RestartPolicy,
     pub checkpoint_interval: Duration,
     pub checkpoint_batch: usize,
+    pub cache_size: usize,
 }
 
 impl Config {
@@ -50,8 +75,11 @@ impl Config {
                 max: self.max_ttl,
             });
         }
-        // max_ttl <= MAX_TTL, whose nanoseconds fit a u64 with room to spare.
-        Ok(u64::try_from(ttl.max(self.min_ttl).as_nanos()).unwrap_or(u64::MAX))
+        // max_ttl <= MAX_TTL, whose nanoseconds fit a u64 with room to spare. At least 1 ns, so
+        // that a lease is alive at the instant of its grant even with a `min_ttl` of zero.
+        Ok(u64::try_from(ttl.max(self.min_ttl).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1))
     }
 
     pub(crate) fn check_key(&self, key: &[u8]) -> Result<()> {
@@ -122,6 +150,7 @@ impl Default for Builder {
                 restart_policy: RestartPolicy::Reset,
                 checkpoint_interval: Duration::from_secs(5),
                 checkpoint_batch: 10_000,
+                cache_size: DEFAULT_CACHE_SIZE,
             },
         }
     }
@@ -134,7 +163,9 @@ impl Builder {
     }
 
     /// Grants of a shorter TTL get this one instead, as in etcd (so a TTL of zero is not an
-    /// instant expiry). Default: 10 ms.
+    /// instant expiry). Default: 10 ms. Allowed: zero (a lease then lives at least 1 ns) up to
+    /// [`max_ttl`](Builder::max_ttl); above it, [`open`](Builder::open) fails with
+    /// [`Error::InvalidConfig`].
     pub fn min_ttl(mut self, ttl: Duration) -> Self {
         self.config.min_ttl = ttl;
         self
@@ -165,20 +196,24 @@ impl Builder {
     }
 
     /// Longest key accepted, in bytes; longer ones get [`Error::KeyTooLarge`]. Default: 4096.
+    /// Allowed: 1 to 1 MiB (1,048,576); others make [`open`](Builder::open) fail with
+    /// [`Error::InvalidConfig`].
     pub fn max_key_size(mut self, bytes: usize) -> Self {
         self.config.max_key_size = bytes;
         self
     }
 
     /// Longest value accepted, in bytes; longer ones get [`Error::ValueTooLarge`].
-    /// Default: 1 MiB.
+    /// Default: 1 MiB. Allowed: 0 (only empty values) to 512 MiB (536,870,912); larger ones make
+    /// [`open`](Builder::open) fail with [`Error::InvalidConfig`].
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.config.max_value_size = bytes;
         self
     }
 
     /// Most leases revoked in one transaction when they expire; a larger burst takes several
-    /// transactions, letting other writers in between. Default: 1000. Zero is treated as one.
+    /// transactions, letting other writers in between. Default: 1000. Zero is treated as one;
+    /// above 1,000,000, [`open`](Builder::open) fails with [`Error::InvalidConfig`].
     pub fn expiry_batch_size(mut self, leases: usize) -> Self {
         self.config.expiry_batch = leases.max(1);
         self
@@ -194,7 +229,8 @@ impl Builder {
 
     /// When a mutating call's change is on disk: see [`Durability`]. Default:
     /// [`Durability::Immediate`] (fsynced before the call returns, concurrent calls sharing
-    /// fsyncs).
+    /// fsyncs). A [`Durability::Batched`] `max_delay` above one hour makes
+    /// [`open`](Builder::open) fail with [`Error::InvalidConfig`].
     pub fn durability(mut self, durability: Durability) -> Self {
         self.config.durability = durability;
         self
@@ -202,7 +238,9 @@ impl Builder {
 
     /// Capacity of each [`subscribe`](Lessor::subscribe)r's channel, in events; a subscriber
     /// further behind gets a [`LeaseEvent::Lagged`](crate::LeaseEvent::Lagged) marker instead of
-    /// the events it had no room for. Default: 1024 (at least 2).
+    /// the events it had no room for. Default: 1024. Allowed: 2 to 1,048,576 (each channel is
+    /// allocated whole at `subscribe`); 0 and 1 are raised to 2, and above the maximum
+    /// [`open`](Builder::open) fails with [`Error::InvalidConfig`].
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.config.event_buffer = events.max(2);
         self
@@ -211,7 +249,9 @@ impl Builder {
     /// How far back [`watch_from`](Lessor::watch_from) can start, and how far a slow watch can
     /// fall behind before it ends with [`WatchEnd::Compacted`](crate::WatchEnd::Compacted): the
     /// last `events` key events, and no more than `bytes` of their keys and values (each event
-    /// also counts 96 bytes). Kept in memory only. Default: 10,000 events, 64 MiB.
+    /// also counts 96 bytes). Kept in memory only. Default: 10,000 events, 64 MiB. Allowed: up
+    /// to 100,000,000 events and 64 GiB (zero keeps no history); above either,
+    /// [`open`](Builder::open) fails with [`Error::InvalidConfig`].
     pub fn watch_history(mut self, events: usize, bytes: usize) -> Self {
         self.config.watch_history = events;
         self.config.watch_history_bytes = bytes;
@@ -229,8 +269,9 @@ impl Builder {
     /// How often the ticker writes checkpoints (the deadlines of the leases renewed since the
     /// last one) under [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`]: after a
     /// crash, deadlines are at most this old. Ignored under [`RestartPolicy::Reset`], and
-    /// without a ticker (then only grants and [`Lessor::close`] write them). Default: 5 s; zero
-    /// is [`Error::InvalidConfig`].
+    /// without a ticker (then only grants and [`Lessor::close`] write them). Default: 5 s.
+    /// Allowed: above zero, up to one day; otherwise [`open`](Builder::open) fails with
+    /// [`Error::InvalidConfig`].
     pub fn checkpoint_interval(mut self, interval: Duration) -> Self {
         self.config.checkpoint_interval = interval;
         self
@@ -238,9 +279,26 @@ impl Builder {
 
     /// Most lease records written in one checkpoint transaction; more changed leases take
     /// several transactions, letting other writers in between. Default: 10,000. Zero is treated
-    /// as one.
+    /// as one; above 1,000,000, [`open`](Builder::open) fails with [`Error::InvalidConfig`].
     pub fn checkpoint_batch_size(mut self, leases: usize) -> Self {
         self.config.checkpoint_batch = leases.max(1);
+        self
+    }
+
+    /// The most memory, in bytes, redb may use to cache pages of the file: pages read, and pages
+    /// written by a transaction before its commit (a larger transaction writes its pages out
+    /// early). It is a limit, not an allocation. Default: 64 MiB; any value is accepted (zero
+    /// caches nothing).
+    ///
+    /// Why not redb's own default of 1 GiB: a lessor keeps its leases in memory, in its own
+    /// table, and never reads them from the file after opening, so the cache serves only key
+    /// reads and the B-tree pages a write walks through. Those are the branch pages (about 1%
+    /// of the file) and the leaves being written: 64 MiB holds them for millions of keys, where
+    /// 1 GiB let the process grow by the size of every page it ever touched (about 100 bytes a
+    /// lease at a million leases with one key each). Raise it for a store whose keys are read
+    /// often and do not fit.
+    pub fn cache_size(mut self, bytes: usize) -> Self {
+        self.config.cache_size = bytes;
         self
     }
 
@@ -252,9 +310,12 @@ impl Builder {
     /// [`Error::AlreadyOpen`] if the file is open elsewhere (in this process or another),
     /// [`Error::Io`] if it cannot be opened or created (missing folder, a directory, no
     /// permission), [`Error::NotLessorDatabase`], [`Error::IncompatibleFormat`] or
-    /// [`Error::Corrupted`] for a file that is not a database this version can use, and
-    /// [`Error::InvalidConfig`] if `min_ttl` is above `max_ttl`, the checkpoint interval is
-    /// zero, or the clock reads more than 2^62 ns (146 years) since its epoch.
+    /// [`Error::Corrupted`] for a file that is not a database this version can use (a redb
+    /// database of another program is refused before anything is written to it), and
+    /// [`Error::InvalidConfig`], naming the setting and its allowed range, if a setting is
+    /// outside the range its setter documents (`min_ttl` above `max_ttl`, a zero checkpoint
+    /// interval, an `event_buffer` of `usize::MAX`...) or the clock reads more than 2^62 ns
+    /// (146 years) since its epoch.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Lessor> {
         self.validate()?;
         let path = path.as_ref();
@@ -287,16 +348,61 @@ impl Builder {
         Lessor::open_with(self.config, db, Source::Backend(Arc::new(Shared(shared))))
     }
 
+    /// Checks every setting against the range its setter documents.
     fn validate(&self) -> Result<()> {
-        if self.config.min_ttl > self.config.max_ttl {
-            return Err(Error::InvalidConfig("min_ttl is above max_ttl"));
+        let c = &self.config;
+        if c.min_ttl > c.max_ttl {
+            return Err(Error::InvalidConfig(
+                "min_ttl must not be above max_ttl (max_ttl: up to MAX_TTL, 9,000,000,000 s)",
+            ));
         }
-        if self.config.checkpoint_interval.is_zero() {
-            return Err(Error::InvalidConfig("the checkpoint interval is zero"));
+        if !(1..=KEY_SIZE_LIMIT).contains(&c.max_key_size) {
+            return Err(Error::InvalidConfig(
+                "max_key_size must be 1 to 1,048,576 bytes (1 MiB)",
+            ));
+        }
+        if c.max_value_size > VALUE_SIZE_LIMIT {
+            return Err(Error::InvalidConfig(
+                "max_value_size must be 0 to 536,870,912 bytes (512 MiB)",
+            ));
+        }
+        if c.expiry_batch > BATCH_LIMIT {
+            return Err(Error::InvalidConfig(
+                "expiry_batch_size must be 1 to 1,000,000 leases",
+            ));
+        }
+        if c.event_buffer > EVENT_BUFFER_LIMIT {
+            return Err(Error::InvalidConfig(
+                "event_buffer must be 2 to 1,048,576 events",
+            ));
+        }
+        if c.watch_history > WATCH_HISTORY_EVENTS_LIMIT
+            || u64::try_from(c.watch_history_bytes).map_or(true, |b| b > WATCH_HISTORY_BYTES_LIMIT)
+        {
+            return Err(Error::InvalidConfig(
+                "watch_history must be 0 to 100,000,000 events and 0 to 64 GiB",
+            ));
+        }
+        if c.checkpoint_interval.is_zero() || c.checkpoint_interval > CHECKPOINT_INTERVAL_LIMIT {
+            return Err(Error::InvalidConfig(
+                "checkpoint_interval must be above zero and at most one day (86,400 s)",
+            ));
+        }
+        if c.checkpoint_batch > BATCH_LIMIT {
+            return Err(Error::InvalidConfig(
+                "checkpoint_batch_size must be 1 to 1,000,000 leases",
+            ));
+        }
+        if let Durability::Batched { max_delay } = c.durability
+            && max_delay > MAX_DELAY_LIMIT
+        {
+            return Err(Error::InvalidConfig(
+                "durability: Batched max_delay must be at most one hour (3,600 s)",
+            ));
         }
         // Deadlines are nanoseconds below 2^63: a clock this far from its epoch would leave no
         // room for them, and every lease would be dead at its grant.
-        if self.config.clock.now() >= MAX_CLOCK_AT_OPEN {
+        if c.clock.now() >= MAX_CLOCK_AT_OPEN {
             return Err(Error::InvalidConfig(
                 "the clock reads more than 2^62 ns (146 years) since its epoch",
             ));
@@ -323,6 +429,7 @@ impl fmt::Debug for Builder {
             .field("restart_policy", &c.restart_policy)
             .field("checkpoint_interval", &c.checkpoint_interval)
             .field("checkpoint_batch_size", &c.checkpoint_batch)
+            .field("cache_size", &c.cache_size)
             .finish()
     }
 }
@@ -372,7 +479,7 @@ mod tests {
         assert!(matches!(b.validate(), Err(Error::InvalidConfig(_))));
         assert!(matches!(
             b.open_in_memory(),
-            Err(Error::InvalidConfig("the checkpoint interval is zero"))
+            Err(Error::InvalidConfig(m)) if m.contains("checkpoint_interval must be above zero")
         ));
         assert_eq!(
             Builder::new()

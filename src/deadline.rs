@@ -59,6 +59,13 @@ pub(crate) fn deadline_after(now: u64, ttl: u64) -> u64 {
     now.saturating_add(ttl).clamp(1, MAX_DEADLINE)
 }
 
+/// Whether a lease granted at `now` (with a TTL of at least 1 ns) is alive at `now`: its
+/// deadline saturates at [`MAX_DEADLINE`], so once the clock has reached that, every new
+/// deadline is already past. A grant at such a `now` must fail rather than return a dead lease.
+pub(crate) fn room_for_grant(now: u64) -> bool {
+    now < MAX_DEADLINE
+}
+
 /// What the expiry queue should do with an entry it popped; see [`Deadline::check_due`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Due {
@@ -295,3 +302,27 @@ pub(crate) fn checkpoint_deadline(word: u64) -> Option<u64> {
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_grant_has_room_until_the_last_deadline() {
+        // With any TTL of at least 1 ns, a deadline after `now` exists exactly while there is room.
+        for now in [
+            0,
+            1,
+            MAX_DEADLINE - 1,
+            MAX_DEADLINE,
+            PENDING,
+            EXPIRED,
+            u64::MAX,
+        ] {
+            let alive = deadline_after(now, 1) > now;
+            assert_eq!(room_for_grant(now), alive, "{now}");
+        }
+        assert!(room_for_grant(MAX_DEADLINE - 1));
+        assert!(!room_for_grant(MAX_DEADLINE));
+    }
+}

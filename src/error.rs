@@ -46,6 +46,19 @@ pub enum Error {
         max: Duration,
     },
 
+    /// The lessor's clock has reached the last deadline a lease can have: 2^63 ns (about 292
+    /// years) after the clock's epoch. A lease granted now would be dead on arrival, so none
+    /// is granted. (A lessor opens only on a clock below 2^62 ns: this takes a clock that
+    /// jumped, or a process that ran for 146 years.)
+    #[error(
+        "the clock reads {now:?} since its epoch, at or past the last deadline a lease can have \
+         (2^63 ns, about 292 years): a lease granted now would be dead at once"
+    )]
+    ClockOutOfRange {
+        /// The clock's reading.
+        now: Duration,
+    },
+
     /// The key does not exist.
     #[error("key {} not found", show_key(.0))]
     KeyNotFound(Vec<u8>),
@@ -92,8 +105,9 @@ pub enum Error {
         oldest: crate::lease::Revision,
     },
 
-    /// The builder was given settings that contradict each other, or a keep-alive an interval
-    /// not shorter than its lease's TTL.
+    /// A [`Builder`](crate::Builder) setting is outside the range its setter documents, or two
+    /// settings contradict each other (the message names the setting and its allowed range);
+    /// or a keep-alive was given an interval not shorter than its lease's TTL.
     #[error("invalid configuration: {0}")]
     InvalidConfig(&'static str),
 

@@ -40,6 +40,9 @@
 //!   reason. Whoever sets it, every path that ends a keep-alive also frees its slot.
 //! - The responses channel holds one message; the thread replaces a response nobody took with
 //!   the newer one ([`offer_latest`]), so a consumer that never reads never blocks renewals.
+//! - A keep-alive with `revoke_on_drop` also has an [`Owed`] word in the manager, kept until
+//!   its handle is cancelled or dropped (whether the keep-alive still runs or not) and set when
+//!   its lease ends; the handle revokes only while it is clear, checking under the writer lock.
 //!
 //! Why a keep-alive ended, revoked or expired: a revocation that commits calls
 //! [`KeepAlives::leases_ended`] with its cause. A keep-alive registers before its first renewal,
@@ -194,7 +197,10 @@ impl KeepAliveOptions {
     /// last renewal. With `true`, [`KeepAlive::cancel`] and dropping the [`KeepAlive`] revoke the
     /// lease, once, in the calling thread: a disk write (a redb commit with fsync) inside `drop`.
     /// Errors are ignored: a lease that cannot be revoked simply expires. Nothing is revoked if the
-    /// keep-alive had already ended because the lease ended or the lessor closed.
+    /// keep-alive had already ended because the lease ended or the lessor closed. A handle only
+    /// ever revokes the lease it kept alive: once that lease has ended (even after the keep-alive
+    /// finished), a later lease granted under the same id is left alone, as etcd's
+    /// `Session.Close` revokes its own lease and no other.
     pub fn revoke_on_drop(mut self, on: bool) -> Self {
         self.revoke_on_drop = on;
         self
@@ -273,7 +279,13 @@ pub struct KeepAlive {
 /// What renews a [`KeepAlive`]'s lease.
 enum Driver {
     /// The embedded lessor's `lessor-keepalive` thread; `ticket` names the registration.
-    Local { core: Arc<Core>, ticket: Ticket },
+    /// `gone`, for a keep-alive with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop), is
+    /// its [`Owed`] word: set once the lease it kept alive has ended.
+    Local {
+        core: Arc<Core>,
+        ticket: Ticket,
+        gone: Option<Arc<AtomicBool>>,
+    },
     /// Another backend (etcd), through its own task.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     Remote(Box<dyn RemoteKeepAlive>),
@@ -343,24 +355,33 @@ impl KeepAlive {
     pub fn cancel(&self) {
         if set_reason(&self.reason, EndReason::Cancelled) {
             match &self.driver {
-                Driver::Local { core, ticket } => core.keepalives.remove(*ticket),
+                Driver::Local { core, ticket, .. } => core.keepalives.remove(*ticket),
                 Driver::Remote(remote) => remote.stop(),
             }
         }
-        if self.revoke.swap(false, Ordering::AcqRel)
-            && matches!(
-                self.ended(),
-                Some(EndReason::Cancelled | EndReason::Finished)
-            )
-        {
-            // Errors are ignored, as documented: the lease then expires.
-            match &self.driver {
-                Driver::Local { core, .. } => {
-                    if core.is_open() {
-                        let _ = core.revoke(self.id);
-                    }
+        if !self.revoke.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let revoke = matches!(
+            self.ended(),
+            Some(EndReason::Cancelled | EndReason::Finished)
+        );
+        // Errors are ignored, as documented: the lease then expires.
+        match &self.driver {
+            Driver::Local { core, gone, .. } => {
+                let Some(gone) = gone else { return };
+                if revoke && core.is_open() {
+                    // Asked under the writer lock, where every lease's end is announced: the
+                    // lease under this id is still the one this keep-alive kept alive, not a
+                    // later grant that reuses the id.
+                    let _ = core.revoke_if(self.id, || !gone.load(Ordering::Acquire));
                 }
-                Driver::Remote(remote) => remote.revoke(self.id),
+                core.keepalives.forget_owed(self.id, gone);
+            }
+            Driver::Remote(remote) => {
+                if revoke {
+                    remote.revoke(self.id);
+                }
             }
         }
     }
@@ -407,11 +428,18 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
         missing: false,
     };
     let due = next_renewal(now, interval, stop_at);
-    let ticket = core.keepalives.register(core, live, due)?;
+    let gone = opts
+        .revoke_on_drop
+        .then(|| Arc::new(AtomicBool::new(false)));
+    let ticket = core.keepalives.register(core, live, due, gone.as_ref())?;
     // Registered before this renewal: a revocation that lands after it finds the keep-alive and
-    // ends it with its cause; one that lands before makes this renewal fail.
+    // ends it with its cause; one that lands before makes this renewal fail. So the lease this
+    // renewal finds is the one `gone` watches.
     let Some(ttl) = core.table.renew(id, now) else {
         core.keepalives.remove(ticket);
+        if let Some(gone) = &gone {
+            core.keepalives.forget_owed(id, gone);
+        }
         return Err(Error::LeaseNotFound(id));
     };
     core.metrics.renews.add(1);
@@ -428,6 +456,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
         driver: Driver::Local {
             core: Arc::clone(core),
             ticket,
+            gone,
         },
         reason,
         responses,
@@ -491,6 +520,9 @@ struct Inner {
     /// `(next renewal, generation, slot)`, earliest first.
     heap: BinaryHeap<Reverse<(u64, u64, usize)>>,
     next_generation: u64,
+    /// The [`Owed`] words of the keep-alives with `revoke_on_drop` whose handle has not yet
+    /// been cancelled or dropped, by lease: running or not, until their lease ends.
+    owed: HashMap<LeaseId, Vec<Owed>, foldhash::fast::RandomState>,
     /// The renewal time the thread sleeps until (`u64::MAX`: none); a registration due earlier
     /// wakes it.
     sleeps_until: u64,
@@ -505,6 +537,14 @@ struct Thread {
     stop: Sender<()>,
     join: JoinHandle<()>,
 }
+
+/// The word a keep-alive with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop) shares with
+/// [`KeepAlives`]: set when the lease it kept alive ends (revoked, expired and revoked, lost,
+/// or the lessor closed). Its handle revokes only while it is clear, checking it under the
+/// writer lock, where every lease's end is announced ([`KeepAlives::leases_ended`]) before the
+/// id can be granted again: so a handle never revokes a later lease that reuses the id, even
+/// after its keep-alive has finished and left the schedule.
+type Owed = Arc<AtomicBool>;
 
 /// A due keep-alive, taken out of the lock to be renewed.
 struct Due {
@@ -543,6 +583,7 @@ impl KeepAlives {
                 live: 0,
                 by_lease: HashMap::default(),
                 heap: BinaryHeap::new(),
+                owed: HashMap::default(),
                 next_generation: 1,
                 sleeps_until: u64::MAX,
                 thread: None,
@@ -553,8 +594,15 @@ impl KeepAlives {
         }
     }
 
-    /// Registers `live`, first due at `due`, starting the thread if it is the first.
-    fn register(&self, core: &Arc<Core>, live: Live, due: u64) -> Result<Ticket> {
+    /// Registers `live`, first due at `due`, starting the thread if it is the first; and its
+    /// [`Owed`] word, if it revokes on drop.
+    fn register(
+        &self,
+        core: &Arc<Core>,
+        live: Live,
+        due: u64,
+        owed: Option<&Owed>,
+    ) -> Result<Ticket> {
         let (ticket, wake) = {
             let mut inner = self.inner.lock();
             if inner.closed {
@@ -563,6 +611,13 @@ impl KeepAlives {
             if inner.thread.is_none() {
                 // Under the lock so that `close` either finds the thread or stops its start.
                 inner.thread = Some(spawn(Arc::clone(core), self.wake_rx.clone())?);
+            }
+            if let Some(owed) = owed {
+                inner
+                    .owed
+                    .entry(live.id)
+                    .or_default()
+                    .push(Arc::clone(owed));
             }
             let ticket = inner.insert(live, due);
             (ticket, due < inner.sleeps_until)
@@ -584,6 +639,17 @@ impl KeepAlives {
         drop(removed); // the channel ends, outside the lock
     }
 
+    /// Forgets the [`Owed`] word `owed` of lease `id`: its handle no longer revokes.
+    fn forget_owed(&self, id: LeaseId, owed: &Owed) {
+        let mut inner = self.inner.lock();
+        if let Some(words) = inner.owed.get_mut(&id) {
+            words.retain(|w| !Arc::ptr_eq(w, owed));
+            if words.is_empty() {
+                inner.owed.remove(&id);
+            }
+        }
+    }
+
     /// Ends every keep-alive of the leases `ids`, whose revocation has just committed, with
     /// `cause` ([`EndReason::Revoked`] or [`EndReason::Expired`]). Called with the writer held:
     /// takes only this manager's mutex, and never blocks.
@@ -592,10 +658,13 @@ impl KeepAlives {
         {
             let mut guard = self.inner.lock();
             let inner = &mut *guard;
-            if inner.by_lease.is_empty() {
+            if inner.by_lease.is_empty() && inner.owed.is_empty() {
                 return;
             }
             for &id in ids {
+                for owed in inner.owed.remove(&id).unwrap_or_default() {
+                    owed.store(true, Ordering::Release);
+                }
                 while let Some(&slot) = inner.by_lease.get(&id) {
                     match inner.take(slot) {
                         Some(live) => {
@@ -619,6 +688,11 @@ impl KeepAlives {
             let mut inner = self.inner.lock();
             inner.heap.clear();
             inner.by_lease.clear();
+            for (_, words) in inner.owed.drain() {
+                for owed in words {
+                    owed.store(true, Ordering::Release);
+                }
+            }
             inner.free = None;
             inner.live = 0;
             std::mem::take(&mut inner.slots)
@@ -1073,6 +1147,48 @@ mod tests {
         m.close();
         assert_eq!(reasons[2].load(Ordering::Acquire), EndReason::Closed.code());
         assert!(rc.recv().is_err());
+    }
+
+    #[test]
+    fn owed_words_are_set_when_their_lease_ends_or_the_lessor_closes() {
+        let m = KeepAlives::new();
+        let words: Vec<Owed> = (0..3).map(|_| Arc::new(AtomicBool::new(false))).collect();
+        {
+            let mut inner = m.inner.lock();
+            inner
+                .owed
+                .entry(id(7))
+                .or_default()
+                .push(Arc::clone(&words[0]));
+            inner
+                .owed
+                .entry(id(7))
+                .or_default()
+                .push(Arc::clone(&words[1]));
+            inner
+                .owed
+                .entry(id(8))
+                .or_default()
+                .push(Arc::clone(&words[2]));
+        }
+        // no running keep-alive at all: the owed words are still told
+        m.leases_ended(&[id(7)], EndReason::Expired);
+        assert!(words[0].load(Ordering::Acquire) && words[1].load(Ordering::Acquire));
+        assert!(!words[2].load(Ordering::Acquire));
+        assert!(!m.inner.lock().owed.contains_key(&id(7)));
+        // a forgotten word is not set any more, and its entry goes
+        m.forget_owed(id(8), &words[2]);
+        assert!(m.inner.lock().owed.is_empty());
+        let late = Arc::new(AtomicBool::new(false));
+        m.inner
+            .lock()
+            .owed
+            .entry(id(9))
+            .or_default()
+            .push(Arc::clone(&late));
+        m.close();
+        assert!(late.load(Ordering::Acquire));
+        assert!(!words[2].load(Ordering::Acquire));
     }
 
     #[test]

@@ -46,7 +46,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, MutexGuard};
 
-pub(crate) use crate::deadline::{DEAD, Due, deadline_after};
+pub(crate) use crate::deadline::{DEAD, Due, deadline_after, room_for_grant};
 use crate::deadline::{Deadline, MAX_DEADLINE, Moved, PENDING, checkpoint_deadline};
 use crate::lease::LeaseId;
 

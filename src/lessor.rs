@@ -51,7 +51,7 @@ use crate::events::{Change, Hub, LeaseEvent, RevokeCause};
 use crate::expiry::ExpiryQueue;
 use crate::keepalive::{self, EndReason, KeepAlive, KeepAliveOptions, KeepAlives};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
-use crate::lease_table::{LeaseTable, Sweep, deadline_after};
+use crate::lease_table::{LeaseTable, Sweep, deadline_after, room_for_grant};
 use crate::overlay::{Base, Layers, Overlay, Tables};
 use crate::record::LeaseRecord;
 use crate::recovery;
@@ -352,7 +352,9 @@ impl Lessor {
     ///
     /// # Errors
     /// [`Error::TtlOutOfRange`] above the maximum TTL, [`Error::LeaseIdsExhausted`] once
-    /// `i64::MAX` has been issued, [`Error::Storage`], [`Error::Closed`].
+    /// `i64::MAX` has been issued, [`Error::ClockOutOfRange`] if the clock has reached the last
+    /// deadline a lease can have (a grant never returns a lease already dead),
+    /// [`Error::Storage`], [`Error::Closed`].
     ///
     /// ```
     /// # use std::time::Duration;
@@ -375,12 +377,18 @@ impl Lessor {
     ///
     /// # Errors
     /// [`Error::LeaseExists`] if the id belongs to a live lease, [`Error::TtlOutOfRange`],
-    /// [`Error::Storage`], [`Error::Closed`].
+    /// [`Error::ClockOutOfRange`], [`Error::Storage`], [`Error::Closed`].
     pub fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> Result<Lease> {
         self.core()?.grant(Some(id), ttl)
     }
 
     /// Renews a lease once: its deadline becomes now + its TTL. Returns the TTL.
+    ///
+    /// "Now" is the lessor's clock as read inside this call, not when the caller decided to
+    /// renew nor when it gets the answer back. A holder that must know its lease is alive
+    /// should therefore time it from a reading taken *before* the call: its own deadline is
+    /// then no later than the lessor's, so it never acts on a lease the lessor already
+    /// considers expired, whatever the call's delay (a scheduling pause, a slow machine).
     ///
     /// This is the hot path: it does no I/O and takes no lock. Renewals are not written to disk
     /// here: under [`RestartPolicy::Reset`](crate::RestartPolicy::Reset) (the default) every
@@ -573,7 +581,7 @@ impl Lessor {
             Ok(LeaseInfo {
                 id,
                 granted_ttl: Duration::from_nanos(ttl),
-                remaining: Duration::from_nanos((deadline - now).min(ttl)),
+                remaining: Duration::from_nanos(deadline.saturating_sub(now).min(ttl)),
                 keys: view.lease_keys(id)?,
             })
         })
@@ -1411,6 +1419,9 @@ impl Core {
     fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
         let ttl = self.config.effective_ttl(ttl)?;
         let now = self.now();
+        if !room_for_grant(now) {
+            return Err(clock_out_of_range(now));
+        }
         let stamp = self
             .checkpointing
             .stamp(now, wall_nanos(&*self.config.clock));
@@ -1488,10 +1499,16 @@ impl Core {
     ) -> Result<Lease> {
         // Durable first (under Immediate), so that the TTL runs from the commit.
         self.await_durable(ticket)?;
-        let deadline = deadline_after(self.now(), ttl);
+        let now = self.now();
+        let deadline = deadline_after(now, ttl);
         if self.table.settle_written(id, deadline, written) {
             self.queue.lock().push(deadline, id);
             self.wake_ticker(deadline);
+        }
+        if !room_for_grant(now) {
+            // The clock reached the last deadline during the commit: the lease is dead on
+            // arrival, and expiry revokes it.
+            return Err(clock_out_of_range(now));
         }
         self.metrics.grants.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), ttl_ms = ttl / 1_000_000, "lease granted");
@@ -1579,8 +1596,23 @@ impl Core {
     }
 
     pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
+        self.revoke_if(id, || true)
+    }
+
+    /// [`revoke`](Core::revoke), if `still_ours()`, asked under the writer lock before anything
+    /// else, says so; [`Error::LeaseNotFound`] otherwise. Keep-alives are told of every lease's
+    /// end under that lock, before its id can be granted again: a keep-alive's revoke-on-drop
+    /// uses this to revoke only the lease it kept alive.
+    pub(crate) fn revoke_if(
+        &self,
+        id: LeaseId,
+        still_ours: impl FnOnce() -> bool,
+    ) -> Result<Revision> {
         let mut claimed = None;
         let (mut w, result, ticket) = self.write(|w, b| {
+            if !still_ours() {
+                return Err(Error::LeaseNotFound(id));
+            }
             claimed = self.table.claim(id);
             // Unclaimed: unknown, or claimed by an expiry batch that failed to commit.
             if claimed.is_none() && !w.retry.contains(&id) {
@@ -1805,6 +1837,13 @@ impl Core {
             self.checkpoint(&mut sweep, self.config.checkpoint_batch)?;
         }
         Ok(())
+    }
+}
+
+/// The error of a grant at clock reading `now`, past the last deadline a lease can have.
+fn clock_out_of_range(now: u64) -> Error {
+    Error::ClockOutOfRange {
+        now: Duration::from_nanos(now),
     }
 }
 

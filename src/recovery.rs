@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use redb::{Database, DatabaseError, StorageBackend, StorageError};
+use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend, StorageError};
 
 use crate::builder::Config;
 use crate::error::{Error, Result};
@@ -45,10 +45,12 @@ pub(crate) struct Recovered {
 fn redb_builder(config: &Config) -> redb::Builder {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(config.check_integrity_on_open);
+    builder.set_cache_size(config.cache_size);
     builder
 }
 
-/// Opens (or creates) the redb database file at `path`.
+/// Opens (or creates) the redb database file at `path`, first refusing, without writing to
+/// it, a file that is a redb database but not one this build can use ([`probe`]).
 pub(crate) fn open_file(path: &Path, config: &Config) -> Result<Database> {
     if path.is_dir() {
         return Err(Error::Io {
@@ -59,6 +61,7 @@ pub(crate) fn open_file(path: &Path, config: &Config) -> Result<Database> {
             ),
         });
     }
+    probe(path, config)?;
     redb_builder(config).create(path).map_err(|e| match e {
         // redb reports a file without its magic number as invalid data.
         DatabaseError::Storage(StorageError::Io(source))
@@ -77,6 +80,47 @@ pub(crate) fn open_file(path: &Path, config: &Config) -> Result<Database> {
         },
         other => Error::from(other),
     })
+}
+
+/// Runs [`store::check`] on the file at `path` opened read-only, so that a redb database of
+/// another program, or of a newer format, is refused before anything writes to it: a
+/// read-write open alone rewrites parts of the file (redb's allocator state and header), even
+/// if nothing else is written.
+///
+/// The probe only refuses what it positively recognises. When it cannot read the file (no
+/// file, an empty one, not a redb file, locked, damaged, or a file redb must repair first,
+/// which it does not do read-only), it lets the read-write open, with its integrity check,
+/// decide and report as it always has; `store::init` then checks the tables again, after any
+/// repair but before writing anything of lessor's. A panic inside redb on a damaged file is
+/// contained the same way.
+fn probe(path: &Path, config: &Config) -> Result<()> {
+    if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+        return Ok(()); // created, or initialised, by the open
+    }
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut builder = Database::builder();
+        builder.set_cache_size(config.cache_size);
+        let Ok(db) = builder.open_read_only(path) else {
+            return Ok(());
+        };
+        let checked = match db.begin_read() {
+            Ok(read) => store::check(&read).map(drop),
+            Err(_) => Ok(()),
+        };
+        drop(db); // releases the file's lock before the read-write open takes it
+        checked
+    }));
+    match checked {
+        Ok(Err(e @ (Error::NotLessorDatabase(_) | Error::IncompatibleFormat { .. }))) => Err(e),
+        Ok(Err(e @ Error::Corrupted(_))) if is_wrong_types(&e) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `e` is [`store::check`]'s finding of a lessor table of the wrong types (and not
+/// damage that an integrity check might still repair).
+fn is_wrong_types(e: &Error) -> bool {
+    matches!(e, Error::Corrupted(why) if why.starts_with(store::WRONG_TYPES))
 }
 
 /// Opens (or creates) a database on any redb storage backend.

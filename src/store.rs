@@ -85,22 +85,8 @@ pub(crate) struct Meta {
 /// Checks the format of a freshly opened database, initialising an empty one (with the
 /// `checkpoints` flag set to `checkpoints`). Returns what its metadata holds.
 pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
-    let read = db.begin_read()?;
-    let mut has_meta = false;
-    let mut has_other = false;
-    for t in read.list_tables()? {
-        if t.name() == META.name() {
-            has_meta = true;
-        } else {
-            has_other = true;
-        }
-    }
-    if !has_meta && has_other {
-        return Err(Error::NotLessorDatabase(
-            "a redb database whose tables are not lessor's".into(),
-        ));
-    }
-    if has_meta {
+    if let Some(meta) = check(&db.begin_read()?)? {
+        let read = db.begin_read()?;
         let missing = [LEASES.name(), KV.name(), LEASE_KEYS.name()]
             .iter()
             .any(|name| {
@@ -108,6 +94,7 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
                     .list_tables()
                     .is_ok_and(|mut t| t.any(|t| t.name() == *name))
             });
+        drop(read);
         if missing {
             // A database that was never written to has only its metadata: read snapshots need
             // every table.
@@ -117,27 +104,8 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
             txn.open_table(LEASE_KEYS)?;
             txn.commit()?;
         }
-        let meta = read.open_table(META)?;
-        let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
-        let format = get(META_FORMAT)?
-            .ok_or_else(|| Error::Corrupted("metadata has no format version".into()))?;
-        if !(1..=FORMAT_VERSION).contains(&format) {
-            return Err(Error::IncompatibleFormat {
-                found: format,
-                supported: FORMAT_VERSION,
-            });
-        }
-        return Ok(Meta {
-            counters: Counters {
-                revision: get(META_REVISION)?.unwrap_or(0),
-                max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
-            },
-            format,
-            uptime: get(META_UPTIME)?.unwrap_or(0),
-            checkpoints: get(META_CHECKPOINTS)?.unwrap_or(0) != 0,
-        });
+        return Ok(meta);
     }
-    drop(read);
     let txn = db.begin_write()?;
     {
         let mut meta = txn.open_table(META)?;
@@ -156,6 +124,78 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         uptime: 0,
         checkpoints,
     })
+}
+
+/// Checks, reading only, that `read` sees a database this build can use: lessor's, or one
+/// with no tables at all (`None`: it is to be initialised). A database with tables but no
+/// `lessor.meta` is [`Error::NotLessorDatabase`], and so is a `lessor.meta` of other types;
+/// another lessor table of other types than this format's is [`Error::Corrupted`]. The format
+/// is checked before the tables' types, which a newer format may have changed.
+pub(crate) fn check(read: &ReadTransaction) -> Result<Option<Meta>> {
+    let mut has_meta = false;
+    let mut has_other = read.list_multimap_tables()?.next().is_some();
+    for t in read.list_tables()? {
+        if t.name() == META.name() {
+            has_meta = true;
+        } else {
+            has_other = true;
+        }
+    }
+    if !has_meta {
+        if has_other {
+            return Err(Error::NotLessorDatabase(
+                "a redb database whose tables are not lessor's".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let meta = read.open_table(META).map_err(|e| {
+        wrong_types(e, |why| {
+            Error::NotLessorDatabase(format!("its table lessor.meta is not lessor's ({why})"))
+        })
+    })?;
+    let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
+    let format = get(META_FORMAT)?
+        .ok_or_else(|| Error::Corrupted("metadata has no format version".into()))?;
+    if !(1..=FORMAT_VERSION).contains(&format) {
+        return Err(Error::IncompatibleFormat {
+            found: format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let found = Meta {
+        counters: Counters {
+            revision: get(META_REVISION)?.unwrap_or(0),
+            max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
+        },
+        format,
+        uptime: get(META_UPTIME)?.unwrap_or(0),
+        checkpoints: get(META_CHECKPOINTS)?.unwrap_or(0) != 0,
+    };
+    let corrupted = |why: String| Error::Corrupted(format!("{WRONG_TYPES} ({why})"));
+    // A table not there yet is created by the first write.
+    let absent_ok = |e: redb::TableError| match e {
+        redb::TableError::TableDoesNotExist(_) => Ok(()),
+        e => Err(wrong_types(e, corrupted)),
+    };
+    read.open_table(LEASES).map(drop).or_else(absent_ok)?;
+    read.open_table(KV).map(drop).or_else(absent_ok)?;
+    read.open_table(LEASE_KEYS).map(drop).or_else(absent_ok)?;
+    Ok(Some(found))
+}
+
+/// How [`check`]'s [`Error::Corrupted`] for a lessor table of other types begins.
+pub(crate) const WRONG_TYPES: &str = "a lessor table has types other than lessor's";
+
+/// A table opened with types other than its own becomes the error `refuse` makes of the
+/// reason; any other failure is what it is.
+fn wrong_types(e: redb::TableError, refuse: impl FnOnce(String) -> Error) -> Error {
+    match e {
+        redb::TableError::TableTypeMismatch { .. }
+        | redb::TableError::TableIsMultimap(_)
+        | redb::TableError::TypeDefinitionChanged { .. } => refuse(e.to_string()),
+        e => Error::from(e),
+    }
 }
 
 /// Finishes opening in one write transaction: stores the current format version and the

@@ -640,6 +640,60 @@ fn files_that_are_not_databases_are_corrupted() {
     );
 }
 
+#[test]
+fn redb_files_of_another_program_or_with_wrong_typed_tables_exit_5_untouched() {
+    let dir = test_dir();
+    let foreign = dir.dir.path().join("foreign.redb");
+    {
+        let db = redb::Database::create(&foreign).unwrap();
+        let txn = db.begin_write().unwrap();
+        let t: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("users");
+        txn.open_table(t).unwrap().insert("ada", "admin").unwrap();
+        txn.commit().unwrap();
+    }
+    let retyped = dir.dir.path().join("retyped.redb");
+    lessor(&retyped, &["grant", "1m"]).ok();
+    {
+        let db = redb::Database::create(&retyped).unwrap();
+        let txn = db.begin_write().unwrap();
+        let kv: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("lessor.kv");
+        txn.delete_table(kv).unwrap();
+        let t: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("lessor.kv");
+        txn.open_table(t).unwrap().insert(1, 2).unwrap();
+        txn.commit().unwrap();
+    }
+    for (db, says) in [
+        (&foreign, "is not a lessor database"),
+        (&retyped, "types other than lessor's"),
+    ] {
+        let bytes = std::fs::read(db).unwrap();
+        for args in [
+            &["leases"][..],
+            &["verify"],
+            &["get", "/a"],
+            &["grant", "1m"],
+        ] {
+            let run = lessor(db, args);
+            assert_eq!(
+                run.code, CORRUPTED,
+                "{args:?}: {}{}",
+                run.stdout, run.stderr
+            );
+            assert!(
+                run.stderr.contains(says) || run.stdout.contains(says),
+                "{args:?}: {}{}",
+                run.stdout,
+                run.stderr
+            );
+            assert!(
+                std::fs::read(db).unwrap() == bytes,
+                "{args:?} modified {}",
+                db.display()
+            );
+        }
+    }
+}
+
 /// The lines of a dump without what a restore does not keep: revisions, versions, time left.
 fn restorable(dump: &str) -> Vec<Value> {
     dump.lines()

@@ -1288,3 +1288,416 @@ fn a_clock_reading_more_than_146_years_at_open_gets_invalid_config() {
     assert!(l.renew(lease.id).is_ok());
     l.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Settings
+
+#[test]
+fn every_builder_setting_out_of_range_gets_invalid_config_naming_it() {
+    use lessor::Durability;
+    let dir = test_dir();
+    let b = Lessor::builder;
+    let cases: Vec<(&str, lessor::Builder)> = vec![
+        ("event_buffer", b().event_buffer(usize::MAX)),
+        ("event_buffer", b().event_buffer(1 << 32)),
+        ("event_buffer", b().event_buffer((1 << 20) + 1)),
+        ("max_key_size", b().max_key_size(0)),
+        ("max_key_size", b().max_key_size((1 << 20) + 1)),
+        ("max_key_size", b().max_key_size(usize::MAX)),
+        ("max_value_size", b().max_value_size((512 << 20) + 1)),
+        ("max_value_size", b().max_value_size(usize::MAX)),
+        ("expiry_batch_size", b().expiry_batch_size(1_000_001)),
+        ("expiry_batch_size", b().expiry_batch_size(usize::MAX)),
+        (
+            "checkpoint_batch_size",
+            b().checkpoint_batch_size(usize::MAX),
+        ),
+        ("watch_history", b().watch_history(usize::MAX, 1 << 20)),
+        ("watch_history", b().watch_history(100_000_001, 1 << 20)),
+        ("watch_history", b().watch_history(10, usize::MAX)),
+        (
+            "checkpoint_interval",
+            b().checkpoint_interval(Duration::ZERO),
+        ),
+        (
+            "checkpoint_interval",
+            b().checkpoint_interval(Duration::MAX),
+        ),
+        ("checkpoint_interval", b().checkpoint_interval(secs(86_401))),
+        (
+            "max_delay",
+            b().durability(Durability::Batched {
+                max_delay: Duration::MAX,
+            }),
+        ),
+        (
+            "max_delay",
+            b().durability(Durability::Batched {
+                max_delay: secs(3601),
+            }),
+        ),
+        ("min_ttl", b().min_ttl(secs(10)).max_ttl(secs(9))),
+    ];
+    for (setting, builder) in cases {
+        let shown = format!("{builder:?}");
+        for r in [
+            builder.clone().ticker(false).open(&dir.path),
+            builder.ticker(false).open_in_memory(),
+        ] {
+            match err(r) {
+                Error::InvalidConfig(m) => {
+                    assert!(m.contains(setting), "{setting}: {m}");
+                    // the allowed range is in the message
+                    assert!(m.contains(" to ") || m.contains("at most"), "{m}");
+                }
+                other => panic!("{shown}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        assert!(!dir.path.exists(), "{shown}: a file was created");
+    }
+    // the ends of each range are accepted, and work
+    let l = Lessor::builder()
+        .event_buffer(1 << 20)
+        .max_key_size(1 << 20)
+        .max_value_size(512 << 20)
+        .expiry_batch_size(1_000_000)
+        .checkpoint_batch_size(1_000_000)
+        .watch_history(100_000_000, 64 << 30)
+        .checkpoint_interval(secs(86_400))
+        .durability(Durability::Batched {
+            max_delay: secs(3600),
+        })
+        .cache_size(usize::MAX)
+        .min_ttl(Duration::ZERO)
+        .ticker(false)
+        .open(&dir.path)
+        .unwrap();
+    let lease = l.grant(secs(10)).unwrap();
+    l.put_with_lease(vec![b'k'; 1 << 20], "v", lease.id)
+        .unwrap();
+    l.close().unwrap();
+    let l = Lessor::builder()
+        .event_buffer(0) // raised to 2
+        .max_key_size(1)
+        .max_value_size(0)
+        .expiry_batch_size(0) // raised to 1
+        .checkpoint_batch_size(0) // raised to 1
+        .watch_history(0, 0)
+        .checkpoint_interval(Duration::from_nanos(1))
+        .durability(Durability::Batched {
+            max_delay: Duration::ZERO,
+        })
+        .cache_size(0)
+        .ticker(false)
+        .open(&dir.path)
+        .unwrap();
+    let events = l.subscribe().unwrap();
+    l.put("k", "").unwrap();
+    assert!(matches!(err(l.put("kk", "")), Error::KeyTooLarge { .. }));
+    assert!(matches!(err(l.put("k", "v")), Error::ValueTooLarge { .. }));
+    assert_eq!(l.get("k").unwrap().unwrap().value, b"");
+    drop(events);
+    l.close().unwrap();
+}
+
+#[test]
+fn a_min_ttl_of_zero_and_a_ttl_of_zero_give_a_lease_alive_at_its_grant() {
+    let clock = ManualClock::new();
+    clock.advance(secs(5));
+    let l = Lessor::builder()
+        .min_ttl(Duration::ZERO)
+        .clock(clock.clone())
+        .ticker(false)
+        .open_in_memory()
+        .unwrap();
+    let lease = l.grant(Duration::ZERO).unwrap();
+    assert_eq!(lease.ttl, Duration::from_nanos(1));
+    assert!(l.renew(lease.id).is_ok(), "dead on arrival");
+    assert_eq!(
+        l.time_to_live(lease.id).unwrap().remaining,
+        Duration::from_nanos(1)
+    );
+    clock.advance(Duration::from_nanos(1));
+    assert_not_found(l.renew(lease.id), lease.id);
+    assert_eq!(l.revoke_expired().unwrap(), vec![lease.id]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clock, after open
+
+#[test]
+fn a_clock_past_2_63_ns_after_open_gets_clock_out_of_range_never_a_dead_lease() {
+    let clock = SteppingClock::default();
+    let dir = test_dir();
+    let l = Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .open(&dir.path)
+        .unwrap();
+    let base = l.grant(secs(1000)).unwrap().id;
+    l.put_with_lease("/base", "b", base).unwrap();
+    l.put("/plain", "p").unwrap();
+    let revision = l.revision().unwrap();
+    // the last nanoseconds before the end: a grant is alive, its deadline saturated
+    clock.set(Duration::from_nanos((1 << 63) - 3));
+    let late = l.grant(secs(10)).unwrap();
+    assert!(l.renew(late.id).is_ok());
+    assert_eq!(
+        l.time_to_live(late.id).unwrap().remaining,
+        Duration::from_nanos(1)
+    );
+    for now in [
+        Duration::from_nanos((1 << 63) - 2),
+        Duration::from_nanos(1 << 63),
+        Duration::from_nanos(u64::MAX),
+        Duration::MAX,
+    ] {
+        clock.set(now);
+        for r in [l.grant(secs(10)), l.grant_with_id(id(77), MAX_TTL)] {
+            match err(r) {
+                Error::ClockOutOfRange { now: got } => {
+                    assert!(got >= Duration::from_nanos((1 << 63) - 2), "{got:?}");
+                }
+                other => panic!("{now:?}: expected ClockOutOfRange, got {other:?}"),
+            }
+        }
+        assert!(
+            err(l.grant(secs(1)))
+                .to_string()
+                .contains("a lease granted now would be dead at once")
+        );
+        // nothing was granted, and every lease is dead; no call panics
+        assert!(l.leases().is_empty(), "{now:?}");
+        assert_not_found(l.renew(base), base);
+        assert_not_found(l.time_to_live(late.id), late.id);
+        assert_eq!(l.revision().unwrap(), revision);
+    }
+    let mut expired = l.revoke_expired().unwrap();
+    expired.sort();
+    assert_eq!(expired, vec![base, late.id]);
+    assert_eq!(l.get("/plain").unwrap().unwrap().value, b"p");
+    assert!(l.get("/base").unwrap().is_none());
+    l.verify().unwrap();
+    l.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files of another program
+
+/// Writes tables in a redb write transaction, as another program would.
+type Writes = Box<dyn Fn(&redb::WriteTransaction)>;
+
+/// Writes a redb database at `path` through `f`, as another program would, and returns its
+/// bytes once closed.
+fn foreign_file(path: &Path, f: impl FnOnce(&redb::WriteTransaction)) -> Vec<u8> {
+    {
+        let db = redb::Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+    }
+    std::fs::read(path).unwrap()
+}
+
+#[test]
+fn a_redb_database_of_another_program_is_refused_before_anything_is_written() {
+    let dir = test_dir();
+    let users: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("users");
+    let tags: redb::MultimapTableDefinition<&str, &str> =
+        redb::MultimapTableDefinition::new("tags");
+    let kv: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("lessor.kv");
+    let files: Vec<(&str, Writes)> = vec![
+        (
+            "a table of its own",
+            Box::new(move |txn| {
+                txn.open_table(users)
+                    .unwrap()
+                    .insert("ada", "admin")
+                    .unwrap();
+            }),
+        ),
+        (
+            "only a multimap table",
+            Box::new(move |txn| {
+                txn.open_multimap_table(tags)
+                    .unwrap()
+                    .insert("ada", "x")
+                    .unwrap();
+            }),
+        ),
+        (
+            "a table named like lessor's, but no lessor.meta",
+            Box::new(move |txn| {
+                txn.open_table(kv)
+                    .unwrap()
+                    .insert(&b"k"[..], &b"v"[..])
+                    .unwrap();
+            }),
+        ),
+    ];
+    for (what, f) in files {
+        let _ = std::fs::remove_file(&dir.path);
+        let bytes = foreign_file(&dir.path, f);
+        for check in [true, false] {
+            let r = Lessor::builder()
+                .check_integrity_on_open(check)
+                .open(&dir.path);
+            let e = err(r);
+            assert!(matches!(e, Error::NotLessorDatabase(_)), "{what}: {e:?}");
+            assert!(
+                std::fs::read(&dir.path).unwrap() == bytes,
+                "{what}: the file was modified"
+            );
+        }
+    }
+}
+
+#[test]
+fn wrong_typed_lessor_tables_get_not_lessor_database_or_corrupted() {
+    let dir = test_dir();
+    // lessor.meta of other types: another program's table of that name
+    let meta: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("lessor.meta");
+    let bytes = foreign_file(&dir.path, |txn| {
+        txn.open_table(meta).unwrap().insert("format", "2").unwrap();
+    });
+    let e = err(Lessor::open(&dir.path));
+    assert!(
+        matches!(&e, Error::NotLessorDatabase(m) if m.contains("lessor.meta")),
+        "{e:?}"
+    );
+    assert!(
+        std::fs::read(&dir.path).unwrap() == bytes,
+        "the file was modified"
+    );
+
+    // a lessor database whose lessor.kv, lessor.leases or lessor.lease_keys has other types
+    let kv: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("lessor.kv");
+    let leases: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("lessor.leases");
+    let index: redb::TableDefinition<(u64, &[u8]), ()> =
+        redb::TableDefinition::new("lessor.lease_keys");
+    let retype: Vec<(&str, Writes)> = vec![
+        (
+            "lessor.kv as u64 -> u64",
+            Box::new(move |txn| {
+                txn.delete_table(kv).unwrap();
+                let t: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("lessor.kv");
+                txn.open_table(t).unwrap().insert(1, 2).unwrap();
+            }),
+        ),
+        (
+            "lessor.leases as a multimap table",
+            Box::new(move |txn| {
+                txn.delete_table(leases).unwrap();
+                let t: redb::MultimapTableDefinition<u64, u64> =
+                    redb::MultimapTableDefinition::new("lessor.leases");
+                txn.open_multimap_table(t).unwrap().insert(1, 2).unwrap();
+            }),
+        ),
+        (
+            "lessor.lease_keys as &str -> &str",
+            Box::new(move |txn| {
+                txn.delete_table(index).unwrap();
+                let t: redb::TableDefinition<&str, &str> =
+                    redb::TableDefinition::new("lessor.lease_keys");
+                txn.open_table(t).unwrap().insert("a", "b").unwrap();
+            }),
+        ),
+    ];
+    for (what, f) in retype {
+        let _ = std::fs::remove_file(&dir.path);
+        let clock = ManualClock::new();
+        let l = common::manual_at(&dir.path, &clock);
+        let lease = l.grant(secs(100)).unwrap();
+        l.put_with_lease("/a", "1", lease.id).unwrap();
+        l.close().unwrap();
+        {
+            let db = redb::Database::create(&dir.path).unwrap();
+            let txn = db.begin_write().unwrap();
+            f(&txn);
+            txn.commit().unwrap();
+        }
+        let bytes = std::fs::read(&dir.path).unwrap();
+        for check in [true, false] {
+            let r = Lessor::builder()
+                .check_integrity_on_open(check)
+                .open(&dir.path);
+            match err(r) {
+                Error::Corrupted(m) => assert!(m.contains("types"), "{what}: {m}"),
+                other => panic!("{what}: expected Corrupted, got {other:?}"),
+            }
+            assert!(
+                std::fs::read(&dir.path).unwrap() == bytes,
+                "{what}: the file was modified"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keep-alives
+
+#[test]
+fn a_finished_revoke_on_drop_keep_alive_never_revokes_a_lease_that_reuses_its_id() {
+    let fx = fixture();
+    let before = state(&fx.l);
+    let (l, clock) = (&fx.l, &fx.clock);
+    let finished = |ka: &lessor::KeepAlive| {
+        // the channel disconnects once the keep-alive has ended
+        while ka.responses().recv_timeout(secs(10)).is_ok() {}
+        assert_eq!(ka.ended(), Some(EndReason::Finished));
+    };
+    let opts = KeepAliveOptions::new()
+        .run_for(secs(1))
+        .revoke_on_drop(true);
+
+    // The repro: finished, its lease expired and revoked, the id granted again.
+    let old = l.grant_with_id(id(42), secs(10)).unwrap();
+    let ka = l.keep_alive_with(old.id, opts).unwrap();
+    clock.advance(secs(1));
+    finished(&ka);
+    clock.advance(secs(11));
+    assert_eq!(l.revoke_expired().unwrap(), vec![id(42)]);
+    let new = l.grant_with_id(id(42), secs(10)).unwrap();
+    l.put_with_lease("/new", "n", new.id).unwrap();
+    drop(ka);
+    assert!(l.time_to_live(id(42)).is_ok(), "the new lease was revoked");
+    assert_eq!(l.get("/new").unwrap().unwrap().lease, Some(id(42)));
+
+    // The same when the old lease was expired, not yet revoked, and replaced by the grant.
+    let ka = l.keep_alive_with(id(42), opts).unwrap();
+    clock.advance(secs(1));
+    finished(&ka);
+    clock.advance(secs(11));
+    l.grant_with_id(id(42), secs(10)).unwrap(); // revokes the expired one, with /new
+    l.put_with_lease("/newer", "n", id(42)).unwrap();
+    ka.cancel();
+    assert!(
+        l.time_to_live(id(42)).is_ok(),
+        "the newer lease was revoked"
+    );
+    assert!(l.get("/newer").unwrap().is_some());
+
+    // A finished keep-alive whose lease lives on still revokes it, once.
+    let own = l.grant(secs(10)).unwrap();
+    l.put_with_lease("/own", "o", own.id).unwrap();
+    let ka = l.keep_alive_with(own.id, opts).unwrap();
+    clock.advance(secs(1));
+    finished(&ka);
+    drop(ka);
+    assert_not_found(l.time_to_live(own.id), own.id);
+    assert!(l.get("/own").unwrap().is_none());
+
+    // So does a keep-alive cancelled while running.
+    let run = l.grant(secs(10)).unwrap();
+    let ka = l
+        .keep_alive_with(run.id, KeepAliveOptions::new().revoke_on_drop(true))
+        .unwrap();
+    drop(ka);
+    assert_not_found(l.time_to_live(run.id), run.id);
+
+    l.revoke(id(42)).unwrap();
+    // the baseline is intact (the revision moved with this test's own writes)
+    let after = state(l);
+    assert_eq!((after.kvs, after.leases), (before.kvs, before.leases));
+    l.verify().unwrap();
+}
