@@ -159,6 +159,17 @@ impl Inspector {
             Err(DatabaseError::RepairAborted) => repaired_in_memory(path)?,
             Err(e) => return Err(crate::recovery::open_error(path, e)),
         };
+        Inspector::with(db, path, policy, wall, file_bytes)
+    }
+
+    /// An inspector reading `db`, the file at `path`.
+    fn with(
+        db: Handle,
+        path: &Path,
+        policy: RestartPolicy,
+        wall: SystemTime,
+        file_bytes: u64,
+    ) -> Result<Inspector> {
         let read = match &db {
             Handle::File(db) => db.begin_read()?,
             Handle::Repaired { db, .. } => db.begin_read()?,
@@ -522,6 +533,29 @@ mod tests {
         let i = Inspector::open(&path, RestartPolicy::Reset).unwrap();
         assert!(matches!(Lessor::open(&path), Err(Error::AlreadyOpen)));
         drop(i);
+    }
+
+    #[test]
+    fn a_copy_repaired_in_memory_reads_the_same_and_holds_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let wall = closed(&path);
+        let before = std::fs::read(&path).unwrap();
+        // The path a file left by a crash takes; a clean file takes it here.
+        let bytes = before.len() as u64;
+        let handle = repaired_in_memory(&path).unwrap();
+        let copy = Inspector::with(handle, &path, RestartPolicy::Preserve, wall, bytes).unwrap();
+        assert!(copy.repaired_in_memory());
+        let file = Inspector::open_at(&path, RestartPolicy::Preserve, wall).unwrap();
+        assert_eq!(copy.leases().unwrap(), file.leases().unwrap());
+        assert_eq!(copy.range("").unwrap(), file.range("").unwrap());
+        assert!(copy.verify_report().unwrap().is_empty());
+        drop(file);
+        // Its shared lock keeps a session out.
+        assert!(matches!(Lessor::open(&path), Err(Error::AlreadyOpen)));
+        copy.close().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        Lessor::open(&path).unwrap().close().unwrap();
     }
 
     #[test]

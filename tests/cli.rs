@@ -636,6 +636,7 @@ fn files_that_are_not_databases_are_corrupted() {
     lessor(&cut, &["put", "/a", "1", "--lease", "1"]).ok();
     let bytes = std::fs::read(&cut).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let cut_hash = file_hash(&cut);
     let run = lessor(&cut, &["verify"]);
     run.failed(CORRUPTED);
     assert!(run.stdout.contains("corrupted"), "{}", run.stdout);
@@ -644,6 +645,8 @@ fn files_that_are_not_databases_are_corrupted() {
             .failed(CORRUPTED)
             .contains("corrupted")
     );
+    // redb cannot read it without a repair; the repair is tried on a copy in memory.
+    assert_eq!(file_hash(&cut), cut_hash, "left untouched");
 }
 
 /// The lines of a dump without what a restore does not keep: revisions, versions, time left.
@@ -1176,4 +1179,23 @@ fn a_killed_restore_leaves_the_old_file_untouched() {
             .failed(NOT_FOUND)
             .contains("not found")
     );
+}
+
+#[test]
+fn restore_never_replaces_another_programs_file() {
+    let dir = test_dir();
+    let db = &dir.path;
+    std::fs::write(db, b"not a database, just text\n".repeat(500)).unwrap();
+    let before = file_hash(db);
+    let dump = "{\"type\":\"header\",\"format\":1,\"revision\":0,\"leases\":0,\"keys\":0}\n";
+    for args in [&["restore", "-"][..], &["restore", "-", "--force"]] {
+        let run = lessor_with_input(db, args, dump.as_bytes());
+        assert!(
+            run.failed(CORRUPTED).contains("is not a lessor database"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(file_hash(db), before);
+    assert_eq!(files_in(dir.dir.path()), ["lessor.redb"]);
 }
