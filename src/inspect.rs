@@ -154,6 +154,12 @@ impl Inspector {
                 "the path is a directory; give the path of a database file",
             )));
         }
+        // An empty file is a database no session has initialised yet: read as empty, through
+        // the same path (redb opens no empty file read-only).
+        if file_bytes == 0 {
+            let db = repaired_in_memory(path)?;
+            return Inspector::with(db, path, policy, wall, file_bytes);
+        }
         let db = match Database::builder().open_read_only(path) {
             Ok(db) => Handle::File(db),
             Err(DatabaseError::RepairAborted) => repaired_in_memory(path)?,
@@ -209,7 +215,7 @@ impl Inspector {
     /// Whether the file was not closed cleanly, and is read through a copy repaired in memory
     /// (the file itself is left as it is).
     pub fn repaired_in_memory(&self) -> bool {
-        matches!(self.db, Handle::Repaired { .. })
+        matches!(self.db, Handle::Repaired { .. }) && self.file_bytes > 0
     }
 
     /// The database's revision.
@@ -584,6 +590,14 @@ mod tests {
             Inspector::open(&other, RestartPolicy::Reset),
             Err(Error::NotLessorDatabase(_))
         ));
+        // An empty file, as `Lessor::open` would initialise it, reads as empty, unchanged.
+        let zero = dir.path().join("zero.redb");
+        std::fs::write(&zero, b"").unwrap();
+        let i = Inspector::open(&zero, RestartPolicy::Reset).unwrap();
+        assert!(i.leases().unwrap().is_empty());
+        assert!(!i.repaired_in_memory());
+        drop(i);
+        assert_eq!(std::fs::metadata(&zero).unwrap().len(), 0);
         // A redb file with no tables at all reads as empty.
         let empty = dir.path().join("empty.redb");
         drop(redb::Database::create(&empty).unwrap());

@@ -1199,3 +1199,44 @@ fn restore_never_replaces_another_programs_file() {
     assert_eq!(file_hash(db), before);
     assert_eq!(files_in(dir.dir.path()), ["lessor.redb"]);
 }
+
+#[test]
+fn an_empty_file_reads_as_an_empty_database_and_stays_empty() {
+    let dir = test_dir();
+    let db = &dir.path;
+    std::fs::write(db, b"").unwrap();
+    assert_eq!(
+        lessor(db, &["--json", "leases"]).json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        lessor(db, &["--json", "range"]).json(),
+        serde_json::json!([])
+    );
+    assert_eq!(lessor(db, &["verify"]).ok(), "ok\n");
+    assert_eq!(lessor(db, &["--json", "stats"]).json()["leases"], 0);
+    assert_eq!(std::fs::metadata(db).unwrap().len(), 0, "still empty");
+}
+
+#[test]
+fn restore_force_keeps_lease_ids_unique() {
+    let dir = test_dir();
+    let db = &dir.path;
+    lessor(db, &["grant", "1m", "--id", "77"]).ok();
+    lessor(db, &["revoke", "77"]).ok();
+    lessor(db, &["put", "/old", "1"]).ok();
+    let dump = "{\"type\":\"header\",\"format\":1,\"revision\":1,\"leases\":1,\"keys\":0}\n\
+                {\"type\":\"lease\",\"id\":3,\"ttl_ms\":60000,\"remaining_ms\":60000}\n";
+    lessor_with_input(db, &["restore", "-", "--force"], dump.as_bytes()).ok();
+    assert_eq!(lessor(db, &["--json", "stats"]).json()["max_lease_id"], 77);
+    // The next auto id comes after every id the replaced database issued.
+    assert!(
+        lessor(db, &["grant", "1m"])
+            .ok()
+            .starts_with("lease 78 granted")
+    );
+    assert_eq!(
+        lessor(db, &["--json", "range"]).json(),
+        serde_json::json!([])
+    );
+}
