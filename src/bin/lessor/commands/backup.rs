@@ -129,6 +129,12 @@ pub fn restore(cli: &Cli, out: &mut dyn Write, file: &Path, force: bool) -> CliR
     };
     let target = Target::check(cli, force)?;
     let temp = target.temp_path()?;
+    // Created here, never an existing file: from now on the file is ours to remove.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temp)
+        .map_err(|e| Failure::new(ERROR, format!("cannot create {}: {e}", temp.display())))?;
     let revision = match write_new(cli, &temp, &dump, target.max_lease_id)
         .and_then(|revision| target.replace_with(&temp).map(|()| revision))
     {
@@ -284,14 +290,9 @@ impl Target {
     }
 }
 
-/// Writes `dump` into a new database at `temp`, created here (never an existing file), and
-/// returns its revision. The database's lease-id high-water mark is raised to `max_lease_id`.
+/// Writes `dump` into a new database in the empty file `temp`, and returns its revision. The
+/// database's lease-id high-water mark is raised to `max_lease_id`.
 fn write_new(cli: &Cli, temp: &Path, dump: &Dump, max_lease_id: u64) -> CliResult<u64> {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(|e| Failure::new(ERROR, format!("cannot create {}: {e}", temp.display())))?;
     let lessor = Lessor::builder()
         .restart_policy(cli.restart_policy.into())
         .durability(Durability::Batched {
