@@ -35,14 +35,16 @@ use std::time::{Duration, SystemTime};
 
 use redb::backends::InMemoryBackend;
 use redb::{
-    Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, StorageBackend,
+    Database, DatabaseError, Key, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition,
+    TableError, Value,
 };
 
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::record::LeaseRecord;
 use crate::restart::{RestartPolicy, left_at_open};
-use crate::store::{self, Meta};
+use crate::store::{self, KV, LEASE_KEYS, LEASES, Meta};
 
 /// A lessor database file opened read-only: leases, keys and checks, without writing a byte.
 ///
@@ -69,7 +71,8 @@ use crate::store::{self, Meta};
 /// # Ok(()) }
 /// ```
 pub struct Inspector {
-    // Dropped before `db`: the transaction reads through it.
+    // Dropped before `db`: the tables and the transaction read through it.
+    tables: Tables,
     read: ReadTransaction,
     db: Handle,
     path: PathBuf,
@@ -88,6 +91,126 @@ enum Handle {
     File(ReadOnlyDatabase),
     /// A copy in memory, repaired there; `lock` is the file, kept open with a shared `flock`.
     Repaired { db: Database, lock: File },
+}
+
+/// The data tables of the snapshot, opened once. `None` for a table the file does not have (a
+/// database no session has written to may hold its metadata only): it reads as empty.
+struct Tables {
+    leases: Option<ReadOnlyTable<u64, &'static [u8]>>,
+    kv: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
+    lease_keys: Option<ReadOnlyTable<(u64, &'static [u8]), ()>>,
+}
+
+impl Tables {
+    fn open(read: &ReadTransaction, meta: Option<&Meta>) -> Result<Tables> {
+        if meta.is_none() {
+            return Ok(Tables {
+                leases: None,
+                kv: None,
+                lease_keys: None,
+            });
+        }
+        Ok(Tables {
+            leases: optional(read, LEASES)?,
+            kv: optional(read, KV)?,
+            lease_keys: optional(read, LEASE_KEYS)?,
+        })
+    }
+
+    fn complete(&self) -> bool {
+        self.leases.is_some() && self.kv.is_some() && self.lease_keys.is_some()
+    }
+
+    /// Every stored lease, ascending by id.
+    fn lease_records(&self) -> Result<Vec<(LeaseId, LeaseRecord)>> {
+        let mut out = Vec::new();
+        let Some(leases) = &self.leases else {
+            return Ok(out);
+        };
+        for entry in leases.iter()? {
+            let (k, v) = entry?;
+            out.push((lease_id(k.value())?, LeaseRecord::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Lease `id`'s record, if it is stored.
+    fn lease_record(&self, id: LeaseId) -> Result<Option<LeaseRecord>> {
+        let Some(leases) = &self.leases else {
+            return Ok(None);
+        };
+        let found = leases.get(id.get())?;
+        found.map(|v| LeaseRecord::decode(v.value())).transpose()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let Some(kv) = &self.kv else {
+            return Ok(None);
+        };
+        let found = kv.get(key)?;
+        found.map(|v| store::key_value(key, v.value())).transpose()
+    }
+
+    /// Every key that starts with `prefix`, in key order.
+    fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        let mut out = Vec::new();
+        let Some(kv) = &self.kv else {
+            return Ok(out);
+        };
+        for entry in kv.range::<&[u8]>(prefix..)? {
+            let (k, v) = entry?;
+            let key = k.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push(store::key_value(key, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The keys the index lists under lease `id`, in key order.
+    fn lease_keys(&self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
+        let mut keys = Vec::new();
+        let Some(index) = &self.lease_keys else {
+            return Ok(keys);
+        };
+        let start: (u64, &[u8]) = (id.get(), &[]);
+        for entry in index.range(start..)? {
+            let (k, _) = entry?;
+            let (lease, key) = k.value();
+            if lease != id.get() {
+                break;
+            }
+            keys.push(key.to_vec());
+        }
+        Ok(keys)
+    }
+
+    /// How many keys there are, and how many are attached to a lease; O(1).
+    fn key_counts(&self) -> Result<(u64, u64)> {
+        let keys = self.kv.as_ref().map_or(Ok(0), ReadableTableMetadata::len)?;
+        let attached = self
+            .lease_keys
+            .as_ref()
+            .map_or(Ok(0), ReadableTableMetadata::len)?;
+        Ok((keys, attached))
+    }
+}
+
+/// Opens table `def` in `read`; `None` if the file does not have it.
+fn optional<K: Key + 'static, V: Value + 'static>(
+    read: &ReadTransaction,
+    def: TableDefinition<'_, K, V>,
+) -> Result<Option<ReadOnlyTable<K, V>>> {
+    match read.open_table(def) {
+        Ok(table) => Ok(Some(table)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(not_ours(e.into())),
+    }
+}
+
+fn lease_id(raw: u64) -> Result<LeaseId> {
+    LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
 }
 
 /// Bytes read from the file at a time into the copy that is repaired in memory.
@@ -181,10 +304,12 @@ impl Inspector {
             Handle::Repaired { db, .. } => db.begin_read()?,
         };
         let meta = store::read_meta(&read).map_err(not_ours)?;
+        let tables = Tables::open(&read, meta.as_ref())?;
         let wall = wall
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
         Ok(Inspector {
+            tables,
             read,
             db,
             path: path.to_path_buf(),
@@ -200,7 +325,10 @@ impl Inspector {
     /// # Errors
     /// [`Error::Storage`] if redb fails to close the file.
     pub fn close(self) -> Result<()> {
-        let Inspector { read, db, .. } = self;
+        let Inspector {
+            tables, read, db, ..
+        } = self;
+        drop(tables);
         drop(read);
         match db {
             Handle::File(db) => db.close()?,
@@ -232,7 +360,7 @@ impl Inspector {
         let Some(meta) = self.meta else {
             return Err(Error::LeaseNotFound(id));
         };
-        let record = store::lease_record(&self.read, id).map_err(not_ours)?;
+        let record = self.tables.lease_record(id).map_err(not_ours)?;
         let record = record.ok_or(Error::LeaseNotFound(id))?;
         self.info(&meta, id, &record)?
             .ok_or(Error::LeaseNotFound(id))
@@ -247,7 +375,7 @@ impl Inspector {
             return Ok(Vec::new());
         };
         let mut infos = Vec::new();
-        for (id, record) in store::lease_records(&self.read).map_err(not_ours)? {
+        for (id, record) in self.tables.lease_records().map_err(not_ours)? {
             if let Some(info) = self.info(&meta, id, &record)? {
                 infos.push(info);
             }
@@ -263,11 +391,11 @@ impl Inspector {
         let Some(meta) = self.meta else {
             return Ok(None);
         };
-        let Some(kv) = store::get(&self.read, key.as_ref()).map_err(not_ours)? else {
+        let Some(kv) = self.tables.get(key.as_ref()).map_err(not_ours)? else {
             return Ok(None);
         };
         if let Some(id) = kv.lease {
-            let record = store::lease_record(&self.read, id).map_err(not_ours)?;
+            let record = self.tables.lease_record(id).map_err(not_ours)?;
             if record.is_some_and(|r| self.left(&meta, &r) == 0) {
                 return Ok(None);
             }
@@ -297,12 +425,12 @@ impl Inspector {
             });
         };
         let mut dead = HashSet::new();
-        for (id, record) in store::lease_records(&self.read).map_err(not_ours)? {
+        for (id, record) in self.tables.lease_records().map_err(not_ours)? {
             if self.left(&meta, &record) == 0 {
                 dead.insert(id);
             }
         }
-        let mut kvs = store::range(&self.read, prefix.as_ref()).map_err(not_ours)?;
+        let mut kvs = self.tables.range(prefix.as_ref()).map_err(not_ours)?;
         kvs.retain(|kv| kv.lease.is_none_or(|id| !dead.contains(&id)));
         Ok(Snapshot { kvs, revision })
     }
@@ -326,7 +454,7 @@ impl Inspector {
         let Some(meta) = self.meta else {
             return Ok(stats);
         };
-        for (id, record) in store::lease_records(&self.read).map_err(not_ours)? {
+        for (id, record) in self.tables.lease_records().map_err(not_ours)? {
             if self.left(&meta, &record) == 0 {
                 stats.expired += 1;
             } else {
@@ -334,7 +462,7 @@ impl Inspector {
             }
             stats.max_lease_id = stats.max_lease_id.max(id.get());
         }
-        (stats.keys, stats.attached_keys) = store::key_counts(&self.read).map_err(not_ours)?;
+        (stats.keys, stats.attached_keys) = self.tables.key_counts().map_err(not_ours)?;
         stats.max_lease_id = stats.max_lease_id.max(meta.counters.max_lease_id);
         stats.format = meta.format;
         stats.checkpoints_current = meta.checkpoints;
@@ -349,7 +477,8 @@ impl Inspector {
     /// [`Error::Storage`] if the file cannot be read, [`Error::Corrupted`] if redb finds its own
     /// structures damaged.
     pub fn verify_report(&self) -> Result<Vec<String>> {
-        if self.meta.is_none() {
+        // A file without its data tables holds no data to check.
+        if self.meta.is_none() || !self.tables.complete() {
             return Ok(Vec::new());
         }
         Ok(store::verify(&self.read).map_err(not_ours)?.problems)
@@ -378,7 +507,7 @@ impl Inspector {
             id,
             granted_ttl: Duration::from_nanos(record.ttl_nanos),
             remaining: Duration::from_nanos(left),
-            keys: store::lease_keys(&self.read, id).map_err(not_ours)?,
+            keys: self.tables.lease_keys(id).map_err(not_ours)?,
         }))
     }
 }
@@ -598,6 +727,23 @@ mod tests {
         assert!(!i.repaired_in_memory());
         drop(i);
         assert_eq!(std::fs::metadata(&zero).unwrap().len(), 0);
+        // Lessor's metadata without its data tables reads as empty.
+        let meta_only = dir.path().join("meta-only.redb");
+        {
+            let db = redb::Database::create(&meta_only).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(store::META)
+                .unwrap()
+                .insert("format", 2)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let i = Inspector::open(&meta_only, RestartPolicy::Reset).unwrap();
+        assert!(i.leases().unwrap().is_empty());
+        assert!(i.get("/a").unwrap().is_none());
+        assert!(i.verify_report().unwrap().is_empty());
+        assert_eq!(i.stats().unwrap().keys, 0);
+        drop(i);
         // A redb file with no tables at all reads as empty.
         let empty = dir.path().join("empty.redb");
         drop(redb::Database::create(&empty).unwrap());

@@ -39,10 +39,11 @@ use crate::record::{Checkpoint, KvRecord, LeaseRecord};
 /// Bump it when a table or record changes meaning.
 pub(crate) const FORMAT_VERSION: u64 = 2;
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
-const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
-const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lessor.kv");
-const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> = TableDefinition::new("lessor.lease_keys");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
+pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
+pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lessor.kv");
+pub(crate) const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> =
+    TableDefinition::new("lessor.lease_keys");
 
 const META_FORMAT: &str = "format";
 const META_REVISION: &str = "revision";
@@ -216,29 +217,11 @@ pub(crate) fn read_meta(read: &ReadTransaction) -> Result<Option<Meta>> {
     }))
 }
 
-/// Every lease stored as of `read`, ascending by id.
-pub(crate) fn lease_records(read: &ReadTransaction) -> Result<Vec<(LeaseId, LeaseRecord)>> {
-    let table = read.open_table(LEASES)?;
-    let mut out = Vec::new();
-    for entry in table.iter()? {
-        let (k, v) = entry?;
-        out.push((lease_id(k.value())?, LeaseRecord::decode(v.value())?));
-    }
-    Ok(out)
-}
-
-/// Lease `id`'s record as of `read`, if it is stored.
-pub(crate) fn lease_record(read: &ReadTransaction, id: LeaseId) -> Result<Option<LeaseRecord>> {
-    let table = read.open_table(LEASES)?;
-    let found = table.get(id.get())?;
-    found.map(|v| LeaseRecord::decode(v.value())).transpose()
-}
-
 fn lease_id(raw: u64) -> Result<LeaseId> {
     LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
 }
 
-fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
+pub(crate) fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
     let r = KvRecord::decode(bytes)?;
     Ok(KeyValue {
         key: key.to_vec(),
