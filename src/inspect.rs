@@ -20,11 +20,11 @@
 //!
 //! Every call reads one redb snapshot taken at open, so calls agree with one another.
 //!
-//! A file that was not closed cleanly (its process crashed or was killed) needs a repair before
-//! redb can read it, and a repair writes. The inspector then reads the whole file into memory,
-//! under a shared lock (`flock`, which a redb writer also takes on Linux: a service cannot open
-//! the file meanwhile), and repairs that copy: memory as large as the file, and the file is left
-//! as it is ([`Inspector::repaired_in_memory`] says so).
+//! Some files redb cannot read without a repair, and a repair writes: one a crash left before its
+//! last commit's allocator state reached the disk, or one cut short. The inspector then reads
+//! the whole file into memory, under a shared lock (`flock`, which a redb writer also takes on
+//! Linux: a service cannot open the file meanwhile), and repairs that copy: memory as large as
+//! the file, and the file is left as it is ([`Inspector::repaired_in_memory`] says so).
 
 use std::collections::HashSet;
 use std::fmt;
@@ -340,8 +340,8 @@ impl Inspector {
         Ok(())
     }
 
-    /// Whether the file was not closed cleanly, and is read through a copy repaired in memory
-    /// (the file itself is left as it is).
+    /// Whether redb could not read the file without a repair (a crash or damage), so that it is
+    /// read through a copy repaired in memory (the file itself is left as it is).
     pub fn repaired_in_memory(&self) -> bool {
         matches!(self.db, Handle::Repaired { .. }) && self.file_bytes > 0
     }

@@ -22,7 +22,8 @@ Read commands (leases, ttl, get, range, dump, verify, stats) open the file read-
 write to it: it stays byte for byte the same, and a read-only file in a read-only folder will
 do. They show each lease with what the restart policy would give it if a service opened the
 file now (by default its full TTL again), and leave out leases that would have nothing left,
-with their keys. A file left by a crash is read through a repair made in memory.
+with their keys. A file redb must repair to read (after some crashes) is repaired in a copy
+in memory.
 
 Write commands (grant, revoke, keep-alive, put, del, watch) open the database as a service does:
 leases get what the restart policy gives them, and while the command runs its own ticker

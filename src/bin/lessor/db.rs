@@ -47,7 +47,7 @@ pub fn open_read(cli: &Cli) -> CliResult<Inspector> {
         Inspector::open(path, cli.restart_policy.into()).map_err(|e| read_failure(path, e))?;
     if inspector.repaired_in_memory() {
         eprintln!(
-            "note: {} was not closed cleanly (its process crashed or was killed); it is read \
+            "note: {} cannot be read without a repair (a crash left it so, or it is damaged); it is read \
              through a copy repaired in memory, and left as it is",
             path.display()
         );
