@@ -60,6 +60,8 @@
 //! - **Restart**: leases, keys and the revision survive a restart. What a lease has left then is
 //!   the [`RestartPolicy`]'s choice: its full TTL again, as in etcd (the default), what it had
 //!   left when the database closed, or what its wall-clock deadline leaves.
+//! - **Inspection** ([`Inspector`]): a database file read without writing a byte to it, for
+//!   tools and backups: leases as a restart policy would give them, keys, counts and checks.
 //! - **Time** comes from a [`Clock`]: [`SystemClock`] by default, [`ManualClock`] for tests.
 //!
 //! # Threads and durability
@@ -104,6 +106,7 @@ mod error;
 mod etcd;
 mod events;
 mod expiry;
+mod inspect;
 mod keepalive;
 mod lease;
 mod lease_store;
@@ -128,6 +131,7 @@ pub use crate::error::{Error, Result};
 #[cfg(feature = "etcd")]
 pub use crate::etcd::{EtcdLessor, EtcdOptions};
 pub use crate::events::{LeaseEvent, RevokeCause};
+pub use crate::inspect::{FileStats, Inspector};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;

@@ -62,7 +62,15 @@ pub(crate) fn open_file(path: &Path, config: &Config) -> Result<Database> {
         });
     }
     probe(path, config)?;
-    redb_builder(config).create(path).map_err(|e| match e {
+    redb_builder(config)
+        .create(path)
+        .map_err(|e| open_error(path, e))
+}
+
+/// The error of opening the redb file at `path`: a file that is not a redb file, or is cut
+/// short, is named as such rather than as an I/O error.
+pub(crate) fn open_error(path: &Path, e: DatabaseError) -> Error {
+    match e {
         // redb reports a file without its magic number as invalid data.
         DatabaseError::Storage(StorageError::Io(source))
             if source.kind() == std::io::ErrorKind::InvalidData =>
@@ -79,7 +87,7 @@ pub(crate) fn open_file(path: &Path, config: &Config) -> Result<Database> {
             source,
         },
         other => Error::from(other),
-    })
+    }
 }
 
 /// Runs [`store::check`] on the file at `path` opened read-only, so that a redb database of

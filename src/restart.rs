@@ -238,6 +238,27 @@ pub(crate) fn left_after_restart(
     }
 }
 
+/// The TTL left to a lease of `ttl` with `checkpoint` when a session under `policy` opens a
+/// file whose `checkpoints` flag is `current`, its stored uptime `uptime`, at wall time `wall`:
+/// as [`left_after_restart`], except that a policy that checkpoints does not trust checkpoints
+/// that are not current and gives the full TTL (the rule of [`crate::recovery`]).
+pub(crate) fn left_at_open(
+    policy: RestartPolicy,
+    current: bool,
+    ttl: u64,
+    checkpoint: Option<Checkpoint>,
+    uptime: u64,
+    wall: u64,
+) -> Left {
+    if policy.checkpoints() && !current {
+        return Left {
+            nanos: ttl,
+            exact: false,
+        };
+    }
+    left_after_restart(policy, ttl, checkpoint, uptime, wall)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +325,23 @@ mod tests {
             assert_eq!(l.nanos, ttl);
             assert!(!l.exact);
         }
+    }
+
+    #[test]
+    fn stale_checkpoints_give_a_full_ttl_at_open() {
+        let ttl = 10 * S;
+        let c = Some(Checkpoint {
+            uptime_deadline: S,
+            wall_deadline: S,
+        });
+        for policy in [RestartPolicy::Preserve, RestartPolicy::Absolute] {
+            assert_eq!(left_at_open(policy, false, ttl, c, 4 * S, 9 * S).nanos, ttl);
+            assert_eq!(left_at_open(policy, true, ttl, c, 4 * S, 9 * S).nanos, 0);
+        }
+        assert_eq!(
+            left_at_open(RestartPolicy::Reset, true, ttl, c, 4 * S, 9 * S).nanos,
+            ttl
+        );
     }
 
     #[test]

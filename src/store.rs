@@ -230,6 +230,52 @@ pub(crate) fn load_leases(db: &Database) -> Result<Vec<(LeaseId, LeaseRecord)>> 
     Ok(out)
 }
 
+/// What `lessor.meta` holds as of `read`, without writing: `None` for a redb file with no
+/// tables at all (one that [`init`] would initialise).
+///
+/// # Errors
+/// [`Error::NotLessorDatabase`] if the file has tables but not lessor's metadata;
+/// [`Error::Corrupted`] without a format version; [`Error::IncompatibleFormat`].
+pub(crate) fn read_meta(read: &ReadTransaction) -> Result<Option<Meta>> {
+    let mut has_meta = false;
+    let mut has_other = false;
+    for t in read.list_tables()? {
+        if t.name() == META.name() {
+            has_meta = true;
+        } else {
+            has_other = true;
+        }
+    }
+    if !has_meta {
+        return if has_other {
+            Err(Error::NotLessorDatabase(
+                "a redb database whose tables are not lessor's".into(),
+            ))
+        } else {
+            Ok(None)
+        };
+    }
+    let meta = read.open_table(META)?;
+    let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
+    let format = get(META_FORMAT)?
+        .ok_or_else(|| Error::Corrupted("metadata has no format version".into()))?;
+    if !(1..=FORMAT_VERSION).contains(&format) {
+        return Err(Error::IncompatibleFormat {
+            found: format,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(Some(Meta {
+        counters: Counters {
+            revision: get(META_REVISION)?.unwrap_or(0),
+            max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
+        },
+        format,
+        uptime: get(META_UPTIME)?.unwrap_or(0),
+        checkpoints: get(META_CHECKPOINTS)?.unwrap_or(0) != 0,
+    }))
+}
+
 fn lease_id(raw: u64) -> Result<LeaseId> {
     LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
 }

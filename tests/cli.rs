@@ -84,7 +84,11 @@ fn lessor_with_input(db: &Path, args: &[&str], input: &[u8]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
+    // A command that refuses its input early stops reading it: that is no failure here.
+    match child.stdin.take().unwrap().write_all(input) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        written => written.unwrap(),
+    }
     Run::from(child.wait_with_output().unwrap())
 }
 
@@ -520,14 +524,16 @@ fn stats_agree_with_the_library() {
     assert_eq!(fields[3], ["leases", "2"]);
     assert_eq!(fields[4], ["keys", "2"]);
     assert_eq!(fields[5], ["attached", "keys", "1"]);
-    assert_eq!(fields[6], ["health", "ok"]);
+    assert_eq!(fields[6], ["expired", "leases", "0"]);
+    assert_eq!(fields[7], ["max", "lease", "id", "2"]);
     let stats = lessor(db, &["--json", "stats"]).json();
     assert_eq!(stats["revision"], 3);
     assert_eq!(stats["leases"], 2);
     assert_eq!(stats["keys"], 2);
     assert_eq!(stats["attached_keys"], 1);
     assert_eq!(stats["file_bytes"], std::fs::metadata(db).unwrap().len());
-    assert_eq!(stats["poisoned"], false);
+    assert_eq!(stats["expired"], 0);
+    assert_eq!(stats["max_lease_id"], 2);
 }
 
 #[test]
@@ -630,6 +636,7 @@ fn files_that_are_not_databases_are_corrupted() {
     lessor(&cut, &["put", "/a", "1", "--lease", "1"]).ok();
     let bytes = std::fs::read(&cut).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let cut_hash = file_hash(&cut);
     let run = lessor(&cut, &["verify"]);
     run.failed(CORRUPTED);
     assert!(run.stdout.contains("corrupted"), "{}", run.stdout);
@@ -638,6 +645,8 @@ fn files_that_are_not_databases_are_corrupted() {
             .failed(CORRUPTED)
             .contains("corrupted")
     );
+    // redb cannot read it without a repair; the repair is tried on a copy in memory.
+    assert_eq!(file_hash(&cut), cut_hash, "left untouched");
 }
 
 #[test]
@@ -874,5 +883,414 @@ fn the_restart_policy_decides_what_leases_have_left() {
     assert_eq!(
         lessor(db, &["--restart-policy", "sometimes", "leases"]).code,
         USAGE
+    );
+}
+
+/// A hash of the file's bytes: equal before and after a command that must not write.
+fn file_hash(path: &Path) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    std::fs::read(path).unwrap().hash(&mut h);
+    h.finish()
+}
+
+/// Every read command, with the arguments that make it read something of the database that
+/// `checkpointed_database` writes.
+const READS: [&[&str]; 14] = [
+    &["leases"],
+    &["--json", "leases"],
+    &["ttl", "1", "--keys"],
+    &["--json", "ttl", "1"],
+    &["get", "/lock"],
+    &["--json", "get", "/free"],
+    &["range"],
+    &["--json", "range", "/"],
+    &["dump"],
+    &["verify"],
+    &["--json", "verify"],
+    &["stats"],
+    &["--json", "stats"],
+    &["get", "/lock", "--value-only"],
+];
+
+/// A database closed by a service under `Absolute` one hour ago (by its clock): lease 1 of 60 s
+/// (past its wall-clock deadline now) holds `/lock`; lease 2 of ten days holds `/long`; `/free`
+/// has no lease.
+fn checkpointed_database(db: &Path) {
+    let an_hour_ago = std::time::SystemTime::now() - secs(3600);
+    let clock = lessor::ManualClock::starting_at(an_hour_ago);
+    let service = Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .restart_policy(lessor::RestartPolicy::Absolute)
+        .open(db)
+        .unwrap();
+    let lock = service.grant(secs(60)).unwrap();
+    let long = service.grant(secs(10 * 86_400)).unwrap();
+    service
+        .put_with_lease("/lock", "holder-a", lock.id)
+        .unwrap();
+    service.put_with_lease("/long", "x", long.id).unwrap();
+    service.put("/free", "1").unwrap();
+    clock.advance(secs(10));
+    service.close().unwrap();
+}
+
+#[test]
+fn read_commands_leave_the_file_byte_identical() {
+    let dir = test_dir();
+    let db = &dir.path;
+    checkpointed_database(db);
+    let before = file_hash(db);
+    let modified = std::fs::metadata(db).unwrap().modified().unwrap();
+    for policy in ["reset", "preserve", "absolute"] {
+        for args in READS {
+            let run = lessor(db, &[&["--restart-policy", policy][..], args].concat());
+            // `get /lock` and `ttl 1` find nothing under `absolute`: the lease is past its deadline.
+            assert!(
+                run.code == OK || run.code == NOT_FOUND,
+                "{policy} {args:?}: {}",
+                run.stderr
+            );
+            assert_eq!(file_hash(db), before, "{policy} {args:?} changed the file");
+        }
+    }
+    assert_eq!(std::fs::metadata(db).unwrap().modified().unwrap(), modified);
+}
+
+#[test]
+fn a_read_does_not_bring_expired_locks_back() {
+    let dir = test_dir();
+    let db = &dir.path;
+    checkpointed_database(db);
+    // The default policy's view: every lease gets its full TTL again.
+    let reset = lessor(db, &["--json", "leases"]).json();
+    assert_eq!(reset.as_array().unwrap().len(), 2, "{reset}");
+    assert_eq!(
+        lessor(db, &["get", "/lock", "--value-only"]).ok(),
+        "holder-a"
+    );
+    // That read did not clear the checkpoints: under `absolute` lease 1 is still past its
+    // deadline, and its key goes with it, in every read command's view.
+    let absolute =
+        |args: &[&str]| lessor(db, &[&["--restart-policy", "absolute"][..], args].concat());
+    let leases = absolute(&["--json", "leases"]).json();
+    assert_eq!(leases.as_array().unwrap().len(), 1, "{leases}");
+    assert_eq!(leases[0]["id"], 2);
+    let left = leases[0]["remaining_ms"].as_u64().unwrap();
+    assert!(
+        (10 * 86_400_000 - 3_660_000..=10 * 86_400_000 - 3_600_000).contains(&left),
+        "the wall-clock deadline decides: {left}"
+    );
+    assert!(
+        absolute(&["ttl", "1"])
+            .failed(NOT_FOUND)
+            .contains("lease 1 not found")
+    );
+    assert!(
+        absolute(&["get", "/lock"])
+            .failed(NOT_FOUND)
+            .contains("not found")
+    );
+    let keys: Vec<_> = absolute(&["--json", "range"])
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| kv["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["/free", "/long"]);
+    let dump = absolute(&["dump"]);
+    let header: Value = serde_json::from_str(dump.ok().lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (header["leases"].clone(), header["keys"].clone()),
+        (1.into(), 2.into())
+    );
+    let stats = absolute(&["--json", "stats"]).json();
+    assert_eq!(stats["leases"], 1);
+    assert_eq!(stats["expired"], 1);
+    // `preserve` counts only the time the database was open: 50 s of lease 1 are left.
+    let ttl = lessor(db, &["--json", "--restart-policy", "preserve", "ttl", "1"]).json();
+    assert_eq!(ttl["remaining_ms"], 50_000);
+
+    // And the file still says so to a service.
+    let service = Lessor::builder()
+        .ticker(false)
+        .restart_policy(lessor::RestartPolicy::Absolute)
+        .open(db)
+        .unwrap();
+    assert!(matches!(
+        service.time_to_live(id(1)),
+        Err(lessor::Error::LeaseNotFound(_))
+    ));
+    service.revoke_expired().unwrap();
+    assert!(service.get("/lock").unwrap().is_none());
+    assert!(service.get("/long").unwrap().is_some());
+    service.close().unwrap();
+}
+
+/// Env variable telling this test binary that it is the unprivileged child of
+/// `read_commands_work_on_a_read_only_file_in_a_read_only_directory`.
+const READ_ONLY_CHILD: &str = "LESSOR_TEST_READ_ONLY_CHILD";
+
+#[test]
+fn read_commands_work_on_a_read_only_file_in_a_read_only_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(path) = std::env::var(READ_ONLY_CHILD) {
+        // The child, as an unprivileged user: every read command succeeds.
+        let db = Path::new(&path);
+        for args in READS {
+            let run = lessor(db, args);
+            println!("child: {args:?} {} {}", run.code, run.stderr.trim());
+        }
+        return;
+    }
+    let dir = test_dir();
+    let db = &dir.path;
+    checkpointed_database(db);
+    let before = file_hash(db);
+    let set_mode = |p: &Path, mode| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    set_mode(db, 0o444);
+    set_mode(dir.dir.path(), 0o555);
+    // Root (CAP_DAC_OVERRIDE) ignores permissions: detect it by trying to write.
+    let enforced = std::fs::OpenOptions::new().write(true).open(db).is_err();
+    let report = if enforced {
+        READS
+            .iter()
+            .map(|args| {
+                let run = lessor(db, args);
+                format!("{args:?} {} {}", run.code, run.stderr.trim())
+            })
+            .collect::<Vec<_>>()
+    } else {
+        // As root, check as uid/gid 65534 ("nobody"): this test binary again, which runs the
+        // lessor binary.
+        use std::os::unix::process::CommandExt;
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "read_commands_work_on_a_read_only_file_in_a_read_only_directory",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(READ_ONLY_CHILD, db)
+            .uid(65534)
+            .gid(65534)
+            .output();
+        let stdout = match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => {
+                eprintln!("skipped: running as root and cannot start an unprivileged child: {e}");
+                return;
+            }
+        };
+        let lines: Vec<_> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("child: "))
+            .map(str::to_owned)
+            .collect();
+        if lines.is_empty() {
+            // e.g. the test binary is not readable by that user
+            eprintln!("skipped: the unprivileged child did not run: {stdout}");
+            return;
+        }
+        lines
+    };
+    assert_eq!(report.len(), READS.len(), "{report:#?}");
+    for (line, args) in report.iter().zip(READS) {
+        assert!(line.starts_with(&format!("{args:?} 0")), "{line}");
+    }
+    set_mode(dir.dir.path(), 0o755);
+    assert_eq!(file_hash(db), before);
+}
+
+/// The names of the files in `dir`, sorted.
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_failed_restore_force_leaves_the_old_database_untouched() {
+    let dir = test_dir();
+    let db = &dir.path;
+    lessor(db, &["grant", "5m", "--id", "77"]).ok();
+    lessor(db, &["put", "/old", "1", "--lease", "77"]).ok();
+    let before = file_hash(db);
+    let listing = files_in(dir.dir.path());
+
+    // Good JSON throughout, but the second key is over the key size limit: found only when
+    // it is written, after the first lease and key.
+    let long_key = "k".repeat(5000);
+    let dump = format!(
+        "{{\"type\":\"header\",\"format\":1,\"revision\":3,\"leases\":1,\"keys\":2}}\n\
+         {{\"type\":\"lease\",\"id\":1,\"ttl_ms\":60000,\"remaining_ms\":60000}}\n\
+         {{\"type\":\"key\",\"key\":\"/a\",\"value\":\"1\",\"lease\":1,\"create_revision\":2,\"mod_revision\":2,\"version\":1}}\n\
+         {{\"type\":\"key\",\"key\":\"{long_key}\",\"value\":\"1\",\"lease\":null,\"create_revision\":3,\"mod_revision\":3,\"version\":1}}\n"
+    );
+    let run = lessor_with_input(db, &["restore", "-", "--force"], dump.as_bytes());
+    assert!(
+        run.failed(ERROR).contains("above the limit"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(file_hash(db), before, "the old database is untouched");
+    assert_eq!(
+        files_in(dir.dir.path()),
+        listing,
+        "no temporary file is left"
+    );
+    assert_eq!(
+        lessor(db, &["ttl", "77", "--keys"]).ok().lines().last(),
+        Some("  /old")
+    );
+}
+
+#[test]
+fn restore_refuses_a_line_over_the_limit_naming_it() {
+    let dir = test_dir();
+    let db = &dir.path;
+    // 17 MiB of value on line 3: over the 16 MiB a line may have.
+    let mut dump = String::from(
+        "{\"type\":\"header\",\"format\":1,\"revision\":1,\"leases\":0,\"keys\":1}\n\n",
+    );
+    dump.push_str("{\"type\":\"key\",\"key\":\"/big\",\"value\":\"");
+    dump.push_str(&"v".repeat(17 << 20));
+    dump.push_str("\",\"lease\":null,\"create_revision\":1,\"mod_revision\":1,\"version\":1}\n");
+    let run = lessor_with_input(db, &["restore", "-"], dump.as_bytes());
+    let err = run.failed(ERROR);
+    assert!(
+        err.contains("stdin: line 3: longer than the limit of 16 MiB"),
+        "{err}"
+    );
+    assert!(!db.exists(), "nothing was written");
+}
+
+#[test]
+fn a_killed_restore_leaves_the_old_file_untouched() {
+    let dir = test_dir();
+    let db = &dir.path;
+    lessor(db, &["grant", "5m", "--id", "77"]).ok();
+    lessor(db, &["put", "/old", "1", "--lease", "77"]).ok();
+    let before = file_hash(db);
+
+    // A dump big enough that writing it takes a while.
+    let keys = 100_000;
+    let mut dump = format!(
+        "{{\"type\":\"header\",\"format\":1,\"revision\":1,\"leases\":1,\"keys\":{keys}}}\n\
+         {{\"type\":\"lease\",\"id\":1,\"ttl_ms\":600000,\"remaining_ms\":600000}}\n"
+    );
+    for i in 0..keys {
+        dump.push_str(&format!(
+            "{{\"type\":\"key\",\"key\":\"/k/{i:08}\",\"value\":\"{}\",\"lease\":1,\
+             \"create_revision\":1,\"mod_revision\":1,\"version\":1}}\n",
+            "v".repeat(100)
+        ));
+    }
+    let file = dir.dir.path().join("big.jsonl");
+    std::fs::write(&file, &dump).unwrap();
+    let listing = files_in(dir.dir.path());
+    let mut child = command(db)
+        .args(["restore", file.to_str().unwrap(), "--force"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as it writes anything: the old file changes, or a new file appears.
+    let start = Instant::now();
+    let killed = loop {
+        if file_hash(db) != before || files_in(dir.dir.path()) != listing {
+            child.kill().unwrap();
+            break true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "restore hangs");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    child.wait().unwrap();
+    assert!(killed, "the restore finished before it could be killed");
+    assert_eq!(file_hash(db), before, "the old database is untouched");
+    assert_eq!(
+        lessor(db, &["ttl", "77", "--keys"]).ok().lines().last(),
+        Some("  /old")
+    );
+    // A second restore finishes, whatever the first one left behind.
+    let run = lessor(db, &["restore", file.to_str().unwrap(), "--force"]);
+    assert!(
+        run.ok().starts_with("restored 1 lease and 100000 keys"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        lessor(db, &["ttl", "77"])
+            .failed(NOT_FOUND)
+            .contains("not found")
+    );
+}
+
+#[test]
+fn restore_never_replaces_another_programs_file() {
+    let dir = test_dir();
+    let db = &dir.path;
+    std::fs::write(db, b"not a database, just text\n".repeat(500)).unwrap();
+    let before = file_hash(db);
+    let dump = "{\"type\":\"header\",\"format\":1,\"revision\":0,\"leases\":0,\"keys\":0}\n";
+    for args in [&["restore", "-"][..], &["restore", "-", "--force"]] {
+        let run = lessor_with_input(db, args, dump.as_bytes());
+        assert!(
+            run.failed(CORRUPTED).contains("is not a lessor database"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(file_hash(db), before);
+    assert_eq!(files_in(dir.dir.path()), ["lessor.redb"]);
+}
+
+#[test]
+fn an_empty_file_reads_as_an_empty_database_and_stays_empty() {
+    let dir = test_dir();
+    let db = &dir.path;
+    std::fs::write(db, b"").unwrap();
+    assert_eq!(
+        lessor(db, &["--json", "leases"]).json(),
+        serde_json::json!([])
+    );
+    assert_eq!(
+        lessor(db, &["--json", "range"]).json(),
+        serde_json::json!([])
+    );
+    assert_eq!(lessor(db, &["verify"]).ok(), "ok\n");
+    assert_eq!(lessor(db, &["--json", "stats"]).json()["leases"], 0);
+    assert_eq!(std::fs::metadata(db).unwrap().len(), 0, "still empty");
+}
+
+#[test]
+fn restore_force_keeps_lease_ids_unique() {
+    let dir = test_dir();
+    let db = &dir.path;
+    lessor(db, &["grant", "1m", "--id", "77"]).ok();
+    lessor(db, &["revoke", "77"]).ok();
+    lessor(db, &["put", "/old", "1"]).ok();
+    let dump = "{\"type\":\"header\",\"format\":1,\"revision\":1,\"leases\":1,\"keys\":0}\n\
+                {\"type\":\"lease\",\"id\":3,\"ttl_ms\":60000,\"remaining_ms\":60000}\n";
+    lessor_with_input(db, &["restore", "-", "--force"], dump.as_bytes()).ok();
+    assert_eq!(lessor(db, &["--json", "stats"]).json()["max_lease_id"], 77);
+    // The next auto id comes after every id the replaced database issued.
+    assert!(
+        lessor(db, &["grant", "1m"])
+            .ok()
+            .starts_with("lease 78 granted")
+    );
+    assert_eq!(
+        lessor(db, &["--json", "range"]).json(),
+        serde_json::json!([])
     );
 }

@@ -18,10 +18,18 @@ Inspect and edit a lessor database file: leases, keys, backups.
 lessor works on a database file that no process has open: a stopped service's file, or a copy or
 backup of it. A running service holds a lock on its file; lessor then fails with exit code 4.
 
-Every command opens the database as a service does: leases get the time the restart policy
-gives them (by default their full TTL again, counted from the moment the command opens the
-file), and while the command runs its own ticker revokes leases that expire. Read commands fail
-if the file does not exist; write commands (grant, put, restore) create it.";
+Read commands (leases, ttl, get, range, dump, verify, stats) open the file read-only and never
+write to it: it stays byte for byte the same, and a read-only file in a read-only folder will
+do. They show each lease with what the restart policy would give it if a service opened the
+file now (by default its full TTL again), and leave out leases that would have nothing left,
+with their keys. A file redb must repair to read (after some crashes) is repaired in a copy
+in memory.
+
+Write commands (grant, revoke, keep-alive, put, del, watch) open the database as a service does:
+leases get what the restart policy gives them, and while the command runs its own ticker
+revokes leases that expire. restore writes a new file and renames it over the old one.
+
+Read commands fail if the file does not exist; grant, put and restore create it.";
 
 /// The `--help` footer of the top-level command.
 const FOOTER: &str = "\
@@ -61,6 +69,7 @@ pub struct Cli {
     pub json: bool,
 
     /// What each lease has left when the command opens the file; use the one your service uses.
+    /// Read commands show it without writing anything.
     #[arg(long, global = true, value_enum, default_value_t = Policy::Reset, value_name = "POLICY")]
     pub restart_policy: Policy,
 
@@ -217,15 +226,21 @@ Examples:
         count: Option<u64>,
     },
 
-    /// Show numbers about the database: leases, keys, revision, file size, health.
-    #[command(after_help = "Examples:\n  lessor stats\n  lessor --json stats")]
+    /// Show numbers about the database: leases, keys, revision, file size.
+    #[command(after_help = "\
+leases counts those with time left under --restart-policy; expired leases, those a service
+opening the file under it would revoke at once. keys counts every key in the file.
+
+Examples:
+  lessor stats
+  lessor --json stats")]
     Stats,
 
     /// Check the whole database; print "ok" or every problem found (exit code 5).
     #[command(after_help = "\
 Checks that every record decodes, every key's lease exists and indexes it, every index entry
 has its key and lease, and no key or lease is newer than the counters. A file that is not a
-lessor database, or is truncated, counts as corrupted.
+lessor database, or is truncated, counts as corrupted. Reads the file only, read-only.
 
 Examples:
   lessor verify
@@ -240,7 +255,8 @@ Format (one JSON object a line, in this order):
   {\"type\":\"key\",\"key\":\"/a\",\"value\":\"1\",\"lease\":7,\"create_revision\":3,
    \"mod_revision\":5,\"version\":2}                                      (by key)
 A key or value that is not UTF-8 is written hex-encoded as key_hex or value_hex instead;
-\"lease\" is null for a key without one.
+\"lease\" is null for a key without one. remaining_ms is what --restart-policy gives the lease;
+leases with nothing left are not written, nor are their keys.
 
 Examples:
   lessor dump > backup.jsonl
@@ -250,10 +266,17 @@ Examples:
     /// Load a dump into a database that holds no leases or keys (creates the file if missing).
     #[command(after_help = "\
 Restores lease ids, TTLs, keys, values and which lease each key is attached to. It does not
-restore revision numbers or versions: each key is written once, at a new revision. Each lease
-gets its full TTL, counted from the restore. The input is checked whole before anything is
-written. With --force the database's leases and keys are deleted first, so that it ends up
-holding what the dump holds.
+restore revision numbers or versions: each key is written once, at a new revision of a new
+database. Each lease gets its full TTL, counted from the restore; lease ids the old database
+issued are still never reused.
+
+The input is checked whole first (a line may be at most 16 MiB; a longer one is refused with
+its number, without being read whole). The new database is then written to a temporary file
+beside the old one (.NAME.restore-PID.tmp), fsynced, and renamed over it only once complete:
+a restore that fails, or is interrupted, leaves the old file as it was (an interrupted one may
+leave its temporary file, which can be deleted). --force replaces a database that holds leases
+or keys, or is damaged; never a file that is not a lessor database, nor one a process has open
+(exit code 4). The new file gets the old one's permissions.
 
 Examples:
   lessor --db new.redb restore backup.jsonl
@@ -261,7 +284,7 @@ Examples:
     Restore {
         /// The dump to read; - for stdin.
         file: PathBuf,
-        /// Restore into a database that has leases or keys: delete them first.
+        /// Replace a database that has leases or keys (or is damaged) with the dump's.
         #[arg(long)]
         force: bool,
     },

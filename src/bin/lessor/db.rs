@@ -1,8 +1,9 @@
-//! Opening and closing the database file a command works on.
+//! Opening and closing the database file a command works on: read commands open it read-only
+//! (an [`Inspector`]), write commands as a service does (a [`Lessor`]).
 
 use std::path::Path;
 
-use lessor::{Builder, Lessor};
+use lessor::{Builder, Error, Inspector, Lessor};
 
 use crate::args::Cli;
 use crate::failure::{CliResult, Failure, NOT_FOUND};
@@ -35,6 +36,34 @@ pub fn open_with(
     configure(builder)
         .open(path)
         .map_err(|e| Failure::at(path, e))
+}
+
+/// Opens the existing `--db` read-only: nothing is written to the file, and leases have what
+/// `--restart-policy` would give them.
+pub fn open_read(cli: &Cli) -> CliResult<Inspector> {
+    let path = &cli.db;
+    check_exists(path)?;
+    let inspector =
+        Inspector::open(path, cli.restart_policy.into()).map_err(|e| read_failure(path, e))?;
+    if inspector.repaired_in_memory() {
+        eprintln!(
+            "note: {} cannot be read without a repair (a crash left it so, or it is damaged); it is read \
+             through a copy repaired in memory, and left as it is",
+            path.display()
+        );
+    }
+    Ok(inspector)
+}
+
+/// The failure of opening `path` read-only.
+pub fn read_failure(path: &Path, err: Error) -> Failure {
+    match err {
+        Error::Io { source, .. } => Failure::new(
+            crate::failure::ERROR,
+            format!("cannot read {}: {source}", path.display()),
+        ),
+        other => Failure::at(path, other),
+    }
 }
 
 /// Fails with [`NOT_FOUND`] unless `path` exists.

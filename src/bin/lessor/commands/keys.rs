@@ -48,10 +48,10 @@ struct Revision {
 }
 
 pub fn get(cli: &Cli, out: &mut dyn Write, key: &[u8], value_only: bool) -> CliResult {
-    let lessor = db::open(cli, Access::Existing)?;
-    let kv = lessor.get(key);
-    db::close(cli, lessor)?;
-    let kv = kv?.ok_or_else(|| Failure::from(Error::KeyNotFound(key.to_vec())))?;
+    let kv = db::open_read(cli)?
+        .get(key)
+        .map_err(|e| Failure::at(&cli.db, e))?
+        .ok_or_else(|| Failure::from(Error::KeyNotFound(key.to_vec())))?;
     if value_only {
         out.write_all(&kv.value)?;
     } else if cli.json {
@@ -77,10 +77,9 @@ fn show_lease(lease: Option<LeaseId>) -> String {
 }
 
 pub fn range(cli: &Cli, out: &mut dyn Write, prefix: &[u8]) -> CliResult {
-    let lessor = db::open(cli, Access::Existing)?;
-    let kvs = lessor.range(prefix);
-    db::close(cli, lessor)?;
-    let kvs = kvs?;
+    let kvs = db::open_read(cli)?
+        .range(prefix)
+        .map_err(|e| Failure::at(&cli.db, e))?;
     if cli.json {
         let all: Vec<_> = kvs.iter().map(JsonKv::new).collect();
         write_json(out, &all)?;

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use lessor::{EndReason, Error, KeepAliveOptions, LeaseId, LeaseInfo, Lessor};
+use lessor::{EndReason, KeepAliveOptions, LeaseId, LeaseInfo, Lessor};
 use serde::Serialize;
 
 use crate::args::Cli;
@@ -11,21 +11,6 @@ use crate::db::{self, Access};
 use crate::duration::{self, millis};
 use crate::failure::{CliResult, ERROR, Failure, NOT_FOUND};
 use crate::output::{self, JsonKey, Table, write_fields, write_json};
-
-/// What is known of every live lease, by id. A lease that expires between listing the ids and
-/// reading it is left out, as if listed a moment later.
-// One read transaction per lease; a library call listing them all in one would be cheaper.
-pub fn lease_infos(lessor: &Lessor) -> CliResult<Vec<LeaseInfo>> {
-    let mut infos = Vec::new();
-    for id in lessor.leases() {
-        match lessor.time_to_live(id) {
-            Ok(info) => infos.push(info),
-            Err(Error::LeaseNotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(infos)
-}
 
 #[derive(Serialize)]
 struct JsonLease {
@@ -50,9 +35,9 @@ impl JsonLease {
 }
 
 pub fn leases(cli: &Cli, out: &mut dyn Write) -> CliResult {
-    let lessor = db::open(cli, Access::Existing)?;
-    let infos = lease_infos(&lessor)?;
-    db::close(cli, lessor)?;
+    let infos = db::open_read(cli)?
+        .leases()
+        .map_err(|e| Failure::at(&cli.db, e))?;
     if cli.json {
         let all: Vec<_> = infos.iter().map(|i| JsonLease::new(i, false)).collect();
         write_json(out, &all)?;
@@ -72,10 +57,9 @@ pub fn leases(cli: &Cli, out: &mut dyn Write) -> CliResult {
 }
 
 pub fn ttl(cli: &Cli, out: &mut dyn Write, id: LeaseId, with_keys: bool) -> CliResult {
-    let lessor = db::open(cli, Access::Existing)?;
-    let info = lessor.time_to_live(id);
-    db::close(cli, lessor)?;
-    let info = info?;
+    let info = db::open_read(cli)?
+        .time_to_live(id)
+        .map_err(|e| Failure::at(&cli.db, e))?;
     if cli.json {
         write_json(out, &JsonLease::new(&info, with_keys))?;
         return Ok(());

@@ -6,7 +6,7 @@ use lessor::Error;
 use serde::Serialize;
 
 use crate::args::Cli;
-use crate::db::{self, Access};
+use crate::db;
 use crate::failure::{CORRUPTED, CliResult, Failure};
 use crate::output::{count, write_json};
 
@@ -49,16 +49,15 @@ pub fn verify(cli: &Cli, out: &mut dyn Write) -> CliResult {
 }
 
 /// The problems found, one a string; a file that does not open as a lessor database is one
-/// problem. Other failures (locked, I/O) are errors, not findings.
+/// problem. Other failures (locked, I/O) are errors, not findings. Checks the file only,
+/// opened read-only.
 fn problems(cli: &Cli) -> CliResult<Vec<String>> {
-    let lessor = match db::open(cli, Access::Existing) {
-        Ok(lessor) => lessor,
+    let inspector = match db::open_read(cli) {
+        Ok(inspector) => inspector,
         Err(failure) if failure.code == CORRUPTED => return Ok(vec![failure.message]),
         Err(failure) => return Err(failure),
     };
-    let verdict = lessor.verify_report();
-    db::close(cli, lessor)?;
-    match verdict {
+    match inspector.verify_report() {
         Ok(problems) => Ok(problems),
         // A record the report itself cannot read is one more finding.
         Err(Error::Corrupted(problem)) => Ok(vec![problem]),
