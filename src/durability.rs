@@ -216,12 +216,12 @@ impl Syncer {
         self.state.lock().durable
     }
 
-    /// A flush failed with requests up to `last` applied: wake every waiter with an error.
-    /// Requests after the last durable one up to `last` are lost for good: their waiters fail
-    /// even if they only look after a [`reopen`](Self::reopen).
-    pub(crate) fn fail(&self, last: u64) {
+    /// A flush failed with requests up to `last` applied: wake every waiter with an error. If
+    /// `lost`, requests after the last durable one up to `last` are lost for good: their waiters
+    /// fail even if they only look after a [`reopen`](Self::reopen).
+    pub(crate) fn fail(&self, last: u64, lost: bool) {
         let mut s = self.state.lock();
-        if s.durable < last {
+        if lost && s.durable < last {
             let first = s.durable + 1;
             s.lost.push((first, last));
         }
@@ -229,14 +229,17 @@ impl Syncer {
         self.end(Ended::Failed);
     }
 
-    /// The database was reopened after a failure, with `last` the last request applied before
-    /// it: later requests are counted afresh from there, and waiters of lost ones still fail.
-    pub(crate) fn reopen(&self, last: u64) {
+    /// The database was reopened after a failure. With `Some(last)`, the last request applied
+    /// before it, requests up to it are settled (durable, or lost for good if a failure said
+    /// so); with `None`, they wait for a flush still to come.
+    pub(crate) fn reopen(&self, last: Option<u64>) {
         let mut s = self.state.lock();
         if s.ended == Some(Ended::Failed) {
             s.ended = None;
         }
-        s.durable = s.durable.max(last);
+        if let Some(last) = last {
+            s.durable = s.durable.max(last);
+        }
     }
 
     /// The lessor closed (after its last flush): wake every waiter.
@@ -287,10 +290,10 @@ mod tests {
         let s = Syncer::new(Durability::Immediate);
         s.durable(1);
         assert_eq!(s.turn(2).unwrap(), Turn::Lead);
-        s.fail(3);
+        s.fail(3, true);
         s.flush_ended();
         assert!(matches!(s.turn(2), Err(Error::Poisoned)));
-        s.reopen(3);
+        s.reopen(Some(3));
         assert!(matches!(s.turn(3), Err(Error::Poisoned)));
         assert_eq!(s.turn(1).unwrap(), Turn::Done);
         // Requests after the reopen wait for their own flush again.

@@ -338,11 +338,24 @@ impl Lessor {
         })
     }
 
+    /// The core, for a call that writes: refused once closed, and while poisoned.
     fn core(&self) -> Result<&Core> {
         let core = &*self.handle.core;
         match core.state.load(Ordering::Acquire) {
             OPEN => Ok(core),
             POISONED => Err(Error::Poisoned),
+            _ => Err(Error::Closed),
+        }
+    }
+
+    /// The core, for a call that only reads or renews: refused once closed. While poisoned it
+    /// still answers, from memory and from what the file held before the failure (plus, under
+    /// [`Durability::Batched`], the acknowledged writes still waiting for their flush), so that
+    /// healthy holders keep their leases while the disk fails.
+    fn readable(&self) -> Result<&Core> {
+        let core = &*self.handle.core;
+        match core.state.load(Ordering::Acquire) {
+            OPEN | POISONED => Ok(core),
             _ => Err(Error::Closed),
         }
     }
@@ -411,7 +424,7 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn renew(&self, id: LeaseId) -> Result<Duration> {
-        let core = self.core()?;
+        let core = self.readable()?;
         let now = core.now();
         match core.table.renew(id, now) {
             Some(ttl) => {
@@ -511,7 +524,7 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
-        self.core()?;
+        self.readable()?;
         keepalive::start(&self.handle.core, id, opts)
     }
 
@@ -574,7 +587,7 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
-        let core = self.core()?;
+        let core = self.readable()?;
         let now = core.now();
         core.read(|view, _| {
             let (ttl, deadline) = core.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
@@ -589,7 +602,7 @@ impl Lessor {
 
     /// Ids of the live leases, ascending. Empty once closed.
     pub fn leases(&self) -> Vec<LeaseId> {
-        match self.core() {
+        match self.readable() {
             Ok(core) => core.table.alive_ids(core.now()),
             Err(_) => Vec::new(),
         }
@@ -639,7 +652,7 @@ impl Lessor {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>> {
-        self.core()?.read(|view, _| view.get(key.as_ref()))
+        self.readable()?.read(|view, _| view.get(key.as_ref()))
     }
 
     /// Reads every key that starts with `prefix`, in key order (`""` reads them all).
@@ -658,7 +671,7 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn range(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>> {
-        self.core()?.read(|view, _| view.range(prefix.as_ref()))
+        self.readable()?.read(|view, _| view.range(prefix.as_ref()))
     }
 
     /// Reads every key that starts with `prefix`, with the revision the read saw: watching
@@ -680,7 +693,7 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
-        self.core()?.read(|view, revision| {
+        self.readable()?.read(|view, revision| {
             Ok(Snapshot {
                 revision: Revision(revision),
                 kvs: view.range(prefix.as_ref())?,
@@ -816,7 +829,7 @@ impl Lessor {
     /// # Errors
     /// [`Error::Closed`].
     pub fn revision(&self) -> Result<Revision> {
-        self.core()?.read(|_, revision| Ok(Revision(revision)))
+        self.readable()?.read(|_, revision| Ok(Revision(revision)))
     }
 
     /// Checks the whole database: every attachment is two-sided (key and lease index agree),
@@ -898,7 +911,7 @@ impl Lessor {
     /// # Errors
     /// [`Error::Storage`] reading the key counts, [`Error::Closed`], [`Error::Poisoned`].
     pub fn stats(&self) -> Result<Stats> {
-        let stats = self.core()?.stats()?;
+        let stats = self.readable()?.stats()?;
         #[cfg(feature = "metrics")]
         crate::stats::publish(&stats);
         Ok(stats)
@@ -1026,8 +1039,16 @@ impl Core {
     /// applied, through the write buffer (read under the writer lock, which is never held
     /// across I/O).
     fn read<T>(&self, f: impl FnOnce(&Layers<'_>, u64) -> Result<T>) -> Result<T> {
-        let guard = self.store.read();
-        guard.as_ref().ok_or(Error::Closed)?;
+        let read = self.read_snapshot(f);
+        match self.state.load(Ordering::Acquire) {
+            // While poisoned, the snapshot may belong to a database being reopened.
+            POISONED => read.map_err(|_| Error::Poisoned),
+            CLOSED => Err(Error::Closed),
+            _ => read,
+        }
+    }
+
+    fn read_snapshot<T>(&self, f: impl FnOnce(&Layers<'_>, u64) -> Result<T>) -> Result<T> {
         match self.syncer.mode() {
             Durability::Immediate => {
                 let base = Arc::clone(&self.writer.lock().base);
@@ -1262,15 +1283,32 @@ impl Core {
                 Ok(())
             }
             Err(e) => {
-                // Whatever the error, the buffer's fate on disk is unknown: reload from the file.
-                // Revocations whose calls fail give their leases back first, as they were; the
-                // reload then finds them in the file (expiries stay claimed: revoked again).
-                for &(id, prior) in frozen.claims.iter().chain(&w.active.claims) {
-                    if let Some(prior) = prior {
-                        self.table.unclaim(id, prior);
+                tracing::error!(error = %e, "a flush failed; reopening the database");
+                match self.syncer.mode() {
+                    // Its requests were acknowledged: keep them, under what came since, for
+                    // the reload to write again. Waiters (sync, back-pressure) fail this time.
+                    Durability::Batched { .. } => {
+                        let since = w.active_since;
+                        let frozen = Arc::try_unwrap(frozen).unwrap_or_else(|o| o.duplicate());
+                        let newer = std::mem::take(&mut w.active);
+                        w.active = frozen.under(newer);
+                        w.frozen = None;
+                        w.active_since = Some(since.unwrap_or_else(Instant::now));
+                        self.poison_with(&e, w.seq, false);
+                    }
+                    // Not acknowledged: their calls fail. Whatever the error, the buffer's fate on
+                    // disk is unknown: the reload takes the file as the truth. Revocations whose
+                    // calls fail give their leases back first, as they were (expiries stay
+                    // claimed: revoked again).
+                    Durability::Immediate => {
+                        for &(id, prior) in frozen.claims.iter().chain(&w.active.claims) {
+                            if let Some(prior) = prior {
+                                self.table.unclaim(id, prior);
+                            }
+                        }
+                        self.poison_with(&e, w.seq, true);
                     }
                 }
-                self.poison(&e, w.seq);
                 Err(e)
             }
         }
@@ -1283,14 +1321,18 @@ impl Core {
     /// the writer held.
     fn poison_on_storage_error<T>(&self, result: &Result<T>, last: u64) {
         if let Err(e @ Error::Storage(_)) = result {
-            self.poison(e, last);
+            // A read of the file failed while applying a request: the buffer is intact, but
+            // under Immediate nothing in it was acknowledged yet.
+            let lost = self.syncer.mode() == Durability::Immediate;
+            self.poison_with(e, last, lost);
         }
     }
 
-    /// Poisons the lessor after `e`, failing the waiters of requests up to `last`; see
+    /// Poisons the lessor after `e`, waking the waiters of requests up to `last` with an error
+    /// (for good if `lost`: those requests can never become durable); see
     /// [`poison_on_storage_error`](Self::poison_on_storage_error). Call with the writer held.
-    fn poison(&self, e: &Error, last: u64) {
-        self.syncer.fail(last);
+    fn poison_with(&self, e: &Error, last: u64, lost: bool) {
+        self.syncer.fail(last, lost);
         let poisoned = self
             .state
             .compare_exchange(OPEN, POISONED, Ordering::AcqRel, Ordering::Acquire)
@@ -1316,6 +1358,9 @@ impl Core {
         // redb lets go of the file (or backend) only when its `Database` drops.
         drop(store.take());
         let db = self.source.open(&self.config)?;
+        if let Durability::Batched { .. } = self.syncer.mode() {
+            return self.reload_batched(store, db);
+        }
         let clock = &*self.config.clock;
         let (now, wall) = (now_nanos(clock), wall_nanos(clock));
         let file = recovery::recover(&db, self.config.restart_policy, now, wall)?;
@@ -1356,7 +1401,7 @@ impl Core {
         w.base = Arc::new(Base::open(&db)?);
         w.counters.revision = w.counters.revision.max(file.counters.revision);
         w.counters.max_lease_id = w.counters.max_lease_id.max(file.counters.max_lease_id);
-        self.syncer.reopen(w.seq);
+        self.syncer.reopen(Some(w.seq));
         self.hub.reopen(w.counters.revision);
         if !plan.lost.is_empty() {
             self.keepalives.leases_ended(&plan.lost, EndReason::Lost);
@@ -1379,6 +1424,42 @@ impl Core {
             );
             self.reloads.fetch_add(1, Ordering::Relaxed);
             self.wake_ticker(0); // leases to retry, or deadlines that passed meanwhile
+        }
+        Ok(reopened)
+    }
+
+    /// [`reload`](Self::reload) under [`Durability::Batched`]: every request in the write buffer
+    /// was acknowledged, so memory (the file as of its last commit, plus the buffer) is the truth
+    /// and nothing is read back. The buffer is written to the reopened file (its entries are
+    /// absolute, so writing them again over a commit that did land changes nothing); once that
+    /// flush succeeds, writes resume. If it fails, the lessor stays poisoned, the buffer intact.
+    fn reload_batched(
+        &self,
+        mut store: parking_lot::RwLockWriteGuard<'_, Option<Database>>,
+        db: Database,
+    ) -> Result<bool> {
+        self.writer.lock().base = Arc::new(Base::open(&db)?);
+        self.syncer.reopen(None);
+        if self.syncer.lead() {
+            let flushed = self.flush_into(&db);
+            self.syncer.flush_ended();
+            flushed?;
+        }
+        let revision = self.writer.lock().counters.revision;
+        self.hub.reopen(revision);
+        *store = Some(db);
+        let reopened = self
+            .state
+            .compare_exchange(POISONED, OPEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        drop(store);
+        if reopened {
+            tracing::info!(
+                revision,
+                "reopened the database after a storage failure; nothing acknowledged was lost"
+            );
+            self.reloads.fetch_add(1, Ordering::Relaxed);
+            self.wake_ticker(0);
         }
         Ok(reopened)
     }

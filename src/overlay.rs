@@ -139,6 +139,40 @@ impl Overlay {
         self.undo.push(Undo::Meta(name, old));
     }
 
+    /// This overlay with `newer` written on top: what a flush that failed leaves for the next
+    /// one, in one layer.
+    pub(crate) fn under(mut self, newer: Overlay) -> Overlay {
+        self.kv.extend(newer.kv);
+        self.leases.extend(newer.leases);
+        self.lease_keys.extend(newer.lease_keys);
+        self.meta.extend(newer.meta);
+        self.kv_delta += newer.kv_delta;
+        self.attached_delta += newer.attached_delta;
+        self.writes += newer.writes;
+        self.bytes += newer.bytes;
+        self.changes.extend(newer.changes);
+        self.claims.extend(newer.claims);
+        self
+    }
+
+    /// A copy, for when a frozen overlay is still shared.
+    pub(crate) fn duplicate(&self) -> Overlay {
+        Overlay {
+            kv: self.kv.clone(),
+            leases: self.leases.clone(),
+            lease_keys: self.lease_keys.clone(),
+            meta: self.meta.clone(),
+            kv_delta: self.kv_delta,
+            attached_delta: self.attached_delta,
+            writes: self.writes,
+            bytes: self.bytes,
+            undo: Vec::new(),
+            saved: self.saved,
+            changes: self.changes.clone(),
+            claims: self.claims.clone(),
+        }
+    }
+
     /// Writes the whole overlay, and `counters`, into `txn`.
     pub(crate) fn write_to(&self, txn: &WriteTransaction, counters: Counters) -> Result<()> {
         {

@@ -17,8 +17,7 @@ use std::time::Duration;
 use common::faults::{FaultDisk, Io};
 use common::{id, secs, wait_until};
 use lessor::{
-    Compare, Durability, EndReason, Error, KeepAliveOptions, LeaseId, Lessor, ManualClock, Op,
-    WatchEnd,
+    Compare, Durability, Error, KeepAliveOptions, LeaseId, Lessor, ManualClock, Op, WatchEnd,
 };
 
 /// What a lessor holds, as seen through the public API: each live lease's TTL and keys, and
@@ -150,9 +149,16 @@ fn every_operation_survives_a_fault_at_each_of_its_io_calls() {
                 if result.is_err() {
                     assert!(l.health().poisoned, "{case}: failed but not poisoned");
                     assert!(
-                        matches!(l.get("/plain"), Err(Error::Poisoned)),
-                        "{case}: a poisoned lessor must refuse calls"
+                        matches!(l.put("/refused", "x"), Err(Error::Poisoned)),
+                        "{case}: a poisoned lessor must refuse writes"
                     );
+                    // Healthy holders keep their leases while the disk fails: renewals work,
+                    // and reads answer what was acknowledged (or refuse, never a wrong answer).
+                    assert!(l.renew(id(3)).is_ok(), "{case}: renew while poisoned");
+                    match l.get("/plain") {
+                        Ok(kv) => assert!(kv.is_some_and(|kv| kv.value == b"p"), "{case}"),
+                        Err(e) => assert!(matches!(e, Error::Poisoned), "{case}: {e:?}"),
+                    }
                 }
                 l.recover()
                     .unwrap_or_else(|e| panic!("{case}: recover: {e}"));
@@ -283,8 +289,11 @@ fn a_failed_group_fsync_fails_exactly_the_grants_it_covered() {
     }
 }
 
+/// Under `Batched`, a failed flush undoes nothing acknowledged while the process lives: the
+/// acknowledged writes stay readable, renewals go on, writes are refused until a flush succeeds,
+/// and the reload writes them to the reopened file.
 #[test]
-fn a_failed_batched_flush_loses_what_was_not_durable_and_ends_its_keep_alives() {
+fn a_failed_batched_flush_undoes_nothing_acknowledged() {
     let disk = FaultDisk::new();
     let clock = ManualClock::new();
     let l = open(
@@ -299,24 +308,24 @@ fn a_failed_batched_flush_loses_what_was_not_durable_and_ends_its_keep_alives() 
     l.sync().unwrap();
     let events = l.subscribe().unwrap();
     let watch = l.watch("").unwrap();
-    let lost = l.grant(secs(60)).unwrap().id;
-    l.put_with_lease("/lost", "l", lost).unwrap();
+    let pending = l.grant(secs(60)).unwrap().id;
+    l.put_with_lease("/pending", "p", pending).unwrap();
+    l.revoke(durable).unwrap(); // a lock released: it must not come back
     let ka = l
         .keep_alive_with(
-            lost,
-            KeepAliveOptions::new().interval(Duration::from_millis(5)),
-        )
-        .unwrap();
-    let kept = l
-        .keep_alive_with(
-            durable,
+            pending,
             KeepAliveOptions::new().interval(Duration::from_millis(5)),
         )
         .unwrap();
     disk.fail_nth(Io::Sync, 0);
     assert!(matches!(l.sync(), Err(Error::Storage(_))));
-    assert!(matches!(l.put("/x", "x"), Err(Error::Poisoned)));
     assert!(l.health().poisoned);
+    // Writes wait for a flush to succeed; reads and renewals answer what was acknowledged.
+    assert!(matches!(l.put("/x", "x"), Err(Error::Poisoned)));
+    assert!(l.renew(pending).is_ok());
+    assert_eq!(l.leases(), vec![pending]);
+    assert_eq!(l.get("/pending").unwrap().unwrap().value, b"p");
+    assert_eq!(l.get("/durable").unwrap(), None);
     // Subscriptions and watches end, saying why.
     assert!(events.iter().count() >= 1);
     while watch.recv().is_ok() {}
@@ -328,23 +337,98 @@ fn a_failed_batched_flush_loses_what_was_not_durable_and_ends_its_keep_alives() 
         !h.poisoned && h.storage_failures == 1 && h.reloads == 1,
         "{h:?}"
     );
-    assert_eq!(l.leases(), vec![durable]);
-    assert_eq!(l.get("/lost").unwrap(), None);
-    assert_eq!(l.get("/durable").unwrap().unwrap().value, b"d");
-    assert!(wait_until(Duration::from_secs(5), || ka.ended().is_some()));
-    assert_eq!(ka.ended(), Some(EndReason::Lost));
+    assert_eq!(l.leases(), vec![pending]);
+    assert_eq!(l.get("/pending").unwrap().unwrap().value, b"p");
     assert_eq!(
-        kept.ended(),
+        l.get("/durable").unwrap(),
         None,
-        "a lease that survived keeps its keep-alive"
+        "the revoked lock came back"
     );
-    // The auto id of the lost lease is not issued again.
-    assert!(l.grant(secs(60)).unwrap().id > lost);
-    // New watches and subscriptions work.
+    std::thread::sleep(Duration::from_millis(30));
+    assert_eq!(
+        ka.ended(),
+        None,
+        "an acknowledged lease keeps its keep-alive"
+    );
+    // Writes work again; new watches and subscriptions too.
     let watch = l.watch("/w").unwrap();
     l.put("/w", "1").unwrap();
     assert!(watch.recv().is_ok());
     l.verify().unwrap();
+    // Everything acknowledged reached the disk: a power cut now loses none of it.
+    l.sync().unwrap();
+    let survivor = disk.after_power_loss();
+    drop(ka);
+    l.close().unwrap();
+    let l = open(
+        &survivor,
+        &clock,
+        Durability::Batched {
+            max_delay: Duration::from_secs(3600),
+        },
+    );
+    assert_eq!(l.leases(), vec![pending]);
+    assert_eq!(l.get("/pending").unwrap().unwrap().value, b"p");
+    assert_eq!(l.get("/durable").unwrap(), None);
+    assert_eq!(l.get("/w").unwrap().unwrap().value, b"1");
+    l.close().unwrap();
+}
+
+/// A full disk under `Batched`: writes refused meanwhile with a clear error, none of the
+/// acknowledged ones undone, however many flushes fail; once the disk heals, the ticker's retry
+/// writes them all.
+#[test]
+fn a_lasting_batched_fault_undoes_nothing_and_the_ticker_writes_it_all_once_healed() {
+    let disk = FaultDisk::new();
+    let clock = ManualClock::new();
+    let l = Lessor::builder()
+        .clock(clock.clone())
+        .durability(Durability::Batched {
+            max_delay: Duration::from_millis(2),
+        })
+        .open_with_backend(disk.clone())
+        .unwrap();
+    let lease = l.grant(secs(600)).unwrap().id;
+    let mut acknowledged = Vec::new();
+    disk.fail_always(Io::Write);
+    let start = std::time::Instant::now();
+    let mut refused = 0;
+    while start.elapsed() < Duration::from_millis(300) {
+        let key = format!("/k/{}", acknowledged.len() + refused);
+        match l.put_with_lease(&key, "v", lease) {
+            Ok(_) => acknowledged.push(key),
+            Err(Error::Poisoned) => refused += 1,
+            Err(e) => panic!("{e:?}"),
+        }
+        l.renew(lease).unwrap();
+    }
+    assert!(l.health().storage_failures >= 1 && refused > 0);
+    for key in &acknowledged {
+        assert!(l.get(key).unwrap_or(None).is_some() || l.health().poisoned);
+    }
+    disk.heal();
+    assert!(
+        wait_until(Duration::from_secs(10), || !l.health().poisoned),
+        "{:?}",
+        l.health()
+    );
+    l.sync().unwrap();
+    let keys: BTreeSet<Vec<u8>> = l
+        .range("/k/")
+        .unwrap()
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    for key in &acknowledged {
+        assert!(
+            keys.contains(key.as_bytes()),
+            "{key} was acknowledged, then lost"
+        );
+    }
+    let survivor = disk.after_power_loss();
+    l.close().unwrap();
+    let l = open(&survivor, &clock, Durability::Immediate);
+    assert_eq!(l.range("/k/").unwrap().len(), acknowledged.len());
     l.close().unwrap();
 }
 
@@ -358,13 +442,17 @@ fn calls_refuse_while_poisoned_and_recover_fails_while_the_fault_lasts() {
     assert!(matches!(l.put("/x", "x"), Err(Error::Storage(_))));
     for call in [
         l.grant(secs(10)).map(drop),
-        l.renew(id(1)).map(drop),
-        l.get("/plain").map(drop),
         l.revoke(id(1)).map(drop),
         l.subscribe().map(drop),
     ] {
         assert!(matches!(call, Err(Error::Poisoned)), "{call:?}");
     }
+    // Renewals (and reads, where the snapshot still answers) go on while the disk fails.
+    assert!(l.renew(id(1)).is_ok());
+    assert!(matches!(
+        l.get("/plain"),
+        Ok(Some(_)) | Err(Error::Poisoned)
+    ));
     // Reopening needs writes (redb repairs the file): it fails, and stays poisoned.
     for _ in 0..3 {
         assert!(l.recover().is_err());
