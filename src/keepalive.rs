@@ -11,7 +11,7 @@
 //!
 //! One thread, `lessor-keepalive`, serves every keep-alive of a lessor; it is started by the
 //! first keep-alive, and `close` stops and joins it. Its work lives in [`KeepAlives`] (a field of
-//! `Core`), under one mutex:
+//! `Engine`), under one mutex:
 //! - a slab of slots, one per running keep-alive: lease, interval, stop time, the channel's
 //!   sending end plus a clone of its receiving end, and the end-reason word it shares with the
 //!   handle. Free slots are reused; each registration gets a generation never used before, so a
@@ -33,7 +33,7 @@
 //! Ground rules:
 //! - The mutex is a leaf. Nothing else is locked while it is held (the one thread spawn happens
 //!   under it, once); no clock is read, no channel sent on, no channel end dropped under it.
-//!   `Core`'s writer lock may be held when it is taken ([`KeepAlives::leases_ended`]), never the
+//!   `Engine`'s writer lock may be held when it is taken ([`KeepAlives::leases_ended`]), never the
 //!   reverse: the thread never touches the store or the writer.
 //! - A keep-alive's end reason is set once, by compare-and-swap from "running", always before
 //!   its slot's channel ends are dropped: a consumer that sees the channel disconnect reads the
@@ -63,9 +63,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select};
 use parking_lot::Mutex;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lease::LeaseId;
-use crate::lessor::Core;
 
 /// The shortest interval between renewals; shorter ones, zero included, are raised to it.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
@@ -282,7 +282,7 @@ enum Driver {
     /// `gone`, for a keep-alive with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop), is
     /// its [`Owed`] word: set once the lease it kept alive has ended.
     Local {
-        core: Arc<Core>,
+        core: Arc<Engine>,
         ticket: Ticket,
         gone: Option<Arc<AtomicBool>>,
     },
@@ -408,7 +408,7 @@ impl fmt::Debug for KeepAlive {
 }
 
 /// Starts a keep-alive of lease `id`; the lessor has checked it is open.
-pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
+pub(crate) fn start(core: &Arc<Engine>, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
     let now = core.now();
     let (ttl, _) = core.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
     let interval = opts.interval_for(ttl)?;
@@ -464,10 +464,10 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
     })
 }
 
-/// Every keep-alive of a lessor, and its thread; a field of `Core`. See the module docs.
+/// Every keep-alive of a lessor, and its thread; a field of `Engine`. See the module docs.
 pub(crate) struct KeepAlives {
     /// Guards the keep-alives' slots, their schedule, the lease index, and the thread handle.
-    /// A leaf lock: taken with `Core::writer` held or with nothing held, and nothing is taken
+    /// A leaf lock: taken with `Engine::writer` held or with nothing held, and nothing is taken
     /// under it.
     inner: Mutex<Inner>,
     /// Wakes the thread when a registration is due before the time it sleeps until. A
@@ -598,7 +598,7 @@ impl KeepAlives {
     /// [`Owed`] word, if it revokes on drop.
     fn register(
         &self,
-        core: &Arc<Core>,
+        core: &Arc<Engine>,
         live: Live,
         due: u64,
         owed: Option<&Owed>,
@@ -873,7 +873,7 @@ impl Inner {
     }
 }
 
-fn spawn(core: Arc<Core>, wake: Receiver<()>) -> Result<Thread> {
+fn spawn(core: Arc<Engine>, wake: Receiver<()>) -> Result<Thread> {
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
     let join = std::thread::Builder::new()
         .name("lessor-keepalive".into())
@@ -883,7 +883,7 @@ fn spawn(core: Arc<Core>, wake: Receiver<()>) -> Result<Thread> {
 }
 
 /// The `lessor-keepalive` thread: renew what is due, sleep until the next renewal; until stopped.
-fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
+fn run(core: &Engine, wake: &Receiver<()>, stop: &Receiver<()>) {
     let ka = &core.keepalives;
     let jumps = core.config.clock.jumps().unwrap_or_else(never);
     let mut due = Vec::new();
@@ -917,7 +917,7 @@ fn run(core: &Core, wake: &Receiver<()>, stop: &Receiver<()>) {
 }
 
 /// Renews a due keep-alive's lease at `now` and offers the response; says what comes next.
-fn renew(core: &Core, now: u64, d: &Due) -> Outcome {
+fn renew(core: &Engine, now: u64, d: &Due) -> Outcome {
     let table = &core.table;
     let last = d.stop_at.filter(|&stop| now >= stop);
     let renewed = match last {

@@ -98,9 +98,12 @@
 //! `docs/hostile-input.md`.
 
 mod builder;
+mod checkpoint;
 mod clock;
+mod config;
 mod deadline;
 mod durability;
+mod engine;
 mod error;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -112,7 +115,9 @@ mod lease;
 mod lease_store;
 mod lease_table;
 mod lessor;
+mod lifecycle;
 mod overlay;
+mod pipeline;
 mod record;
 mod recovery;
 mod reload;
@@ -135,10 +140,10 @@ pub use crate::inspect::{FileStats, Inspector};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
-pub use crate::lessor::{Health, Lessor};
+pub use crate::lessor::{Health, Lessor, Txn};
 pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Percentiles, Stats};
-pub use crate::txn::{CmpOp, Compare, Op, Txn, TxnRequest, TxnResponse, TxnResult};
+pub use crate::txn::{CmpOp, Compare, Op, TxnRequest, TxnResponse, TxnResult};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.

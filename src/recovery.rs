@@ -21,7 +21,7 @@ use std::path::Path;
 
 use redb::{Database, DatabaseError, ReadableDatabase, StorageBackend, StorageError};
 
-use crate::builder::Config;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::expiry::ExpiryQueue;
 use crate::lease::LeaseId;

@@ -30,7 +30,7 @@ use redb::{BackendError, Database, StorageBackend};
 /// What redb's backend I/O methods fail with (with `std`).
 type BackendIoError = std::io::Error;
 
-use crate::builder::Config;
+use crate::config::Config;
 use crate::error::Result;
 use crate::lease::LeaseId;
 use crate::lease_table::LeaseTable;

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::lessor::Padded;
+use crossbeam_utils::CachePadded;
 
 /// Stripes of a [`Striped`] counter: more than the threads that renew at once, on most
 /// machines; threads beyond share stripes (still exact, only slower).
@@ -22,7 +22,7 @@ const STRIPES: usize = 16;
 
 /// A counter bumped by many threads at once; see the module docs.
 pub(crate) struct Striped {
-    stripes: [Padded<AtomicU64>; STRIPES],
+    stripes: [CachePadded<AtomicU64>; STRIPES],
 }
 
 thread_local! {
@@ -36,7 +36,7 @@ static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
 impl Striped {
     pub(crate) fn new() -> Striped {
         Striped {
-            stripes: std::array::from_fn(|_| Padded(AtomicU64::new(0))),
+            stripes: std::array::from_fn(|_| CachePadded::new(AtomicU64::new(0))),
         }
     }
 

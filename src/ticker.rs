@@ -7,7 +7,7 @@
 //! of checkpoints (the leases renewed since their last one, in batches of
 //! `checkpoint_batch_size`, one transaction each); then sleep until the earliest queued deadline
 //! or the next checkpoint time, whichever comes first. It publishes that time in
-//! `Core::ticker_sleeps_until` before sleeping (and `u64::MAX` while awake), so a grant that
+//! `Engine::ticker_sleeps_until` before sleeping (and `u64::MAX` while awake), so a grant that
 //! queues an earlier deadline sends it a wake-up; a [`ManualClock`](crate::ManualClock) wakes it
 //! at every advance. There is no fixed polling interval: an idle lessor's ticker sleeps until the
 //! next deadline (or checkpoint).
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
 
-use crate::lessor::Core;
+use crate::engine::Engine;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -40,7 +40,7 @@ pub(crate) struct Ticker {
 
 impl Ticker {
     /// Starts the thread; `wake` receives a message when a grant queues an earlier deadline.
-    pub(crate) fn spawn(core: Arc<Core>, wake: Receiver<()>) -> std::io::Result<Ticker> {
+    pub(crate) fn spawn(core: Arc<Engine>, wake: Receiver<()>) -> std::io::Result<Ticker> {
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
         // Checkpoint intervals count from the open, not from whenever the thread gets going.
         let opened = core.now();
@@ -62,7 +62,7 @@ impl Ticker {
     }
 }
 
-fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
+fn run(core: &Engine, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
     let jumps = core.config.clock.jumps().unwrap_or_else(never);
     let mut backoff: Option<Duration> = None;
     let interval = u64::try_from(core.config.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX);
@@ -100,7 +100,7 @@ fn run(core: &Core, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
         }
         let now = core.now();
         if result.is_ok() && now >= next_checkpoint {
-            result = core.checkpoint_all();
+            result = crate::checkpoint::checkpoint_all(core);
             if result.is_ok() {
                 next_checkpoint = now.saturating_add(interval);
             }

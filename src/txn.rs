@@ -1,4 +1,4 @@
-//! Transactions: compare, then act, in one redb transaction ([`Txn`]).
+//! Transactions: compare, then act, in one redb transaction ([`Txn`](crate::Txn)).
 //!
 //! The shape is etcd's: a list of comparisons on keys, all of which must hold; the `then` ops
 //! run if they do, the `otherwise` ops if not. Everything happens in one write transaction,
@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::lease::{KeyValue, LeaseId, Revision};
-use crate::lessor::{Batch, Lessor};
+use crate::pipeline::Batch;
 
 /// How a [`Compare`] compares the key's field with the given value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,7 +46,7 @@ pub(crate) enum Target {
     Lease(CmpOp, u64),
 }
 
-/// A condition on one key, checked inside a [`Txn`].
+/// A condition on one key, checked inside a [`Txn`](crate::Txn).
 ///
 /// As in etcd, a missing key has version, create revision and mod revision 0 and no lease, so
 /// `Compare::create_revision(key, CmpOp::Equal, Revision::new(0))` means "the key does not
@@ -123,7 +123,7 @@ pub(crate) enum OpKind {
     Get,
 }
 
-/// One operation of a [`Txn`]'s `then` or `otherwise` list.
+/// One operation of a [`Txn`](crate::Txn)'s `then` or `otherwise` list.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Op {
     pub(crate) key: Vec<u8>,
@@ -186,7 +186,7 @@ pub enum TxnResponse {
     Get(Option<KeyValue>),
 }
 
-/// The outcome of [`Txn::commit`].
+/// The outcome of [`Txn::commit`](crate::Txn::commit).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnResult {
     /// Whether every comparison held (so the `then` ops ran, else the `otherwise` ops).
@@ -197,102 +197,10 @@ pub struct TxnResult {
     pub responses: Vec<TxnResponse>,
 }
 
-/// An etcd-style transaction, from [`Lessor::txn`]: `when` every comparison holds, `then` run
-/// these ops, `otherwise` those; all in one transaction, committed durably, its writes at one
-/// revision. A transaction with no comparisons succeeds.
-///
-/// The classic use is a lock: create the key only if it does not exist, attached to the
-/// holder's lease, and read who holds it either way.
-///
-/// ```
-/// use std::time::Duration;
-/// use lessor::{Compare, Lessor, Op, TxnResponse};
-///
-/// # fn main() -> lessor::Result<()> {
-/// let lessor = Lessor::open_in_memory()?;
-/// let me = lessor.grant(Duration::from_secs(10))?;
-/// let got = lessor
-///     .txn()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
-///     .otherwise(Op::get("/cron/lock/job1"))
-///     .commit()?;
-/// assert!(got.succeeded);
-/// // The fencing token: the revision that created the lock key.
-/// let token = lessor.get("/cron/lock/job1")?.unwrap().create_revision;
-/// assert_eq!(token, got.revision);
-///
-/// let other = lessor.grant(Duration::from_secs(10))?;
-/// let lost = lessor
-///     .txn()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-2", other.id))
-///     .otherwise(Op::get("/cron/lock/job1"))
-///     .commit()?;
-/// assert!(!lost.succeeded);
-/// let TxnResponse::Get(Some(holder)) = &lost.responses[0] else { panic!() };
-/// assert_eq!(holder.value, b"worker-1");
-/// # Ok(()) }
-/// ```
-#[must_use = "a transaction does nothing until committed"]
-pub struct Txn<'a> {
-    lessor: &'a Lessor,
-    request: TxnRequest,
-}
-
-impl<'a> Txn<'a> {
-    pub(crate) fn new(lessor: &'a Lessor) -> Txn<'a> {
-        Txn {
-            lessor,
-            request: TxnRequest::new(),
-        }
-    }
-
-    /// Adds a comparison; all of them must hold.
-    pub fn when(mut self, compare: Compare) -> Self {
-        self.request = self.request.when(compare);
-        self
-    }
-
-    /// Adds an op to run if every comparison holds.
-    pub fn then(mut self, op: Op) -> Self {
-        self.request = self.request.then(op);
-        self
-    }
-
-    /// Adds an op to run if a comparison fails.
-    pub fn otherwise(mut self, op: Op) -> Self {
-        self.request = self.request.otherwise(op);
-        self
-    }
-
-    /// Runs the transaction.
-    ///
-    /// # Errors
-    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
-    /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
-    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison, and
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if a branch writes (puts or deletes) one key twice (all checked
-    /// before anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
-    pub fn commit(self) -> Result<TxnResult> {
-        self.lessor.commit_txn(&self.request)
-    }
-}
-
-impl std::fmt::Debug for Txn<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txn")
-            .field("compares", &self.request.compares)
-            .field("then", &self.request.then)
-            .field("otherwise", &self.request.otherwise)
-            .finish()
-    }
-}
-
 /// A transaction described apart from any backend, for
 /// [`LeaseStore::transaction`](crate::LeaseStore::transaction): `when`
 /// every comparison holds, `then` these ops, `otherwise` those. The same [`Compare`] and [`Op`]
-/// values as [`Lessor::txn`].
+/// values as [`Lessor::txn`](crate::Lessor::txn).
 ///
 /// ```
 /// use std::time::Duration;
