@@ -48,7 +48,7 @@ use crate::keepalive::{EndReason, KeepAlives};
 use crate::lease::{Lease, LeaseId, LeaseInfo, Revision};
 use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
 use crate::lifecycle::Lifecycle;
-use crate::overlay::Layers;
+use crate::overlay::{Layers, Query};
 use crate::pipeline::{Hooks, Pipeline};
 use crate::record::LeaseRecord;
 use crate::recovery;
@@ -191,8 +191,12 @@ impl Engine {
     }
 
     /// Runs `f` on what reads see (see [`Pipeline::read`]), with the revision they see.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Layers<'_>, u64) -> Result<T>) -> Result<T> {
-        let read = self.pipeline.read(f);
+    pub(crate) fn read<T>(
+        &self,
+        q: Query<'_>,
+        f: impl FnOnce(&Layers<'_>, u64) -> Result<T>,
+    ) -> Result<T> {
+        let read = self.pipeline.read(q, f);
         match self.state.load(Ordering::Acquire) {
             // While poisoned, the snapshot may belong to a database being reopened.
             POISONED => read.map_err(|_| Error::Poisoned),
@@ -420,7 +424,7 @@ impl Engine {
     /// What is known of live lease `id`.
     pub(crate) fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
         let now = self.now();
-        self.read(|view, _| {
+        self.read(Query::LeaseKeys(id), |view, _| {
             let (ttl, deadline) = self.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
@@ -569,7 +573,7 @@ impl Engine {
 
     /// The figures of [`Lessor::stats`](crate::Lessor::stats), whatever the state.
     pub(crate) fn stats(&self) -> Result<Stats> {
-        let (keys, attached_keys) = self.read(|view, _| view.key_counts())?;
+        let (keys, attached_keys) = self.read(Query::Counts, |view, _| view.key_counts())?;
         let m = &self.metrics;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         Ok(Stats {

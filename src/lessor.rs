@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::events::LeaseEvent;
 use crate::keepalive::{self, KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
+use crate::overlay::Query;
 use crate::reload::Source;
 use crate::stats::Stats;
 use crate::ticker::Ticker;
@@ -414,7 +415,9 @@ impl Lessor {
     /// # Errors
     /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>> {
-        self.readable()?.read(|view, _| view.get(key.as_ref()))
+        let key = key.as_ref();
+        self.readable()?
+            .read(Query::Key(key), |view, _| view.get(key))
     }
 
     /// Reads every key that starts with `prefix`, in key order (`""` reads them all).
@@ -433,7 +436,9 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn range(&self, prefix: impl AsRef<[u8]>) -> Result<Vec<KeyValue>> {
-        self.readable()?.read(|view, _| view.range(prefix.as_ref()))
+        let prefix = prefix.as_ref();
+        self.readable()?
+            .read(Query::Prefix(prefix), |view, _| view.range(prefix))
     }
 
     /// Reads every key that starts with `prefix`, with the revision the read saw: watching
@@ -455,12 +460,14 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
-        self.readable()?.read(|view, revision| {
-            Ok(Snapshot {
-                revision: Revision(revision),
-                kvs: view.range(prefix.as_ref())?,
+        let prefix = prefix.as_ref();
+        self.readable()?
+            .read(Query::Prefix(prefix), |view, revision| {
+                Ok(Snapshot {
+                    revision: Revision(revision),
+                    kvs: view.range(prefix)?,
+                })
             })
-        })
     }
 
     /// Watches the keys that start with `prefix` (`""`: every key) from the next change on.
@@ -580,7 +587,8 @@ impl Lessor {
     /// # Errors
     /// [`Error::Closed`].
     pub fn revision(&self) -> Result<Revision> {
-        self.readable()?.read(|_, revision| Ok(Revision(revision)))
+        self.readable()?
+            .read(Query::Revision, |_, revision| Ok(Revision(revision)))
     }
 
     /// Checks the whole database: every attachment is two-sided (key and lease index agree),

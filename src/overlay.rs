@@ -223,6 +223,63 @@ fn restore<K: Ord, V>(map: &mut BTreeMap<K, V>, key: K, old: Option<V>) {
     }
 }
 
+/// What a read looks up: the overlay entries it needs, copied out under the writer lock
+/// ([`Overlay::slice`]), so that the lookups in the file happen after the lock is released.
+#[derive(Clone, Copy)]
+pub(crate) enum Query<'q> {
+    /// One key.
+    Key(&'q [u8]),
+    /// The keys starting with a prefix.
+    Prefix(&'q [u8]),
+    /// The keys attached to a lease.
+    LeaseKeys(LeaseId),
+    /// The key counts.
+    Counts,
+    /// Nothing but the revision.
+    Revision,
+}
+
+impl Overlay {
+    /// The part of this overlay that `q` reads: layered over the same base, it answers `q` as
+    /// the whole overlay would.
+    pub(crate) fn slice(&self, q: Query<'_>) -> Overlay {
+        let mut o = Overlay::default();
+        match q {
+            Query::Key(k) => {
+                if let Some(e) = self.kv.get(k) {
+                    o.kv.insert(k.to_vec(), e.clone());
+                }
+            }
+            Query::Prefix(p) => {
+                for (k, v) in self
+                    .kv
+                    .range::<[u8], _>((Bound::Included(p), Bound::Unbounded))
+                {
+                    if !k.starts_with(p) {
+                        break;
+                    }
+                    o.kv.insert(k.clone(), v.clone());
+                }
+            }
+            Query::LeaseKeys(id) => {
+                let lease = id.get();
+                for ((l, k), &present) in self.lease_keys.range((lease, Vec::new())..) {
+                    if *l != lease {
+                        break;
+                    }
+                    o.lease_keys.insert((lease, k.clone()), present);
+                }
+            }
+            Query::Counts => {
+                o.kv_delta = self.kv_delta;
+                o.attached_delta = self.attached_delta;
+            }
+            Query::Revision => {}
+        }
+        o
+    }
+}
+
 /// A read snapshot of the file as of its last commit: the bottom layer.
 pub(crate) struct Base {
     kv: ReadOnlyTable<&'static [u8], &'static [u8]>,

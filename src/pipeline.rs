@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 use crate::events::{Change, RevokeCause};
 use crate::lease::LeaseId;
 use crate::lifecycle::Lifecycle;
-use crate::overlay::{Base, Layers, Overlay, Tables};
+use crate::overlay::{Base, Layers, Overlay, Query, Tables};
 use crate::stats::Metrics;
 use crate::store::Counters;
 
@@ -187,26 +187,35 @@ impl Pipeline {
 
     /// Runs `f` on what reads see, with the revision they see: under `Immediate` the file as
     /// of its last (durable) commit; under `Batched` every request applied, through the write
-    /// buffer (read under the writer lock, which is never held across I/O).
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Layers<'_>, u64) -> Result<T>) -> Result<T> {
-        match self.syncer.mode() {
-            Durability::Immediate => {
-                let base = Arc::clone(&self.writer.lock().base);
-                let view = Layers {
-                    overlays: [None, None],
-                    base: &base,
-                };
-                f(&view, base.revision)
-            }
-            Durability::Batched { .. } => {
-                let w = self.writer.lock();
-                let view = Layers {
-                    overlays: [Some(&w.active), w.frozen.as_deref()],
-                    base: &w.base,
-                };
-                f(&view, w.counters.revision)
-            }
-        }
+    /// buffer. Only the overlay entries `q` needs are copied under the writer lock; `f` runs,
+    /// and reads the file, after it is released.
+    pub(crate) fn read<T>(
+        &self,
+        q: Query<'_>,
+        f: impl FnOnce(&Layers<'_>, u64) -> Result<T>,
+    ) -> Result<T> {
+        let (slices, base, revision) = {
+            let w = self.writer.lock();
+            let slices = match self.syncer.mode() {
+                Durability::Immediate => None,
+                Durability::Batched { .. } => {
+                    Some((w.active.slice(q), w.frozen.as_ref().map(|o| o.slice(q))))
+                }
+            };
+            let revision = match slices {
+                None => w.base.revision,
+                Some(_) => w.counters.revision,
+            };
+            (slices, Arc::clone(&w.base), revision)
+        };
+        let view = Layers {
+            overlays: match &slices {
+                None => [None, None],
+                Some((active, frozen)) => [Some(active), frozen.as_ref()],
+            },
+            base: &base,
+        };
+        f(&view, revision)
     }
 
     /// Applies one request to the write buffer. `f` gets the lifecycle bookkeeping and a
