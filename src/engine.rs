@@ -99,7 +99,7 @@ pub(crate) struct Engine {
     pub(crate) failures: AtomicU64,
     pub(crate) reloads: AtomicU64,
     /// Counters and histograms for [`Lessor::stats`](crate::Lessor::stats) (`stats.rs`).
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: CachePadded<Metrics>,
     /// Keep-alives and their thread (`keepalive.rs`); its mutex comes after the writer.
     pub(crate) keepalives: CachePadded<KeepAlives>,
     /// Where this session is on the database's uptime, and what its checkpoints wrote.
@@ -131,13 +131,11 @@ impl Engine {
             config.watch_history,
             config.watch_history_bytes,
         ));
-        let metrics = Arc::new(Metrics::new());
         let pipeline = Pipeline::new(
             config.durability,
             db,
             recovered.counters,
             Lifecycle::new(recovered.expired),
-            Arc::clone(&metrics),
         )?;
         let engine = Arc::new(Engine {
             hub,
@@ -157,7 +155,7 @@ impl Engine {
             ticker_last_error: Mutex::new(None),
             failures: AtomicU64::new(0),
             reloads: AtomicU64::new(0),
-            metrics,
+            metrics: CachePadded::new(Metrics::new()),
             keepalives: CachePadded::new(KeepAlives::new()),
             checkpointing: recovered.checkpointing,
             config,
@@ -845,6 +843,10 @@ impl Hooks for Engine {
     fn wake_flusher(&self) -> bool {
         self.wake_ticker(0);
         self.ticker_wake.is_some()
+    }
+
+    fn committed(&self, took: Duration) {
+        self.metrics.committed(took, true);
     }
 }
 

@@ -36,7 +36,6 @@ use crate::events::{Change, RevokeCause};
 use crate::lease::LeaseId;
 use crate::lifecycle::Lifecycle;
 use crate::overlay::{Base, Layers, Overlay, Query, Tables};
-use crate::stats::Metrics;
 use crate::store::Counters;
 
 /// Longest a flush leader waits for writers on their way to join its group.
@@ -57,6 +56,8 @@ pub(crate) trait Hooks {
     fn failed(&self, e: &Error);
     /// Batched requests wait for a flush: wake the ticker. `false` if there is no ticker.
     fn wake_flusher(&self) -> bool;
+    /// A flush committed, with fsync, in `took`.
+    fn committed(&self, took: Duration);
 }
 
 /// The pipeline's state, guarded by the writer lock.
@@ -132,8 +133,6 @@ pub(crate) struct Pipeline {
     entering: CachePadded<AtomicUsize>,
     /// How long the last flush took, in nanoseconds: bounds how long a leader gathers.
     last_flush: AtomicU64,
-    /// Commit counts and latencies.
-    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -143,7 +142,6 @@ impl Pipeline {
         db: Database,
         counters: Counters,
         life: Lifecycle,
-        metrics: Arc<Metrics>,
     ) -> Result<Pipeline> {
         let base = Arc::new(Base::open(&db)?);
         Ok(Pipeline {
@@ -162,7 +160,6 @@ impl Pipeline {
             syncer: CachePadded::new(Syncer::new(mode)),
             entering: CachePadded::new(AtomicUsize::new(0)),
             last_flush: AtomicU64::new(0),
-            metrics,
         })
     }
 
@@ -443,7 +440,7 @@ impl Pipeline {
         match committed {
             Ok(base) => {
                 let took = start.elapsed();
-                self.metrics.committed(took, true);
+                hooks.committed(took);
                 let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
                 self.last_flush.store(nanos, Ordering::Relaxed);
                 w.base = Arc::new(base);
