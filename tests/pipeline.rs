@@ -322,22 +322,29 @@ fn check_extra(req: &Req, got: &Got) -> Result<(), String> {
     }
 }
 
-fn open_immediate(disk: impl redb::StorageBackend, clock: &ManualClock) -> Lessor {
+fn open_model(disk: impl redb::StorageBackend, clock: &ManualClock, batched: bool) -> Lessor {
+    let durability = if batched {
+        Durability::Batched {
+            max_delay: Duration::from_secs(3600),
+        }
+    } else {
+        Durability::Immediate
+    };
     Lessor::builder()
         .clock(clock.clone())
         .ticker(false)
-        .durability(Durability::Immediate)
+        .durability(durability)
         .max_key_size(MAX_KEY)
         .open_with_backend(disk)
         .unwrap()
 }
 
 /// Runs one workload: the threads at once on one lessor, then the checks.
-fn check_concurrent(work: &[Vec<Req>]) -> Result<(), String> {
+fn check_concurrent(work: &[Vec<Req>], batched: bool) -> Result<(), String> {
     // A slow fsync, so that requests pile up behind a flush and groups form.
     let disk = PowerDisk::new(Duration::from_micros(300));
     let clock = ManualClock::new();
-    let l = open_immediate(disk.clone(), &clock);
+    let l = open_model(disk.clone(), &clock, batched);
     let lease_events = l.subscribe().unwrap();
     let watch = l.watch("").unwrap();
     let barrier = Arc::new(Barrier::new(work.len()));
@@ -429,9 +436,12 @@ fn check_concurrent(work: &[Vec<Req>]) -> Result<(), String> {
         return Err(format!("a failed request's write is visible: {kv:?}"));
     }
     l.verify().map_err(|e| format!("verify: {e}"))?;
-    // Everything acknowledged is durable.
+    // Everything acknowledged is durable (under `Batched`, once synced).
+    if batched {
+        l.sync().map_err(|e| format!("sync: {e}"))?;
+    }
     std::mem::forget(l);
-    let after = open_immediate(disk.after_power_loss(), &clock);
+    let after = open_model(disk.after_power_loss(), &clock, false);
     compare(&after, &m).map_err(|e| format!("after a power cut: {e}"))?;
     after.close().unwrap();
     Ok(())
@@ -450,7 +460,14 @@ proptest! {
     /// Four threads at once under `Immediate`, each request all-or-nothing inside its group.
     #[test]
     fn concurrent_groups_with_failing_requests_match_the_model(work in workload()) {
-        check_concurrent(&work).map_err(TestCaseError::fail)?;
+        check_concurrent(&work, false).map_err(TestCaseError::fail)?;
+    }
+
+    /// The same under `Batched { 1 h }`: one buffer shared by the threads, no flush until
+    /// `sync`.
+    #[test]
+    fn concurrent_batched_requests_match_the_model(work in workload()) {
+        check_concurrent(&work, true).map_err(TestCaseError::fail)?;
     }
 }
 
