@@ -5,7 +5,8 @@
 //! Each entry of the [`LeaseTable`](crate::lease_table::LeaseTable) holds a [`Deadline`]: one
 //! `AtomicU64` in nanoseconds of the lessor's clock, which also carries the lease's state:
 //! - `1..=2^63-1`: alive until then. [`PENDING`] (the largest) marks a lease granted but not yet
-//!   [`settle`](Deadline::settle)d.
+//!   [`settle`](Deadline::settle)d: its grant is not acknowledged yet (under `Immediate`, not yet
+//!   durable), so it is not alive to anyone (renew and readers get `None`) until it settles.
 //! - [`EXPIRED`] bit set: someone saw the deadline pass; the low bits keep the deadline.
 //! - [`DEAD`] (0): claimed for revocation, by `revoke` or by expiry.
 //! - [`MOVED`] (`u64::MAX`): this entry's array is being replaced; look again in the new one.
@@ -129,7 +130,7 @@ impl Deadline {
         let target = deadline_after(now, ttl);
         let mut cur = self.0.load(Ordering::Acquire);
         loop {
-            if cur > now && cur < EXPIRED {
+            if cur > now && cur < PENDING {
                 if cur >= target {
                     return Ok(true); // a concurrent renew went further
                 }
@@ -164,7 +165,7 @@ impl Deadline {
             if cur == MOVED {
                 return Err(Moved);
             }
-            if cur == DEAD || cur & EXPIRED != 0 {
+            if cur == DEAD || cur == PENDING || cur & EXPIRED != 0 {
                 return Ok(None);
             }
             if cur > now {

@@ -47,7 +47,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Mutex, MutexGuard};
 
 pub(crate) use crate::deadline::{DEAD, Due, deadline_after, room_for_grant};
-use crate::deadline::{Deadline, MAX_DEADLINE, Moved, PENDING, checkpoint_deadline};
+use crate::deadline::{Deadline, MAX_DEADLINE, MOVED, Moved, PENDING, checkpoint_deadline};
 use crate::lease::LeaseId;
 
 /// The id of an entry never used in this array (lease ids are never 0).
@@ -411,6 +411,15 @@ impl LeaseTable {
         .flatten()
     }
 
+    /// Whether lease `id` was granted and not yet settled (its grant not yet acknowledged).
+    pub(crate) fn is_pending_id(&self, id: LeaseId) -> bool {
+        self.with_entry(id, |e| match e.deadline.word() {
+            MOVED => Err(Moved),
+            word => Ok(Self::is_pending(word)),
+        })
+        .unwrap_or(false)
+    }
+
     /// Whether the table has an entry for `id`, alive, expired or claimed.
     pub(crate) fn contains(&self, id: LeaseId) -> bool {
         self.with_entry(id, |_| Ok(())).is_some()
@@ -601,10 +610,13 @@ mod tests {
     }
 
     #[test]
-    fn pending_leases_are_alive_until_settled() {
+    fn pending_leases_are_alive_to_nobody_until_settled() {
         let t = LeaseTable::new();
         t.insert_pending(id(1), 10);
-        assert!(t.alive(id(1), 1_000).is_some());
+        // Its grant is not acknowledged yet: not alive, not renewable, but there.
+        assert!(t.alive(id(1), 1_000).is_none());
+        assert_eq!(t.renew(id(1), 1_000), None);
+        assert!(t.contains(id(1)) && t.is_pending_id(id(1)));
         assert_eq!(t.check_due(id(1), 5, 1_000), Due::Stale);
         assert!(t.settle(id(1), 1_010));
         assert!(!t.settle(id(1), 2_000));
@@ -639,7 +651,8 @@ mod tests {
         t.insert(id(1), 10, deadline_after(u64::MAX - 100, 10));
         t.insert_pending(id(2), 10);
         assert_eq!(t.alive(id(1), u64::MAX), None); // expired, marked
-        assert!(t.alive(id(2), u64::MAX).is_some()); // pending stays alive
+        assert!(t.alive(id(2), u64::MAX).is_none()); // pending: alive to nobody yet
+        assert!(t.is_pending_id(id(2))); // and not marked expired
         assert_eq!(t.renew(id(1), u64::MAX), None);
         assert_eq!(t.deadline_of(id(1)), Some(MAX_DEADLINE));
         assert_eq!(t.check_due(id(1), MAX_DEADLINE, u64::MAX), Due::Claimed);

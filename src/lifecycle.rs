@@ -154,7 +154,7 @@ impl Lifecycle {
     /// claimed and in no retry list: it is not revoked again.
     ///
     /// # Errors
-    /// [`Error::LeaseExists`] if the lease is alive.
+    /// [`Error::LeaseExists`] if the lease is alive, or its grant is not yet acknowledged.
     pub(crate) fn claim_for_regrant(
         &self,
         table: &LeaseTable,
@@ -164,7 +164,8 @@ impl Lifecycle {
         if !table.contains(id) {
             return Ok(false);
         }
-        if table.alive(id, now).is_some() {
+        // Alive, or granted by a request not yet acknowledged.
+        if table.alive(id, now).is_some() || table.is_pending_id(id) {
             return Err(Error::LeaseExists(id));
         }
         Ok(table.claim(id).is_some() || self.retry.contains(&id))

@@ -3,7 +3,8 @@
 //! # Implementation
 //!
 //! [`Pipeline::write`] applies one request to the write buffer (`overlay.rs`) under the writer
-//! lock, in microseconds and without I/O, and gives it a sequence number. A flush
+//! lock, in microseconds and without writing to disk (it reads the last snapshot of the file
+//! for what the buffer does not hold), and gives it a sequence number. A flush
 //! ([`Pipeline::flush_into`]) freezes the buffer under the writer lock, writes it into ONE redb
 //! write transaction committed with fsync while holding no lock but the store's read lock, and
 //! installs a fresh read snapshot of the file under the writer lock. Who flushes, and when, is
@@ -18,7 +19,7 @@
 //!
 //! The writer lock ([`Writer`]) comes after the store lock and before everything the hooks take
 //! (the expiry queue, a lease-table shard, the keep-alive manager, the event hub). Nothing holds
-//! it across I/O, a channel wait or a clock read.
+//! it across a disk write, an fsync, a channel wait or a clock read.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -844,15 +844,13 @@ fn immediate_a_lone_call_is_durable_when_it_returns() {
 /// Lease-level reads while a grant and a revocation wait for their flush: under `Immediate`
 /// neither may be readable before its fsync (issue 12 item 2, the module docs of `lessor.rs`),
 /// since a crash then undoes it.
+/// Under `Immediate`, a grant is not alive to anyone before its flush is durable: not listed, no
+/// `time_to_live`, no `renew`, and no second grant of its id.
 #[test]
-#[ignore = "bug: under Immediate, leases(), time_to_live and renew see a grant, and a \
-            revocation, before their flush is durable"]
-fn immediate_lease_reads_wait_for_the_fsync() {
+fn immediate_a_grant_is_not_alive_before_its_fsync() {
     let disk = GateDisk::default();
     let l = open_on(disk.clone(), Durability::Immediate);
     let kept = l.grant(secs(60)).unwrap().id;
-    let doomed = l.grant(secs(60)).unwrap().id;
-    l.put_with_lease("/r", "v", doomed).unwrap();
     let before = l.leases();
 
     let _opener = Opener(disk.clone()); // dropped before `l`
@@ -866,12 +864,8 @@ fn immediate_lease_reads_wait_for_the_fsync() {
         let l = l.clone();
         std::thread::spawn(move || l.grant_with_id(id(77), secs(60)).unwrap())
     };
-    let revoker = {
-        let l = l.clone();
-        std::thread::spawn(move || l.revoke(doomed).unwrap())
-    };
     std::thread::sleep(Duration::from_millis(50));
-    assert!(!granter.is_finished() && !revoker.is_finished());
+    assert!(!granter.is_finished());
     let mut wrong = Vec::new();
     if l.leases() != before {
         wrong.push(format!("leases() = {:?}, was {before:?}", l.leases()));
@@ -881,6 +875,53 @@ fn immediate_lease_reads_wait_for_the_fsync() {
     }
     if let Ok(ttl) = l.renew(id(77)) {
         wrong.push(format!("renew(77) = {ttl:?} (grant not durable)"));
+    }
+    if let Ok(rev) = l.put_with_lease("/on77", "x", id(77)) {
+        wrong.push(format!("put_with_lease(77) = {rev:?} (grant not durable)"));
+    }
+    assert!(l.time_to_live(kept).is_ok());
+    disk.release();
+    writer.join().unwrap();
+    granter.join().unwrap();
+    assert!(wrong.is_empty(), "before the fsync:\n{}", wrong.join("\n"));
+    // Acknowledged now: alive, renewable, listed.
+    assert!(l.renew(id(77)).is_ok());
+    assert!(l.leases().contains(&id(77)));
+    l.close().unwrap();
+}
+
+/// Under `Immediate`, a revocation claims its lease when it is applied, before its fsync: from
+/// then on the lease cannot be renewed (so no renewal can extend a lease whose revocation is on
+/// its way to the disk) and is not listed, while its keys stay readable until the flush. If the
+/// flush fails the lease comes back as it was. A known gap against "nothing readable before its
+/// fsync", left for a later change of the deadline word (a state that keeps the lease visible
+/// but unrenewable).
+#[test]
+#[ignore = "known gap: under Immediate a revocation makes its lease unrenewable and unlisted \
+            when applied, before its fsync (see the doc comment)"]
+fn immediate_a_revocation_is_not_seen_before_its_fsync() {
+    let disk = GateDisk::default();
+    let l = open_on(disk.clone(), Durability::Immediate);
+    let doomed = l.grant(secs(60)).unwrap().id;
+    l.put_with_lease("/r", "v", doomed).unwrap();
+    let before = l.leases();
+
+    let _opener = Opener(disk.clone()); // dropped before `l`
+    disk.arm();
+    let writer = {
+        let l = l.clone();
+        std::thread::spawn(move || l.put("/a", "new").unwrap())
+    };
+    assert!(disk.wait_entered(1, Duration::from_secs(10)));
+    let revoker = {
+        let l = l.clone();
+        std::thread::spawn(move || l.revoke(doomed).unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!revoker.is_finished());
+    let mut wrong = Vec::new();
+    if l.leases() != before {
+        wrong.push(format!("leases() = {:?}, was {before:?}", l.leases()));
     }
     match l.time_to_live(doomed) {
         Ok(info) if info.keys == [b"/r".to_vec()] => {}
@@ -892,10 +933,8 @@ fn immediate_lease_reads_wait_for_the_fsync() {
     if let Err(e) = l.renew(doomed) {
         wrong.push(format!("renew(doomed) = {e:?} (revocation not durable)"));
     }
-    assert!(l.time_to_live(kept).is_ok());
     disk.release();
     writer.join().unwrap();
-    granter.join().unwrap();
     revoker.join().unwrap();
     assert!(wrong.is_empty(), "before the fsync:\n{}", wrong.join("\n"));
     l.close().unwrap();

@@ -196,18 +196,23 @@ fn settle_vs_revoke_and_readers_of_a_pending_lease() {
     loom::model(|| {
         let w = Arc::new(Deadline::new(PENDING));
         let settler = spawn(&w, |w| w.settle(20).unwrap());
-        // A reader whose clock is far ahead: a pending lease is alive whatever the clock says.
+        // A reader whose clock is far ahead: a pending lease is alive to nobody until settled,
+        // whatever the clock says; a renew never settles it.
         let reader = spawn(&w, |w| w.alive(u64::MAX).unwrap());
+        let renewer = spawn(&w, |w| w.renew(1, 10).unwrap());
         let claimed = w.claim().unwrap().expect("unclaimed");
         let (settled, told) = (settler.join().unwrap(), reader.join().unwrap());
+        let renewed = renewer.join().unwrap();
 
         // Exactly one of settle and claim saw PENDING.
         assert_eq!(settled, claimed & !EXPIRED == 20);
         assert!(settled || claimed == PENDING);
-        // The reader saw it pending (alive), settled and past (marking it), or claimed.
-        match told {
-            Some(d) => assert_eq!(d, PENDING),
-            None => assert!(settled || claimed == PENDING),
+        // The reader saw it pending or claimed (not alive), or settled and past (marking it).
+        assert_eq!(told, None);
+        // A renew succeeded only on the settled lease (whose deadline 20 is past its 11); it
+        // never took the place of the settle.
+        if renewed {
+            assert!(settled && claimed & !EXPIRED == 20);
         }
         if claimed & EXPIRED != 0 {
             assert_eq!(told, None);
