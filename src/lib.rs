@@ -101,6 +101,7 @@ mod builder;
 mod checkpoint;
 mod clock;
 mod config;
+mod contain;
 mod deadline;
 mod durability;
 mod engine;
