@@ -626,6 +626,7 @@ impl Engine {
                     on_disk.len()
                 ));
             }
+            problems.extend(crate::integrity::check_file(self.path.as_deref())?);
             drop(w);
             return Ok(problems);
         }

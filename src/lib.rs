@@ -111,6 +111,7 @@ mod etcd;
 mod events;
 mod expiry;
 mod inspect;
+mod integrity;
 mod keepalive;
 mod lease;
 mod lease_store;
