@@ -128,6 +128,7 @@ impl Engine {
         let hub = Arc::new(Hub::new(
             recovered.counters.revision,
             config.event_buffer,
+            config.event_buffer_bytes,
             config.watch_history,
             config.watch_history_bytes,
         ));
