@@ -149,6 +149,17 @@ impl Lessor {
         Ok(engine)
     }
 
+    /// A read snapshot of the file holding every change acknowledged so far ([`Engine::sync`]
+    /// flushes them first); for `backup.rs`.
+    pub(crate) fn synced_snapshot(&self) -> Result<redb::ReadTransaction> {
+        let core = self.core()?;
+        core.sync()?;
+        let guard = core.pipeline.store();
+        Ok(redb::ReadableDatabase::begin_read(
+            guard.as_ref().ok_or(Error::Closed)?,
+        )?)
+    }
+
     /// Grants a lease of `ttl` with a new id: one above the highest id ever issued in this
     /// database, so ids are never reused. A `ttl` below the minimum is raised to it.
     ///

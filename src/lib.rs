@@ -97,6 +97,7 @@
 //! what each wrong or hostile input gets (which [`Error`], or which documented behaviour), in
 //! `docs/hostile-input.md`.
 
+mod backup;
 mod builder;
 mod checkpoint;
 mod clock;
