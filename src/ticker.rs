@@ -126,7 +126,15 @@ fn run(core: &Engine, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
             Err(panic) => {
                 let reason = format!("the ticker {panic}");
                 failed(core, &reason);
-                Some(state.back_off())
+                let b = state.back_off();
+                // As after a failed batch: grants meanwhile need not wake it before the retry
+                // (unless the clock is what panics; then they do, harmlessly).
+                if let Ok(now) = contain(|| core.now()) {
+                    let retry_at =
+                        now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
+                    core.ticker_sleeps_until.store(retry_at, Ordering::Release);
+                }
+                Some(b)
             }
         };
         let timeout = match wait {
