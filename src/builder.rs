@@ -31,6 +31,8 @@ const KEY_SIZE_LIMIT: usize = 1 << 20;
 const VALUE_SIZE_LIMIT: usize = 512 << 20;
 /// Largest `event_buffer`: a subscriber's channel is allocated whole when it subscribes.
 const EVENT_BUFFER_LIMIT: usize = 1 << 20;
+/// Largest `event_buffer_bytes`: 64 GiB, as the watch history.
+const EVENT_BUFFER_BYTES_LIMIT: u64 = 64 << 30;
 /// Largest `watch_history` in events.
 const WATCH_HISTORY_EVENTS_LIMIT: usize = 100_000_000;
 /// Largest `watch_history` in bytes: 64 GiB.
@@ -84,6 +86,7 @@ impl Default for Builder {
                 check_integrity_on_open: true,
                 durability: Durability::Immediate,
                 event_buffer: 1024,
+                event_buffer_bytes: 64 << 20,
                 watch_history: 10_000,
                 watch_history_bytes: 64 << 20,
                 restart_policy: RestartPolicy::Reset,
@@ -182,6 +185,28 @@ impl Builder {
     /// [`open`](Builder::open) fails with [`Error::InvalidConfig`].
     pub fn event_buffer(mut self, events: usize) -> Self {
         self.config.event_buffer = events.max(2);
+        self
+    }
+
+    /// The most bytes of events each [`subscribe`](Lessor::subscribe)r's channel holds, counting
+    /// the keys of each revocation and 96 bytes per event, as the watch history counts them. A
+    /// subscriber that leaves its channel undrained holds no more than this (plus one event: an
+    /// event larger than the limit is still delivered to an empty channel); the events it had no
+    /// room for are replaced by a [`LeaseEvent::Lagged`](crate::LeaseEvent::Lagged) marker, as
+    /// when its [`event_buffer`](Builder::event_buffer) is full. Default: 64 MiB. Allowed: 0 to
+    /// 64 GiB (zero: one event at a time); above, [`open`](Builder::open) fails with
+    /// [`Error::InvalidConfig`].
+    ///
+    /// ```
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::builder()
+    ///     .event_buffer_bytes(1 << 20) // each subscriber holds at most about 1 MiB of events
+    ///     .open_in_memory()?;
+    /// # let _ = lessor;
+    /// # Ok(()) }
+    /// ```
+    pub fn event_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.config.event_buffer_bytes = bytes;
         self
     }
 
@@ -315,6 +340,11 @@ impl Builder {
                 "event_buffer must be 2 to 1,048,576 events",
             ));
         }
+        if u64::try_from(c.event_buffer_bytes).map_or(true, |b| b > EVENT_BUFFER_BYTES_LIMIT) {
+            return Err(Error::InvalidConfig(
+                "event_buffer_bytes must be 0 to 64 GiB",
+            ));
+        }
         if c.watch_history > WATCH_HISTORY_EVENTS_LIMIT
             || u64::try_from(c.watch_history_bytes).map_or(true, |b| b > WATCH_HISTORY_BYTES_LIMIT)
         {
@@ -364,6 +394,7 @@ impl fmt::Debug for Builder {
             .field("check_integrity_on_open", &c.check_integrity_on_open)
             .field("durability", &c.durability)
             .field("event_buffer", &c.event_buffer)
+            .field("event_buffer_bytes", &c.event_buffer_bytes)
             .field("watch_history", &(c.watch_history, c.watch_history_bytes))
             .field("restart_policy", &c.restart_policy)
             .field("checkpoint_interval", &c.checkpoint_interval)

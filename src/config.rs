@@ -22,6 +22,7 @@ pub(crate) struct Config {
     pub check_integrity_on_open: bool,
     pub durability: Durability,
     pub event_buffer: usize,
+    pub event_buffer_bytes: usize,
     pub watch_history: usize,
     pub watch_history_bytes: usize,
     pub restart_policy: RestartPolicy,

@@ -128,6 +128,7 @@ impl Engine {
         let hub = Arc::new(Hub::new(
             recovered.counters.revision,
             config.event_buffer,
+            config.event_buffer_bytes,
             config.watch_history,
             config.watch_history_bytes,
         ));
@@ -624,6 +625,7 @@ impl Engine {
                     on_disk.len()
                 ));
             }
+            problems.extend(crate::integrity::check_file(self.path.as_deref())?);
             drop(w);
             return Ok(problems);
         }

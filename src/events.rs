@@ -11,14 +11,27 @@
 //! A subscriber whose channel is full misses events; it is told how many with one
 //! [`LeaseEvent::Lagged`] at the point where they were missed, as soon as its channel has room
 //! again. A subscriber whose receiver is gone is forgotten at the next publish.
+//!
+//! A channel is full at `event_buffer` events, or once the events in it reach `event_buffer_bytes`
+//! (keys, plus a fixed overhead per event: [`LeaseEvent`]'s size): a revocation carries every
+//! key of its lease, so a count alone bounds nothing. The channel is crossbeam's, whose receiver
+//! the caller holds; the hub tracks the bytes in it on the sending side alone. Each subscriber
+//! keeps the size of every event it sent, oldest first; the channel is FIFO and the hub its only
+//! sender, so once the channel holds `len` events, all but the last `len` sizes were received and
+//! are dropped. A receive racing that count only makes the hub think the channel fuller than it
+//! is: the bound holds. An event is sent to an empty channel whatever its size, so that no
+//! revocation is too large ever to be seen.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
+#[cfg(doc)]
+use crate::Builder;
 use crate::lease::{KeyValue, LeaseId, Revision};
-use crate::watch::Watchers;
+use crate::watch::{EVENT_OVERHEAD, Watchers};
 
 /// Why a lease ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,8 +69,9 @@ pub enum LeaseEvent {
         /// Whether it was revoked or expired.
         cause: RevokeCause,
     },
-    /// The subscriber's channel was full and this many events were dropped here: the
-    /// subscriber was too slow. Later events follow as usual. A subscriber still behind when
+    /// The subscriber's channel was full (in events, [`Builder::event_buffer`], or in bytes,
+    /// [`Builder::event_buffer_bytes`]) and this many events were dropped here: the subscriber
+    /// was too slow. Later events follow as usual. A subscriber still behind when
     /// the lessor closes gets this last, if its channel has room by then.
     Lagged(u64),
 }
@@ -83,34 +97,116 @@ pub(crate) enum Change {
     },
 }
 
-/// One subscriber's channel and how many events it has missed since its last delivery.
+/// One subscriber's channel, how many events it has missed since its last delivery, and the
+/// bytes in its channel.
 struct Subscriber {
     tx: Sender<LeaseEvent>,
     missed: u64,
+    /// The size of each event sent that may not have been received yet, oldest first.
+    sizes: VecDeque<usize>,
+    /// Their sum.
+    bytes: usize,
+}
+
+/// What became of an event offered to a subscriber's channel.
+enum Sent {
+    Delivered,
+    /// No room, in events or in bytes.
+    Full,
+    /// The receiver is gone.
+    Gone,
 }
 
 impl Subscriber {
-    /// Delivers `event` without blocking; `false` once the receiver is gone.
-    fn offer(&mut self, event: &LeaseEvent) -> bool {
+    fn new(tx: Sender<LeaseEvent>) -> Subscriber {
+        Subscriber {
+            tx,
+            missed: 0,
+            sizes: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Delivers `event` (of `size` bytes) without blocking, keeping the channel within
+    /// `max_bytes`; `false` once the receiver is gone.
+    fn offer(&mut self, event: &LeaseEvent, size: usize, max_bytes: usize) -> bool {
+        // Forget the sizes of the events received since (the oldest ones: the channel is FIFO).
+        while self.sizes.len() > self.tx.len() {
+            let received = self.sizes.pop_front().unwrap_or(0);
+            self.bytes = self.bytes.saturating_sub(received);
+        }
+        let mut checked = false;
         if self.missed > 0 {
-            match self.tx.try_send(LeaseEvent::Lagged(self.missed)) {
-                Ok(()) => self.missed = 0,
-                Err(TrySendError::Full(_)) => {
+            // The marker goes in only with the event after it, or the channel would fill with
+            // markers one event apart; the two are checked as one.
+            if !self.fits(2, EVENT_OVERHEAD.saturating_add(size), max_bytes) {
+                self.missed += 1;
+                return true;
+            }
+            checked = true;
+            match self.send(
+                LeaseEvent::Lagged(self.missed),
+                EVENT_OVERHEAD,
+                max_bytes,
+                true,
+            ) {
+                Sent::Delivered => self.missed = 0,
+                Sent::Full => {
                     self.missed += 1;
                     return true;
                 }
-                Err(TrySendError::Disconnected(_)) => return false,
+                Sent::Gone => return false,
             }
         }
-        match self.tx.try_send(event.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        match self.send(event.clone(), size, max_bytes, checked) {
+            Sent::Delivered => true,
+            Sent::Full => {
                 self.missed += 1;
                 true
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Sent::Gone => false,
         }
     }
+
+    /// Whether `events` more events of `bytes` in all fit: room in the channel, and within
+    /// `max_bytes` unless the channel is empty.
+    fn fits(&self, events: usize, bytes: usize, max_bytes: usize) -> bool {
+        let room = self
+            .tx
+            .capacity()
+            .is_none_or(|cap| self.tx.len().saturating_add(events) <= cap);
+        room && (self.sizes.is_empty() || self.bytes.saturating_add(bytes) <= max_bytes)
+    }
+
+    /// Sends `event` if the channel has room for one more event and for `size` more bytes (an
+    /// empty channel always has); `checked`: the caller has made sure of that.
+    fn send(&mut self, event: LeaseEvent, size: usize, max_bytes: usize, checked: bool) -> Sent {
+        if !checked && !self.fits(1, size, max_bytes) {
+            return Sent::Full;
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.sizes.push_back(size);
+                self.bytes = self.bytes.saturating_add(size);
+                Sent::Delivered
+            }
+            Err(TrySendError::Full(_)) => Sent::Full,
+            Err(TrySendError::Disconnected(_)) => Sent::Gone,
+        }
+    }
+}
+
+/// The bytes an event is counted for in a subscriber's budget: its keys, and a fixed overhead
+/// per event and per key (a key's `Vec`), as the watch history counts.
+fn event_size(event: &LeaseEvent) -> usize {
+    EVENT_OVERHEAD
+        + match event {
+            LeaseEvent::Revoked { keys, .. } => keys
+                .iter()
+                .map(|k| k.len() + std::mem::size_of::<Vec<u8>>())
+                .sum(),
+            LeaseEvent::Granted { .. } | LeaseEvent::Lagged(_) => 0,
+        }
 }
 
 /// What the hub guards.
@@ -126,14 +222,23 @@ pub(crate) struct Hub {
     /// Guards the subscribers, the watchers and the watch history. Taken by `publish` under
     /// the writer lock, and by watchers catching up (with no other lock held).
     state: Mutex<HubState>,
-    /// Capacity of each subscriber's channel.
+    /// Capacity of each subscriber's channel, in events.
     capacity: usize,
+    /// Capacity of each subscriber's channel, in bytes (see the module docs).
+    capacity_bytes: usize,
 }
 
 impl Hub {
-    /// A hub for a database at `revision`, keeping up to `history` events (and `history_bytes`
-    /// of keys and values) for `watch_from`.
-    pub(crate) fn new(revision: u64, capacity: usize, history: usize, history_bytes: usize) -> Hub {
+    /// A hub for a database at `revision` whose subscribers' channels hold up to `capacity`
+    /// events and `capacity_bytes` bytes, keeping up to `history` events (and `history_bytes` of
+    /// keys and values) for `watch_from`.
+    pub(crate) fn new(
+        revision: u64,
+        capacity: usize,
+        capacity_bytes: usize,
+        history: usize,
+        history_bytes: usize,
+    ) -> Hub {
         Hub {
             state: Mutex::new(HubState {
                 subscribers: Vec::new(),
@@ -141,6 +246,7 @@ impl Hub {
                 closed: false,
             }),
             capacity: capacity.max(2),
+            capacity_bytes,
         }
     }
 
@@ -151,7 +257,7 @@ impl Hub {
             return None;
         }
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
-        s.subscribers.push(Subscriber { tx, missed: 0 });
+        s.subscribers.push(Subscriber::new(tx));
         Some(rx)
     }
 
@@ -176,10 +282,18 @@ impl Hub {
         }
         let mut s = self.state.lock();
         if !s.subscribers.is_empty() {
-            let events: Vec<LeaseEvent> = changes.iter().filter_map(lease_event).collect();
+            let events: Vec<(LeaseEvent, usize)> = changes
+                .iter()
+                .filter_map(lease_event)
+                .map(|e| {
+                    let size = event_size(&e);
+                    (e, size)
+                })
+                .collect();
             if !events.is_empty() {
+                let max = self.capacity_bytes;
                 s.subscribers
-                    .retain_mut(|sub| events.iter().all(|e| sub.offer(e)));
+                    .retain_mut(|sub| events.iter().all(|(e, size)| sub.offer(e, *size, max)));
             }
         }
         s.watchers.publish(changes);
@@ -253,7 +367,7 @@ mod tests {
 
     #[test]
     fn a_slow_subscriber_gets_one_lagged_marker_where_it_missed_events() {
-        let hub = Hub::new(0, 2, 16, 1 << 20);
+        let hub = Hub::new(0, 2, 1 << 20, 16, 1 << 20);
         let rx = hub.subscribe().unwrap();
         for n in 1..=5 {
             hub.publish(vec![granted(n)]);
@@ -275,9 +389,69 @@ mod tests {
         assert_eq!(ids(&rx), ["7"]);
     }
 
+    fn revoked(n: u64, keys: usize, key_bytes: usize) -> Change {
+        Change::Revoked {
+            id: LeaseId::new(n).unwrap(),
+            keys: (0..keys).map(|k| vec![k as u8; key_bytes]).collect(),
+            revision: n,
+            cause: RevokeCause::Expired,
+        }
+    }
+
+    #[test]
+    fn an_undrained_subscriber_holds_a_bounded_number_of_bytes_then_lags() {
+        // 1,024 events of room, but 1 MiB: revocations of 100 keys of 1 KiB (about 100 KiB each).
+        let hub = Hub::new(0, 1024, 1 << 20, 16, 1 << 20);
+        let rx = hub.subscribe().unwrap();
+        for n in 1..=100 {
+            hub.publish(vec![revoked(n, 100, 1024)]);
+        }
+        let held: Vec<LeaseEvent> = rx.try_iter().collect();
+        let bytes: usize = held.iter().map(event_size).sum();
+        assert!(bytes <= 1 << 20, "{bytes} bytes held");
+        assert_eq!(held.len(), 9); // 9 × ~105 KiB fit in 1 MiB
+        // Drained: the next event comes after one marker for the 91 missed.
+        hub.publish(vec![revoked(101, 1, 1)]);
+        let next: Vec<LeaseEvent> = rx.try_iter().collect();
+        assert!(
+            matches!(
+                next[..],
+                [LeaseEvent::Lagged(91), LeaseEvent::Revoked { .. }]
+            ),
+            "{next:?}"
+        );
+        // Received events free their bytes: the channel takes 9 more, and marks the 10 missed.
+        for n in 102..=120 {
+            hub.publish(vec![revoked(n, 100, 1024)]);
+        }
+        assert_eq!(rx.try_iter().count(), 9);
+        hub.publish(vec![revoked(121, 1, 1)]);
+        let next: Vec<LeaseEvent> = rx.try_iter().collect();
+        assert!(
+            matches!(
+                next[..],
+                [LeaseEvent::Lagged(10), LeaseEvent::Revoked { .. }]
+            ),
+            "{next:?}"
+        );
+    }
+
+    #[test]
+    fn an_event_larger_than_the_budget_still_reaches_an_empty_channel() {
+        let hub = Hub::new(0, 16, 1000, 16, 1 << 20);
+        let rx = hub.subscribe().unwrap();
+        hub.publish(vec![revoked(1, 10, 1000)]);
+        hub.publish(vec![revoked(2, 10, 1000)]);
+        assert!(matches!(rx.try_recv(), Ok(LeaseEvent::Revoked { .. })));
+        assert!(rx.try_recv().is_err()); // the second did not fit
+        hub.publish(vec![revoked(3, 10, 1000)]);
+        assert!(matches!(rx.try_recv(), Ok(LeaseEvent::Lagged(1))));
+        assert!(matches!(rx.try_recv(), Ok(LeaseEvent::Revoked { .. })));
+    }
+
     #[test]
     fn dropped_subscribers_are_forgotten_and_close_ends_the_rest() {
-        let hub = Hub::new(0, 4, 16, 1 << 20);
+        let hub = Hub::new(0, 4, 1 << 20, 16, 1 << 20);
         let gone = hub.subscribe().unwrap();
         let kept = hub.subscribe().unwrap();
         drop(gone);

@@ -30,6 +30,14 @@
 //! due earlier than that, a jump of a [`ManualClock`](crate::ManualClock), or the stop channel.
 //! A tick costs O(due · log n).
 //!
+//! No panic ends the thread silently. Each renewal runs under `catch_unwind` ([`contain`]): one
+//! that panics (the lessor's clock is the caller's code) is counted and recorded, and its
+//! keep-alive is queued again an interval later, so the schedule's invariant holds. A panic
+//! elsewhere in a pass (reading the clock, say) is counted and recorded too, and the thread
+//! tries again after a backoff (10 ms doubling to 1 s). Should the thread end all the same, it
+//! records why; [`Lessor::health`](crate::Lessor::health) reports all of it
+//! ([`KeepAlives::health`]).
+//!
 //! Ground rules:
 //! - The mutex is a leaf. Nothing else is locked while it is held (the one thread spawn happens
 //!   under it, once); no clock is read, no channel sent on, no channel end dropped under it.
@@ -63,12 +71,17 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select};
 use parking_lot::Mutex;
 
+use crate::contain::contain;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lease::LeaseId;
 
 /// The shortest interval between renewals; shorter ones, zero included, are raised to it.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The first wait after a pass of the thread panicked; it doubles up to [`BACKOFF_MAX`].
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Most due entries the thread takes per hold of the mutex, so that a registration or a
 /// revocation (which holds the writer) never waits long behind a large tick.
@@ -474,6 +487,32 @@ pub(crate) struct KeepAlives {
     /// `bounded(1)` channel: wake-ups coalesce.
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
+    /// What went wrong in the thread, for [`KeepAlives::health`]. A leaf lock of its own, taken
+    /// by the thread with nothing held.
+    status: Mutex<Status>,
+}
+
+/// Failures of the `lessor-keepalive` thread; guarded by [`KeepAlives::status`].
+#[derive(Default)]
+struct Status {
+    /// Renewals and passes that panicked.
+    failures: u64,
+    /// The last one's message.
+    last_error: Option<String>,
+    /// Why the thread ended, if it ended other than by `close`.
+    stopped: Option<String>,
+}
+
+/// The keep-alive thread's part of [`Health`](crate::Health), from [`KeepAlives::health`].
+pub(crate) struct ThreadHealth {
+    /// Whether the thread runs.
+    pub(crate) running: bool,
+    /// Why it does not, once it has ended; `None` while it runs or before the first keep-alive.
+    pub(crate) stopped: Option<String>,
+    /// Renewals and passes that panicked since open.
+    pub(crate) failures: u64,
+    /// The last one's message.
+    pub(crate) last_error: Option<String>,
 }
 
 /// Names one registration: its slot, and the generation that slot had then.
@@ -591,7 +630,48 @@ impl KeepAlives {
             }),
             wake_tx,
             wake_rx,
+            status: Mutex::new(Status::default()),
         }
+    }
+
+    /// Whether the thread runs, why not, and what failed in it.
+    pub(crate) fn health(&self) -> ThreadHealth {
+        let (started, finished, closed) = {
+            let inner = self.inner.lock();
+            let thread = inner.thread.as_ref();
+            (
+                thread.is_some(),
+                thread.is_some_and(|t| t.join.is_finished()),
+                inner.closed,
+            )
+        };
+        let status = self.status.lock();
+        let stopped = if closed {
+            Some("the lessor is closed".to_owned())
+        } else if finished {
+            Some(
+                status
+                    .stopped
+                    .clone()
+                    .unwrap_or_else(|| "the keep-alive thread ended".to_owned()),
+            )
+        } else {
+            None
+        };
+        ThreadHealth {
+            running: started && !finished && !closed,
+            stopped,
+            failures: status.failures,
+            last_error: status.last_error.clone(),
+        }
+    }
+
+    /// Counts and records a panic contained in the thread.
+    fn failed(&self, reason: String) {
+        tracing::warn!(error = %reason, "a keep-alive pass failed; renewals go on");
+        let mut status = self.status.lock();
+        status.failures += 1;
+        status.last_error = Some(reason);
     }
 
     /// Registers `live`, first due at `due`, starting the thread if it is the first; and its
@@ -877,7 +957,14 @@ fn spawn(core: Arc<Engine>, wake: Receiver<()>) -> Result<Thread> {
     let (stop, stop_rx) = crossbeam_channel::bounded(0);
     let join = std::thread::Builder::new()
         .name("lessor-keepalive".into())
-        .spawn(move || run(&core, &wake, &stop_rx))
+        .spawn(move || {
+            // Passes contain their own panics; this catches one outside them.
+            if let Err(panic) = contain(|| run(&core, &wake, &stop_rx)) {
+                let reason = format!("the keep-alive thread {panic}");
+                tracing::error!(reason = %reason, "the keep-alive thread stopped");
+                core.keepalives.status.lock().stopped = Some(reason);
+            }
+        })
         .map_err(Error::Spawn)?;
     Ok(Thread { stop, join })
 }
@@ -888,23 +975,61 @@ fn run(core: &Engine, wake: &Receiver<()>, stop: &Receiver<()>) {
     let jumps = core.config.clock.jumps().unwrap_or_else(never);
     let mut due = Vec::new();
     let mut outcomes = Vec::new();
+    let mut backoff: Option<Duration> = None;
+    // The clock reading of the last pass that got one.
+    let mut last_now = 0;
     loop {
         // A storage failure (poisoned) does not stop renewals: they touch memory only, and the
         // reload keeps the deadlines of the leases the file has (see `reload.rs`).
-        // Below u64::MAX, so that every next renewal (at least 1 ms on) is later than `now`.
-        let now = core.now().min(u64::MAX - 1);
-        let sleep_until = loop {
-            match ka.take_due(now, &mut due) {
-                Step::Sleep(next) => break next,
-                Step::Work => {
-                    // The clones of the channel ends are dropped here, with no lock held.
-                    outcomes.extend(due.drain(..).map(|d| (d.ticket, renew(core, now, &d))));
-                    ka.apply(&mut outcomes);
+        let pass = contain(|| {
+            // Below u64::MAX, so that every next renewal (at least 1 ms on) is later than `now`.
+            let now = core.now().min(u64::MAX - 1);
+            last_now = now;
+            loop {
+                match ka.take_due(now, &mut due) {
+                    Step::Sleep(next) => break next.map(|at| at.saturating_sub(now)),
+                    Step::Work => {
+                        // The clones of the channel ends are dropped here, with no lock held.
+                        outcomes.extend(due.drain(..).map(|d| {
+                            let outcome =
+                                contain(|| renew(core, now, &d)).unwrap_or_else(|panic| {
+                                    ka.failed(format!("a keep-alive renewal {panic}"));
+                                    // Queued again: the schedule keeps its one entry per keep-alive.
+                                    Outcome::Next(now.saturating_add(d.interval), d.missing)
+                                });
+                            (d.ticket, outcome)
+                        }));
+                        ka.apply(&mut outcomes);
+                    }
                 }
             }
+        });
+        let sleep_for = match pass {
+            Ok(sleep_for) => {
+                backoff = None;
+                sleep_for.map(Duration::from_nanos)
+            }
+            Err(panic) => {
+                ka.failed(format!("the keep-alive thread {panic}"));
+                // What the pass took off the schedule and did not put back goes back an
+                // interval on, so that each running keep-alive keeps its one entry.
+                let retry = due.drain(..).map(|d| {
+                    (
+                        d.ticket,
+                        Outcome::Next(last_now.saturating_add(d.interval), d.missing),
+                    )
+                });
+                outcomes.extend(retry);
+                if contain(|| ka.apply(&mut outcomes)).is_err() {
+                    outcomes.clear();
+                }
+                let b = backoff.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
+                backoff = Some(b);
+                Some(b)
+            }
         };
-        let timeout = match sleep_until {
-            Some(at) => crossbeam_channel::after(Duration::from_nanos(at.saturating_sub(now))),
+        let timeout = match sleep_for {
+            Some(d) => crossbeam_channel::after(d),
             None => never(),
         };
         select! {

@@ -82,7 +82,12 @@ struct Handle {
 pub struct Health {
     /// Whether the ticker thread is running (`false` if built without one, or once closed).
     pub ticker_running: bool,
-    /// Expiry batches that failed to commit since open; each is retried with backoff.
+    /// Why the ticker is not running: `None` while it runs; otherwise "the lessor is closed",
+    /// "built without a ticker", or what ended it (a panic outside the passes that contain
+    /// them). While it is not running, no lease expires by itself.
+    pub ticker_stopped: Option<String>,
+    /// Ticker passes that failed since open (an expiry batch that did not commit, a reload that
+    /// failed, or a panic the ticker contained); each is retried with backoff.
     pub ticker_failures: u64,
     /// The last such failure.
     pub last_ticker_error: Option<String>,
@@ -99,6 +104,17 @@ pub struct Health {
     pub checkpoints: u64,
     /// Lease records those checkpoints wrote: one per lease renewed since its last checkpoint.
     pub checkpointed_leases: u64,
+    /// Whether the keep-alive thread (`lessor-keepalive`, started by the first keep-alive) is
+    /// running.
+    pub keepalive_running: bool,
+    /// Why the keep-alive thread is not running once it has been started: "the lessor is
+    /// closed", or what ended it. `None` while it runs, and before the first keep-alive.
+    pub keepalive_stopped: Option<String>,
+    /// Panics the keep-alive thread contained since open (in a renewal, or around them): each
+    /// was counted here and the thread went on.
+    pub keepalive_failures: u64,
+    /// The last such panic.
+    pub last_keepalive_error: Option<String>,
 }
 
 impl Lessor {
@@ -131,6 +147,17 @@ impl Lessor {
         let engine = &*self.handle.engine;
         engine.check_readable()?;
         Ok(engine)
+    }
+
+    /// A read snapshot of the file holding every change acknowledged so far ([`Engine::sync`]
+    /// flushes them first); for `backup.rs`.
+    pub(crate) fn synced_snapshot(&self) -> Result<redb::ReadTransaction> {
+        let core = self.core()?;
+        core.sync()?;
+        let guard = core.pipeline.store();
+        Ok(redb::ReadableDatabase::begin_read(
+            guard.as_ref().ok_or(Error::Closed)?,
+        )?)
     }
 
     /// Grants a lease of `ttl` with a new id: one above the highest id ever issued in this
@@ -669,13 +696,11 @@ impl Lessor {
     /// storage failure has the lessor waiting to reload its file.
     pub fn health(&self) -> Health {
         let core = &self.handle.engine;
+        let ticker = self.handle.ticker.lock();
+        let keepalive = core.keepalives.health();
         Health {
-            ticker_running: self
-                .handle
-                .ticker
-                .lock()
-                .as_ref()
-                .is_some_and(|t| !t.is_finished()),
+            ticker_running: ticker.as_ref().is_some_and(|t| !t.is_finished()),
+            ticker_stopped: crate::ticker::stopped(ticker.as_ref(), core.config.ticker),
             ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
             last_ticker_error: core.ticker_last_error.lock().clone(),
             poisoned: core.is_poisoned(),
@@ -683,6 +708,10 @@ impl Lessor {
             reloads: core.reloads.load(Ordering::Relaxed),
             checkpoints: core.checkpointing.batches(),
             checkpointed_leases: core.checkpointing.leases(),
+            keepalive_running: keepalive.running,
+            keepalive_stopped: keepalive.stopped,
+            keepalive_failures: keepalive.failures,
+            last_keepalive_error: keepalive.last_error,
         }
     }
 

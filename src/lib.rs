@@ -97,10 +97,12 @@
 //! what each wrong or hostile input gets (which [`Error`], or which documented behaviour), in
 //! `docs/hostile-input.md`.
 
+mod backup;
 mod builder;
 mod checkpoint;
 mod clock;
 mod config;
+mod contain;
 mod deadline;
 mod durability;
 mod engine;
@@ -110,6 +112,7 @@ mod etcd;
 mod events;
 mod expiry;
 mod inspect;
+mod integrity;
 mod keepalive;
 mod lease;
 mod lease_store;

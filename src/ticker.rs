@@ -18,6 +18,12 @@
 //! (`reload.rs`) before anything else, retried with the same backoff while the fault lasts, so
 //! expiry resumes by itself once the fault clears. The thread never exits on an error, only
 //! when its stop channel closes; `close` then joins it.
+//!
+//! Each pass (everything between two sleeps) runs under `catch_unwind` ([`contain`]): a panic
+//! from storage (redb panics on some damage it meets after open) or from the clock is counted
+//! and recorded like a failed batch, and retried with the same backoff. Should the thread end
+//! all the same (a panic outside a pass), it records why in [`Ticker`], and
+//! [`Lessor::health`](crate::Lessor::health) reports it as not running, with the reason.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,7 +31,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, never, select};
+use parking_lot::Mutex;
 
+use crate::contain::contain;
 use crate::engine::Engine;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -36,6 +44,9 @@ pub(crate) struct Ticker {
     /// Dropping it tells the thread to stop.
     stop: Sender<()>,
     thread: JoinHandle<()>,
+    /// Why the thread ended, if it ended other than by [`Ticker::stop`]; written once, by the
+    /// thread as it ends.
+    stopped: Arc<Mutex<Option<String>>>,
 }
 
 impl Ticker {
@@ -44,10 +55,24 @@ impl Ticker {
         let (stop, stop_rx) = crossbeam_channel::bounded(0);
         // Checkpoint intervals count from the open, not from whenever the thread gets going.
         let opened = core.now();
+        let stopped = Arc::new(Mutex::new(None));
+        let why = Arc::clone(&stopped);
         let thread = std::thread::Builder::new()
             .name("lessor-ticker".into())
-            .spawn(move || run(&core, opened, &wake, &stop_rx))?;
-        Ok(Ticker { stop, thread })
+            .spawn(move || {
+                // Passes contain their own panics; this catches one outside them.
+                let reason = match contain(|| run(&core, opened, &wake, &stop_rx)) {
+                    Ok(()) => return,
+                    Err(panic) => format!("the ticker thread {panic}"),
+                };
+                tracing::error!(reason = %reason, "the ticker stopped; no lease expires");
+                *why.lock() = Some(reason);
+            })?;
+        Ok(Ticker {
+            stop,
+            thread,
+            stopped,
+        })
     }
 
     /// Stops the thread and waits for it to finish its current batch.
@@ -62,89 +87,56 @@ impl Ticker {
     }
 }
 
+/// Why the ticker is not running, for [`Health::ticker_stopped`](crate::Health): `None` while
+/// it runs. `ticker` is the lessor's running ticker (`None` once closed, or if it never had
+/// one), `configured` whether the lessor was built with one.
+pub(crate) fn stopped(ticker: Option<&Ticker>, configured: bool) -> Option<String> {
+    match ticker {
+        Some(t) if !t.is_finished() => None,
+        Some(t) => Some(
+            t.stopped
+                .lock()
+                .clone()
+                .unwrap_or_else(|| "the ticker thread ended".to_owned()),
+        ),
+        None if configured => Some("the lessor is closed".to_owned()),
+        None => Some("built without a ticker (Builder::ticker(false))".to_owned()),
+    }
+}
+
 fn run(core: &Engine, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
     let jumps = core.config.clock.jumps().unwrap_or_else(never);
-    let mut backoff: Option<Duration> = None;
     let interval = u64::try_from(core.config.checkpoint_interval.as_nanos()).unwrap_or(u64::MAX);
-    // When the next pass of checkpoints is due; never under Reset.
-    let mut next_checkpoint = if core.config.restart_policy.checkpoints() {
-        opened.saturating_add(interval)
-    } else {
-        u64::MAX
+    let mut state = State {
+        backoff: None,
+        interval,
+        next_checkpoint: if core.config.restart_policy.checkpoints() {
+            opened.saturating_add(interval)
+        } else {
+            u64::MAX
+        },
+        #[cfg(feature = "metrics")]
+        next_publish: Instant::now(),
     };
-    #[cfg(feature = "metrics")]
-    let mut next_publish = Instant::now();
     loop {
-        #[cfg(feature = "metrics")]
-        if Instant::now() >= next_publish {
-            if let Ok(stats) = core.stats() {
-                crate::stats::publish(&stats);
-            }
-            next_publish = Instant::now() + crate::stats::PUBLISH_EVERY;
-        }
-        core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
-        // Storage failed: reopen the database and reload from it first (`reload.rs`); while the
-        // fault lasts, this fails and is retried with backoff like any failed batch.
-        let mut result = if core.is_poisoned() {
-            core.reload().map(|_| ())
-        } else {
-            Ok(())
-        };
-        // Revoke batch after batch until nothing is due (or a batch fails).
-        if result.is_ok() {
-            result = core.expire_all(|_| {});
-        }
-        // Batched commits whose max_delay is up go to disk.
-        if result.is_ok() && core.flush_due().is_some_and(|due| Instant::now() >= due) {
-            result = core.sync();
-        }
-        let now = core.now();
-        if result.is_ok() && now >= next_checkpoint {
-            result = crate::checkpoint::checkpoint_all(core);
-            if result.is_ok() {
-                next_checkpoint = now.saturating_add(interval);
-            }
-        }
-        let failed = match result {
-            Ok(()) => false,
-            Err(e) => {
-                tracing::warn!(error = %e, "expiry or reload failed; retrying with backoff");
-                core.ticker_failures.fetch_add(1, Ordering::Relaxed);
-                *core.ticker_last_error.lock() = Some(e.to_string());
-                true
+        // A panic in a pass (from storage, or the clock) is a failed pass: counted, recorded,
+        // retried after the backoff.
+        let wait = match contain(|| pass(core, &mut state)) {
+            Ok(wait) => wait,
+            Err(panic) => {
+                let reason = format!("the ticker {panic}");
+                failed(core, &reason);
+                let b = state.back_off();
+                // As after a failed batch: grants meanwhile need not wake it before the retry
+                // (unless the clock is what panics; then they do, harmlessly).
+                if let Ok(now) = contain(|| core.now()) {
+                    let retry_at =
+                        now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
+                    core.ticker_sleeps_until.store(retry_at, Ordering::Release);
+                }
+                Some(b)
             }
         };
-        let now = core.now();
-        let wait = if failed {
-            let b = backoff.map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
-            backoff = Some(b);
-            let retry_at = now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
-            core.ticker_sleeps_until.store(retry_at, Ordering::Release);
-            Some(b)
-        } else {
-            backoff = None;
-            let wake_at = core
-                .next_deadline()
-                .map_or(next_checkpoint, |deadline| deadline.min(next_checkpoint));
-            (wake_at != u64::MAX).then(|| {
-                core.ticker_sleeps_until.store(wake_at, Ordering::Release);
-                Duration::from_nanos(wake_at.saturating_sub(now))
-            })
-        };
-        // Real time, not the lessor's clock: the disk does not follow a manual clock.
-        let flush_in = core
-            .flush_due()
-            .map(|due| due.saturating_duration_since(Instant::now()));
-        let wait = match (wait, flush_in) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        #[cfg(feature = "metrics")]
-        let wait = Some(
-            next_publish
-                .saturating_duration_since(Instant::now())
-                .min(wait.unwrap_or(Duration::MAX)),
-        );
         let timeout = match wait {
             Some(w) => crossbeam_channel::after(w),
             None => never(),
@@ -156,4 +148,106 @@ fn run(core: &Engine, opened: u64, wake: &Receiver<()>, stop: &Receiver<()>) {
             recv(timeout) -> _ => {}
         }
     }
+}
+
+/// What the ticker's loop keeps from one pass to the next.
+struct State {
+    /// The last wait after a failure; `None` after a pass that worked.
+    backoff: Option<Duration>,
+    /// The checkpoint interval, in nanoseconds.
+    interval: u64,
+    /// When the next pass of checkpoints is due; `u64::MAX` (never) under Reset.
+    next_checkpoint: u64,
+    #[cfg(feature = "metrics")]
+    next_publish: Instant,
+}
+
+impl State {
+    /// The next wait after a failure: 10 ms, doubling up to 1 s.
+    fn back_off(&mut self) -> Duration {
+        let b = self
+            .backoff
+            .map_or(BACKOFF_MIN, |b| (b * 2).min(BACKOFF_MAX));
+        self.backoff = Some(b);
+        b
+    }
+}
+
+/// Counts and records a failed pass.
+fn failed(core: &Engine, reason: &str) {
+    tracing::warn!(error = %reason, "expiry or reload failed; retrying with backoff");
+    core.ticker_failures.fetch_add(1, Ordering::Relaxed);
+    *core.ticker_last_error.lock() = Some(reason.to_owned());
+}
+
+/// One pass: reload if poisoned, expire what is due, flush what is due, checkpoint if due.
+/// Returns how long to sleep (`None`: until woken).
+fn pass(core: &Engine, state: &mut State) -> Option<Duration> {
+    #[cfg(feature = "metrics")]
+    if Instant::now() >= state.next_publish {
+        if let Ok(stats) = core.stats() {
+            crate::stats::publish(&stats);
+        }
+        state.next_publish = Instant::now() + crate::stats::PUBLISH_EVERY;
+    }
+    core.ticker_sleeps_until.store(u64::MAX, Ordering::Release);
+    // Storage failed: reopen the database and reload from it first (`reload.rs`); while the
+    // fault lasts, this fails and is retried with backoff like any failed batch.
+    let mut result = if core.is_poisoned() {
+        core.reload().map(|_| ())
+    } else {
+        Ok(())
+    };
+    // Revoke batch after batch until nothing is due (or a batch fails).
+    if result.is_ok() {
+        result = core.expire_all(|_| {});
+    }
+    // Batched commits whose max_delay is up go to disk.
+    if result.is_ok() && core.flush_due().is_some_and(|due| Instant::now() >= due) {
+        result = core.sync();
+    }
+    let now = core.now();
+    if result.is_ok() && now >= state.next_checkpoint {
+        result = crate::checkpoint::checkpoint_all(core);
+        if result.is_ok() {
+            state.next_checkpoint = now.saturating_add(state.interval);
+        }
+    }
+    let now = core.now();
+    let wait = match result {
+        Err(e) => {
+            failed(core, &e.to_string());
+            let b = state.back_off();
+            let retry_at = now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
+            core.ticker_sleeps_until.store(retry_at, Ordering::Release);
+            Some(b)
+        }
+        Ok(()) => {
+            state.backoff = None;
+            let next_checkpoint = state.next_checkpoint;
+            let wake_at = core
+                .next_deadline()
+                .map_or(next_checkpoint, |deadline| deadline.min(next_checkpoint));
+            (wake_at != u64::MAX).then(|| {
+                core.ticker_sleeps_until.store(wake_at, Ordering::Release);
+                Duration::from_nanos(wake_at.saturating_sub(now))
+            })
+        }
+    };
+    // Real time, not the lessor's clock: the disk does not follow a manual clock.
+    let flush_in = core
+        .flush_due()
+        .map(|due| due.saturating_duration_since(Instant::now()));
+    let wait = match (wait, flush_in) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    #[cfg(feature = "metrics")]
+    let wait = Some(
+        state
+            .next_publish
+            .saturating_duration_since(Instant::now())
+            .min(wait.unwrap_or(Duration::MAX)),
+    );
+    wait
 }

@@ -37,7 +37,7 @@ use crate::lease::{KeyValue, LeaseId, Revision};
 const CHANNEL: usize = 256;
 
 /// Bytes an event is counted for in the history budget, besides its key and value.
-const EVENT_OVERHEAD: usize = 96;
+pub(crate) const EVENT_OVERHEAD: usize = 96;
 
 /// A change to a key, delivered by a [`Watch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -551,7 +551,7 @@ mod tests {
 
     #[test]
     fn dropping_a_watch_removes_its_slot() {
-        let hub = Arc::new(Hub::new(0, 4, 16, 1 << 20));
+        let hub = Arc::new(Hub::new(0, 4, 1 << 20, 16, 1 << 20));
         let w = hub
             .with_watchers(|ws| ws.add(&hub, b"/", None))
             .unwrap()
@@ -563,7 +563,7 @@ mod tests {
 
     #[test]
     fn a_full_channel_makes_the_slot_lag_until_the_watch_catches_up() {
-        let hub = Arc::new(Hub::new(0, 4, 10_000, 1 << 20));
+        let hub = Arc::new(Hub::new(0, 4, 1 << 20, 10_000, 1 << 20));
         let w = hub
             .with_watchers(|ws| ws.add(&hub, b"/", None))
             .unwrap()

@@ -1294,3 +1294,24 @@ fn restore_force_keeps_lease_ids_unique() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn dump_and_verify_read_a_backup_taken_while_the_service_runs() {
+    let t = test_dir();
+    let copy = t.dir.path().join("backup.redb");
+    let service = Lessor::open(&t.path).unwrap();
+    let lease = service.grant(secs(600)).unwrap();
+    service.put_with_lease("/lock", "holder", lease.id).unwrap();
+    service.put("/plain", "v").unwrap();
+    service.backup(&copy).unwrap();
+    // The service holds its file; the copy is free, and read without being written.
+    let before = std::fs::read(&copy).unwrap();
+    lessor(&copy, &["verify"]).ok();
+    let dump = lessor(&copy, &["dump"]);
+    let out = dump.ok();
+    assert!(out.contains("/lock") && out.contains("/plain"), "{out}");
+    assert!(out.contains(&lease.id.to_string()), "{out}");
+    assert_eq!(std::fs::read(&copy).unwrap(), before);
+    lessor(&t.path, &["dump"]).failed(LOCKED);
+    service.close().unwrap();
+}

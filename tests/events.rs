@@ -478,3 +478,56 @@ fn a_storage_failure_ends_subscriptions_and_watches() {
     l.put("/c", "3").unwrap();
     assert_eq!(drain(&w), ["put /c=3@3"]);
 }
+
+/// Bytes of the keys a batch of events carries.
+fn key_bytes(events: &[LeaseEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| match e {
+            LeaseEvent::Revoked { keys, .. } => keys.iter().map(Vec::len).sum(),
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn an_undrained_subscriber_holds_at_most_event_buffer_bytes_then_gets_lagged() {
+    // Leases of 64 keys of 1 KiB: each revocation carries 64 KiB. 1,024 events of room would
+    // hold 64 MiB; 256 KiB of room holds three.
+    let l = Lessor::builder()
+        .clock(ManualClock::new())
+        .ticker(false)
+        .event_buffer_bytes(256 << 10)
+        .open_in_memory()
+        .unwrap();
+    let value = vec![b'v'; 10];
+    let mut leases = Vec::new();
+    for n in 0..20 {
+        let lease = l.grant(secs(60)).unwrap();
+        let mut txn = l.txn();
+        for k in 0..64 {
+            let key = format!("/{n:02}/{k:02}/{}", "k".repeat(1017));
+            txn = txn.then(lessor::Op::put_with_lease(key, &value, lease.id));
+        }
+        txn.commit().unwrap();
+        leases.push(lease.id);
+    }
+    let events = l.subscribe().unwrap();
+    for &id in &leases {
+        l.revoke(id).unwrap();
+    }
+    let held: Vec<LeaseEvent> = events.try_iter().collect();
+    assert!(
+        key_bytes(&held) <= 256 << 10,
+        "{} bytes held",
+        key_bytes(&held)
+    );
+    assert_eq!(held.len(), 3, "{held:?}");
+    // Drained: the next event comes after one marker for the 17 missed.
+    let last = l.grant(secs(60)).unwrap();
+    let next: Vec<LeaseEvent> = events.try_iter().collect();
+    assert!(
+        matches!(&next[..], [LeaseEvent::Lagged(17), LeaseEvent::Granted { id, .. }] if *id == last.id),
+        "{next:?}"
+    );
+}

@@ -1301,6 +1301,8 @@ fn every_builder_setting_out_of_range_gets_invalid_config_naming_it() {
         ("event_buffer", b().event_buffer(usize::MAX)),
         ("event_buffer", b().event_buffer(1 << 32)),
         ("event_buffer", b().event_buffer((1 << 20) + 1)),
+        ("event_buffer_bytes", b().event_buffer_bytes((64 << 30) + 1)),
+        ("event_buffer_bytes", b().event_buffer_bytes(usize::MAX)),
         ("max_key_size", b().max_key_size(0)),
         ("max_key_size", b().max_key_size((1 << 20) + 1)),
         ("max_key_size", b().max_key_size(usize::MAX)),
@@ -1358,6 +1360,7 @@ fn every_builder_setting_out_of_range_gets_invalid_config_naming_it() {
     // the ends of each range are accepted, and work
     let l = Lessor::builder()
         .event_buffer(1 << 20)
+        .event_buffer_bytes(64 << 30)
         .max_key_size(1 << 20)
         .max_value_size(512 << 20)
         .expiry_batch_size(1_000_000)
@@ -1378,6 +1381,7 @@ fn every_builder_setting_out_of_range_gets_invalid_config_naming_it() {
     l.close().unwrap();
     let l = Lessor::builder()
         .event_buffer(0) // raised to 2
+        .event_buffer_bytes(0) // one event at a time
         .max_key_size(1)
         .max_value_size(0)
         .expiry_batch_size(0) // raised to 1
