@@ -44,8 +44,8 @@ const CHECKPOINT_INTERVAL_LIMIT: Duration = Duration::from_secs(86_400);
 /// Longest `max_delay` of [`Durability::Batched`]: one hour of acknowledged changes at risk.
 const MAX_DELAY_LIMIT: Duration = Duration::from_secs(3600);
 
-/// Default [`Builder::cache_size`]: 64 MiB (see there why).
-const DEFAULT_CACHE_SIZE: usize = 64 << 20;
+/// Default [`Builder::cache_size`]: 16 MiB (see there why).
+const DEFAULT_CACHE_SIZE: usize = 16 << 20;
 
 /// Builds a [`Lessor`] with settings other than the defaults of [`Lessor::open`].
 ///
@@ -251,16 +251,17 @@ impl Builder {
 
     /// The most memory, in bytes, redb may use to cache pages of the file: pages read, and pages
     /// written by a transaction before its commit (a larger transaction writes its pages out
-    /// early). It is a limit, not an allocation. Default: 64 MiB; any value is accepted (zero
+    /// early). It is a limit, not an allocation. Default: 16 MiB; any value is accepted (zero
     /// caches nothing).
     ///
     /// Why not redb's own default of 1 GiB: a lessor keeps its leases in memory, in its own
     /// table, and never reads them from the file after opening, so the cache serves only key
     /// reads and the B-tree pages a write walks through. Those are the branch pages (about 1%
-    /// of the file) and the leaves being written: 64 MiB holds them for millions of keys, where
+    /// of the file) and the leaves being written: 16 MiB holds them for millions of keys, where
     /// 1 GiB let the process grow by the size of every page it ever touched (about 100 bytes a
-    /// lease at a million leases with one key each). Raise it for a store whose keys are read
-    /// often and do not fit.
+    /// lease at a million leases with one key each; 64 MiB still cost 57 bytes a lease there,
+    /// with no measurable gain in write speed). Raise it for a store whose keys are read often
+    /// and do not fit; the operating system's page cache still serves the rest.
     pub fn cache_size(mut self, bytes: usize) -> Self {
         self.config.cache_size = bytes;
         self
