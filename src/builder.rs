@@ -284,7 +284,7 @@ impl Builder {
     pub fn open(self, path: impl AsRef<Path>) -> Result<Lessor> {
         self.validate()?;
         let path = path.as_ref();
-        let db = recovery::open_file(path, &self.config)?;
+        let db = crate::contain::storage(|| recovery::open_file(path, &self.config))?;
         Lessor::open_with(self.config, db, Source::File(path.to_path_buf()))
     }
 

@@ -19,6 +19,21 @@ pub(crate) fn contain<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|payload| format!("panicked: {}", message(&*payload)))
 }
 
+/// Runs `f`, which works on storage; a panic (redb panics on some damage its checks did not
+/// catch) becomes [`Error::Corrupted`](crate::Error::Corrupted) saying so.
+pub(crate) fn storage<T>(f: impl FnOnce() -> crate::Result<T>) -> crate::Result<T> {
+    contain(f).unwrap_or_else(|msg| {
+        Err(crate::Error::Corrupted(format!(
+            "the storage engine {msg} (the file may be damaged)"
+        )))
+    })
+}
+
+/// Whether `e` is what [`storage`] made of a panic.
+pub(crate) fn is_panic(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Corrupted(why) if why.starts_with("the storage engine panicked"))
+}
+
 /// The message a panic carried: its `&str` or `String` payload, or a placeholder.
 pub(crate) fn message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

@@ -116,7 +116,8 @@ impl Engine {
         let clock = &*config.clock;
         let (now, wall) = (now_nanos(clock), wall_nanos(clock));
         let started = Instant::now();
-        let recovered = recovery::recover(&db, config.restart_policy, now, wall)?;
+        let recovered =
+            crate::contain::storage(|| recovery::recover(&db, config.restart_policy, now, wall))?;
         tracing::info!(
             leases = recovered.table.len(),
             expired = recovered.expired.len(),
@@ -195,7 +196,14 @@ impl Engine {
         q: Query<'_>,
         f: impl FnOnce(&Layers<'_>, u64) -> Result<T>,
     ) -> Result<T> {
-        let read = self.pipeline.read(q, f);
+        let read = crate::contain::storage(|| self.pipeline.read(q, f));
+        if let Err(e) = &read
+            && crate::contain::is_panic(e)
+        {
+            // Damage the open-time check could not see: nothing from the file is trusted now.
+            let _guard = self.pipeline.lock(); // `failed` is called under the writer lock
+            Hooks::failed(self, e);
+        }
         match self.state.load(Ordering::Acquire) {
             // While poisoned, the snapshot may belong to a database being reopened.
             POISONED => read.map_err(|_| Error::Poisoned),
@@ -616,7 +624,7 @@ impl Engine {
             let store::Report {
                 mut problems,
                 leases: on_disk,
-            } = store::verify(&read)?;
+            } = crate::contain::storage(|| store::verify(&read))?;
             let in_memory = self.table.all_ids();
             if on_disk != in_memory {
                 problems.push(format!(
@@ -711,7 +719,7 @@ impl Engine {
         let mut store = self.pipeline.store_mut();
         // redb lets go of the file (or backend) only when its `Database` drops.
         drop(store.take());
-        let db = self.source.open(&self.config)?;
+        let db = crate::contain::storage(|| self.source.open(&self.config))?;
         let mut lost = Vec::new();
         let revision = match self.pipeline.mode() {
             Durability::Batched { .. } => {
@@ -747,7 +755,9 @@ impl Engine {
     fn reconcile(&self, db: &Database, lost: &mut Vec<LeaseId>) -> Result<u64> {
         let clock = &*self.config.clock;
         let (now, wall) = (now_nanos(clock), wall_nanos(clock));
-        let file = recovery::recover(db, self.config.restart_policy, now, wall)?;
+        let file = crate::contain::storage(|| {
+            recovery::recover(db, self.config.restart_policy, now, wall)
+        })?;
         let mut w = self.pipeline.lock();
         let plan = reload::plan(&self.table.entries(), &file.table.entries());
         for &id in &plan.lost {

@@ -248,7 +248,8 @@ impl Pipeline {
             changes: Vec::new(),
             claims: Vec::new(),
         };
-        let out = f(&mut w.life, &mut batch);
+        let life = &mut w.life;
+        let out = crate::contain::storage(|| f(life, &mut batch));
         let Batch {
             counters,
             changes,
@@ -304,9 +305,11 @@ impl Pipeline {
             }
         };
         w.active = active;
-        if let Err(e @ Error::Storage(_)) = &result {
-            // A read of the file failed while applying: the buffer is intact, but under
-            // Immediate nothing in it was acknowledged yet.
+        if let Err(e) = &result
+            && (matches!(e, Error::Storage(_)) || crate::contain::is_panic(e))
+        {
+            // A read of the file failed (or redb panicked) while applying: the buffer is intact,
+            // but under Immediate nothing in it was acknowledged yet.
             let lost = self.syncer.mode() == Durability::Immediate;
             self.fail(hooks, &w, e, lost);
         }
@@ -430,13 +433,13 @@ impl Pipeline {
             (frozen, w.seq, w.counters)
         };
         let start = Instant::now();
-        let committed = (|| {
+        let committed = crate::contain::storage(|| {
             let mut txn = db.begin_write()?;
             frozen.write_to(&txn, counters)?;
             txn.set_durability(redb::Durability::Immediate)?;
             txn.commit()?;
             Base::open(db)
-        })();
+        });
         let mut w = self.writer.lock();
         match committed {
             Ok(base) => {

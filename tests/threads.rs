@@ -98,8 +98,15 @@ fn the_ticker_survives_a_panic_inside_redb_and_health_says_so() {
         "{why}"
     );
 
-    // The fault clears: the ticker, still there, expires what is due (a lease granted since too).
+    // The panic poisoned the lessor (nothing from the file is trusted until it is reopened).
+    // The fault clears: the ticker, still there, reopens it and expires what is due (a lease
+    // granted since too).
     disk.armed.store(false, Ordering::SeqCst);
+    assert!(
+        wait_until(LIMIT, || !l.health().poisoned),
+        "{:?}",
+        l.health()
+    );
     let later = l.grant(secs(1)).unwrap();
     clock.advance(secs(2));
     assert!(wait_until(LIMIT, || matches!(
@@ -152,4 +159,49 @@ fn the_keep_alive_thread_survives_a_panicking_clock_and_health_says_so() {
         h.ticker_stopped.as_deref(),
         Some("built without a ticker (Builder::ticker(false))")
     );
+}
+
+/// A call whose storage panics (damage the open-time check could not see) gets
+/// `Error::Corrupted` and poisons the lessor, never a panic; renewals go on; once the fault
+/// clears, `recover` brings it back with nothing lost.
+#[test]
+fn a_call_whose_storage_panics_gets_corrupted_and_poisons() {
+    let disk = PanicDisk::default();
+    let clock = ManualClock::new();
+    let l = Lessor::builder()
+        .clock(clock.clone())
+        .ticker(false)
+        .cache_size(0)
+        .open_with_backend(disk.clone())
+        .unwrap();
+    let lease = l.grant(secs(60)).unwrap();
+    l.put_with_lease("/lock", "holder", lease.id).unwrap();
+
+    disk.armed.store(true, Ordering::SeqCst);
+    let got = l.put_with_lease("/other", "x", lease.id);
+    assert!(
+        matches!(&got, Err(Error::Corrupted(why)) if why.contains("injected panic")),
+        "{got:?}"
+    );
+    assert!(l.health().poisoned);
+    assert!(matches!(l.put("/x", "x"), Err(Error::Poisoned)));
+    // A read answers what was acknowledged, or refuses: never a panic, never a wrong answer.
+    match l.get("/lock") {
+        Ok(kv) => assert_eq!(kv.unwrap().value, b"holder"),
+        Err(e) => assert!(matches!(e, Error::Poisoned | Error::Corrupted(_)), "{e:?}"),
+    }
+    assert!(l.renew(lease.id).is_ok(), "renewals go on");
+    assert!(
+        l.recover().is_err(),
+        "the fault lasts: reopening fails, contained"
+    );
+
+    disk.armed.store(false, Ordering::SeqCst);
+    l.recover().unwrap();
+    assert!(!l.health().poisoned);
+    assert_eq!(l.get("/lock").unwrap().unwrap().value, b"holder");
+    assert_eq!(l.get("/other").unwrap(), None);
+    l.put("/after", "y").unwrap();
+    l.verify().unwrap();
+    l.close().unwrap();
 }
