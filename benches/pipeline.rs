@@ -18,6 +18,8 @@
 //!   fsync (`..._per_fsync`, from `Stats::fsyncs`).
 //! - `durable_put_alone`: µs per `put` on one thread under `Immediate`, and `fsync_alone`: µs of
 //!   one `fdatasync` of a file in the same folder, for the difference.
+//! - `huge_revoke_N`: the revocation of one lease with N keys (500,000 in a full run), how long it
+//!   took, and the worst wait of a writer putting other keys meanwhile.
 //!
 //! Run with `--test` (as `cargo bench -- --test` does in CI), every figure runs once, tiny.
 
@@ -209,6 +211,46 @@ fn durable_put_alone(run: &Run) {
     report("fsync_alone", median(fsyncs), "us");
 }
 
+/// Other writers' worst wait while one lease with `keys` keys is revoked: a writer thread puts
+/// (`Batched`) in a loop and records its slowest call while the revoke runs.
+fn huge_revoke(keys: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&dir, BATCHED);
+    let big = l.grant(Duration::from_secs(3600)).unwrap().id;
+    for i in 0..keys {
+        l.put_with_lease(format!("/big/{i:08}"), "v", big).unwrap();
+    }
+    l.sync().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (revoke_took, worst) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut worst = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let t0 = Instant::now();
+                l.put(format!("/other/{i}"), "v").unwrap();
+                worst = worst.max(t0.elapsed());
+                i += 1;
+            }
+            worst
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let t0 = Instant::now();
+        l.revoke(big).unwrap();
+        let took = t0.elapsed();
+        std::thread::sleep(Duration::from_millis(20));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (took, writer.join().unwrap())
+    });
+    l.close().unwrap();
+    report(&format!("huge_revoke_{keys}_took"), revoke_took.as_secs_f64() * 1e3, "ms");
+    report(
+        &format!("huge_revoke_{keys}_other_writer_worst_wait"),
+        worst.as_secs_f64() * 1e3,
+        "ms",
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let test = args.iter().any(|a| a == "--test");
@@ -251,5 +293,8 @@ fn main() {
     }
     if wanted("durable_put_alone") {
         durable_put_alone(&run);
+    }
+    if wanted("huge_revoke") {
+        huge_revoke(if test { 100 } else { run.n * 25 });
     }
 }
