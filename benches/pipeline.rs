@@ -243,7 +243,11 @@ fn huge_revoke(keys: usize) {
         (took, writer.join().unwrap())
     });
     l.close().unwrap();
-    report(&format!("huge_revoke_{keys}_took"), revoke_took.as_secs_f64() * 1e3, "ms");
+    report(
+        &format!("huge_revoke_{keys}_took"),
+        revoke_took.as_secs_f64() * 1e3,
+        "ms",
+    );
     report(
         &format!("huge_revoke_{keys}_other_writer_worst_wait"),
         worst.as_secs_f64() * 1e3,

@@ -310,10 +310,6 @@ impl Base {
         Ok(self.leases.get(id)?.map(|v| v.value().to_vec()))
     }
 
-    fn lease_key(&self, lease: u64, key: &[u8]) -> Result<bool> {
-        Ok(self.lease_keys.get((lease, key))?.is_some())
-    }
-
     /// The keys and attached keys in the snapshot; O(1).
     pub(crate) fn key_counts(&self) -> Result<(u64, u64)> {
         Ok((self.kv.len()?, self.lease_keys.len()?))
@@ -375,16 +371,6 @@ impl Layers<'_> {
             }
         }
         self.base.lease_get(id)
-    }
-
-    fn lease_key(&self, lease: u64, key: &[u8]) -> Result<bool> {
-        for o in self.overlays() {
-            // The map's key is owned; look it up without allocating where possible.
-            if let Some(&present) = o.lease_keys.get(&(lease, key.to_vec())) {
-                return Ok(present);
-            }
-        }
-        self.base.lease_key(lease, key)
     }
 
     /// Reads one key.
@@ -472,13 +458,14 @@ impl Tables<'_> {
         Ok(())
     }
 
+    /// Adds (`present`) or removes the index entry `(lease, key)`. Every caller knows from the
+    /// key's record that the entry is in the opposite state (the index mirrors the records: see
+    /// `store.rs`), so nothing is looked up; a file whose index disagrees is `verify`'s to report.
     fn index(&mut self, lease: u64, key: &[u8], present: bool) -> Result<()> {
         if lease == 0 {
             return Ok(());
         }
-        if self.layers().lease_key(lease, key)? != present {
-            self.active.attached_delta += if present { 1 } else { -1 };
-        }
+        self.active.attached_delta += if present { 1 } else { -1 };
         self.active.set_lease_key(lease, key, present);
         Ok(())
     }
