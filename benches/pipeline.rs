@@ -18,6 +18,8 @@
 //!   fsync (`..._per_fsync`, from `Stats::fsyncs`).
 //! - `durable_put_alone`: µs per `put` on one thread under `Immediate`, and `fsync_alone`: µs of
 //!   one `fdatasync` of a file in the same folder, for the difference.
+//! - `expiry_lateness_8_durable_writers_*`: how late 500 leases (TTLs 50–550 ms) are revoked
+//!   while 8 threads grant under `Immediate` (the lessor's `Stats::expiry_lateness`).
 //! - `huge_revoke_N`: the revocation of one lease with N keys (500,000 in a full run), how long it
 //!   took, and the worst wait of a writer putting other keys meanwhile.
 //!
@@ -255,6 +257,52 @@ fn huge_revoke(keys: usize) {
     );
 }
 
+/// Expiry lateness (p50 / p99 / max, by the lessor's clock) of `n` leases with TTLs spread over
+/// 50–550 ms, while 8 threads grant durably (`Immediate`) the whole time.
+fn expiry_lateness_under_writers(n: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&dir, Durability::Immediate);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let lateness = std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    l.grant(Duration::from_secs(3600)).unwrap();
+                }
+            });
+        }
+        let ids: Vec<LeaseId> = (0..n)
+            .map(|i| {
+                let ttl = Duration::from_millis(50 + (i as u64 * 500) / n as u64);
+                l.grant(ttl).unwrap().id
+            })
+            .collect();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up && l.stats().unwrap().expiries < ids.len() as u64 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        l.stats().unwrap().expiry_lateness
+    });
+    l.close().unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    report(
+        "expiry_lateness_8_durable_writers_p50",
+        ms(lateness.p50),
+        "ms",
+    );
+    report(
+        "expiry_lateness_8_durable_writers_p99",
+        ms(lateness.p99),
+        "ms",
+    );
+    report(
+        "expiry_lateness_8_durable_writers_max",
+        ms(lateness.max),
+        "ms",
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let test = args.iter().any(|a| a == "--test");
@@ -297,6 +345,9 @@ fn main() {
     }
     if wanted("durable_put_alone") {
         durable_put_alone(&run);
+    }
+    if wanted("expiry_lateness") {
+        expiry_lateness_under_writers(if test { 5 } else { 500 });
     }
     if wanted("huge_revoke") {
         huge_revoke(if test { 100 } else { run.n * 25 });
