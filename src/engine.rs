@@ -48,7 +48,7 @@ use crate::keepalive::{EndReason, KeepAlives};
 use crate::lease::{Lease, LeaseId, LeaseInfo, Revision};
 use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
 use crate::lifecycle::Lifecycle;
-use crate::overlay::{Layers, Query};
+use crate::overlay::{Layers, Query, Tables};
 use crate::pipeline::{Hooks, Pipeline};
 use crate::record::LeaseRecord;
 use crate::recovery;
@@ -274,6 +274,10 @@ impl Engine {
                 None => LeaseId::new(b.counters.max_lease_id.saturating_add(1))
                     .ok_or(Error::LeaseIdsExhausted)?,
             };
+            if b.tables.lease_deleted(id) && self.table.deadline_of(id).is_some() {
+                // Its revocation is not durable yet (and left it unclaimed till then).
+                return Err(Error::LeaseExists(id));
+            }
             if life.claim_for_regrant(&self.table, id, now)? {
                 replaced = Some(id);
                 b.revoke(id, RevokeCause::Expired)?;
@@ -292,6 +296,7 @@ impl Engine {
                 id,
                 ttl,
                 revision: b.counters.revision,
+                written,
             });
             Ok(id)
         });
@@ -309,28 +314,22 @@ impl Engine {
         }
         let revision = Revision(w.counters.revision);
         drop(w);
-        self.settle_grant(id, ttl, written, revision, ticket)
+        self.settle_grant(id, ttl, revision, ticket)
     }
 
     /// The end of every grant, once its record is applied and the writer released: waits until
-    /// it is durable, then gives the lease its first deadline and queues it, and counts. The TTL
-    /// runs from here, so the fsync does not eat into it; the clock is read with no lock held.
+    /// it is durable (by then it is visible, with its first deadline and queued), and counts.
     fn settle_grant(
         &self,
         id: LeaseId,
         ttl: u64,
-        written: u64,
         revision: Revision,
         ticket: Ticket,
     ) -> Result<Lease> {
-        // Durable first (under Immediate), so that the TTL runs from the commit.
+        // Durable first (under Immediate); the lease got its first deadline as it became
+        // visible (`Hooks::publish`), so its TTL runs from the commit.
         self.pipeline.await_durable(self, ticket)?;
         let now = self.now();
-        let deadline = deadline_after(now, ttl);
-        if self.table.settle_written(id, deadline, written) {
-            self.queue.lock().push(deadline, id);
-            self.wake_ticker(deadline);
-        }
         if !room_for_grant(now) {
             // The clock reached the last deadline during the commit: the lease is dead on
             // arrival, and expiry revokes it.
@@ -352,7 +351,7 @@ impl Engine {
         let now = self.now();
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             if let Some(id) = lease {
-                self.check_alive(id, now)?;
+                self.check_alive(id, now, &b.tables)?;
             }
             let rev = b.counters.bump_revision()?;
             let kv = b.tables.put(key, value, lease, rev)?;
@@ -397,7 +396,7 @@ impl Engine {
         keys.retain(|k| seen.insert(k.as_ref().to_vec()));
         let now = self.now();
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
-            self.check_alive(id, now)?;
+            self.check_alive(id, now, &b.tables)?;
             for k in &keys {
                 if attach {
                     b.tables.attach(id, k.as_ref())?;
@@ -415,9 +414,9 @@ impl Engine {
     pub(crate) fn transaction(&self, spec: &TxnRequest) -> Result<TxnResult> {
         spec.check(|k| self.config.check_key(k), |v| self.config.check_value(v))?;
         let now = self.now();
-        let (w, result, ticket) = self
-            .pipeline
-            .write(self, |_, b| spec.run(b, |id| self.check_alive(id, now)));
+        let (w, result, ticket) = self.pipeline.write(self, |_, b| {
+            spec.run(b, |id, tables| self.check_alive(id, now, tables))
+        });
         let revision = Revision(w.counters.revision);
         self.pipeline.finish(self, w, ticket)?;
         let (succeeded, responses) = result?;
@@ -454,10 +453,12 @@ impl Engine {
         self.hub.subscribe().ok_or(Error::Closed)
     }
 
-    fn check_alive(&self, id: LeaseId, now: u64) -> Result<()> {
+    /// Whether a request may use lease `id` at `now`: alive in the table, and not revoked by a
+    /// request still in the buffer (`tables`).
+    fn check_alive(&self, id: LeaseId, now: u64, tables: &Tables<'_>) -> Result<()> {
         match self.table.alive(id, now) {
-            Some(_) => Ok(()),
-            None => Err(Error::LeaseNotFound(id)),
+            Some(_) if !tables.lease_deleted(id) => Ok(()),
+            _ => Err(Error::LeaseNotFound(id)),
         }
     }
 
@@ -480,9 +481,23 @@ impl Engine {
             if !still_ours() {
                 return Err(Error::LeaseNotFound(id));
             }
-            claimed = life.claim_for_revoke(&self.table, id)?;
+            if b.tables.lease_deleted(id) {
+                // Revoked by a request not yet durable.
+                return Err(Error::LeaseNotFound(id));
+            }
+            let late = self.pipeline.mode() == Durability::Immediate
+                && life.revocable_later(&self.table, id)?;
+            if !late {
+                claimed = life.claim_for_revoke(&self.table, id)?;
+            }
             b.revoke(id, RevokeCause::Revoked)?;
-            b.claims.push((id, claimed));
+            if late {
+                // Claimed once durable: until then it stays alive to everyone (renewals
+                // included); requests that would use it see its record deleted.
+                b.deferred.push(id);
+            } else {
+                b.claims.push((id, claimed));
+            }
             Ok(())
         });
         if let Err(e) = result {
@@ -537,7 +552,10 @@ impl Engine {
         let (mut w, result, ticket) = self.pipeline.write(self, |life, b| {
             batch = life.take_batch();
             for &id in &batch {
-                b.revoke(id, RevokeCause::Expired)?;
+                // A revocation not yet durable deleted it already: no second revocation.
+                if !b.tables.lease_deleted(id) {
+                    b.revoke(id, RevokeCause::Expired)?;
+                }
                 b.claims.push((id, None));
             }
             Ok(())
@@ -826,12 +844,37 @@ impl Hooks for Engine {
         }
     }
 
-    fn publish(&self, changes: Vec<Change>) {
+    fn now(&self) -> u64 {
+        Engine::now(self)
+    }
+
+    fn publish(&self, changes: Vec<Change>, now: u64) {
+        // A granted lease gets its first deadline as it becomes visible: whoever hears of it
+        // can use it at once, and its TTL runs from its commit.
+        for c in &changes {
+            if let Change::Granted {
+                id, ttl, written, ..
+            } = c
+            {
+                let deadline = deadline_after(now, *ttl);
+                if self.table.settle_written(*id, deadline, *written) {
+                    self.queue.lock().push(deadline, *id);
+                    self.wake_ticker(deadline);
+                }
+            }
+        }
         self.hub.publish(changes);
     }
 
     fn revoked(&self, id: LeaseId) {
         // Unless a grant of the same id since replaced it.
+        self.table.remove_claimed(id);
+    }
+
+    fn revoked_late(&self, id: LeaseId) {
+        // No grant of its id can have come in between: while its record is deleted in the
+        // buffer and its entry unclaimed, a grant of the id gets `LeaseExists`.
+        self.table.claim(id);
         self.table.remove_claimed(id);
     }
 

@@ -83,6 +83,9 @@ pub(crate) enum Change {
         id: LeaseId,
         ttl: u64,
         revision: u64,
+        /// The deadline its record says (its grant's checkpoint, on this clock): the lease's
+        /// first deadline, set when it becomes visible, may be later.
+        written: u64,
     },
     Revoked {
         id: LeaseId,
@@ -333,7 +336,9 @@ impl Hub {
 
 fn lease_event(change: &Change) -> Option<LeaseEvent> {
     match change {
-        Change::Granted { id, ttl, revision } => Some(LeaseEvent::Granted {
+        Change::Granted {
+            id, ttl, revision, ..
+        } => Some(LeaseEvent::Granted {
             id: *id,
             ttl: Duration::from_nanos(*ttl),
             revision: Revision(*revision),
@@ -362,6 +367,7 @@ mod tests {
             id: LeaseId::new(n).unwrap(),
             ttl: 1,
             revision: 0,
+            written: 0,
         }
     }
 

@@ -121,6 +121,23 @@ impl Lifecycle {
         Ok(prior)
     }
 
+    /// Whether a user revocation of `id` may leave its claim until the revocation is durable
+    /// (`Immediate`): `true` if the lease is in the table and unclaimed (alive, or expired and
+    /// not yet taken by expiry); `false` if an expiry batch that failed claimed it, and the
+    /// revocation takes it over as it is ([`claim_for_revoke`](Self::claim_for_revoke)).
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if the lease is unknown, or claimed by a revocation in flight.
+    pub(crate) fn revocable_later(&self, table: &LeaseTable, id: LeaseId) -> Result<bool> {
+        if self.retry.contains(&id) {
+            return Ok(false);
+        }
+        match table.deadline_of(id) {
+            Some(_) => Ok(true),
+            None => Err(Error::LeaseNotFound(id)),
+        }
+    }
+
     /// The user revocation of `id` was applied.
     pub(crate) fn revoke_applied(&mut self, id: LeaseId) {
         self.retry.retain(|&r| r != id);

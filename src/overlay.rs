@@ -70,12 +70,18 @@ pub(crate) struct Overlay {
     /// The leases its requests revoked, still claimed in the table until it is durable, with
     /// the deadline word to give back if that fails (see `Batch::claims` in `lessor.rs`).
     pub(crate) claims: Vec<(LeaseId, Option<u64>)>,
+    /// The leases its requests revoked without claiming them yet (under `Immediate`): claimed
+    /// and dropped from the table once it is durable, so that nobody sees them go before.
+    pub(crate) deferred: Vec<LeaseId>,
 }
 
 impl Overlay {
     /// Whether nothing has been written to it.
     pub(crate) fn is_empty(&self) -> bool {
-        self.writes == 0 && self.changes.is_empty() && self.claims.is_empty()
+        self.writes == 0
+            && self.changes.is_empty()
+            && self.claims.is_empty()
+            && self.deferred.is_empty()
     }
 
     /// Low-level writes applied so far.
@@ -152,6 +158,7 @@ impl Overlay {
         self.bytes += newer.bytes;
         self.changes.extend(newer.changes);
         self.claims.extend(newer.claims);
+        self.deferred.extend(newer.deferred);
         self
     }
 
@@ -170,6 +177,7 @@ impl Overlay {
             saved: self.saved,
             changes: self.changes.clone(),
             claims: self.claims.clone(),
+            deferred: self.deferred.clone(),
         }
     }
 
@@ -468,6 +476,16 @@ impl Tables<'_> {
         self.active.attached_delta += if present { 1 } else { -1 };
         self.active.set_lease_key(lease, key, present);
         Ok(())
+    }
+
+    /// Whether a request not yet durable deleted lease `id`'s record (revoked it): the buffer
+    /// alone says so, no file read.
+    pub(crate) fn lease_deleted(&self, id: LeaseId) -> bool {
+        [Some(&*self.active), self.frozen]
+            .into_iter()
+            .flatten()
+            .find_map(|o| o.leases.get(&id.get()))
+            .is_some_and(Option::is_none)
     }
 
     /// Whether lease `id` has a record.

@@ -46,10 +46,16 @@ const GATHER: Duration = Duration::from_millis(1);
 pub(crate) trait Hooks {
     /// A request was applied with these changes (before they are visible under `Immediate`).
     fn applied(&self, changes: &[Change]);
-    /// These changes became visible: at apply under `Batched`, once durable under `Immediate`.
-    fn publish(&self, changes: Vec<Change>);
+    /// The clock, read before the writer lock is taken, for [`publish`](Self::publish).
+    fn now(&self) -> u64;
+    /// These changes became visible at clock reading `now`: at apply under `Batched`, once
+    /// durable under `Immediate`.
+    fn publish(&self, changes: Vec<Change>, now: u64);
     /// The revocation of lease `id`, claimed by its request, is visible: it leaves the table.
     fn revoked(&self, id: LeaseId);
+    /// The revocation of lease `id`, which its request left unclaimed (under `Immediate`), is
+    /// durable: the lease is claimed and leaves the table now.
+    fn revoked_late(&self, id: LeaseId);
     /// The revocation of lease `id` will never be durable (its flush failed): give it back the
     /// deadline word `prior` it had.
     fn give_back(&self, id: LeaseId, prior: u64);
@@ -101,6 +107,9 @@ pub(crate) struct Batch<'a> {
     /// The leases it revoked, claimed in the table, with the deadline word each had if a
     /// failure to make the revocation durable gives it back (`None`: it stays dead).
     pub claims: Vec<(LeaseId, Option<u64>)>,
+    /// The leases it revoked without claiming them (under `Immediate`): claimed and dropped from
+    /// the table once the request is durable.
+    pub deferred: Vec<LeaseId>,
 }
 
 impl Batch<'_> {
@@ -228,6 +237,11 @@ impl Pipeline {
         f: impl FnOnce(&mut Lifecycle, &mut Batch<'_>) -> Result<T>,
     ) -> (MutexGuard<'_, Writer>, Result<T>, Ticket) {
         let guard = self.store.read();
+        // For what becomes visible at apply (Batched): read before the lock, as every clock read.
+        let now = match self.syncer.mode() {
+            Durability::Batched { .. } => hooks.now(),
+            Durability::Immediate => 0,
+        };
         self.entering.fetch_add(1, Ordering::AcqRel);
         let mut w = self.writer.lock();
         self.entering.fetch_sub(1, Ordering::AcqRel);
@@ -247,6 +261,7 @@ impl Pipeline {
             counters: w.counters,
             changes: Vec::new(),
             claims: Vec::new(),
+            deferred: Vec::new(),
         };
         let life = &mut w.life;
         let out = crate::contain::storage(|| f(life, &mut batch));
@@ -254,6 +269,7 @@ impl Pipeline {
             counters,
             changes,
             claims,
+            deferred,
             ..
         } = batch;
         let mut ticket = Ticket::DONE;
@@ -270,13 +286,17 @@ impl Pipeline {
                     Durability::Immediate => {
                         active.changes.extend(changes);
                         active.claims.extend(claims);
+                        active.deferred.extend(deferred);
                     }
                     // Visible now: published under the writer lock, in order.
                     Durability::Batched { max_delay } => {
                         for (id, _) in claims {
                             hooks.revoked(id);
                         }
-                        hooks.publish(changes);
+                        for id in deferred {
+                            hooks.revoked_late(id);
+                        }
+                        hooks.publish(changes, now);
                         let first = w.active_since.is_none() && !active.is_empty();
                         if first {
                             w.active_since = Some(Instant::now());
@@ -440,6 +460,7 @@ impl Pipeline {
             txn.commit()?;
             Base::open(db)
         });
+        let now = hooks.now();
         let mut w = self.writer.lock();
         match committed {
             Ok(base) => {
@@ -452,13 +473,16 @@ impl Pipeline {
                 for &(id, _) in &frozen.claims {
                     hooks.revoked(id);
                 }
+                for &id in &frozen.deferred {
+                    hooks.revoked_late(id);
+                }
                 if !frozen.changes.is_empty() {
                     // Durable now: visible, in order (flushes are one at a time).
                     let changes = match Arc::try_unwrap(frozen) {
                         Ok(o) => o.changes,
                         Err(shared) => shared.changes.clone(),
                     };
-                    hooks.publish(changes);
+                    hooks.publish(changes, now);
                 }
                 drop(w);
                 self.syncer.durable(upto);

@@ -280,7 +280,7 @@ impl TxnRequest {
     pub(crate) fn run(
         &self,
         batch: &mut Batch<'_>,
-        alive: impl Fn(LeaseId) -> Result<()>,
+        alive: impl Fn(LeaseId, &crate::overlay::Tables<'_>) -> Result<()>,
     ) -> Result<(bool, Vec<TxnResponse>)> {
         let mut succeeded = true;
         for c in &self.compares {
@@ -302,7 +302,7 @@ impl TxnRequest {
                 OpKind::Get => TxnResponse::Get(batch.tables.get(&op.key)?),
                 OpKind::Put { value, lease } => {
                     if let Some(id) = lease {
-                        alive(*id)?;
+                        alive(*id, &batch.tables)?;
                     }
                     let rev = write_revision(&mut revision, batch)?;
                     let kv = batch.tables.put(&op.key, value, *lease, rev)?;

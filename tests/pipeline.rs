@@ -890,15 +890,10 @@ fn immediate_a_grant_is_not_alive_before_its_fsync() {
     l.close().unwrap();
 }
 
-/// Under `Immediate`, a revocation claims its lease when it is applied, before its fsync: from
-/// then on the lease cannot be renewed (so no renewal can extend a lease whose revocation is on
-/// its way to the disk) and is not listed, while its keys stay readable until the flush. If the
-/// flush fails the lease comes back as it was. A known gap against "nothing readable before its
-/// fsync", left for a later change of the deadline word (a state that keeps the lease visible
-/// but unrenewable).
+/// Under `Immediate`, a revocation is not seen before its fsync: the lease stays listed,
+/// renewable and with its keys to every reader until the flush that makes the revocation
+/// durable; requests that would use it (a put with it, a second revocation) see it revoked.
 #[test]
-#[ignore = "known gap: under Immediate a revocation makes its lease unrenewable and unlisted \
-            when applied, before its fsync (see the doc comment)"]
 fn immediate_a_revocation_is_not_seen_before_its_fsync() {
     let disk = GateDisk::default();
     let l = open_on(disk.clone(), Durability::Immediate);
