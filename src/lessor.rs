@@ -333,11 +333,16 @@ impl Lessor {
     ///
     /// A lease that has expired but not yet been revoked can still be revoked this way.
     ///
+    /// Under [`Durability::Immediate`](crate::Durability::Immediate) the lease stays alive to
+    /// every other caller (listed, renewable, its keys readable) until the call returns, when the
+    /// revocation is durable; a request that would use it meanwhile (a put with it, a second
+    /// revocation) already finds it revoked. Under
+    /// [`Durability::Batched`](crate::Durability::Batched) it is gone at once.
+    ///
     /// # Errors
-    /// [`Error::LeaseNotFound`] if there is no such lease, [`Error::Closed`]. If the transaction
-    /// fails ([`Error::Storage`], which poisons the lessor, or [`Error::Corrupted`]), the lease is
-    /// dead from the call on (renew refuses it) and is revoked by expiry at its deadline, or
-    /// restored with the file's state at the next open.
+    /// [`Error::LeaseNotFound`] if there is no such lease (or its revocation is already under
+    /// way), [`Error::Closed`], [`Error::Poisoned`]. If the flush fails ([`Error::Storage`],
+    /// which poisons the lessor), the revocation did not happen: the lease lives on as before.
     ///
     /// ```
     /// # use std::time::Duration;

@@ -6,7 +6,11 @@
 //!
 //! A lease leaves the table in three steps. It is *claimed* (its deadline word becomes dead, so
 //! renew refuses it from then on), its revocation is *applied* to the write buffer, and once
-//! that is visible (durable under `Immediate`) it is *removed*. Whoever claims a lease owns it
+//! that is visible (durable under `Immediate`) it is *removed*. A user revocation under
+//! `Immediate` claims only at the end, once durable ([`revocable_later`]), so that nobody sees the
+//! lease go before; meanwhile the buffer's deleted record keeps requests from using it.
+//!
+//! [`revocable_later`]: Lifecycle::revocable_later Whoever claims a lease owns it
 //! until one of these ends it:
 //! - the request applies and becomes visible: the lease leaves the table (`pipeline.rs`);
 //! - a user revocation fails its checks: the lease gets its deadline back, marked expired
