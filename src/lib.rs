@@ -68,10 +68,12 @@
 //! [`Lessor::open`] starts one thread, `lessor-ticker`; the first keep-alive starts a second,
 //! `lessor-keepalive`, which serves every keep-alive of the lessor. [`Lessor::close`] (or
 //! dropping the last handle) stops and joins both. Every mutating call (grant, put, delete,
-//! attach, detach, revoke, a transaction) is one redb transaction, published to watchers and
-//! subscribers once it has committed. With [`Durability::Immediate`] (the default) it is fsynced
-//! before the call returns, concurrent calls sharing fsyncs; with [`Durability::Batched`] calls
-//! return at their commit and are fsynced within `max_delay` (see [`Lessor::sync`]). Renewals are not written: by
+//! attach, detach, revoke, a transaction) is a request to one commit pipeline: applied, all or
+//! nothing, to an in-memory write buffer, which a flush writes in one redb transaction with one
+//! fsync for everything applied since the last. With [`Durability::Immediate`] (the default) a
+//! call returns once that flush is durable, concurrent calls sharing it, and watchers,
+//! subscribers and readers see nothing before; with [`Durability::Batched`] calls return once
+//! applied (visible at once) and are fsynced within `max_delay` (see [`Lessor::sync`]). Renewals are not written: by
 //! default every lease starts a fresh TTL after a restart anyway; under
 //! [`RestartPolicy::Preserve`] and [`RestartPolicy::Absolute`] the ticker writes the new
 //! deadlines in batches, every few seconds.

@@ -1,4 +1,4 @@
-//! Transactions: compare, then act, in one redb transaction ([`Txn`](crate::Txn)).
+//! Transactions: compare, then act, as one all-or-nothing request ([`Txn`](crate::Txn)).
 //!
 //! The shape is etcd's: a list of comparisons on keys, all of which must hold; the `then` ops
 //! run if they do, the `otherwise` ops if not. Everything happens in one write transaction,
