@@ -70,6 +70,11 @@ impl Image {
     pub fn bytes(&self) -> Vec<u8> {
         self.0.read().clone()
     }
+
+    /// Changes the bytes on the disk in place, under whatever has it open (damage).
+    pub fn damage(&self, f: impl FnOnce(&mut Vec<u8>)) {
+        f(&mut self.0.write());
+    }
 }
 
 impl redb::StorageBackend for Image {
