@@ -487,3 +487,33 @@ fn known_open_damaged_silent_revoked_lease_back() {
 fn known_open_damaged_silent_lease_ttl() {
     known_open_damaged("silent-lease-ttl-changed-reopen-check-off");
 }
+
+#[test]
+#[ignore = "bug: redb's repair at open (do_repair → rebuild_allocator_state → table_tree.rs:212 \
+            unwrap on None) panics through Builder::open_with_backend (recovery.rs \
+            open_backend) on a damaged file reopened with the integrity check on"]
+fn known_open_damaged_panic_open_repair() {
+    known_open_damaged("panic-open-redb-repair-unwrap-check-on");
+}
+
+#[test]
+#[ignore = "bug: redb's debug-only page check at open (mark_allocated_page_for_debug → \
+            list_tables → table_tree_base.rs:441 slice index) panics through \
+            Builder::open_with_backend, integrity check off"]
+fn known_open_damaged_panic_open_list_tables() {
+    known_open_damaged("panic-open-redb-debug-list-tables-slice");
+}
+
+#[test]
+#[ignore = "bug: one flipped byte under the open lessor, then revoke(lease) says Ok but a key \
+            attached to that lease is still there, attached to it (no reopen)"]
+fn known_open_damaged_silent_key_survives_revoke() {
+    known_open_damaged("silent-key-survives-revoke-while-open");
+}
+
+#[test]
+#[ignore = "bug: one flipped byte, a put, a clean close and a reopen with the integrity check \
+            on: a lease granted before the damage (8 s, not expired) is silently gone"]
+fn known_open_damaged_silent_lease_lost() {
+    known_open_damaged("silent-lease-lost-reopen-check-on");
+}
