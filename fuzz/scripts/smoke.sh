@@ -8,7 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SMOKE_SECONDS:-40}"
-targets=(records ops open)
+# FUZZ_SMOKE_TARGETS (space-separated) runs fewer: `open_damaged` finds the known bugs of
+# `known-bugs/open_damaged/` within seconds until they are fixed.
+read -r -a targets <<< "${FUZZ_SMOKE_TARGETS:-records ops open open_damaged}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly)"

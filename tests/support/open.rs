@@ -70,6 +70,11 @@ impl Image {
     pub fn bytes(&self) -> Vec<u8> {
         self.0.read().clone()
     }
+
+    /// Changes the bytes on the disk in place, under whatever has it open (damage).
+    pub fn damage(&self, f: impl FnOnce(&mut Vec<u8>)) {
+        f(&mut self.0.write());
+    }
 }
 
 impl redb::StorageBackend for Image {
@@ -407,7 +412,14 @@ fn check_image(image: Vec<u8>, policy: RestartPolicy) -> Result<(), String> {
     }
     must(strict, "put", l.put("/fuzz/free", "v"))?;
     if let Some(kv) = kvs.first() {
-        must(strict, "delete", l.delete(&kv.key))?;
+        match l.delete(&kv.key) {
+            // A forged file may hold a key the API refuses (an empty one, say): `verify` finds
+            // it, and the refusal is right.
+            Err(Error::InvalidKey(_) | Error::KeyTooLarge { .. }) if !consistent => {}
+            r => {
+                must(strict, "delete", r)?;
+            }
+        }
     }
     if let Some(&id) = leases.first() {
         must(strict, "revoke", l.revoke(id))?;
