@@ -309,7 +309,9 @@ impl Builder {
     pub fn open_with_backend(self, backend: impl redb::StorageBackend) -> Result<Lessor> {
         self.validate()?;
         let shared = Arc::new(backend);
-        let db = recovery::open_backend(Shared(Arc::clone(&shared)), &self.config)?;
+        let db = crate::contain::storage(|| {
+            recovery::open_backend(Shared(Arc::clone(&shared)), &self.config)
+        })?;
         Lessor::open_with(self.config, db, Source::Backend(Arc::new(Shared(shared))))
     }
 

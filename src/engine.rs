@@ -710,9 +710,13 @@ impl Engine {
         self.table.clear();
         *self.queue.lock() = ExpiryQueue::new();
         self.hub.close();
-        drop(db);
+        // redb writes its allocator state as its `Database` drops, and panics on some damage.
+        let dropped = crate::contain::storage(|| {
+            drop(db);
+            Ok(())
+        });
         self.source.close();
-        reaped
+        reaped.and(dropped)
     }
 
     /// Reopens the database after a storage failure. `Ok(false)` if there was nothing to do
@@ -735,8 +739,13 @@ impl Engine {
 
     fn reopen(&self) -> Result<bool> {
         let mut store = self.pipeline.store_mut();
-        // redb lets go of the file (or backend) only when its `Database` drops.
-        drop(store.take());
+        // redb lets go of the file (or backend) only when its `Database` drops (which may panic
+        // on a damaged file: contained, it lets go all the same).
+        let old = store.take();
+        let _ = crate::contain::storage(|| {
+            drop(old);
+            Ok(())
+        });
         let db = crate::contain::storage(|| self.source.open(&self.config))?;
         let mut lost = Vec::new();
         let revision = match self.pipeline.mode() {

@@ -446,23 +446,19 @@ fn known_open_damaged(name: &str) {
 }
 
 #[test]
-#[ignore = "bug: a panic in redb's Database drop (btree_cursor.rs:167 unreachable, in \
-            close_database's freed-page commit) escapes Lessor::close (engine.rs finish_close)"]
+/// Fixed: the panic is contained and becomes an error.
 fn known_open_damaged_panic_close() {
     known_open_damaged("panic-close-redb-drop-unreachable");
 }
 
 #[test]
-#[ignore = "bug: a panic in redb's Database drop (btree_base.rs:691 slice index, in \
-            close_database's freed-page commit) escapes dropping a Lessor without close"]
+/// Fixed: the panic is contained and becomes an error.
 fn known_open_damaged_panic_drop() {
     known_open_damaged("panic-drop-redb-drop-slice-index");
 }
 
 #[test]
-#[ignore = "bug: redb's debug assertion (page_manager.rs:1339 allocated_pages insert) at \
-            create_with_backend escapes Builder::open_with_backend (recovery.rs open_backend) \
-            on a file damaged then reopened with the integrity check off"]
+/// Fixed: the panic is contained and becomes an error.
 fn known_open_damaged_panic_open() {
     known_open_damaged("panic-open-redb-debug-assert-allocated-pages");
 }
@@ -489,17 +485,13 @@ fn known_open_damaged_silent_lease_ttl() {
 }
 
 #[test]
-#[ignore = "bug: redb's repair at open (do_repair → rebuild_allocator_state → table_tree.rs:212 \
-            unwrap on None) panics through Builder::open_with_backend (recovery.rs \
-            open_backend) on a damaged file reopened with the integrity check on"]
+/// Fixed: the panic is contained and becomes an error.
 fn known_open_damaged_panic_open_repair() {
     known_open_damaged("panic-open-redb-repair-unwrap-check-on");
 }
 
 #[test]
-#[ignore = "bug: redb's debug-only page check at open (mark_allocated_page_for_debug → \
-            list_tables → table_tree_base.rs:441 slice index) panics through \
-            Builder::open_with_backend, integrity check off"]
+/// Fixed: the panic is contained and becomes an error.
 fn known_open_damaged_panic_open_list_tables() {
     known_open_damaged("panic-open-redb-debug-list-tables-slice");
 }
