@@ -29,15 +29,12 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{File, TryLockError};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use redb::backends::InMemoryBackend;
 use redb::{
     Database, DatabaseError, Key, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction,
-    ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageBackend, TableDefinition,
-    TableError, Value,
+    ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition, TableError, Value,
 };
 
 use crate::error::{Error, Result};
@@ -129,7 +126,7 @@ impl Tables {
         };
         for entry in leases.iter()? {
             let (k, v) = entry?;
-            out.push((lease_id(k.value())?, LeaseRecord::decode(v.value())?));
+            out.push((store::lease_id(k.value())?, LeaseRecord::decode(v.value())?));
         }
         Ok(out)
     }
@@ -208,13 +205,6 @@ fn optional<K: Key + 'static, V: Value + 'static>(
         Err(e) => Err(not_ours(e.into())),
     }
 }
-
-fn lease_id(raw: u64) -> Result<LeaseId> {
-    LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
-}
-
-/// Bytes read from the file at a time into the copy that is repaired in memory.
-const COPY_CHUNK: usize = 1 << 20;
 
 /// What [`Inspector::stats`] reports about a database file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -536,21 +526,7 @@ fn repaired_in_memory(path: &Path) -> Result<Handle> {
         // No `flock` on this file system: redb's own range locks were free a moment ago.
         Err(TryLockError::Error(_)) => {}
     }
-    let copy = InMemoryBackend::new();
-    let mut chunk = vec![0; COPY_CHUNK];
-    let mut at = 0u64;
-    loop {
-        let n = match file.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
-        };
-        let end = at.saturating_add(n as u64);
-        copy.set_len(end).map_err(io)?;
-        copy.write(at, &chunk[..n]).map_err(io)?;
-        at = end;
-    }
+    let copy = crate::integrity::copy_into_memory(&mut file).map_err(io)?;
     let db = Database::builder()
         .create_with_backend(copy)
         .map_err(|e| crate::recovery::open_error(path, e))?;

@@ -55,6 +55,12 @@ fn read_copy(path: &Path) -> Result<InMemoryBackend> {
         source,
     };
     let mut file = File::open(path).map_err(io)?;
+    copy_into_memory(&mut file).map_err(io)
+}
+
+/// Everything `file` holds from where it stands, in a backend redb can open; also the
+/// inspector's copy for an in-memory repair (`inspect.rs`).
+pub(crate) fn copy_into_memory(file: &mut File) -> std::io::Result<InMemoryBackend> {
     let copy = InMemoryBackend::new();
     let mut chunk = vec![0; CHUNK];
     let mut at = 0u64;
@@ -63,11 +69,11 @@ fn read_copy(path: &Path) -> Result<InMemoryBackend> {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(e),
         };
         let end = at.saturating_add(n as u64);
-        copy.set_len(end).map_err(io)?;
-        copy.write(at, &chunk[..n]).map_err(io)?;
+        copy.set_len(end)?;
+        copy.write(at, &chunk[..n])?;
         at = end;
     }
     Ok(copy)

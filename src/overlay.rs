@@ -68,7 +68,7 @@ pub(crate) struct Overlay {
     /// (under [`Durability::Immediate`](crate::Durability::Immediate)).
     pub(crate) changes: Vec<Change>,
     /// The leases its requests revoked, still claimed in the table until it is durable, with
-    /// the deadline word to give back if that fails (see `Batch::claims` in `lessor.rs`).
+    /// the deadline word to give back if that fails (see `Batch::claims` in `pipeline.rs`).
     pub(crate) claims: Vec<(LeaseId, Option<u64>)>,
     /// The leases its requests revoked without claiming them yet (under `Immediate`): claimed
     /// and dropped from the table once it is durable, so that nobody sees them go before.

@@ -154,24 +154,7 @@ pub(crate) fn check(read: &ReadTransaction) -> Result<Option<Meta>> {
             Error::NotLessorDatabase(format!("its table lessor.meta is not lessor's ({why})"))
         })
     })?;
-    let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
-    let format = get(META_FORMAT)?
-        .ok_or_else(|| Error::Corrupted("metadata has no format version".into()))?;
-    if !(1..=FORMAT_VERSION).contains(&format) {
-        return Err(Error::IncompatibleFormat {
-            found: format,
-            supported: FORMAT_VERSION,
-        });
-    }
-    let found = Meta {
-        counters: Counters {
-            revision: get(META_REVISION)?.unwrap_or(0),
-            max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
-        },
-        format,
-        uptime: get(META_UPTIME)?.unwrap_or(0),
-        checkpoints: get(META_CHECKPOINTS)?.unwrap_or(0) != 0,
-    };
+    let found = meta_of(&meta)?;
     let corrupted = |why: String| Error::Corrupted(format!("{WRONG_TYPES} ({why})"));
     // A table not there yet is created by the first write.
     let absent_ok = |e: redb::TableError| match e {
@@ -256,6 +239,11 @@ pub(crate) fn read_meta(read: &ReadTransaction) -> Result<Option<Meta>> {
         };
     }
     let meta = read.open_table(META)?;
+    meta_of(&meta).map(Some)
+}
+
+/// What an open `lessor.meta` says, its format checked first.
+fn meta_of(meta: &impl ReadableTable<&'static str, u64>) -> Result<Meta> {
     let get = |k: &str| -> Result<Option<u64>> { Ok(meta.get(k)?.map(|v| v.value())) };
     let format = get(META_FORMAT)?
         .ok_or_else(|| Error::Corrupted("metadata has no format version".into()))?;
@@ -265,7 +253,7 @@ pub(crate) fn read_meta(read: &ReadTransaction) -> Result<Option<Meta>> {
             supported: FORMAT_VERSION,
         });
     }
-    Ok(Some(Meta {
+    Ok(Meta {
         counters: Counters {
             revision: get(META_REVISION)?.unwrap_or(0),
             max_lease_id: get(META_MAX_LEASE_ID)?.unwrap_or(0),
@@ -273,10 +261,10 @@ pub(crate) fn read_meta(read: &ReadTransaction) -> Result<Option<Meta>> {
         format,
         uptime: get(META_UPTIME)?.unwrap_or(0),
         checkpoints: get(META_CHECKPOINTS)?.unwrap_or(0) != 0,
-    }))
+    })
 }
 
-fn lease_id(raw: u64) -> Result<LeaseId> {
+pub(crate) fn lease_id(raw: u64) -> Result<LeaseId> {
     LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
 }
 
