@@ -20,8 +20,9 @@
 //!   one `fdatasync` of a file in the same folder, for the difference.
 //! - `expiry_lateness_8_durable_writers_*`: how late 500 leases (TTLs 50–550 ms) are revoked
 //!   while 8 threads grant under `Immediate` (the lessor's `Stats::expiry_lateness`).
-//! - `huge_revoke_N`: the revocation of one lease with N keys (500,000 in a full run), how long it
-//!   took, and the worst wait of a writer putting other keys meanwhile.
+//! - `huge_revoke_N_{batched,immediate}`: the revocation of one lease with N keys (500,000 in a
+//!   full run), how long it took, the worst wait of a writer putting other keys meanwhile, and
+//!   how late 200 other leases falling due meanwhile expired (p99, max).
 //!
 //! Run with `--test` (as `cargo bench -- --test` does in CI), every figure runs once, tiny.
 
@@ -214,15 +215,22 @@ fn durable_put_alone(run: &Run) {
 }
 
 /// Other writers' worst wait while one lease with `keys` keys is revoked: a writer thread puts
-/// (`Batched`) in a loop and records its slowest call while the revoke runs.
-fn huge_revoke(keys: usize) {
+/// in a loop and records its slowest call while the revoke runs, and 200 other leases (TTLs
+/// spread over the first 2 s of the revoke) expire meanwhile: their lateness, from
+/// `Stats::expiry_lateness`. The keys are written under `Batched`, then the file is reopened with
+/// `durability` for the measurement.
+fn huge_revoke(keys: usize, durability: Durability, label: &str) {
     let dir = tempfile::tempdir().unwrap();
     let l = open(&dir, BATCHED);
     let big = l.grant(Duration::from_secs(3600)).unwrap().id;
     for i in 0..keys {
         l.put_with_lease(format!("/big/{i:08}"), "v", big).unwrap();
     }
-    l.sync().unwrap();
+    l.close().unwrap();
+    let l = open(&dir, durability);
+    for i in 0..200u64 {
+        l.grant(Duration::from_millis(100 + 10 * i)).unwrap();
+    }
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (revoke_took, worst) = std::thread::scope(|s| {
         let writer = s.spawn(|| {
@@ -240,19 +248,37 @@ fn huge_revoke(keys: usize) {
         let t0 = Instant::now();
         l.revoke(big).unwrap();
         let took = t0.elapsed();
-        std::thread::sleep(Duration::from_millis(20));
+        // Every other lease is due by now (or soon): let the ticker expire them.
+        while !l.leases().is_empty() {
+            std::thread::sleep(Duration::from_millis(5));
+            if t0.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+        }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (took, writer.join().unwrap())
     });
+    let lateness = l.stats().unwrap().expiry_lateness;
     l.close().unwrap();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
     report(
-        &format!("huge_revoke_{keys}_took"),
-        revoke_took.as_secs_f64() * 1e3,
+        &format!("huge_revoke_{keys}_{label}_took"),
+        ms(revoke_took),
         "ms",
     );
     report(
-        &format!("huge_revoke_{keys}_other_writer_worst_wait"),
-        worst.as_secs_f64() * 1e3,
+        &format!("huge_revoke_{keys}_{label}_other_writer_worst_wait"),
+        ms(worst),
+        "ms",
+    );
+    report(
+        &format!("huge_revoke_{keys}_{label}_other_expiry_lateness_p99"),
+        ms(lateness.p99),
+        "ms",
+    );
+    report(
+        &format!("huge_revoke_{keys}_{label}_other_expiry_lateness_max"),
+        ms(lateness.max),
         "ms",
     );
 }
@@ -349,7 +375,11 @@ fn main() {
     if wanted("expiry_lateness") {
         expiry_lateness_under_writers(if test { 5 } else { 500 });
     }
-    if wanted("huge_revoke") {
-        huge_revoke(if test { 100 } else { run.n * 25 });
+    let keys = if test { 100 } else { run.n * 25 };
+    if wanted("huge_revoke_batched") || wanted("huge_revoke") {
+        huge_revoke(keys, BATCHED, "batched");
+    }
+    if wanted("huge_revoke_immediate") || wanted("huge_revoke") {
+        huge_revoke(keys, Durability::Immediate, "immediate");
     }
 }

@@ -27,7 +27,7 @@ use redb::{Database, Key, ReadTransaction, ReadableTable, TableDefinition, Table
 
 use crate::error::{Error, Result};
 use crate::lessor::Lessor;
-use crate::store::{KV, LEASE_KEYS, LEASES, META};
+use crate::store::{KV, LEASE_KEYS, LEASES, META, REVOKING};
 
 /// Tells apart the temporary files of backups running at once in one process.
 static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
@@ -147,6 +147,7 @@ fn write_copy(snapshot: &ReadTransaction, target: &Path) -> Result<()> {
     copy(snapshot, &txn, LEASES)?;
     copy(snapshot, &txn, KV)?;
     copy(snapshot, &txn, LEASE_KEYS)?;
+    copy(snapshot, &txn, REVOKING)?;
     txn.commit()?;
     db.close()?;
     File::open(path)

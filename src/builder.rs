@@ -44,6 +44,9 @@ const CHECKPOINT_INTERVAL_LIMIT: Duration = Duration::from_secs(86_400);
 /// Longest `max_delay` of [`Durability::Batched`]: one hour of acknowledged changes at risk.
 const MAX_DELAY_LIMIT: Duration = Duration::from_secs(3600);
 
+/// Default [`Builder::revoke_chunk_size`]: a chunk's deletions take a few milliseconds.
+const DEFAULT_REVOKE_CHUNK: usize = 4096;
+
 /// Default [`Builder::cache_size`]: 16 MiB (see there why).
 const DEFAULT_CACHE_SIZE: usize = 16 << 20;
 
@@ -83,6 +86,7 @@ impl Default for Builder {
                 max_key_size: 4096,
                 max_value_size: 1 << 20,
                 expiry_batch: 1000,
+                revoke_chunk: DEFAULT_REVOKE_CHUNK,
                 check_integrity_on_open: true,
                 durability: Durability::Immediate,
                 event_buffer: 1024,
@@ -158,6 +162,31 @@ impl Builder {
     /// above 1,000,000, [`open`](Builder::open) fails with [`Error::InvalidConfig`].
     pub fn expiry_batch_size(mut self, leases: usize) -> Self {
         self.config.expiry_batch = leases.max(1);
+        self
+    }
+
+    /// Most keys of one lease deleted in one request when it is revoked or expires. Default:
+    /// 4096; zero is treated as one.
+    ///
+    /// A lease with more keys is revoked in steps, so that it does not stall every other writer
+    /// and the expiry of other leases while its keys go (deleting 500,000 keys in one request
+    /// holds the writer lock for seconds):
+    /// - the request that revokes it deletes its first `keys` keys and its record, and marks it
+    ///   as being revoked, durably. From then on its other keys are hidden from every read and
+    ///   write, as if deleted: readers see the revocation whole, at once;
+    /// - later requests delete the hidden keys, `keys` at a time, each at a revision of its own.
+    ///   Other writers and expiry batches go between them. [`Lessor::revoke`] returns once every
+    ///   key is deleted; an expiry leaves the rest to the ticker (or to the next
+    ///   [`Lessor::revoke_expired`]); after a crash or a close, the next open resumes;
+    /// - what differs from a revocation in one request: a watcher gets the deletions of the
+    ///   hidden keys at the later revisions, chunk by chunk; the lease's
+    ///   [`LeaseEvent::Revoked`](crate::LeaseEvent::Revoked) lists the first chunk only;
+    ///   [`Stats::keys`](crate::Stats) counts hidden keys until they are deleted; and
+    ///   [`Lessor::grant_with_id`] of the lease's id gets [`Error::LeaseExists`] until then.
+    ///
+    /// `usize::MAX` revokes every lease in one request, as etcd does.
+    pub fn revoke_chunk_size(mut self, keys: usize) -> Self {
+        self.config.revoke_chunk = keys.max(1);
         self
     }
 
@@ -394,6 +423,7 @@ impl fmt::Debug for Builder {
             .field("max_key_size", &c.max_key_size)
             .field("max_value_size", &c.max_value_size)
             .field("expiry_batch_size", &c.expiry_batch)
+            .field("revoke_chunk_size", &c.revoke_chunk)
             .field("check_integrity_on_open", &c.check_integrity_on_open)
             .field("durability", &c.durability)
             .field("event_buffer", &c.event_buffer)

@@ -19,6 +19,7 @@ pub(crate) struct Config {
     pub max_key_size: usize,
     pub max_value_size: usize,
     pub expiry_batch: usize,
+    pub revoke_chunk: usize,
     pub check_integrity_on_open: bool,
     pub durability: Durability,
     pub event_buffer: usize,

@@ -13,10 +13,12 @@
 //! - `queue` ([`ExpiryQueue`]): an entry per live lease, by deadline.
 //! - `state`: open, closed, or poisoned by a storage failure.
 //! - `hub`: subscribers and watchers; `keepalives`: the keep-alive manager and its thread.
+//! - `reaping` ([`Reaping`], `reap.rs`): the leases revoked whose hidden keys are still being
+//!   deleted, chunk by chunk.
 //!
 //! Lock order: the store (read) → the writer → `queue` → a `table` shard's mutex; the syncer's,
-//! the hub's and the keep-alive manager's mutexes may be taken under the writer and take nothing
-//! under them. Nothing waits on a channel, reads the clock or does disk I/O while holding the
+//! the hub's, `reaping`'s and the keep-alive manager's mutexes may be taken under the writer and
+//! take nothing under them. Nothing waits on a channel, reads the clock or does disk I/O while holding the
 //! writer or anything after it. Renew takes no lock.
 //!
 //! A request is all-or-nothing: its writes to the buffer are undone if it fails its checks, and
@@ -50,6 +52,7 @@ use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
 use crate::lifecycle::Lifecycle;
 use crate::overlay::{Layers, Query, Tables};
 use crate::pipeline::{Hooks, Pipeline};
+use crate::reap::{self, Reaping};
 use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
@@ -104,6 +107,8 @@ pub(crate) struct Engine {
     pub(crate) keepalives: CachePadded<KeepAlives>,
     /// Where this session is on the database's uptime, and what its checkpoints wrote.
     pub(crate) checkpointing: Checkpointing,
+    /// The leases revoked whose hidden keys are still being deleted (`reap.rs`).
+    pub(crate) reaping: Mutex<Reaping>,
 }
 
 impl Engine {
@@ -139,6 +144,10 @@ impl Engine {
             recovered.counters,
             Lifecycle::new(recovered.expired),
         )?;
+        // Revocations a close or a crash interrupted: resumed by the ticker, the next revoke or
+        // `revoke_expired`.
+        let mut reaping = Reaping::default();
+        reaping.reset(pipeline.lock().revoking());
         let engine = Arc::new(Engine {
             hub,
             pipeline,
@@ -160,6 +169,7 @@ impl Engine {
             metrics: CachePadded::new(Metrics::new()),
             keepalives: CachePadded::new(KeepAlives::new()),
             checkpointing: recovered.checkpointing,
+            reaping: Mutex::new(reaping),
             config,
         });
         Ok((engine, wake_rx))
@@ -278,9 +288,17 @@ impl Engine {
                 // Its revocation is not durable yet (and left it unclaimed till then).
                 return Err(Error::LeaseExists(id));
             }
+            if b.tables.is_revoking(id) {
+                // Revoked, but its keys are still being deleted (`reap.rs`).
+                return Err(Error::LeaseExists(id));
+            }
             if life.claim_for_regrant(&self.table, id, now)? {
                 replaced = Some(id);
-                b.revoke(id, RevokeCause::Expired)?;
+                if b.revoke(id, RevokeCause::Expired, self.config.revoke_chunk)? {
+                    // Too many keys to revoke in this request: the ticker revokes it in steps,
+                    // after which the id is free.
+                    return Err(Error::LeaseExists(id));
+                }
             } else if !self.table.contains(id) && b.tables.lease_exists(id)? {
                 return Err(Error::Corrupted(format!(
                     "lease {id} is in the file but not in memory"
@@ -305,6 +323,9 @@ impl Engine {
             Err(e) => {
                 if let Some(dead) = replaced {
                     w.life.regrant_failed(dead);
+                    drop(w);
+                    // Revoked by the next expiry pass instead (in steps if it has many keys).
+                    self.wake_ticker(0);
                 }
                 return Err(e);
             }
@@ -477,6 +498,7 @@ impl Engine {
         still_ours: impl FnOnce() -> bool,
     ) -> Result<Revision> {
         let mut claimed = None;
+        let mut marked = false;
         let (mut w, result, ticket) = self.pipeline.write(self, |life, b| {
             if !still_ours() {
                 return Err(Error::LeaseNotFound(id));
@@ -490,7 +512,7 @@ impl Engine {
             if !late {
                 claimed = life.claim_for_revoke(&self.table, id)?;
             }
-            b.revoke(id, RevokeCause::Revoked)?;
+            marked = b.revoke(id, RevokeCause::Revoked, self.config.revoke_chunk)?;
             if late {
                 // Claimed once durable: until then it stays alive to everyone (renewals
                 // included); requests that would use it see its record deleted.
@@ -505,12 +527,30 @@ impl Engine {
             return Err(e);
         }
         w.life.revoke_applied(id);
+        if marked {
+            self.reaping.lock().add(id, RevokeCause::Revoked);
+        }
         self.compact_queue();
         self.metrics.revokes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), "lease revoked");
         let revision = Revision(w.counters.revision);
         self.pipeline.finish(self, w, ticket)?;
+        if marked {
+            // Its other keys, hidden since the request above: deleted chunk by chunk, the writer
+            // lock released between chunks.
+            reap::lease(self, id)?;
+        }
         Ok(revision)
+    }
+
+    /// Deletes every key still hidden by a revocation in steps (`reap.rs`).
+    pub(crate) fn reap_all(&self) -> Result<()> {
+        reap::all(self)
+    }
+
+    /// Deletes one chunk of keys hidden by a revocation in steps; whether any are left.
+    pub(crate) fn reap_step(&self) -> Result<bool> {
+        reap::step(self, None)
     }
 
     /// Revokes every expired lease, batch after batch, handing each batch's ids to `each`; in
@@ -549,12 +589,16 @@ impl Engine {
             }
         }
         let mut batch = Vec::new();
+        let mut marked = Vec::new();
         let (mut w, result, ticket) = self.pipeline.write(self, |life, b| {
             batch = life.take_batch();
+            marked.clear();
             for &id in &batch {
                 // A revocation not yet durable deleted it already: no second revocation.
-                if !b.tables.lease_deleted(id) {
-                    b.revoke(id, RevokeCause::Expired)?;
+                if !b.tables.lease_deleted(id)
+                    && b.revoke(id, RevokeCause::Expired, self.config.revoke_chunk)?
+                {
+                    marked.push(id);
                 }
                 b.claims.push((id, None));
             }
@@ -562,6 +606,12 @@ impl Engine {
         });
         match result {
             Ok(()) => {
+                if !marked.is_empty() {
+                    let mut reaping = self.reaping.lock();
+                    for &id in &marked {
+                        reaping.add(id, RevokeCause::Expired);
+                    }
+                }
                 let late = w.life.expired(&batch);
                 drop(w);
                 self.count_expired(&batch, &late);
@@ -755,6 +805,11 @@ impl Engine {
             }
             Durability::Immediate => self.reconcile(&db, &mut lost)?,
         };
+        {
+            // The revocations in steps as the file (and the buffer) now has them, from the start.
+            let w = self.pipeline.lock();
+            self.reaping.lock().reset(w.revoking());
+        }
         self.hub.reopen(revision);
         if !lost.is_empty() {
             self.keepalives.leases_ended(&lost, EndReason::Lost);

@@ -98,6 +98,14 @@ pub(crate) enum Change {
         key: Vec<u8>,
         revision: u64,
     },
+    /// Keys of lease `id` deleted after its revocation, which hid them (`reap.rs`): watch
+    /// events, not a lease event.
+    Reaped {
+        id: LeaseId,
+        keys: Vec<Vec<u8>>,
+        revision: u64,
+        cause: RevokeCause,
+    },
 }
 
 /// One subscriber's channel, how many events it has missed since its last delivery, and the
@@ -354,7 +362,7 @@ fn lease_event(change: &Change) -> Option<LeaseEvent> {
             revision: Revision(*revision),
             cause: *cause,
         }),
-        Change::Put(_) | Change::Deleted { .. } => None,
+        Change::Put(_) | Change::Deleted { .. } | Change::Reaped { .. } => None,
     }
 }
 

@@ -96,6 +96,8 @@ struct Tables {
     leases: Option<ReadOnlyTable<u64, &'static [u8]>>,
     kv: Option<ReadOnlyTable<&'static [u8], &'static [u8]>>,
     lease_keys: Option<ReadOnlyTable<(u64, &'static [u8]), ()>>,
+    /// Leases being revoked in steps: their keys are hidden (see `reap.rs`).
+    revoking: std::collections::BTreeMap<u64, u64>,
 }
 
 impl Tables {
@@ -105,12 +107,14 @@ impl Tables {
                 leases: None,
                 kv: None,
                 lease_keys: None,
+                revoking: Default::default(),
             });
         }
         Ok(Tables {
             leases: optional(read, LEASES)?,
             kv: optional(read, KV)?,
             lease_keys: optional(read, LEASE_KEYS)?,
+            revoking: store::revoking(read)?,
         })
     }
 
@@ -145,7 +149,16 @@ impl Tables {
             return Ok(None);
         };
         let found = kv.get(key)?;
-        found.map(|v| store::key_value(key, v.value())).transpose()
+        let kv = found
+            .map(|v| store::key_value(key, v.value()))
+            .transpose()?;
+        Ok(kv.filter(|kv| !self.hidden(kv)))
+    }
+
+    /// Whether `kv` is hidden: attached to a lease being revoked.
+    fn hidden(&self, kv: &KeyValue) -> bool {
+        kv.lease
+            .is_some_and(|l| self.revoking.contains_key(&l.get()))
     }
 
     /// Every key that starts with `prefix`, in key order.
@@ -160,7 +173,10 @@ impl Tables {
             if !key.starts_with(prefix) {
                 break;
             }
-            out.push(store::key_value(key, v.value())?);
+            let kv = store::key_value(key, v.value())?;
+            if !self.hidden(&kv) {
+                out.push(kv);
+            }
         }
         Ok(out)
     }

@@ -371,6 +371,9 @@ impl Lessor {
         let core = self.core()?;
         let mut all = Vec::new();
         core.expire_all(|batch| all.extend_from_slice(batch))?;
+        // The keys left of leases with too many to revoke in one request (see
+        // `Builder::revoke_chunk_size`), chunk by chunk.
+        core.reap_all()?;
         Ok(all)
     }
 

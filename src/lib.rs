@@ -123,6 +123,7 @@ mod lessor;
 mod lifecycle;
 mod overlay;
 mod pipeline;
+mod reap;
 mod record;
 mod recovery;
 mod reload;

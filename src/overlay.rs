@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::record::{Checkpoint, KvRecord, LeaseRecord};
-use crate::store::{self, Counters, KV, LEASE_KEYS, LEASES, META};
+use crate::store::{self, Counters, KV, LEASE_KEYS, LEASES, META, REVOKING};
 
 /// An entry's state in an overlay: its encoded record, or `None` for deleted.
 type Entry = Option<Vec<u8>>;
@@ -43,6 +43,7 @@ enum Undo {
     Lease(u64, Option<Entry>),
     LeaseKey((u64, Vec<u8>), Option<bool>),
     Meta(&'static str, Option<u64>),
+    Revoking(u64, Option<Option<u64>>),
 }
 
 /// Writes applied on top of the layers below; see the module docs.
@@ -53,6 +54,9 @@ pub(crate) struct Overlay {
     /// `(lease, key)` index entries: `true` present, `false` removed.
     lease_keys: BTreeMap<(u64, Vec<u8>), bool>,
     meta: BTreeMap<&'static str, u64>,
+    /// Leases whose revocation started (`Some(revision)`) or ended (`None`): while a lease is
+    /// being revoked, the keys still attached to it are hidden (see `reap.rs`).
+    revoking: BTreeMap<u64, Option<u64>>,
     /// Keys, and attached keys, added minus removed relative to the layers below.
     kv_delta: i64,
     attached_delta: i64,
@@ -84,6 +88,13 @@ impl Overlay {
             && self.deferred.is_empty()
     }
 
+    /// The leases this overlay marks as being revoked.
+    pub(crate) fn revoking_marks(&self) -> impl Iterator<Item = u64> + '_ {
+        self.revoking
+            .iter()
+            .filter_map(|(&id, state)| state.is_some().then_some(id))
+    }
+
     /// Low-level writes applied so far.
     pub(crate) fn writes(&self) -> usize {
         self.writes
@@ -113,6 +124,7 @@ impl Overlay {
                 Undo::Lease(k, old) => restore(&mut self.leases, k, old),
                 Undo::LeaseKey(k, old) => restore(&mut self.lease_keys, k, old),
                 Undo::Meta(k, old) => restore(&mut self.meta, k, old),
+                Undo::Revoking(k, old) => restore(&mut self.revoking, k, old),
             }
         }
         (self.kv_delta, self.attached_delta, self.writes, self.bytes) = self.saved;
@@ -139,6 +151,12 @@ impl Overlay {
         self.undo.push(Undo::LeaseKey((lease, key.to_vec()), old));
     }
 
+    fn set_revoking(&mut self, lease: u64, revision: Option<u64>) {
+        self.writes += 1;
+        let old = self.revoking.insert(lease, revision);
+        self.undo.push(Undo::Revoking(lease, old));
+    }
+
     fn set_meta(&mut self, name: &'static str, value: u64) {
         self.writes += 1;
         let old = self.meta.insert(name, value);
@@ -152,6 +170,7 @@ impl Overlay {
         self.leases.extend(newer.leases);
         self.lease_keys.extend(newer.lease_keys);
         self.meta.extend(newer.meta);
+        self.revoking.extend(newer.revoking);
         self.kv_delta += newer.kv_delta;
         self.attached_delta += newer.attached_delta;
         self.writes += newer.writes;
@@ -169,6 +188,7 @@ impl Overlay {
             leases: self.leases.clone(),
             lease_keys: self.lease_keys.clone(),
             meta: self.meta.clone(),
+            revoking: self.revoking.clone(),
             kv_delta: self.kv_delta,
             attached_delta: self.attached_delta,
             writes: self.writes,
@@ -208,6 +228,15 @@ impl Overlay {
                     index.insert((*lease, key.as_slice()), ())?;
                 } else {
                     index.remove((*lease, key.as_slice()))?;
+                }
+            }
+        }
+        {
+            let mut revoking = txn.open_table(REVOKING)?;
+            for (k, v) in &self.revoking {
+                match v {
+                    Some(rev) => drop(revoking.insert(*k, *rev)?),
+                    None => drop(revoking.remove(*k)?),
                 }
             }
         }
@@ -251,7 +280,11 @@ impl Overlay {
     /// The part of this overlay that `q` reads: layered over the same base, it answers `q` as
     /// the whole overlay would.
     pub(crate) fn slice(&self, q: Query<'_>) -> Overlay {
-        let mut o = Overlay::default();
+        let mut o = Overlay {
+            // Few entries, and every read of keys needs them (they hide keys).
+            revoking: self.revoking.clone(),
+            ..Overlay::default()
+        };
         match q {
             Query::Key(k) => {
                 if let Some(e) = self.kv.get(k) {
@@ -293,6 +326,8 @@ pub(crate) struct Base {
     kv: ReadOnlyTable<&'static [u8], &'static [u8]>,
     leases: ReadOnlyTable<u64, &'static [u8]>,
     lease_keys: ReadOnlyTable<(u64, &'static [u8]), ()>,
+    /// The leases being revoked in the snapshot (few: read whole at each snapshot).
+    pub(crate) revoking: BTreeMap<u64, u64>,
     /// The revision stored in the snapshot.
     pub(crate) revision: u64,
 }
@@ -306,6 +341,7 @@ impl Base {
             kv: read.open_table(KV)?,
             leases: read.open_table(LEASES)?,
             lease_keys: read.open_table(LEASE_KEYS)?,
+            revoking: store::revoking(&read)?,
             revision,
         })
     }
@@ -381,9 +417,37 @@ impl Layers<'_> {
         self.base.lease_get(id)
     }
 
+    /// Whether any lease is being revoked: if not, no key is hidden and no record needs a look.
+    fn any_revoking(&self) -> bool {
+        !self.base.revoking.is_empty() || self.overlays().any(|o| !o.revoking.is_empty())
+    }
+
+    /// Whether lease `lease` is being revoked: its keys are deleted chunk by chunk, and hidden
+    /// meanwhile.
+    pub(crate) fn is_revoking(&self, lease: u64) -> bool {
+        for o in self.overlays() {
+            if let Some(state) = o.revoking.get(&lease) {
+                return state.is_some();
+            }
+        }
+        self.base.revoking.contains_key(&lease)
+    }
+
+    /// Whether the key whose record is `bytes` is hidden: attached to a lease being revoked. A
+    /// record that does not decode is not hidden (reading it gives the error).
+    fn hidden(&self, bytes: &[u8]) -> bool {
+        self.any_revoking()
+            && KvRecord::decode(bytes).is_ok_and(|r| r.lease != 0 && self.is_revoking(r.lease))
+    }
+
+    /// A key's record, unless the key is missing or hidden.
+    fn kv_visible(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.kv_raw(key)?.filter(|bytes| !self.hidden(bytes)))
+    }
+
     /// Reads one key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        self.kv_raw(key)?
+        self.kv_visible(key)?
             .map(|bytes| store::key_value(key, &bytes))
             .transpose()
     }
@@ -404,8 +468,84 @@ impl Layers<'_> {
         }
         merged
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| store::key_value(k, v)))
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .filter(|v| !self.hidden(v))
+                    .map(|v| store::key_value(k, v))
+            })
             .collect()
+    }
+
+    /// Up to `limit` keys attached to lease `id`, in key order, from the one after `after` (from
+    /// the first if `None`). Reads no more of the index than it returns, plus the overlays'
+    /// entries for the lease.
+    pub(crate) fn lease_keys_from(
+        &self,
+        id: LeaseId,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>> {
+        let lease = id.get();
+        let lower = match after {
+            Some(a) => Bound::Excluded((lease, a.to_vec())),
+            None => Bound::Included((lease, Vec::new())),
+        };
+        // The overlays' entries for the lease, the newest layer winning.
+        let mut newer = BTreeMap::new();
+        for o in self.overlays.iter().rev().flatten() {
+            for ((l, key), &present) in o.lease_keys.range((lower.clone(), Bound::Unbounded)) {
+                if *l != lease {
+                    break;
+                }
+                newer.insert(key.clone(), present);
+            }
+        }
+        let mut newer = newer.into_iter().peekable();
+        let start: (u64, &[u8]) = (lease, after.unwrap_or(&[]));
+        let mut index = self.base.lease_keys.range(start..)?;
+        let mut index_done = false;
+        let mut next_in_file = move || -> Result<Option<Vec<u8>>> {
+            if index_done {
+                return Ok(None);
+            }
+            for entry in index.by_ref() {
+                let (k, _) = entry?;
+                let (l, key) = k.value();
+                if l != lease {
+                    break;
+                }
+                if Some(key) != after {
+                    return Ok(Some(key.to_vec()));
+                }
+            }
+            // The index range is past the lease's entries: never read it again.
+            index_done = true;
+            Ok(None)
+        };
+        let mut file = next_in_file()?;
+        let mut out = Vec::new();
+        while out.len() < limit {
+            // An overlay entry at or before the file's next key goes first (and overrides it).
+            if let Some((key, present)) =
+                newer.next_if(|(k, _)| file.as_ref().is_none_or(|f| k <= f))
+            {
+                if file.as_ref() == Some(&key) {
+                    file = next_in_file()?;
+                }
+                if present {
+                    out.push(key);
+                }
+                continue;
+            }
+            match file.take() {
+                Some(key) => {
+                    out.push(key);
+                    file = next_in_file()?;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The keys attached to lease `id`, in key order.
@@ -498,6 +638,11 @@ impl Tables<'_> {
         self.layers().get(key)
     }
 
+    /// Whether lease `id` is being revoked (its keys hidden, deleted chunk by chunk).
+    pub(crate) fn is_revoking(&self, id: LeaseId) -> bool {
+        self.layers().is_revoking(id.get())
+    }
+
     /// Stores lease `id`'s record.
     pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
         self.active.set_lease(id.get(), Some(record.encode()?));
@@ -537,6 +682,13 @@ impl Tables<'_> {
         let lease_raw = lease.map_or(0, LeaseId::get);
         let old = self.layers().kv_raw(key)?;
         let (create_revision, version, old_lease) = match &old {
+            // A hidden key (of a lease being revoked) is gone: this put creates the key anew,
+            // and takes the record and index entry from the revocation still to delete them.
+            Some(bytes) if self.layers().hidden(bytes) => {
+                let gone = KvRecord::decode(bytes)?.lease;
+                self.index(gone, key, false)?;
+                (rev, 1, 0)
+            }
             Some(bytes) => {
                 let r = KvRecord::decode(bytes)?;
                 (r.create_revision, r.version.saturating_add(1), r.lease)
@@ -569,7 +721,7 @@ impl Tables<'_> {
 
     /// Deletes `key` and its index entry; `false` if it did not exist.
     pub(crate) fn delete(&mut self, key: &[u8]) -> Result<bool> {
-        let Some(bytes) = self.layers().kv_raw(key)? else {
+        let Some(bytes) = self.layers().kv_visible(key)? else {
             return Ok(false);
         };
         // A record that does not decode is deleted all the same; its index entry, if any,
@@ -584,7 +736,7 @@ impl Tables<'_> {
     /// Re-attaches existing `key` to `lease` (from another lease or from none), keeping its
     /// value and revisions.
     pub(crate) fn attach(&mut self, lease: LeaseId, key: &[u8]) -> Result<()> {
-        let Some(bytes) = self.layers().kv_raw(key)? else {
+        let Some(bytes) = self.layers().kv_visible(key)? else {
             return Err(Error::KeyNotFound(key.to_vec()));
         };
         let mut record = KvRecord::decode(&bytes)?;
@@ -599,7 +751,7 @@ impl Tables<'_> {
 
     /// Detaches `key` from `lease`: the key stays, attached to no lease.
     pub(crate) fn detach(&mut self, lease: LeaseId, key: &[u8]) -> Result<()> {
-        let Some(bytes) = self.layers().kv_raw(key)? else {
+        let Some(bytes) = self.layers().kv_visible(key)? else {
             return Err(Error::KeyNotFound(key.to_vec()));
         };
         let mut record = KvRecord::decode(&bytes)?;
@@ -614,11 +766,49 @@ impl Tables<'_> {
         self.index(lease.get(), key, false)
     }
 
-    /// Deletes lease `id` and every key attached to it. Returns the deleted keys, in key order.
-    pub(crate) fn revoke(&mut self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
-        let keys = self.layers().lease_keys(id)?;
+    /// Deletes lease `id` and up to `chunk` keys attached to it. Returns the deleted keys, in
+    /// key order, and whether more are left: then the lease is marked as being revoked at
+    /// `revision` ([`reap`](Self::reap) deletes the rest), which hides them from now on.
+    pub(crate) fn revoke(
+        &mut self,
+        id: LeaseId,
+        chunk: usize,
+        revision: u64,
+    ) -> Result<(Vec<Vec<u8>>, bool)> {
+        let mut keys = self
+            .layers()
+            .lease_keys_from(id, None, chunk.saturating_add(1))?;
+        let more = keys.len() > chunk;
+        keys.truncate(chunk);
         // Deleting a record that is not there deletes nothing: no need to look first.
         self.active.set_lease(id.get(), None);
+        if more {
+            self.active.set_revoking(id.get(), Some(revision));
+        }
+        Ok((self.delete_attached(id, keys)?, more))
+    }
+
+    /// Deletes up to `chunk` more keys of lease `id`, which is being revoked, from the one after
+    /// `after`. Returns them, and whether more are left; if none are, the revocation is over.
+    pub(crate) fn reap(
+        &mut self,
+        id: LeaseId,
+        after: Option<&[u8]>,
+        chunk: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool)> {
+        let mut keys = self
+            .layers()
+            .lease_keys_from(id, after, chunk.saturating_add(1))?;
+        let more = keys.len() > chunk;
+        keys.truncate(chunk);
+        if !more {
+            self.active.set_revoking(id.get(), None);
+        }
+        Ok((self.delete_attached(id, keys)?, more))
+    }
+
+    /// Deletes `keys`, listed in lease `id`'s index, and their index entries.
+    fn delete_attached(&mut self, id: LeaseId, keys: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
         let mut deleted = Vec::with_capacity(keys.len());
         for key in keys {
             // Listed, so present: remove it without looking it up again.

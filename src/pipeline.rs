@@ -94,6 +94,26 @@ impl Writer {
     pub(crate) fn is_flushed(&self) -> bool {
         self.active.is_empty() && self.frozen.is_none()
     }
+
+    /// The leases being revoked (their keys hidden, deleted chunk by chunk), as of the last
+    /// request applied.
+    pub(crate) fn revoking(&self) -> Vec<LeaseId> {
+        let layers = Layers {
+            overlays: [Some(&self.active), self.frozen.as_deref()],
+            base: &self.base,
+        };
+        self.base
+            .revoking
+            .keys()
+            .copied()
+            .chain(self.active.revoking_marks())
+            .chain(self.frozen.iter().flat_map(|f| f.revoking_marks()))
+            .filter(|&id| layers.is_revoking(id))
+            .filter_map(LeaseId::new)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    }
 }
 
 /// What a request works on: see [`Pipeline::write`].
@@ -113,9 +133,13 @@ pub(crate) struct Batch<'a> {
 }
 
 impl Batch<'_> {
-    /// Deletes lease `id` and its keys, advancing the revision if it had any.
-    pub(crate) fn revoke(&mut self, id: LeaseId, cause: RevokeCause) -> Result<()> {
-        let keys = self.tables.revoke(id)?;
+    /// Deletes lease `id` and its keys, advancing the revision if it had any. A lease with more
+    /// than `chunk` keys loses its first `chunk` here, and is marked as being revoked: its other
+    /// keys are hidden from now on and deleted by later requests (`reap.rs`). Returns whether
+    /// it was marked.
+    pub(crate) fn revoke(&mut self, id: LeaseId, cause: RevokeCause, chunk: usize) -> Result<bool> {
+        let next = self.counters.revision.saturating_add(1);
+        let (keys, more) = self.tables.revoke(id, chunk, next)?;
         if !keys.is_empty() {
             self.counters.bump_revision()?;
         }
@@ -125,7 +149,31 @@ impl Batch<'_> {
             revision: self.counters.revision,
             cause,
         });
-        Ok(())
+        Ok(more)
+    }
+
+    /// Deletes the next `chunk` keys of lease `id`, being revoked (for `cause`), after key
+    /// `after`, at a new revision. Returns the last key deleted (`None` if none was) and whether
+    /// more are left.
+    pub(crate) fn reap(
+        &mut self,
+        id: LeaseId,
+        after: Option<&[u8]>,
+        chunk: usize,
+        cause: RevokeCause,
+    ) -> Result<(Option<Vec<u8>>, bool)> {
+        let (keys, more) = self.tables.reap(id, after, chunk)?;
+        let last = keys.last().cloned();
+        if !keys.is_empty() {
+            let revision = self.counters.bump_revision()?;
+            self.changes.push(Change::Reaped {
+                id,
+                keys,
+                revision,
+                cause,
+            });
+        }
+        Ok((last, more))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Persistence: the redb tables, the format version, and every read and write of them.
 //!
-//! # Disk format (format version 2)
+//! # Disk format (format version 3)
 //!
 //! | table | key | value |
 //! |---|---|---|
@@ -8,11 +8,15 @@
 //! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] (v1 or v2) |
 //! | `lessor.kv` | key `&[u8]` | [`KvRecord`] (value and metadata) |
 //! | `lessor.lease_keys` | `(lease id u64, key &[u8])` | `()` |
+//! | `lessor.revoking` | lease id `u64` | the revision of its revocation `u64` |
 //!
 //! `lease_keys` indexes `kv` by lease so that a revocation finds its keys with one range scan.
-//! The invariants [`verify`] checks: every key whose record names a lease has that lease and
-//! its index entry; every index entry has its key and lease; no key or lease is newer than the
-//! stored revision or lease-id high-water mark.
+//! `revoking` lists the leases revoked whose keys are still being deleted, chunk by chunk (see
+//! `reap.rs`): their records are gone, and the keys still attached to them are hidden from every
+//! read. The invariants [`verify`] checks: every key whose record names a lease has that lease
+//! (or the lease is being revoked) and its index entry; every index entry has its key and lease
+//! (or revoking entry); a revoking lease has no record; no key or lease is newer than the stored
+//! revision or lease-id high-water mark.
 //!
 //! `uptime` is the database's uptime (nanoseconds open, summed over its sessions) as of the last
 //! checkpoint, and `checkpoints` is 1 while the leases' checkpoints are current, 0 after a
@@ -22,6 +26,10 @@
 //! upgrades it in one write transaction: `format` becomes 2 (so that an older build refuses the
 //! file rather than misreading v2 records), and its v1 records, which decode as leases without a
 //! checkpoint, are rewritten as v2 if the session writes checkpoints.
+//!
+//! Format 2 had no `lessor.revoking`. Opening a format-2 file creates it and stores format 3, so
+//! that an older build, which would show the hidden keys of a lease being revoked, refuses the
+//! file.
 //!
 //! Functions here only read and write tables; the caller owns the transaction, the counters and
 //! the in-memory state.
@@ -36,13 +44,14 @@ use crate::record::{KvRecord, LeaseRecord};
 
 /// The format this build writes, and the newest it reads (it reads every format from 1 up).
 /// Bump it when a table or record changes meaning.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+pub(crate) const FORMAT_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
 pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
 pub(crate) const KV: TableDefinition<&[u8], &[u8]> = TableDefinition::new("lessor.kv");
 pub(crate) const LEASE_KEYS: TableDefinition<(u64, &[u8]), ()> =
     TableDefinition::new("lessor.lease_keys");
+pub(crate) const REVOKING: TableDefinition<u64, u64> = TableDefinition::new("lessor.revoking");
 
 const META_FORMAT: &str = "format";
 const META_REVISION: &str = "revision";
@@ -87,7 +96,7 @@ pub(crate) struct Meta {
 pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
     if let Some(meta) = check(&db.begin_read()?)? {
         let read = db.begin_read()?;
-        let missing = [LEASES.name(), KV.name(), LEASE_KEYS.name()]
+        let missing = [LEASES.name(), KV.name(), LEASE_KEYS.name(), REVOKING.name()]
             .iter()
             .any(|name| {
                 !read
@@ -102,6 +111,7 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
             txn.open_table(LEASES)?;
             txn.open_table(KV)?;
             txn.open_table(LEASE_KEYS)?;
+            txn.open_table(REVOKING)?;
             txn.commit()?;
         }
         return Ok(meta);
@@ -116,6 +126,7 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         txn.open_table(LEASES)?;
         txn.open_table(KV)?;
         txn.open_table(LEASE_KEYS)?;
+        txn.open_table(REVOKING)?;
     }
     txn.commit()?;
     Ok(Meta {
@@ -164,6 +175,7 @@ pub(crate) fn check(read: &ReadTransaction) -> Result<Option<Meta>> {
     read.open_table(LEASES).map(drop).or_else(absent_ok)?;
     read.open_table(KV).map(drop).or_else(absent_ok)?;
     read.open_table(LEASE_KEYS).map(drop).or_else(absent_ok)?;
+    read.open_table(REVOKING).map(drop).or_else(absent_ok)?;
     Ok(Some(found))
 }
 
@@ -209,6 +221,22 @@ pub(crate) fn load_leases(db: &Database) -> Result<Vec<(LeaseId, LeaseRecord)>> 
         let (k, v) = entry?;
         let id = lease_id(k.value())?;
         out.push((id, LeaseRecord::decode(v.value())?));
+    }
+    Ok(out)
+}
+
+/// The leases being revoked as of `read` (id → revision of the revocation); empty for a file
+/// without the table (format 2, or read-only and never written by format 3).
+pub(crate) fn revoking(read: &ReadTransaction) -> Result<std::collections::BTreeMap<u64, u64>> {
+    let mut out = std::collections::BTreeMap::new();
+    let table = match read.open_table(REVOKING) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        out.insert(k.value(), v.value());
     }
     Ok(out)
 }
@@ -322,7 +350,24 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
     let leases = read.open_table(LEASES)?;
     let kv = read.open_table(KV)?;
     let index = read.open_table(LEASE_KEYS)?;
+    let revoking = revoking(read)?;
     let show = |k: &[u8]| k.escape_ascii().to_string();
+    // A lease being revoked has no record, and still keys and index entries.
+    let exists = |lease: u64| -> Result<bool> {
+        Ok(revoking.contains_key(&lease) || leases.get(lease)?.is_some())
+    };
+    for (&id, &rev) in &revoking {
+        if leases.get(id)?.is_some() {
+            problems.push(format!(
+                "lease {id} is being revoked but still has its record"
+            ));
+        }
+        if rev > revision {
+            problems.push(format!(
+                "lease {id} was revoked at revision {rev}, after the database revision {revision}"
+            ));
+        }
+    }
 
     for entry in leases.iter()? {
         let (k, v) = entry?;
@@ -359,7 +404,7 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
             ));
         }
         if record.lease != 0 {
-            if leases.get(record.lease)?.is_none() {
+            if !exists(record.lease)? {
                 problems.push(format!(
                     "key {} is attached to lease {}, which does not exist",
                     show(key),
@@ -393,7 +438,7 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
                 }
             ));
         }
-        if leases.get(lease)?.is_none() {
+        if !exists(lease)? {
             problems.push(format!("index lists lease {lease}, which does not exist"));
         }
     }

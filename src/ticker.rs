@@ -202,6 +202,15 @@ fn pass(core: &Engine, state: &mut State) -> Option<Duration> {
     if result.is_ok() {
         result = core.expire_all(|_| {});
     }
+    // Then one chunk of the keys of a large lease being revoked (`reap.rs`): one per pass, so
+    // that leases falling due meanwhile wait no longer than a chunk.
+    let mut reaping = false;
+    if result.is_ok() {
+        match core.reap_step() {
+            Ok(more) => reaping = more,
+            Err(e) => result = Err(e),
+        }
+    }
     // Batched commits whose max_delay is up go to disk.
     if result.is_ok() && core.flush_due().is_some_and(|due| Instant::now() >= due) {
         result = core.sync();
@@ -221,6 +230,10 @@ fn pass(core: &Engine, state: &mut State) -> Option<Duration> {
             let retry_at = now.saturating_add(u64::try_from(b.as_nanos()).unwrap_or(u64::MAX));
             core.ticker_sleeps_until.store(retry_at, Ordering::Release);
             Some(b)
+        }
+        Ok(()) if reaping => {
+            state.backoff = None;
+            Some(Duration::ZERO)
         }
         Ok(()) => {
             state.backoff = None;

@@ -415,6 +415,12 @@ impl Watchers {
                     keys,
                     revision,
                     cause,
+                }
+                | Change::Reaped {
+                    id,
+                    keys,
+                    revision,
+                    cause,
                 } => {
                     let cause = match cause {
                         RevokeCause::Revoked => DeleteCause::LeaseRevoked(id),

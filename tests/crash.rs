@@ -6,7 +6,8 @@
 //! checks every operation against what the operations around it allow, then the invariants.
 //! A round runs one to three child lives on the same file, each continuing from what the last
 //! kill left; it runs under `Durability::Immediate` or `Batched`, with one to four threads, and
-//! under `RestartPolicy::Reset` or `Preserve` (checkpoints every 10–60 ms, racing the kill).
+//! under `RestartPolicy::Reset` or `Preserve` (checkpoints every 10–60 ms, racing the kill). A
+//! lease with more than two keys is revoked in steps (`Builder::revoke_chunk_size(2)`).
 //! Every round also checks the checker: a few changes to the reopened state that contradict an
 //! acknowledged operation (a lease or key lost, a key back to an overwritten value, the
 //! revision back) must each be reported.
@@ -276,6 +277,9 @@ fn one_op(
 
 /// Under `RestartPolicy::Preserve` with checkpoints every `ms` if not 0, else `Reset`.
 fn policy(b: lessor::Builder, ms: u64) -> lessor::Builder {
+    // Every lease with more than two keys is revoked in steps (`src/reap.rs`): its hidden keys
+    // must stay hidden across the kill, and the steps resume after it.
+    let b = b.revoke_chunk_size(2);
     match ms {
         0 => b,
         ms => b

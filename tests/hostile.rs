@@ -845,15 +845,15 @@ fn set_meta(path: &Path, key: &str, value: Option<u64>) {
 #[test]
 fn a_database_of_a_future_format_gets_incompatible_format_and_is_untouched() {
     let (dir, clock, bytes, before) = closed_database();
-    for format in [3, 99, u64::MAX, 0] {
+    for format in [4, 99, u64::MAX, 0] {
         set_meta(&dir.path, "format", Some(format));
         let on_disk = dump(&dir.path);
         let e = err(Lessor::open(&dir.path));
         assert!(
-            matches!(e, Error::IncompatibleFormat { found, supported: 2 } if found == format),
+            matches!(e, Error::IncompatibleFormat { found, supported: 3 } if found == format),
             "{e:?}"
         );
-        assert!(e.to_string().contains("reads formats 1 to 2"), "{e}");
+        assert!(e.to_string().contains("reads formats 1 to 3"), "{e}");
         assert_eq!(
             dump(&dir.path),
             on_disk,
@@ -868,7 +868,7 @@ fn a_database_of_a_future_format_gets_incompatible_format_and_is_untouched() {
         "{e:?}"
     );
     // the file as this version wrote it opens intact (and setting it back by hand works too)
-    set_meta(&dir.path, "format", Some(2));
+    set_meta(&dir.path, "format", Some(3));
     let l = common::manual_at(&dir.path, &clock);
     assert_eq!(l.range("").unwrap(), before.kvs);
     l.close().unwrap();

@@ -549,7 +549,7 @@ fn a_format_1_file_opens_and_is_upgraded() {
         clock.advance(secs(4));
         l.close().unwrap();
         let (format, checkpoints, versions) = read_format(&disk);
-        assert_eq!(format, 2);
+        assert_eq!(format, 3);
         if policy == RestartPolicy::Reset {
             // nothing rewritten; the grant since writes v2
             assert_eq!((checkpoints, versions), (0, vec![1, 1, 2]));
@@ -566,7 +566,7 @@ fn a_format_1_file_opens_and_is_upgraded() {
 #[test]
 fn a_newer_format_is_refused_and_left_alone() {
     let disk = MemDisk::new();
-    write_format_1(&disk, 3);
+    write_format_1(&disk, 4);
     let err = Lessor::builder()
         .ticker(false)
         .open_with_backend(disk.clone())
@@ -575,13 +575,13 @@ fn a_newer_format_is_refused_and_left_alone() {
         matches!(
             err,
             Error::IncompatibleFormat {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             }
         ),
         "{err:?}"
     );
-    assert_eq!(read_format(&disk), (3, 0, vec![1, 1]));
+    assert_eq!(read_format(&disk), (4, 0, vec![1, 1]));
 }
 
 /// Set in the child process of the killed-process tests: `<policy>|<path>`.
