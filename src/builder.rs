@@ -45,7 +45,7 @@ const CHECKPOINT_INTERVAL_LIMIT: Duration = Duration::from_secs(86_400);
 const MAX_DELAY_LIMIT: Duration = Duration::from_secs(3600);
 
 /// Default [`Builder::revoke_chunk_size`]: a chunk's deletions take a few milliseconds.
-const DEFAULT_REVOKE_CHUNK: usize = 4096;
+const DEFAULT_REVOKE_CHUNK: usize = 1024;
 
 /// Default [`Builder::cache_size`]: 16 MiB (see there why).
 const DEFAULT_CACHE_SIZE: usize = 16 << 20;
@@ -166,7 +166,7 @@ impl Builder {
     }
 
     /// Most keys of one lease deleted in one request when it is revoked or expires. Default:
-    /// 4096; zero is treated as one.
+    /// 1024; zero is treated as one.
     ///
     /// A lease with more keys is revoked in steps, so that it does not stall every other writer
     /// and the expiry of other leases while its keys go (deleting 500,000 keys in one request

@@ -1,7 +1,7 @@
 //! Revoking a lease with many keys in steps, so that it does not stall everyone.
 //!
 //! A lease with more than [`Builder::revoke_chunk_size`](crate::Builder::revoke_chunk_size)
-//! keys (4096 by default) is not revoked in one request: deleting 500,000 keys would hold the
+//! keys (1024 by default) is not revoked in one request: deleting 500,000 keys would hold the
 //! writer lock, and then the flush, for seconds, while every other writer and the expiry of every
 //! other lease waits. Instead:
 //!
@@ -116,6 +116,10 @@ pub(crate) fn step(engine: &Engine, only: Option<LeaseId>) -> Result<bool> {
         }
     };
     engine.pipeline.finish(engine, w, ticket)?;
+    // Under `Batched` too, each chunk goes to disk before the next: the write buffer never holds
+    // more than about one chunk of them, so other writers never meet its back-pressure, and the
+    // flusher (the ticker) is not kept from expiring other leases by large flushes.
+    engine.sync()?;
     if !more {
         tracing::debug!(lease = id.get(), "revocation of a large lease finished");
     }
