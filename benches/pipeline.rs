@@ -20,6 +20,8 @@
 //!   one `fdatasync` of a file in the same folder, for the difference.
 //! - `expiry_lateness_8_durable_writers_*`: how late 500 leases (TTLs 50–550 ms) are revoked
 //!   while 8 threads grant under `Immediate` (the lessor's `Stats::expiry_lateness`).
+//! - `time_to_live_N_keys`, `time_to_live_with_keys_N_keys`: µs a call on a lease with N keys
+//!   (100,000 in a full run).
 //! - `huge_revoke_N_{batched,immediate}`: the revocation of one lease with N keys (500,000 in a
 //!   full run), how long it took, the worst wait of a writer putting other keys meanwhile, and
 //!   how late 200 other leases falling due meanwhile expired (p99, max).
@@ -293,6 +295,46 @@ fn huge_revoke(keys: usize, durability: Durability, label: &str) {
     );
 }
 
+/// `time_to_live` of a lease with `keys` keys, with and without its keys: µs a call (median of
+/// `reps` rounds of 1,000 calls, or of 5 calls with the keys).
+fn time_to_live_big(keys: usize, reps: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let l = open(&dir, BATCHED);
+    let big = l.grant(Duration::from_secs(3600)).unwrap().id;
+    for i in 0..keys {
+        l.put_with_lease(format!("/big/{i:08}"), "v", big).unwrap();
+    }
+    l.sync().unwrap();
+    let per_call = |calls: u32, f: &dyn Fn()| {
+        let t0 = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        t0.elapsed().as_secs_f64() * 1e6 / f64::from(calls)
+    };
+    let without: Vec<f64> = (0..reps)
+        .map(|_| {
+            per_call(1000, &|| {
+                assert!(l.time_to_live(big).unwrap().keys.is_empty());
+            })
+        })
+        .collect();
+    let with: Vec<f64> = (0..reps)
+        .map(|_| {
+            per_call(5, &|| {
+                assert_eq!(l.time_to_live_with_keys(big).unwrap().keys.len(), keys);
+            })
+        })
+        .collect();
+    l.close().unwrap();
+    report(&format!("time_to_live_{keys}_keys"), median(without), "us");
+    report(
+        &format!("time_to_live_with_keys_{keys}_keys"),
+        median(with),
+        "us",
+    );
+}
+
 /// Expiry lateness (p50 / p99 / max, by the lessor's clock) of `n` leases with TTLs spread over
 /// 50–550 ms, while 8 threads grant durably (`Immediate`) the whole time.
 fn expiry_lateness_under_writers(n: usize) {
@@ -384,6 +426,9 @@ fn main() {
     }
     if wanted("expiry_lateness") {
         expiry_lateness_under_writers(if test { 5 } else { 500 });
+    }
+    if wanted("time_to_live") {
+        time_to_live_big(if test { 100 } else { 100_000 }, run.reps);
     }
     let keys = if test { 100 } else { run.n * 25 };
     if wanted("huge_revoke_batched") || wanted("huge_revoke") {

@@ -449,17 +449,23 @@ impl Engine {
     }
 
     /// What is known of live lease `id`.
-    pub(crate) fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+    /// What is known of live lease `id`: from the table alone (O(1), no lock), or with its keys
+    /// (read through the write buffer and the file).
+    pub(crate) fn time_to_live(&self, id: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
         let now = self.now();
-        self.read(Query::LeaseKeys(id), |view, _| {
+        let info = |keys| {
             let (ttl, deadline) = self.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
                 granted_ttl: Duration::from_nanos(ttl),
                 remaining: Duration::from_nanos(deadline.saturating_sub(now).min(ttl)),
-                keys: view.lease_keys(id)?,
+                keys,
             })
-        })
+        };
+        if !with_keys {
+            return info(Vec::new());
+        }
+        self.read(Query::LeaseKeys(id), |view, _| info(view.lease_keys(id)?))
     }
 
     /// A new watch of `prefix`, from revision `from` or the next change.

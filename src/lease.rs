@@ -161,7 +161,9 @@ pub struct LeaseInfo {
     pub granted_ttl: Duration,
     /// Time left before it expires, as of the call.
     pub remaining: Duration,
-    /// The keys attached to it, in key order.
+    /// The keys attached to it, in key order: filled in by
+    /// [`time_to_live_with_keys`](crate::Lessor::time_to_live_with_keys), empty from
+    /// [`time_to_live`](crate::Lessor::time_to_live).
     pub keys: Vec<Vec<u8>>,
 }
 

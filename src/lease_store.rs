@@ -83,11 +83,19 @@ pub trait LeaseStore: Send + Sync {
     /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
     fn revoke(&self, id: LeaseId) -> Result<Revision>;
 
-    /// The granted TTL, time left and keys of a live lease; see [`Lessor::time_to_live`].
+    /// The granted TTL and time left of a live lease, without its keys; see
+    /// [`Lessor::time_to_live`].
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
     fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo>;
+
+    /// The granted TTL, time left and keys of a live lease; see
+    /// [`Lessor::time_to_live_with_keys`].
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
+    fn time_to_live_with_keys(&self, id: LeaseId) -> Result<LeaseInfo>;
 
     /// Ids of the live leases, ascending; see [`Lessor::leases`].
     ///
@@ -218,6 +226,10 @@ impl LeaseStore for Lessor {
         Lessor::time_to_live(self, id)
     }
 
+    fn time_to_live_with_keys(&self, id: LeaseId) -> Result<LeaseInfo> {
+        Lessor::time_to_live_with_keys(self, id)
+    }
+
     fn leases(&self) -> Result<Vec<LeaseId>> {
         Ok(Lessor::leases(self))
     }
@@ -286,7 +298,7 @@ mod tests {
         store.put(b"/a", b"1").unwrap();
         store.attach(lease.id, &[b"/a".as_slice()]).unwrap();
         assert_eq!(
-            store.time_to_live(lease.id).unwrap().keys,
+            store.time_to_live_with_keys(lease.id).unwrap().keys,
             vec![b"/a".to_vec()]
         );
         assert_eq!(store.leases().unwrap(), vec![lease.id]);

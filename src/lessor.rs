@@ -377,7 +377,29 @@ impl Lessor {
         Ok(all)
     }
 
-    /// What is known of a live lease: its granted TTL, the time it has left, and its keys.
+    /// What is known of a live lease: its granted TTL and the time it has left, without its
+    /// keys (`keys` is empty): from memory, O(1), taking no lock, as etcd's `TimeToLive` without
+    /// `WithAttachedKeys`. [`time_to_live_with_keys`](Self::time_to_live_with_keys) lists them.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if it is not alive, [`Error::Closed`].
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(60))?;
+    /// let info = lessor.time_to_live(lease.id)?;
+    /// assert_eq!(info.granted_ttl, Duration::from_secs(60));
+    /// assert!(info.remaining <= Duration::from_secs(60));
+    /// # Ok(()) }
+    /// ```
+    pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+        self.readable()?.time_to_live(id, false)
+    }
+
+    /// [`time_to_live`](Self::time_to_live), with the keys attached to the lease, in key order
+    /// (etcd's `WithAttachedKeys`). Costs a read of the lease's index: O(keys).
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`] if it is not alive, [`Error::Storage`], [`Error::Closed`].
@@ -388,14 +410,12 @@ impl Lessor {
     /// let lessor = lessor::Lessor::open_in_memory()?;
     /// let lease = lessor.grant(Duration::from_secs(60))?;
     /// lessor.put_with_lease("/workers/7", "up", lease.id)?;
-    /// let info = lessor.time_to_live(lease.id)?;
-    /// assert_eq!(info.granted_ttl, Duration::from_secs(60));
-    /// assert!(info.remaining <= Duration::from_secs(60));
+    /// let info = lessor.time_to_live_with_keys(lease.id)?;
     /// assert_eq!(info.keys, vec![b"/workers/7".to_vec()]);
     /// # Ok(()) }
     /// ```
-    pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
-        self.readable()?.time_to_live(id)
+    pub fn time_to_live_with_keys(&self, id: LeaseId) -> Result<LeaseInfo> {
+        self.readable()?.time_to_live(id, true)
     }
 
     /// Ids of the live leases, ascending. Empty once closed.

@@ -159,10 +159,13 @@ fn put_without_a_lease_detaches_and_put_with_another_lease_moves() {
     let b = l.grant(secs(10)).unwrap();
     l.put_with_lease("/k", "1", a.id).unwrap();
     l.put_with_lease("/k", "2", b.id).unwrap();
-    assert!(l.time_to_live(a.id).unwrap().keys.is_empty());
-    assert_eq!(l.time_to_live(b.id).unwrap().keys, vec![b"/k".to_vec()]);
+    assert!(l.time_to_live_with_keys(a.id).unwrap().keys.is_empty());
+    assert_eq!(
+        l.time_to_live_with_keys(b.id).unwrap().keys,
+        vec![b"/k".to_vec()]
+    );
     l.put("/k", "3").unwrap();
-    assert!(l.time_to_live(b.id).unwrap().keys.is_empty());
+    assert!(l.time_to_live_with_keys(b.id).unwrap().keys.is_empty());
     assert_eq!(l.get("/k").unwrap().unwrap().lease, None);
     l.revoke(b.id).unwrap();
     assert!(l.get("/k").unwrap().is_some());
@@ -184,10 +187,10 @@ fn attach_moves_existing_keys_all_or_nothing() {
         "attach does not advance the revision"
     );
     assert_eq!(
-        l.time_to_live(b.id).unwrap().keys,
+        l.time_to_live_with_keys(b.id).unwrap().keys,
         vec![b"/x".to_vec(), b"/y".to_vec()]
     );
-    assert!(l.time_to_live(a.id).unwrap().keys.is_empty());
+    assert!(l.time_to_live_with_keys(a.id).unwrap().keys.is_empty());
     // a missing key fails the whole call
     l.put("/z", "3").unwrap();
     assert!(matches!(

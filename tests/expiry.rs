@@ -117,7 +117,7 @@ fn granting_an_expired_but_unrevoked_id_revokes_the_old_lease_first() {
         "the old lease's keys went at revision 2"
     );
     assert!(l.get("/old").unwrap().is_none());
-    assert!(l.time_to_live(id(8)).unwrap().keys.is_empty());
+    assert!(l.time_to_live_with_keys(id(8)).unwrap().keys.is_empty());
     assert_eq!(l.revoke_expired().unwrap(), vec![]);
     l.verify().unwrap();
 }

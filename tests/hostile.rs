@@ -76,7 +76,7 @@ impl Fixture {
         assert_eq!(&state(&self.l), before, "committed data changed");
         self.l.verify().unwrap();
         assert_eq!(
-            self.l.time_to_live(self.base).unwrap().keys,
+            self.l.time_to_live_with_keys(self.base).unwrap().keys,
             vec![b"/base/a".to_vec(), b"/base/b".to_vec()]
         );
     }
@@ -305,7 +305,7 @@ fn id_i64_max_works_everywhere_then_auto_ids_are_exhausted() {
         .commit()
         .unwrap();
     assert_eq!(
-        fx.l.time_to_live(max).unwrap().keys,
+        fx.l.time_to_live_with_keys(max).unwrap().keys,
         vec![b"/max/a".to_vec(), b"/max/c".to_vec()]
     );
     drop(fx.l.keep_alive(max).unwrap());
@@ -417,7 +417,12 @@ fn unknown_revoked_and_expired_ids_get_lease_not_found_from_every_method() {
     // ...and grant_with_id may take an unknown or revoked id again (auto ids never do)
     fx.l.grant_with_id(revoked, secs(10)).unwrap();
     fx.l.grant_with_id(unknown, secs(10)).unwrap();
-    assert!(fx.l.time_to_live(revoked).unwrap().keys.is_empty());
+    assert!(
+        fx.l.time_to_live_with_keys(revoked)
+            .unwrap()
+            .keys
+            .is_empty()
+    );
     fx.l.revoke(revoked).unwrap();
     fx.l.revoke(unknown).unwrap();
     let after = State {
@@ -445,7 +450,7 @@ fn grant_with_id_of_an_expired_lease_revokes_it_and_grants_afresh() {
     assert_eq!(fresh.id, old);
     assert!(fx.l.get("/old/k").unwrap().is_none()); // deleted as expiry would
     assert_eq!(fx.l.revision().unwrap(), rev_before.next());
-    assert!(fx.l.time_to_live(old).unwrap().keys.is_empty());
+    assert!(fx.l.time_to_live_with_keys(old).unwrap().keys.is_empty());
     assert!(matches!(
         events.try_recv(),
         Ok(lessor::LeaseEvent::Revoked {
@@ -636,7 +641,7 @@ fn attach_of_a_missing_key_gets_key_not_found_and_attaches_nothing() {
         "{e:?}"
     );
     assert!(e.to_string().contains("\"/missing\""), "{e}");
-    assert!(fx.l.time_to_live(other).unwrap().keys.is_empty());
+    assert!(fx.l.time_to_live_with_keys(other).unwrap().keys.is_empty());
     assert_eq!(fx.l.get("/plain").unwrap().unwrap().lease, None);
     fx.assert_intact(&before);
 }

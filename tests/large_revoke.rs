@@ -103,7 +103,10 @@ fn a_revoke_deletes_every_key_in_chunks_and_watchers_see_each_deletion_once() {
         assert_eq!((revoked.0, revoked.1.len(), revoked.2), (lease, CHUNK, rev));
         // The id is free again once every key is gone.
         l.grant_with_id(lease, secs(5)).unwrap();
-        assert_eq!(l.time_to_live(lease).unwrap().keys, Vec::<Vec<u8>>::new());
+        assert_eq!(
+            l.time_to_live_with_keys(lease).unwrap().keys,
+            Vec::<Vec<u8>>::new()
+        );
         l.verify().unwrap();
         let stats = l.stats().unwrap();
         assert_eq!((stats.keys, stats.attached_keys), (2, 0));

@@ -640,7 +640,7 @@ fn immediate_reads_and_events_wait_for_the_fsync() {
         assert_eq!(snap.kvs.len(), 2);
         assert_eq!(l.revision().unwrap(), before_rev);
         assert_eq!(
-            l.time_to_live(lease).unwrap().keys,
+            l.time_to_live_with_keys(lease).unwrap().keys,
             vec![b"/b".to_vec()],
             "time_to_live shows keys of a write not yet durable"
         );
@@ -663,7 +663,10 @@ fn immediate_reads_and_events_wait_for_the_fsync() {
     assert!(reviser.join().unwrap());
     assert_eq!(values(&l), pairs(&[("/a", "new"), ("/c", "new")]));
     assert_eq!(l.revision().unwrap().get(), before_rev.get() + 2);
-    assert_eq!(l.time_to_live(lease).unwrap().keys, vec![b"/a".to_vec()]);
+    assert_eq!(
+        l.time_to_live_with_keys(lease).unwrap().keys,
+        vec![b"/a".to_vec()]
+    );
     assert!(l.time_to_live(id(77)).is_ok());
     let seen: Vec<WatchEvent> = std::iter::from_fn(|| watch.try_recv().ok()).collect();
     assert_eq!(seen.len(), 3, "{seen:?}");
@@ -918,7 +921,7 @@ fn immediate_a_revocation_is_not_seen_before_its_fsync() {
     if l.leases() != before {
         wrong.push(format!("leases() = {:?}, was {before:?}", l.leases()));
     }
-    match l.time_to_live(doomed) {
+    match l.time_to_live_with_keys(doomed) {
         Ok(info) if info.keys == [b"/r".to_vec()] => {}
         other => wrong.push(format!(
             "time_to_live(doomed) = {other:?} (revocation not durable), while get(/r) = {:?}",

@@ -29,7 +29,10 @@ fn reopening_restores_leases_keys_attachments_and_the_revision() {
     assert_eq!(l.leases(), vec![a.id, b.id]);
     assert_eq!(l.revision().unwrap(), rev);
     assert_eq!(l.range("").unwrap(), before);
-    assert_eq!(l.time_to_live(a.id).unwrap().keys, vec![b"/a".to_vec()]);
+    assert_eq!(
+        l.time_to_live_with_keys(a.id).unwrap().keys,
+        vec![b"/a".to_vec()]
+    );
     // etcd's rule: a full TTL again from the moment of opening
     assert_eq!(l.time_to_live(a.id).unwrap().remaining, secs(10));
     assert_eq!(l.time_to_live(b.id).unwrap().remaining, secs(60));

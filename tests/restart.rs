@@ -541,7 +541,10 @@ fn a_format_1_file_opens_and_is_upgraded() {
         // no checkpoint in a v1 record: a full TTL under every policy
         assert_eq!(left(&l, id(1)), secs(10), "{policy:?}");
         assert_eq!(left(&l, id(2)), secs(20));
-        assert_eq!(l.time_to_live(id(1)).unwrap().keys, vec![b"/a".to_vec()]);
+        assert_eq!(
+            l.time_to_live_with_keys(id(1)).unwrap().keys,
+            vec![b"/a".to_vec()]
+        );
         assert_eq!(l.get("/a").unwrap().unwrap().value, b"10001");
         assert_eq!(l.revision().unwrap().get(), 1);
         assert_eq!(l.grant(secs(100)).unwrap().id, id(3));
@@ -677,7 +680,10 @@ fn kill_child_and_reopen(test: &str, policy: &str) -> Killed {
         .unwrap();
     let got = [left(&l, id(1)), left(&l, id(2))];
     let wall = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    assert_eq!(l.time_to_live(id(1)).unwrap().keys, vec![b"/a".to_vec()]);
+    assert_eq!(
+        l.time_to_live_with_keys(id(1)).unwrap().keys,
+        vec![b"/a".to_vec()]
+    );
     l.verify().unwrap();
     l.close().unwrap();
     Killed {

@@ -327,17 +327,30 @@ impl EtcdLessor {
         self.core().revoke(id)
     }
 
-    /// The granted TTL, time left (whole seconds) and attached keys (in key order) of a lease.
+    /// The granted TTL and time left (whole seconds) of a lease, without its keys.
     ///
     /// # Errors
     /// [`Error::LeaseNotFound`], [`Error::Unavailable`], [`Error::Closed`].
     pub fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
+        self.lease_info(id, false)
+    }
+
+    /// The granted TTL, time left (whole seconds) and attached keys (in key order) of a lease.
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`], [`Error::Unavailable`], [`Error::Closed`].
+    pub fn time_to_live_with_keys(&self, id: LeaseId) -> Result<LeaseInfo> {
+        self.lease_info(id, true)
+    }
+
+    fn lease_info(&self, id: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
         self.core().run(async {
             let mut lease = self.core().client.lease_client();
+            let opts = etcd::LeaseTimeToLiveOptions::new();
             let resp = lease
                 .time_to_live(
                     raw_id(id),
-                    Some(etcd::LeaseTimeToLiveOptions::new().with_keys()),
+                    Some(if with_keys { opts.with_keys() } else { opts }),
                 )
                 .await
                 .map_err(|e| error(e, Some(id)))?;
@@ -889,6 +902,10 @@ impl LeaseStore for EtcdLessor {
 
     fn time_to_live(&self, id: LeaseId) -> Result<LeaseInfo> {
         EtcdLessor::time_to_live(self, id)
+    }
+
+    fn time_to_live_with_keys(&self, id: LeaseId) -> Result<LeaseInfo> {
+        EtcdLessor::time_to_live_with_keys(self, id)
     }
 
     fn leases(&self) -> Result<Vec<LeaseId>> {

@@ -5,7 +5,7 @@
 //! from their deadlines). It runs [`Lessor::verify`] (the file's own cross-checks) and then
 //! asks the same questions through the public API, as a user would:
 //! - every key attached to a lease names a live lease, and that lease lists it
-//!   (`time_to_live(id).keys`), and every key a lease lists names that lease (two-sided);
+//!   (`time_to_live_with_keys(id).keys`), and every key a lease lists names that lease (two-sided);
 //! - keys come in strictly ascending order, with `1 <= create_revision <= mod_revision <=
 //!   revision` and `version >= 1`;
 //! - `range_with_revision` and `revision` agree;
@@ -84,7 +84,7 @@ pub fn check(l: &Lessor) -> Result<State, String> {
     let mut leases = BTreeMap::new();
     let mut remaining = BTreeMap::new();
     for (&id, keys) in &by_lease {
-        match l.time_to_live(id) {
+        match l.time_to_live_with_keys(id) {
             Ok(info) => {
                 if &info.keys != keys {
                     problems.push(format!(

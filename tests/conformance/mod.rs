@@ -172,7 +172,7 @@ pub fn put_with_lease_then_revoke_deletes_the_keys<H: Harness>(h: &H) {
         (rev_a, rev_a, 1)
     );
     assert_eq!(
-        s.time_to_live(lease.id).unwrap().keys,
+        s.time_to_live_with_keys(lease.id).unwrap().keys,
         vec![a.clone(), b.clone()]
     );
 
@@ -236,7 +236,10 @@ pub fn renewals_postpone_expiry<H: Harness>(h: &H) {
     }
     // 4/3 TTL after the grant: alive thanks to the renewals.
     assert!(s.get(&k).unwrap().is_some());
-    assert_eq!(s.time_to_live(lease.id).unwrap().keys, vec![k.clone()]);
+    assert_eq!(
+        s.time_to_live_with_keys(lease.id).unwrap().keys,
+        vec![k.clone()]
+    );
     h.pass(TTL + Duration::from_millis(100));
     assert!(eventually(|| s.get(&k).unwrap().is_none()));
     not_found(s.renew(lease.id), lease.id);
@@ -253,7 +256,7 @@ pub fn attach_and_detach_move_keys<H: Harness>(h: &H) {
     assert_eq!(s.get(&a).unwrap().unwrap().lease, Some(lease.id));
     assert_eq!(s.get(&a).unwrap().unwrap().value, b"1");
     assert_eq!(
-        s.time_to_live(lease.id).unwrap().keys,
+        s.time_to_live_with_keys(lease.id).unwrap().keys,
         vec![a.clone(), b.clone()]
     );
 
@@ -524,7 +527,10 @@ pub fn keep_alive_renews_until_cancelled<H: Harness>(h: &H) {
             .expect("a renewal every TTL/3");
         assert_eq!((r.id, r.ttl), (lease.id, TTL));
     }
-    assert_eq!(s.time_to_live(lease.id).unwrap().keys, vec![k.clone()]);
+    assert_eq!(
+        s.time_to_live_with_keys(lease.id).unwrap().keys,
+        vec![k.clone()]
+    );
 
     ka.cancel();
     assert_eq!(ka.ended(), Some(EndReason::Cancelled));

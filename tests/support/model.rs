@@ -686,7 +686,7 @@ pub fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, batched: bool, op
         Op::Attach(id, ref ks) => l.attach(lid(id), keys(ks)).map_or_else(err, |()| Out::Ok),
         Op::Detach(id, ref ks) => l.detach(lid(id), keys(ks)).map_or_else(err, |()| Out::Ok),
         Op::Revoke(id) => l.revoke(lid(id)).map_or_else(err, |r| Out::Rev(r.get())),
-        Op::TimeToLive(id) => l.time_to_live(lid(id)).map_or_else(err, |i| {
+        Op::TimeToLive(id) => l.time_to_live_with_keys(lid(id)).map_or_else(err, |i| {
             Out::Info(nanos(i.granted_ttl), nanos(i.remaining), i.keys)
         }),
         Op::Advance(ms) => {
