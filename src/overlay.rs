@@ -498,6 +498,11 @@ impl Tables<'_> {
         self.layers().get(key)
     }
 
+    /// Reads every key starting with `prefix`, in key order, seeing this request's writes.
+    pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        self.layers().range(prefix)
+    }
+
     /// Stores lease `id`'s record.
     pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
         self.active.set_lease(id.get(), Some(record.encode()?));
