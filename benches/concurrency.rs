@@ -64,7 +64,7 @@ fn uncontended(store: &dyn LeaseStore, n: usize) -> Vec<Duration> {
 fn hand_off(store: &dyn LeaseStore, prefix: &str, n: usize) -> Vec<Duration> {
     let (released_tx, released_rx) = mpsc::channel::<Instant>();
     let (acquired_tx, acquired_rx) = mpsc::channel::<Duration>();
-    let (queued_tx, queued_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
     let mut times = Vec::with_capacity(n);
     std::thread::scope(|s| {
         // The waiter: queues, then reports how long after the release it got the lock.
@@ -72,7 +72,7 @@ fn hand_off(store: &dyn LeaseStore, prefix: &str, n: usize) -> Vec<Duration> {
             let session = Session::new(store, Duration::from_secs(60)).unwrap();
             let mut lock = Mutex::new(&session, prefix).unwrap();
             for _ in 0..n {
-                queued_tx.send(()).unwrap();
+                go_rx.recv().unwrap(); // the other side holds the lock: queue behind it
                 lock.lock().unwrap();
                 let released: Instant = released_rx.recv().unwrap();
                 acquired_tx.send(released.elapsed()).unwrap();
@@ -86,7 +86,7 @@ fn hand_off(store: &dyn LeaseStore, prefix: &str, n: usize) -> Vec<Duration> {
         queue.push(b'/');
         for _ in 0..n {
             lock.lock().unwrap();
-            queued_rx.recv().unwrap();
+            go_tx.send(()).unwrap();
             // Wait until the waiter's key is queued behind ours.
             while store.range(&queue).unwrap().len() < 2 {
                 std::thread::yield_now();
