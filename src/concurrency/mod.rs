@@ -46,7 +46,7 @@
 //!   participant, used from one thread at a time (`&mut self`); the `Session` is `Sync` and
 //!   shared by reference.
 //! - A wait never outlives a lost session: it looks at the session between slices of its watch
-//!   (at most [`queue::SLICE`] apart) and re-reads the prefix, where a lost session shows as its
+//!   (at most 50 ms apart) and re-reads the prefix, where a lost session shows as its
 //!   own key being gone.
 //! - Giving up (`try_lock`, `lock_until`'s deadline, an error while waiting) removes the key
 //!   this attempt created, guarded by its create revision, so nothing is left to block others.

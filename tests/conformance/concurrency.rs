@@ -84,7 +84,7 @@ pub fn mutex_waiters_acquire_in_queue_order<H: Harness + Sync>(h: &H) {
                 session.close().unwrap();
             });
             // Queue them one after the other.
-            assert!(eventually(|| keys(h, &prefix) == i + 2));
+            assert!(eventually(|| keys(h, prefix) == i + 2));
         }
         holder.unlock().unwrap();
     });
