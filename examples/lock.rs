@@ -1,4 +1,5 @@
-//! The seed's `/cron/lock/job1`, done right: a lock with a TTL that dies with its holder.
+//! The seed's `/cron/lock/job1`, done right: a fair, fenced lock that dies with its holder,
+//! on `lessor::concurrency::Mutex`.
 //!
 //! ```text
 //! cargo run --release --example lock                      # 3 workers, lessor-data/lock.redb
@@ -6,28 +7,27 @@
 //! ```
 //!
 //! Several workers (threads: one process owns an embedded database) contend for the lock:
-//! - acquiring is one transaction: *if the key is absent, put it under my lease*; the revision
-//!   that created the key is the **fencing token**, larger for every new holder, which the
-//!   holder hands to whatever it writes so that a stale holder's writes can be refused;
-//! - the holder keeps its lease alive with a keep-alive, and checks the keep-alive is still
-//!   running before each step of its critical work;
-//! - a loser watches the key from the revision of its failed attempt, so it cannot miss the
-//!   release, and tries again when the key is deleted;
-//! - releasing is revoking the lease: the key goes with it.
+//! - each has a `Session` (a lease kept alive in the background) and a `Mutex` on it; `lock()`
+//!   queues the worker's key, `/cron/lock/job1/<lease id>`, and waits for the key just before
+//!   its own to go: workers get the lock in the order they asked, and a release wakes one;
+//! - the holder's **fencing token** (`Mutex::revision`) is larger for every new holder; its
+//!   writes are guarded by `Mutex::is_owner`, so a holder that lost the lock is refused;
+//! - `Session::done()` tells the holder at once if its session is lost.
 //!
-//! Worker 0 "crashes" while holding the lock the first time: it stops renewing and never
-//! releases. Its lease expires one TTL later, the key goes with it, and another worker takes
+//! Worker 0 "crashes" while holding the lock: its session stops renewing and never releases.
+//! Its lease expires one TTL later, its key goes with it, and the next worker in line takes
 //! over. The program checks that no two workers ever hold the lock at once.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use lessor::{Compare, DeleteCause, KeepAlive, Lessor, Op, Revision, TxnResponse, WatchEvent};
+use lessor::concurrency::{Mutex, Session};
+use lessor::{LeaseStore, Lessor, Op, TxnRequest};
 
-const KEY: &str = "/cron/lock/job1";
+const LOCK: &str = "/cron/lock/job1";
+const STATE: &str = "/cron/state/job1";
 
 struct Args {
     path: PathBuf,
@@ -69,112 +69,61 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// A held lock: the lease the key lives under, its keep-alive, and the fencing token.
-struct Lock {
-    lessor: Lessor,
-    keep_alive: KeepAlive,
-    token: Revision,
-}
-
-impl Lock {
-    /// Blocks until the lock is ours.
-    fn acquire(lessor: &Lessor, ttl: Duration, owner: &str) -> lessor::Result<Lock> {
-        loop {
-            let lease = lessor.grant(ttl)?;
-            let keep_alive = lessor.keep_alive(lease.id)?;
-            let attempt = lessor
-                .txn()
-                .when(Compare::absent(KEY))
-                .then(Op::put_with_lease(KEY, owner, lease.id))
-                .otherwise(Op::get(KEY))
-                .commit()?;
-            if attempt.succeeded {
-                return Ok(Lock {
-                    lessor: lessor.clone(),
-                    keep_alive,
-                    token: attempt.revision,
-                });
-            }
-            // Lost: give the lease back, then wait for the key to go. Watching from the
-            // revision after our attempt cannot miss a release that happens meanwhile.
-            drop(keep_alive);
-            lessor.revoke(lease.id)?;
-            if let Some(TxnResponse::Get(Some(_))) = attempt.responses.first() {
-                let watch = lessor.watch_from(KEY, attempt.revision.next())?;
-                for event in watch.iter() {
-                    if let WatchEvent::Delete { cause, .. } = event {
-                        if let DeleteCause::LeaseExpired(_) = cause {
-                            println!(
-                                "  ({owner} saw the lock expire: its holder stopped renewing)"
-                            );
-                        }
-                        break;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whether the lock is still ours: the keep-alive is running, so the lease is alive.
-    fn held(&self) -> bool {
-        self.keep_alive.ended().is_none()
-    }
-
-    /// Releases the lock: revoking the lease deletes the key.
-    fn release(self) -> lessor::Result<()> {
-        self.lessor.revoke(self.keep_alive.id())?;
-        Ok(())
-    }
-
-    /// Simulates a crash: renewals stop, nothing is released; the lease expires by itself.
-    fn crash(self) {
-        self.keep_alive.cancel();
-    }
-}
-
-/// What the workers share: how many hold the lock right now (never more than one), and when
-/// the crashed holder stopped.
-#[derive(Default)]
-struct Shared {
-    holders: AtomicUsize,
-    crashed_at: parking_lot::Mutex<Option<Instant>>,
-}
-
 type Outcome = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-/// Holds `lock` for a short critical section, checking before each step that it is still ours.
-fn hold(lock: &Lock, me: &str, ttl: Duration, shared: &Shared) -> Outcome {
-    if shared.holders.fetch_add(1, Ordering::SeqCst) != 0 {
+/// Runs a short critical section under `lock`: three fenced writes, each refused if the lock
+/// has passed on meanwhile.
+fn hold(
+    store: &Lessor,
+    lock: &Mutex<'_, Lessor>,
+    me: &str,
+    ttl: Duration,
+    holders: &AtomicUsize,
+) -> Outcome {
+    if holders.fetch_add(1, Ordering::SeqCst) != 0 {
         return Err(format!("{me} got the lock while someone else held it").into());
     }
-    println!("{me} holds {KEY}, fencing token {}", lock.token);
-    for _ in 0..3 {
-        if !lock.held() {
-            println!("{me} lost the lock");
+    let token = lock.revision().ok_or("lock() returned without the lock")?;
+    println!("{me} holds {LOCK}, fencing token {token}");
+    for step in 0..3 {
+        let fence = lock.is_owner().ok_or("not held")?;
+        let write = TxnRequest::new()
+            .when(fence)
+            .then(Op::put(STATE, format!("{me} step {step} (token {token})")));
+        if !store.transaction(write)?.succeeded {
+            println!("{me} lost the lock: its write was refused");
             break;
         }
         std::thread::sleep(ttl / 4);
     }
-    shared.holders.fetch_sub(1, Ordering::SeqCst);
+    holders.fetch_sub(1, Ordering::SeqCst);
     Ok(())
 }
 
-/// Takes the lock twice, releasing it each time.
-fn worker(lessor: &Lessor, n: usize, ttl: Duration, shared: &Shared) -> Outcome {
+fn worker(
+    store: &Lessor,
+    n: usize,
+    ttl: Duration,
+    holders: &AtomicUsize,
+    crashed: &parking_lot::Mutex<Option<Instant>>,
+) -> Outcome {
     let me = format!("worker-{n}");
+    let session = Session::new(store, ttl)?;
+    let mut lock = Mutex::new(&session, LOCK)?;
     for _ in 0..2 {
-        let lock = Lock::acquire(lessor, ttl, &me)?;
-        if let Some(at) = shared.crashed_at.lock().take() {
+        lock.lock()?;
+        if let Some(at) = crashed.lock().take() {
             println!(
                 "  the lock was free {:.2} s after its holder crashed (TTL {:.2} s)",
                 at.elapsed().as_secs_f64(),
                 ttl.as_secs_f64()
             );
         }
-        hold(&lock, &me, ttl, shared)?;
+        hold(store, &lock, &me, ttl, holders)?;
         println!("{me} releases the lock");
-        lock.release()?;
+        lock.unlock()?;
     }
+    session.close()?;
     Ok(())
 }
 
@@ -182,28 +131,40 @@ fn run(args: Args) -> Outcome {
     if let Some(dir) = args.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let lessor = Lessor::open(&args.path)?;
+    let store = Lessor::open(&args.path)?;
     println!("database: {}", args.path.display());
-    // A lock left over by an earlier run (its holder gone) would expire within a TTL anyway.
-    lessor.delete(KEY)?;
-    let shared = Arc::new(Shared::default());
-    let first = Lock::acquire(&lessor, args.ttl, "worker-0")?;
-    let workers: Vec<_> = (1..args.workers)
-        .map(|n| {
-            let (lessor, shared) = (lessor.clone(), Arc::clone(&shared));
-            let ttl = args.ttl;
-            std::thread::spawn(move || worker(&lessor, n, ttl, &shared))
-        })
-        .collect();
-    hold(&first, "worker-0", args.ttl, &shared)?;
-    println!("worker-0 crashes while holding the lock: it stops renewing and never releases");
-    *shared.crashed_at.lock() = Some(Instant::now());
-    first.crash();
-    for w in workers {
-        w.join().map_err(|_| "a worker panicked")??;
-    }
-    println!("the lock passed from holder to holder, never held by two at once");
-    lessor.close()?;
+    let holders = AtomicUsize::new(0);
+    let crashed = parking_lot::Mutex::new(None);
+    std::thread::scope(|s| -> Outcome {
+        // Worker 0 takes the lock first, then crashes holding it.
+        let (locked, first_holds) = std::sync::mpsc::channel();
+        let (store, holders, crashed) = (&store, &holders, &crashed);
+        let crasher = s.spawn(move || -> Outcome {
+            let session = Session::new(store, args.ttl)?;
+            let mut lock = Mutex::new(&session, LOCK)?;
+            lock.lock()?;
+            let _ = locked.send(());
+            hold(store, &lock, "worker-0", args.ttl, holders)?;
+            println!("worker-0 crashes holding the lock: it stops renewing and never releases");
+            *crashed.lock() = Some(Instant::now());
+            drop(lock);
+            session.orphan();
+            Ok(())
+        });
+        first_holds
+            .recv()
+            .map_err(|_| "worker-0 could not take the lock")?;
+        let workers: Vec<_> = (1..args.workers)
+            .map(|n| s.spawn(move || worker(store, n, args.ttl, holders, crashed)))
+            .collect();
+        crasher.join().map_err(|_| "worker-0 panicked")??;
+        for w in workers {
+            w.join().map_err(|_| "a worker panicked")??;
+        }
+        Ok(())
+    })?;
+    println!("the lock passed from holder to holder in queue order, never held by two at once");
+    store.close()?;
     Ok(())
 }
 

@@ -183,6 +183,25 @@ pub enum Error {
     /// once. The file then says what was committed. Retrying the call later is safe.
     #[error("a write failed in storage; the database is being reloaded (retry, or call recover)")]
     Poisoned,
+
+    /// A [`Mutex`](crate::concurrency::Mutex) was held by another session:
+    /// [`try_lock`](crate::concurrency::Mutex::try_lock) found it so, or
+    /// [`lock_until`](crate::concurrency::Mutex::lock_until) reached its deadline. The attempt
+    /// removed its own key, so it leaves nothing behind to block later waiters.
+    #[error("the lock is held by another session")]
+    Locked,
+
+    /// [`Election::proclaim`](crate::concurrency::Election::proclaim) was called by a
+    /// campaigner that is not (or is no longer) the leader: it never won, it resigned, or its
+    /// key was deleted (its session's lease ended).
+    #[error("not the leader of this election")]
+    NotLeader,
+
+    /// The lease of a [`Session`](crate::concurrency::Session) ended (expired, revoked, or the
+    /// store closed) while a lock or a campaign was waiting under it: its key is gone, so the
+    /// wait cannot succeed. Start a new session.
+    #[error("the session's lease {0} was lost (expired or revoked)")]
+    SessionExpired(LeaseId),
 }
 
 /// Renders a key for an error message: as text when it is UTF-8, else as escaped bytes.

@@ -103,6 +103,7 @@ mod backup;
 mod builder;
 mod checkpoint;
 mod clock;
+pub mod concurrency;
 mod config;
 mod contain;
 mod deadline;

@@ -643,6 +643,11 @@ impl Tables<'_> {
         self.layers().is_revoking(id.get())
     }
 
+    /// Reads every key starting with `prefix`, in key order, seeing this request's writes.
+    pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        self.layers().range(prefix)
+    }
+
     /// Stores lease `id`'s record.
     pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
         self.active.set_lease(id.get(), Some(record.encode()?));

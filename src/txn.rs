@@ -121,6 +121,7 @@ pub(crate) enum OpKind {
     },
     Delete,
     Get,
+    Range,
 }
 
 /// One operation of a [`Txn`](crate::Txn)'s `then` or `otherwise` list.
@@ -163,6 +164,13 @@ impl Op {
         Op::new(key, OpKind::Get)
     }
 
+    /// Reads every key that starts with `prefix`, in key order (`b""`: all keys), seeing the
+    /// writes of earlier ops of the same transaction. One transaction can so both write and read
+    /// a whole prefix at one revision: a lock attempt puts its key and sees every waiter.
+    pub fn range(prefix: impl AsRef<[u8]>) -> Op {
+        Op::new(prefix, OpKind::Range)
+    }
+
     fn new(key: impl AsRef<[u8]>, kind: OpKind) -> Op {
         Op {
             key: key.as_ref().to_vec(),
@@ -184,6 +192,8 @@ pub enum TxnResponse {
     },
     /// The key as read.
     Get(Option<KeyValue>),
+    /// The keys under the prefix of an [`Op::range`], in key order.
+    Range(Vec<KeyValue>),
 }
 
 /// The outcome of [`Txn::commit`](crate::Txn::commit).
@@ -262,11 +272,16 @@ impl TxnRequest {
         for ops in [&self.then, &self.otherwise] {
             let mut written = std::collections::HashSet::new();
             for op in ops {
-                check_key(&op.key)?;
+                // A range's prefix may be empty (every key); any other key may not.
+                if !(op.kind == OpKind::Range && op.key.is_empty()) {
+                    check_key(&op.key)?;
+                }
                 if let OpKind::Put { value, .. } = &op.kind {
                     check_value(value)?;
                 }
-                if op.kind != OpKind::Get && !written.insert(op.key.as_slice()) {
+                if !matches!(op.kind, OpKind::Get | OpKind::Range)
+                    && !written.insert(op.key.as_slice())
+                {
                     return Err(Error::InvalidKey(
                         "a transaction branch writes the same key twice",
                     ));
@@ -300,6 +315,7 @@ impl TxnRequest {
         for op in ops {
             let response = match &op.kind {
                 OpKind::Get => TxnResponse::Get(batch.tables.get(&op.key)?),
+                OpKind::Range => TxnResponse::Range(batch.tables.range(&op.key)?),
                 OpKind::Put { value, lease } => {
                     if let Some(id) = lease {
                         alive(*id, &batch.tables)?;

@@ -182,12 +182,16 @@ pub(crate) fn op(op: &Op) -> etcd::TxnOp {
         ),
         OpKind::Delete => etcd::TxnOp::delete(key, None),
         OpKind::Get => etcd::TxnOp::get(key, None),
+        OpKind::Range => etcd::TxnOp::get(key, Some(etcd::GetOptions::new().with_prefix())),
     }
 }
 
-/// Our response for etcd's response to one op.
-pub(crate) fn op_response(r: &etcd::TxnOpResponse) -> TxnResponse {
+/// Our response for etcd's response to one op (`op`, which says whether a read was a range).
+pub(crate) fn op_response(op: Option<&Op>, r: &etcd::TxnOpResponse) -> TxnResponse {
     match r {
+        etcd::TxnOpResponse::Get(g) if op.is_some_and(|op| op.kind == OpKind::Range) => {
+            TxnResponse::Range(g.kvs().iter().map(key_value).collect())
+        }
         etcd::TxnOpResponse::Put(_) => TxnResponse::Put,
         etcd::TxnOpResponse::Delete(d) => TxnResponse::Delete {
             existed: d.deleted() > 0,

@@ -566,13 +566,19 @@ impl EtcdLessor {
                 .txn(request)
                 .await
                 .map_err(|e| error(e, first_lease))?;
+            let ops = if resp.succeeded() {
+                &txn.then
+            } else {
+                &txn.otherwise
+            };
             Ok(TxnResult {
                 succeeded: resp.succeeded(),
                 revision: header_revision(resp.header()),
                 responses: resp
                     .op_responses()
                     .iter()
-                    .map(convert::op_response)
+                    .enumerate()
+                    .map(|(i, r)| convert::op_response(ops.get(i), r))
                     .collect(),
             })
         })

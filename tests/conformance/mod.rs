@@ -9,7 +9,10 @@
 //! so that both backends grant exactly what is asked.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod concurrency;
 pub mod etcd_server;
+
+pub use concurrency::*;
 
 use std::time::{Duration, Instant};
 
@@ -77,7 +80,14 @@ macro_rules! all_cases {
             keep_alive_ends_when_the_lease_is_revoked,
             keep_alive_refuses_bad_requests,
             keep_alive_revoke_on_drop,
-            keep_alive_run_for_finishes
+            keep_alive_run_for_finishes,
+            mutex_excludes_many_threads,
+            mutex_waiters_acquire_in_queue_order,
+            mutex_try_lock_fails_at_once_leaving_no_key,
+            mutex_lock_until_timeout_leaves_no_key,
+            mutex_passes_on_when_the_holders_session_expires,
+            mutex_fencing_refuses_a_stale_holder,
+            election_proclaim_resign_failover_observe
         );
     };
 }
