@@ -323,6 +323,31 @@ impl Base {
         Ok((self.kv.len()?, self.lease_keys.len()?))
     }
 
+    /// `kv`, read from this snapshot, once its lease (if any) is found to have a record in the
+    /// same snapshot. A revocation deletes a lease's record and its keys in one commit, so a key
+    /// whose lease has no record was left behind by damage (an index entry that lost it while
+    /// the file was open): [`Error::Corrupted`], rather than a key attached to a lease that does
+    /// not exist. `seen` holds leases already found, so that a range looks each up once.
+    fn owned(&self, kv: KeyValue, seen: &mut Vec<u64>) -> Result<KeyValue> {
+        let Some(lease) = kv.lease.map(LeaseId::get) else {
+            return Ok(kv);
+        };
+        if seen.contains(&lease) {
+            return Ok(kv);
+        }
+        if self.leases.get(lease)?.is_none() {
+            return Err(Error::Corrupted(format!(
+                "key {} is attached to lease {lease}, which has no record: the file is damaged \
+                 (the key outlived its lease's revocation)",
+                kv.key.escape_ascii()
+            )));
+        }
+        if seen.len() < 64 {
+            seen.push(lease);
+        }
+        Ok(kv)
+    }
+
     /// Every key starting with `prefix`, in key order, with its record.
     fn kv_range(&self, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, Entry>) -> Result<()> {
         for entry in self.kv.range::<&[u8]>(prefix..)? {
@@ -383,8 +408,20 @@ impl Layers<'_> {
 
     /// Reads one key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        self.kv_raw(key)?
-            .map(|bytes| store::key_value(key, &bytes))
+        for o in self.overlays() {
+            if let Some(e) = o.kv.get(key) {
+                return e
+                    .as_ref()
+                    .map(|bytes| store::key_value(key, bytes))
+                    .transpose();
+            }
+        }
+        self.base
+            .kv_get(key)?
+            .map(|bytes| {
+                self.base
+                    .owned(store::key_value(key, &bytes)?, &mut Vec::new())
+            })
             .transpose()
     }
 
@@ -392,6 +429,9 @@ impl Layers<'_> {
     pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         let mut merged = BTreeMap::new();
         self.base.kv_range(prefix, &mut merged)?;
+        // The keys an overlay wrote, over the file's: `None` once the file's record is no
+        // longer what the read sees.
+        let mut written = BTreeMap::new();
         for o in self.overlays.iter().rev().flatten() {
             for (k, v) in
                 o.kv.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
@@ -399,13 +439,43 @@ impl Layers<'_> {
                 if !k.starts_with(prefix) {
                     break;
                 }
-                merged.insert(k.clone(), v.clone());
+                merged.remove(k);
+                written.insert(k.clone(), v.clone());
             }
         }
-        merged
+        let mut seen = Vec::new();
+        let mut file = merged
+            .iter()
+            .filter_map(|(k, v)| {
+                v.as_ref()
+                    .map(|v| self.base.owned(store::key_value(k, v)?, &mut seen))
+            })
+            .peekable();
+        let mut memory = written
             .iter()
             .filter_map(|(k, v)| v.as_ref().map(|v| store::key_value(k, v)))
-            .collect()
+            .peekable();
+        // The two in key order (no key is in both).
+        let mut out = Vec::with_capacity(merged.len() + written.len());
+        loop {
+            let from_file = match (file.peek(), memory.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(Ok(f)), Some(Ok(m))) => f.key < m.key,
+                (Some(Err(_)), _) => true,
+                (_, Some(Err(_))) => false,
+            };
+            let next = if from_file {
+                file.next()
+            } else {
+                memory.next()
+            };
+            if let Some(kv) = next {
+                out.push(kv?);
+            }
+        }
+        Ok(out)
     }
 
     /// The keys attached to lease `id`, in key order.
@@ -462,7 +532,7 @@ impl Tables<'_> {
         if !existed {
             self.active.kv_delta += 1;
         }
-        self.active.set_kv(key, Some(record.encode()?));
+        self.active.set_kv(key, Some(record.encode(key)?));
         Ok(())
     }
 
@@ -500,7 +570,8 @@ impl Tables<'_> {
 
     /// Stores lease `id`'s record.
     pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
-        self.active.set_lease(id.get(), Some(record.encode()?));
+        self.active
+            .set_lease(id.get(), Some(record.encode(id.get())?));
         Ok(())
     }
 
@@ -517,7 +588,7 @@ impl Tables<'_> {
         let Some(bytes) = self.layers().lease_raw(id.get())? else {
             return Ok(false);
         };
-        let Ok(mut record) = LeaseRecord::decode(&bytes) else {
+        let Ok(mut record) = LeaseRecord::decode(id.get(), &bytes) else {
             return Ok(false);
         };
         record.checkpoint = Some(checkpoint);
@@ -538,7 +609,7 @@ impl Tables<'_> {
         let old = self.layers().kv_raw(key)?;
         let (create_revision, version, old_lease) = match &old {
             Some(bytes) => {
-                let r = KvRecord::decode(bytes)?;
+                let r = KvRecord::decode(key, bytes)?;
                 (r.create_revision, r.version.saturating_add(1), r.lease)
             }
             None => (rev, 1, 0),
@@ -574,7 +645,7 @@ impl Tables<'_> {
         };
         // A record that does not decode is deleted all the same; its index entry, if any,
         // stays for `verify` to report.
-        let lease = KvRecord::decode(&bytes).map_or(0, |r| r.lease);
+        let lease = KvRecord::decode(key, &bytes).map_or(0, |r| r.lease);
         self.active.kv_delta -= 1;
         self.active.set_kv(key, None);
         self.index(lease, key, false)?;
@@ -587,7 +658,7 @@ impl Tables<'_> {
         let Some(bytes) = self.layers().kv_raw(key)? else {
             return Err(Error::KeyNotFound(key.to_vec()));
         };
-        let mut record = KvRecord::decode(&bytes)?;
+        let mut record = KvRecord::decode(key, &bytes)?;
         if record.lease == lease.get() {
             return Ok(());
         }
@@ -602,7 +673,7 @@ impl Tables<'_> {
         let Some(bytes) = self.layers().kv_raw(key)? else {
             return Err(Error::KeyNotFound(key.to_vec()));
         };
-        let mut record = KvRecord::decode(&bytes)?;
+        let mut record = KvRecord::decode(key, &bytes)?;
         if record.lease != lease.get() {
             return Err(Error::KeyNotAttached {
                 key: key.to_vec(),
@@ -628,7 +699,7 @@ impl Tables<'_> {
             // take another lease's key with it. A record that does not decode is deleted on the
             // index's word, so that one damaged record cannot stop expiry.
             let owner = match self.layers().kv_raw(&key)? {
-                Some(bytes) => KvRecord::decode(&bytes).map_or(id.get(), |r| r.lease),
+                Some(bytes) => KvRecord::decode(&key, &bytes).map_or(id.get(), |r| r.lease),
                 None => continue,
             };
             if owner == id.get() {
@@ -655,6 +726,75 @@ mod tests {
 
     fn lease(n: u64) -> LeaseId {
         LeaseId::new(n).unwrap()
+    }
+
+    fn record() -> LeaseRecord {
+        LeaseRecord {
+            ttl_nanos: 1_000_000_000,
+            granted_revision: 0,
+            checkpoint: Some(Checkpoint {
+                uptime_deadline: 1,
+                wall_deadline: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_key_in_the_file_whose_lease_has_no_record_is_corrupted_not_an_answer() {
+        // What a damaged index leaves after a revocation: the lease's record is gone, one of
+        // its keys is not (the index entry that listed it was damaged).
+        let db = db();
+        let base = Base::open(&db).unwrap();
+        let mut o = Overlay::default();
+        {
+            let mut t = Tables {
+                active: &mut o,
+                frozen: None,
+                base: &base,
+            };
+            t.insert_lease(lease(1), &record()).unwrap();
+            t.insert_lease(lease(2), &record()).unwrap();
+            t.put(b"/a", b"1", Some(lease(1)), 1).unwrap();
+            t.put(b"/b", b"2", Some(lease(2)), 2).unwrap();
+            t.put(b"/c", b"3", None, 3).unwrap();
+        }
+        let txn = db.begin_write().unwrap();
+        o.write_to(&txn, Counters::default()).unwrap();
+        txn.open_table(LEASES).unwrap().remove(1).unwrap();
+        txn.commit().unwrap();
+        let base = Base::open(&db).unwrap();
+        let file = Layers {
+            overlays: [None, None],
+            base: &base,
+        };
+        for got in [file.get(b"/a").map(drop), file.range(b"").map(drop)] {
+            assert!(
+                matches!(&got, Err(Error::Corrupted(why)) if why.contains("lease 1")),
+                "{got:?}"
+            );
+        }
+        assert_eq!(file.get(b"/b").unwrap().unwrap().value, b"2");
+        assert_eq!(file.range(b"/c").unwrap().len(), 1);
+        // Written over by a request, the key is what the request wrote.
+        let mut active = Overlay::default();
+        let mut t = Tables {
+            active: &mut active,
+            frozen: None,
+            base: &base,
+        };
+        t.put(b"/a", b"new", None, 4).unwrap();
+        let layers = Layers {
+            overlays: [Some(&active), None],
+            base: &base,
+        };
+        assert_eq!(layers.get(b"/a").unwrap().unwrap().value, b"new");
+        let all: Vec<Vec<u8>> = layers
+            .range(b"")
+            .unwrap()
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(all, [b"/a".to_vec(), b"/b".to_vec(), b"/c".to_vec()]);
     }
 
     #[test]
@@ -696,6 +836,7 @@ mod tests {
                 frozen: None,
                 base: &base,
             };
+            t.insert_lease(lease(1), &record()).unwrap();
             t.put(b"/k/1", b"a", Some(lease(1)), 1).unwrap();
             t.put(b"/k/2", b"b", Some(lease(1)), 2).unwrap();
         }

@@ -1,27 +1,33 @@
 //! Persistence: the redb tables, the format version, and every read and write of them.
 //!
-//! # Disk format (format version 2)
+//! # Disk format (format version 3)
 //!
 //! | table | key | value |
 //! |---|---|---|
 //! | `lessor.meta` | `&str` | `u64`: `format`, `revision`, `max_lease_id`, `uptime`, `checkpoints` |
-//! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] (v1 or v2) |
-//! | `lessor.kv` | key `&[u8]` | [`KvRecord`] (value and metadata) |
+//! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] (v1, v2 or v3) |
+//! | `lessor.kv` | key `&[u8]` | [`KvRecord`] (value and metadata; v1 or v2) |
 //! | `lessor.lease_keys` | `(lease id u64, key &[u8])` | `()` |
 //!
 //! `lease_keys` indexes `kv` by lease so that a revocation finds its keys with one range scan.
 //! The invariants [`verify`] checks: every key whose record names a lease has that lease and
 //! its index entry; every index entry has its key and lease; no key or lease is newer than the
-//! stored revision or lease-id high-water mark.
+//! stored revision or lease-id high-water mark. Reads check the first on the way: a key read
+//! from the file whose lease has no record is [`Error::Corrupted`].
 //!
 //! `uptime` is the database's uptime (nanoseconds open, summed over its sessions) as of the last
 //! checkpoint, and `checkpoints` is 1 while the leases' checkpoints are current, 0 after a
 //! session that did not write them (see [`crate::restart`]); both read as 0 when absent.
 //!
-//! Format 1 had no `uptime`, no `checkpoints`, and only v1 lease records. Opening a format-1 file
-//! upgrades it in one write transaction: `format` becomes 2 (so that an older build refuses the
-//! file rather than misreading v2 records), and its v1 records, which decode as leases without a
-//! checkpoint, are rewritten as v2 if the session writes checkpoints.
+//! Format 1 had no `uptime`, no `checkpoints`, and only v1 lease records. Format 2 added them
+//! and v2 lease records. Format 3 (this build) writes v3 lease records and v2 key records, which
+//! end with a checksum of the record and of its key (see [`crate::record`]); it reads every
+//! older record as it was. Opening a format-1 or format-2 file upgrades it in one write
+//! transaction: `format` becomes 3 (so that an older build refuses the file with
+//! [`Error::IncompatibleFormat`] rather than taking checksummed records for damaged ones), and,
+//! from format 1, its v1 records, which decode as leases without a checkpoint, are rewritten if
+//! the session writes checkpoints. Records are otherwise rewritten, with their checksum, only
+//! when they are next written.
 //!
 //! Functions here only read and write tables; the caller owns the transaction, the counters and
 //! the in-memory state.
@@ -35,8 +41,9 @@ use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::record::{KvRecord, LeaseRecord};
 
 /// The format this build writes, and the newest it reads (it reads every format from 1 up).
-/// Bump it when a table or record changes meaning.
-pub(crate) const FORMAT_VERSION: u64 = 2;
+/// Bump it when a table or record changes meaning, or gains a version an older build would not
+/// read.
+pub(crate) const FORMAT_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
 pub(crate) const LEASES: TableDefinition<u64, &[u8]> = TableDefinition::new("lessor.leases");
@@ -193,7 +200,7 @@ pub(crate) fn upgrade(
         write_format(&mut txn.open_table(META)?, checkpoints)?;
         let mut leases = txn.open_table(LEASES)?;
         for (id, record) in records {
-            leases.insert(id.get(), record.encode()?.as_slice())?;
+            leases.insert(id.get(), record.encode(id.get())?.as_slice())?;
         }
     }
     txn.commit()?;
@@ -208,7 +215,7 @@ pub(crate) fn load_leases(db: &Database) -> Result<Vec<(LeaseId, LeaseRecord)>> 
     for entry in table.iter()? {
         let (k, v) = entry?;
         let id = lease_id(k.value())?;
-        out.push((id, LeaseRecord::decode(v.value())?));
+        out.push((id, LeaseRecord::decode(id.get(), v.value())?));
     }
     Ok(out)
 }
@@ -269,7 +276,7 @@ pub(crate) fn lease_id(raw: u64) -> Result<LeaseId> {
 }
 
 pub(crate) fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
-    let r = KvRecord::decode(bytes)?;
+    let r = KvRecord::decode(key, bytes)?;
     Ok(KeyValue {
         key: key.to_vec(),
         value: r.value.to_vec(),
@@ -336,14 +343,14 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
                 "lease {id} is above the id high-water mark {max_id}"
             ));
         }
-        if let Err(e) = LeaseRecord::decode(v.value()) {
+        if let Err(e) = LeaseRecord::decode(id, v.value()) {
             problems.push(format!("lease {id}: {e}"));
         }
     }
     for entry in kv.iter()? {
         let (k, v) = entry?;
         let key = k.value();
-        let record = match KvRecord::decode(v.value()) {
+        let record = match KvRecord::decode(key, v.value()) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("key {}: {e}", show(key)));
@@ -379,7 +386,7 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
         let (k, _) = entry?;
         let (lease, key) = k.value();
         let owner = match kv.get(key)? {
-            Some(v) => KvRecord::decode(v.value()).map(|r| r.lease).ok(),
+            Some(v) => KvRecord::decode(key, v.value()).map(|r| r.lease).ok(),
             None => None,
         };
         if owner != Some(lease) {

@@ -436,7 +436,8 @@ fn shrink_open_damaged() {
 
 /// Replays one reproducer of `fuzz/known-bugs/open_damaged/`: the finding it shows is a bug of
 /// the library (or of redb under it) not fixed yet; each test below is ignored with it. Once
-/// fixed, move the file to `fuzz/regressions/open_damaged/` and drop its test here.
+/// fixed, move the file to `fuzz/regressions/open_damaged/` and make its test use
+/// [`fixed_open_damaged`].
 fn known_open_damaged(name: &str) {
     let path = fuzz_dir()
         .join("known-bugs")
@@ -445,22 +446,62 @@ fn known_open_damaged(name: &str) {
     replay(&[path], damaged::check_damaged);
 }
 
-#[test]
-/// Fixed: the panic is contained and becomes an error.
-fn known_open_damaged_panic_close() {
-    known_open_damaged("panic-close-redb-drop-unreachable");
+/// Replays one fixed finding of `fuzz/regressions/open_damaged/` (all of them are also replayed
+/// by `open_damaged_regressions_replay`; this names each).
+fn fixed_open_damaged(name: &str) {
+    let path = fuzz_dir()
+        .join("regressions")
+        .join("open_damaged")
+        .join(name);
+    assert!(path.is_file(), "{} is missing", path.display());
+    replay(&[path], damaged::check_damaged);
 }
 
+/// Fixed: a panic inside redb at close is contained and becomes an error.
 #[test]
-/// Fixed: the panic is contained and becomes an error.
-fn known_open_damaged_panic_drop() {
-    known_open_damaged("panic-drop-redb-drop-slice-index");
+fn open_damaged_panic_close() {
+    fixed_open_damaged("panic-close-redb-drop-unreachable");
 }
 
+/// Fixed: a panic inside redb when the last handle drops is contained.
 #[test]
-/// Fixed: the panic is contained and becomes an error.
-fn known_open_damaged_panic_open() {
-    known_open_damaged("panic-open-redb-debug-assert-allocated-pages");
+fn open_damaged_panic_drop() {
+    fixed_open_damaged("panic-drop-redb-drop-slice-index");
+}
+
+/// Fixed: a panic in redb's debug-only checks at open is contained and becomes an error.
+#[test]
+fn open_damaged_panic_open() {
+    fixed_open_damaged("panic-open-redb-debug-assert-allocated-pages");
+}
+
+/// Fixed: a panic in redb's repair at open is contained and becomes an error.
+#[test]
+fn open_damaged_panic_open_repair() {
+    fixed_open_damaged("panic-open-redb-repair-unwrap-check-on");
+}
+
+/// Fixed: a panic in redb's `list_tables` at open is contained and becomes an error.
+#[test]
+fn open_damaged_panic_open_list_tables() {
+    fixed_open_damaged("panic-open-redb-debug-list-tables-slice");
+}
+
+/// Fixed: one flipped byte in a lease record, reopened with the integrity check off, read as a
+/// TTL of 16.916 s for a lease granted 17 s. Records now end with a checksum of the record and
+/// its key (`src/record.rs`): the open refuses the record with `Error::Corrupted`.
+#[test]
+fn open_damaged_lease_ttl_changed_check_off_is_corrupted() {
+    fixed_open_damaged("silent-lease-ttl-changed-reopen-check-off");
+}
+
+/// Fixed: one flipped byte in the `lease_keys` index under the open lessor (no page cache) hid
+/// a key from its lease; `revoke` deleted the lease and left the key, which `range` still gave,
+/// attached to the revoked lease. A key read from the file whose lease has no record in the
+/// same snapshot is now `Error::Corrupted` (`Base::owned` in `src/overlay.rs`).
+#[test]
+fn open_damaged_key_outliving_its_revoked_lease_is_corrupted() {
+    fixed_open_damaged("silent-key-survives-revoke-while-open");
 }
 
 #[test]
@@ -475,32 +516,6 @@ fn known_open_damaged_silent_key_lost() {
             revoked (and acknowledged) before the damage is silently alive again"]
 fn known_open_damaged_silent_revoked_lease_back() {
     known_open_damaged("silent-revoked-lease-back-reopen-check-on");
-}
-
-#[test]
-#[ignore = "bug: one flipped byte in a lease record, then a reopen with the integrity check \
-            off, and the lease's TTL silently reads 16.916 s instead of the 17 s granted"]
-fn known_open_damaged_silent_lease_ttl() {
-    known_open_damaged("silent-lease-ttl-changed-reopen-check-off");
-}
-
-#[test]
-/// Fixed: the panic is contained and becomes an error.
-fn known_open_damaged_panic_open_repair() {
-    known_open_damaged("panic-open-redb-repair-unwrap-check-on");
-}
-
-#[test]
-/// Fixed: the panic is contained and becomes an error.
-fn known_open_damaged_panic_open_list_tables() {
-    known_open_damaged("panic-open-redb-debug-list-tables-slice");
-}
-
-#[test]
-#[ignore = "bug: one flipped byte under the open lessor, then revoke(lease) says Ok but a key \
-            attached to that lease is still there, attached to it (no reopen)"]
-fn known_open_damaged_silent_key_survives_revoke() {
-    known_open_damaged("silent-key-survives-revoke-while-open");
 }
 
 #[test]

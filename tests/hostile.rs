@@ -845,15 +845,15 @@ fn set_meta(path: &Path, key: &str, value: Option<u64>) {
 #[test]
 fn a_database_of_a_future_format_gets_incompatible_format_and_is_untouched() {
     let (dir, clock, bytes, before) = closed_database();
-    for format in [3, 99, u64::MAX, 0] {
+    for format in [4, 99, u64::MAX, 0] {
         set_meta(&dir.path, "format", Some(format));
         let on_disk = dump(&dir.path);
         let e = err(Lessor::open(&dir.path));
         assert!(
-            matches!(e, Error::IncompatibleFormat { found, supported: 2 } if found == format),
+            matches!(e, Error::IncompatibleFormat { found, supported: 3 } if found == format),
             "{e:?}"
         );
-        assert!(e.to_string().contains("reads formats 1 to 2"), "{e}");
+        assert!(e.to_string().contains("reads formats 1 to 3"), "{e}");
         assert_eq!(
             dump(&dir.path),
             on_disk,

@@ -165,7 +165,7 @@ fn a_future_format_version_is_refused() {
         Lessor::open(&dir.path),
         Err(Error::IncompatibleFormat {
             found: 99,
-            supported: 2
+            supported: 3
         })
     ));
 }

@@ -151,7 +151,7 @@ struct LeaseM {
 
 /// What was written, as far as it is known.
 #[derive(Default)]
-struct Model {
+pub struct Model {
     now: Duration,
     keys: BTreeMap<Vec<u8>, Entry>,
     unknown_keys: BTreeSet<Vec<u8>>,
@@ -302,7 +302,7 @@ fn call<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-fn open(disk: &Image, clock: &ManualClock, flags: u8) -> lessor::Result<Lessor> {
+pub fn open(disk: &Image, clock: &ManualClock, flags: u8) -> lessor::Result<Lessor> {
     let mut b = Lessor::builder()
         .clock(clock.clone())
         .ticker(false)
@@ -329,17 +329,21 @@ fn damage(disk: &Image, at: u16, len: usize, f: impl Fn(u8) -> u8) {
 
 /// The whole check of one input: `Err` describes a finding.
 pub fn check_damaged(bytes: &[u8]) -> Result<(), String> {
+    check_damaged_on(&Image::default(), bytes)
+}
+
+/// [`check_damaged`] on a disk of the caller's (empty at first), which it can look at after.
+pub fn check_damaged_on(disk: &Image, bytes: &[u8]) -> Result<(), String> {
     let (flags, ops) = decode(bytes);
-    let disk = Image::default();
     let clock = ManualClock::new();
     let mut m = Model::default();
     // The first open is of an empty disk: it always succeeds.
     let mut l = Some(
-        call("open", || open(&disk, &clock, flags))?
+        call("open", || open(disk, &clock, flags))?
             .map_err(|e| format!("open of an empty disk: {e:?}"))?,
     );
     for (step, op) in ops.iter().enumerate() {
-        run(&mut l, &mut m, &disk, &clock, op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
+        run(&mut l, &mut m, disk, &clock, op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
     }
     if let Some(l) = l.take() {
         if let Ok(kvs) = call("range", || l.range(""))? {
@@ -350,7 +354,7 @@ pub fn check_damaged(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn run(
+pub fn run(
     slot: &mut Option<Lessor>,
     m: &mut Model,
     disk: &Image,
