@@ -46,9 +46,11 @@ struct Run {
     window: Duration,
 }
 
+/// `LESSOR_BENCH_TWO_PHASE=1` runs every figure with `Builder::two_phase_commit(true)`.
 fn open(dir: &tempfile::TempDir, durability: Durability) -> Lessor {
     Lessor::builder()
         .durability(durability)
+        .two_phase_commit(std::env::var_os("LESSOR_BENCH_TWO_PHASE").is_some_and(|v| v == "1"))
         .open(dir.path().join("bench.redb"))
         .unwrap()
 }

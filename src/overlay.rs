@@ -31,6 +31,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata, Wri
 use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::lease::{KeyValue, LeaseId, Revision};
+use crate::lease_table::LeaseTable;
 use crate::record::{Checkpoint, KvRecord, LeaseRecord};
 use crate::store::{self, Counters, KV, LEASE_KEYS, LEASES, META};
 
@@ -328,10 +329,24 @@ impl Base {
     /// whose lease has no record was left behind by damage (an index entry that lost it while
     /// the file was open): [`Error::Corrupted`], rather than a key attached to a lease that does
     /// not exist. `seen` holds leases already found, so that a range looks each up once.
-    fn owned(&self, kv: KeyValue, seen: &mut Vec<u64>) -> Result<KeyValue> {
-        let Some(lease) = kv.lease.map(LeaseId::get) else {
+    ///
+    /// A lease in `live` (the lessor's memory) is taken as found without a lookup: a lease
+    /// leaves memory only once its revocation is durable, so a lease still there has its record
+    /// in any snapshot that has its keys; a lease that is not there is looked up. (A key
+    /// orphaned by damage is then missed only while its lease's id is granted again.)
+    fn owned(
+        &self,
+        kv: KeyValue,
+        live: Option<&LeaseTable>,
+        seen: &mut Vec<u64>,
+    ) -> Result<KeyValue> {
+        let Some(id) = kv.lease else {
             return Ok(kv);
         };
+        if live.is_some_and(|t| t.contains(id)) {
+            return Ok(kv);
+        }
+        let lease = id.get();
         if seen.contains(&lease) {
             return Ok(kv);
         }
@@ -381,6 +396,9 @@ impl Base {
 pub(crate) struct Layers<'a> {
     pub(crate) overlays: [Option<&'a Overlay>; 2],
     pub(crate) base: &'a Base,
+    /// The live leases in memory, when the read has them: a key of the file attached to one of
+    /// them is not looked up again (see [`Base::owned`]).
+    pub(crate) live: Option<&'a LeaseTable>,
 }
 
 impl Layers<'_> {
@@ -420,7 +438,7 @@ impl Layers<'_> {
             .kv_get(key)?
             .map(|bytes| {
                 self.base
-                    .owned(store::key_value(key, &bytes)?, &mut Vec::new())
+                    .owned(store::key_value(key, &bytes)?, self.live, &mut Vec::new())
             })
             .transpose()
     }
@@ -447,8 +465,10 @@ impl Layers<'_> {
         let mut file = merged
             .iter()
             .filter_map(|(k, v)| {
-                v.as_ref()
-                    .map(|v| self.base.owned(store::key_value(k, v)?, &mut seen))
+                v.as_ref().map(|v| {
+                    self.base
+                        .owned(store::key_value(k, v)?, self.live, &mut seen)
+                })
             })
             .peekable();
         let mut memory = written
@@ -525,6 +545,7 @@ impl Tables<'_> {
         Layers {
             overlays: [Some(&*self.active), self.frozen],
             base: self.base,
+            live: None,
         }
     }
 
@@ -766,6 +787,7 @@ mod tests {
         let file = Layers {
             overlays: [None, None],
             base: &base,
+            live: None,
         };
         for got in [file.get(b"/a").map(drop), file.range(b"").map(drop)] {
             assert!(
@@ -786,6 +808,7 @@ mod tests {
         let layers = Layers {
             overlays: [Some(&active), None],
             base: &base,
+            live: None,
         };
         assert_eq!(layers.get(b"/a").unwrap().unwrap().value, b"new");
         let all: Vec<Vec<u8>> = layers
@@ -818,6 +841,7 @@ mod tests {
         let layers = Layers {
             overlays: [Some(&active), None],
             base: &base,
+            live: None,
         };
         assert_eq!(layers.get(b"/a").unwrap().unwrap().value, b"1");
         assert_eq!(layers.get(b"/b").unwrap(), None);
@@ -854,6 +878,7 @@ mod tests {
         let layers = Layers {
             overlays: [Some(&active), Some(&frozen)],
             base: &base,
+            live: None,
         };
         let keys: Vec<_> = layers.range(b"/k/").unwrap();
         let names: Vec<&[u8]> = keys.iter().map(|kv| kv.key.as_slice()).collect();
@@ -872,6 +897,7 @@ mod tests {
         let file = Layers {
             overlays: [None, None],
             base: &base,
+            live: None,
         };
         assert_eq!(file.range(b"/k/").unwrap(), keys);
         assert_eq!(file.lease_keys(lease(1)).unwrap(), vec![b"/k/2".to_vec()]);

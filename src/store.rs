@@ -91,6 +91,8 @@ pub(crate) struct Meta {
 
 /// Checks the format of a freshly opened database, initialising an empty one (with the
 /// `checkpoints` flag set to `checkpoints`). Returns what its metadata holds.
+/// Its commits are two-phase whatever the session's setting: they happen once, at open, and
+/// the latest commit of a file is then never one a crash can have torn.
 pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
     if let Some(meta) = check(&db.begin_read()?)? {
         let read = db.begin_read()?;
@@ -105,7 +107,8 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         if missing {
             // A database that was never written to has only its metadata: read snapshots need
             // every table.
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            txn.set_two_phase_commit(true);
             txn.open_table(LEASES)?;
             txn.open_table(KV)?;
             txn.open_table(LEASE_KEYS)?;
@@ -113,7 +116,8 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         }
         return Ok(meta);
     }
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
     {
         let mut meta = txn.open_table(META)?;
         write_format(&mut meta, checkpoints)?;
@@ -195,7 +199,8 @@ pub(crate) fn upgrade(
     checkpoints: bool,
     records: &[(LeaseId, LeaseRecord)],
 ) -> Result<()> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
     {
         write_format(&mut txn.open_table(META)?, checkpoints)?;
         let mut leases = txn.open_table(LEASES)?;

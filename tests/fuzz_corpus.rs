@@ -504,6 +504,33 @@ fn open_damaged_key_outliving_its_revoked_lease_is_corrupted() {
     fixed_open_damaged("silent-key-survives-revoke-while-open");
 }
 
+/// The same input with `Builder::two_phase_commit` on (bit 3 of its flags byte) passes: the
+/// reopen refuses the file (`Error::Corrupted`) instead of rolling back its latest commit.
+fn known_open_damaged_passes_with_two_phase_commit(name: &str) {
+    let path = fuzz_dir()
+        .join("known-bugs")
+        .join("open_damaged")
+        .join(name);
+    let mut bytes = fs::read(&path).unwrap();
+    assert_eq!(bytes[0] & 8, 0, "{name} runs with two-phase commit already");
+    bytes[0] |= 8;
+    if let Err(e) = damaged::check_damaged(&bytes) {
+        panic!("{name} with two-phase commit: {e}");
+    }
+}
+
+/// The three rollbacks below do not happen with two-phase commits.
+#[test]
+fn open_damaged_rollbacks_are_refused_with_two_phase_commit() {
+    for name in [
+        "silent-key-lost-reopen-check-on",
+        "silent-revoked-lease-back-reopen-check-on",
+        "silent-lease-lost-reopen-check-on",
+    ] {
+        known_open_damaged_passes_with_two_phase_commit(name);
+    }
+}
+
 #[test]
 #[ignore = "bug: one flipped byte, then a reopen with the integrity check on, and a key \
             written (and acknowledged) before the damage is silently gone"]
