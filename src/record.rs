@@ -365,6 +365,18 @@ mod tests {
     }
 
     #[test]
+    fn the_checksum_is_crc_32_ieee_of_key_then_record() {
+        // The check value of CRC-32 (IEEE), as zlib computes it: the format names it.
+        assert_eq!(crc(b"1234", b"56789"), 0xCBF4_3926);
+        let bytes = kv().encode(b"/k").unwrap();
+        let (record, sum) = bytes.split_at(bytes.len() - CRC_LEN);
+        let mut h = crc32fast::Hasher::new();
+        h.update(b"/k");
+        h.update(record);
+        assert_eq!(sum, h.finalize().to_le_bytes());
+    }
+
+    #[test]
     fn any_changed_bit_or_another_key_is_a_checksum_mismatch() {
         let lease = v2(17_000_000_000, 4, 5, 6).encode(7).unwrap();
         let key = kv().encode(b"/k/1").unwrap();
