@@ -50,9 +50,12 @@ struct Run {
 }
 
 /// `LESSOR_BENCH_REVOKE_CHUNK=N` sets `Builder::revoke_chunk_size` (`max`: every revocation in
-/// one request, as before revocations in steps), for side-by-side runs of `huge_revoke`.
+/// one request, as before revocations in steps), for side-by-side runs of `huge_revoke`;
+/// `LESSOR_BENCH_TWO_PHASE=1` runs every figure with `Builder::two_phase_commit(true)`.
 fn open(dir: &tempfile::TempDir, durability: Durability) -> Lessor {
-    let mut b = Lessor::builder().durability(durability);
+    let mut b = Lessor::builder()
+        .durability(durability)
+        .two_phase_commit(std::env::var_os("LESSOR_BENCH_TWO_PHASE").is_some_and(|v| v == "1"));
     if let Ok(chunk) = std::env::var("LESSOR_BENCH_REVOKE_CHUNK") {
         b = b.revoke_chunk_size(if chunk == "max" {
             usize::MAX

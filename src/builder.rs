@@ -97,6 +97,7 @@ impl Default for Builder {
                 checkpoint_interval: Duration::from_secs(5),
                 checkpoint_batch: 10_000,
                 cache_size: DEFAULT_CACHE_SIZE,
+                two_phase_commit: false,
             },
         }
     }
@@ -193,8 +194,42 @@ impl Builder {
     /// Whether opening a file verifies the checksums of every page first, so that a file damaged
     /// outside `lessor` is refused with [`Error::Corrupted`] instead of being trusted. Costs a
     /// read of the whole file at open. Default: `true`.
+    ///
+    /// What is and is not caught:
+    /// - damage at rest (to a file not open), in a page the latest commit does not own: refused;
+    /// - damage to a page of the latest commit: with one-phase commits (the default) redb cannot
+    ///   tell it from a commit a crash tore, and rolls the file back to the commit before it,
+    ///   which loses that commit although it was acknowledged; a `tracing` warning says so. With
+    ///   [`two_phase_commit`](Builder::two_phase_commit) it is refused;
+    /// - with the check off, pages are read as they are: a lease or key record whose bytes (or
+    ///   key) changed fails its own checksum and is [`Error::Corrupted`] when read, but damage
+    ///   to redb's structure (a lost or moved entry) may go unseen;
+    /// - pages damaged while the file is open are not checked when read (redb checks checksums
+    ///   only here and in [`Lessor::verify`](crate::Lessor::verify)): a damaged record is
+    ///   [`Error::Corrupted`] when read, a key orphaned by a damaged index is
+    ///   [`Error::Corrupted`] when read; a panic inside redb is [`Error::Corrupted`] and poisons
+    ///   the lessor. Other structural damage is found by `verify` or by the next open.
     pub fn check_integrity_on_open(mut self, on: bool) -> Self {
         self.config.check_integrity_on_open = on;
+        self
+    }
+
+    /// Whether every commit is written in two phases (redb's two-phase commit): its pages and
+    /// an fsync, then the header that makes it the latest commit and a second fsync. Default:
+    /// `false` (one fsync per commit).
+    ///
+    /// With one phase, the latest commit's pages are found intact only through their checksums:
+    /// an open that finds them failing takes the latest commit for one a crash tore, and rolls
+    /// the file back to the commit before it, silently. Damage to a page of the latest commit
+    /// (after it was written and acknowledged) looks the same, so it loses that commit instead
+    /// of being reported. With two phases the latest commit cannot have been torn, and an open
+    /// with [`check_integrity_on_open`](Builder::check_integrity_on_open) (the default) refuses
+    /// such a file with [`Error::Corrupted`] instead.
+    ///
+    /// Costs a second fsync per commit: under [`Durability::Immediate`] about one more fsync of
+    /// latency per call (`docs/performance.md`); under [`Durability::Batched`] one per flush.
+    pub fn two_phase_commit(mut self, on: bool) -> Self {
+        self.config.two_phase_commit = on;
         self
     }
 

@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub checkpoint_interval: Duration,
     pub checkpoint_batch: usize,
     pub cache_size: usize,
+    pub two_phase_commit: bool,
 }
 
 impl Config {

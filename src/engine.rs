@@ -140,6 +140,7 @@ impl Engine {
         ));
         let pipeline = Pipeline::new(
             config.durability,
+            config.two_phase_commit,
             db,
             recovered.counters,
             Lifecycle::new(recovered.expired),
@@ -206,7 +207,7 @@ impl Engine {
         q: Query<'_>,
         f: impl FnOnce(&Layers<'_>, u64) -> Result<T>,
     ) -> Result<T> {
-        let read = crate::contain::storage(|| self.pipeline.read(q, f));
+        let read = crate::contain::storage(|| self.pipeline.read(q, &self.table, f));
         if let Err(e) = &read
             && crate::contain::is_panic(e)
         {

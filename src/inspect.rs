@@ -130,7 +130,10 @@ impl Tables {
         };
         for entry in leases.iter()? {
             let (k, v) = entry?;
-            out.push((store::lease_id(k.value())?, LeaseRecord::decode(v.value())?));
+            out.push((
+                store::lease_id(k.value())?,
+                LeaseRecord::decode(k.value(), v.value())?,
+            ));
         }
         Ok(out)
     }
@@ -141,7 +144,9 @@ impl Tables {
             return Ok(None);
         };
         let found = leases.get(id.get())?;
-        found.map(|v| LeaseRecord::decode(v.value())).transpose()
+        found
+            .map(|v| LeaseRecord::decode(id.get(), v.value()))
+            .transpose()
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {

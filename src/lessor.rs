@@ -647,8 +647,15 @@ impl Lessor {
     }
 
     /// Checks the whole database: every attachment is two-sided (key and lease index agree),
-    /// every key's lease exists, every record decodes, the counters are not behind the data, and
-    /// the leases in memory are exactly those in the file. Flushes batched changes first.
+    /// every key's lease exists, every record decodes (and matches its checksum), the counters
+    /// are not behind the data, and the leases in memory are exactly those in the file; and, for
+    /// a database in a file, redb's integrity check (every page's checksum, its allocator state)
+    /// on a copy of the file taken between commits. Flushes batched changes first.
+    ///
+    /// So pages damaged while the lessor runs are found here, unless a commit has been written
+    /// over them since: redb does not check a page's checksum when a write copies it, so damage
+    /// in a page a later commit rewrote is in that commit, under a fresh checksum, and only the
+    /// lessor's own checks (record checksums, the invariants above) can still see it.
     ///
     /// # Errors
     /// [`Error::Corrupted`] listing every problem found (as [`verify_report`](Self::verify_report)

@@ -31,6 +31,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTableMetadata, Wri
 use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::lease::{KeyValue, LeaseId, Revision};
+use crate::lease_table::LeaseTable;
 use crate::record::{Checkpoint, KvRecord, LeaseRecord};
 use crate::store::{self, Counters, KV, LEASE_KEYS, LEASES, META, REVOKING};
 
@@ -359,6 +360,45 @@ impl Base {
         Ok((self.kv.len()?, self.lease_keys.len()?))
     }
 
+    /// `kv`, read from this snapshot, once its lease (if any) is found to have a record in the
+    /// same snapshot. A revocation deletes a lease's record and its keys in one commit, so a key
+    /// whose lease has no record was left behind by damage (an index entry that lost it while
+    /// the file was open): [`Error::Corrupted`], rather than a key attached to a lease that does
+    /// not exist. `seen` holds leases already found, so that a range looks each up once.
+    ///
+    /// A lease in `live` (the lessor's memory) is taken as found without a lookup: a lease
+    /// leaves memory only once its revocation is durable, so a lease still there has its record
+    /// in any snapshot that has its keys; a lease that is not there is looked up. (A key
+    /// orphaned by damage is then missed only while its lease's id is granted again.)
+    fn owned(
+        &self,
+        kv: KeyValue,
+        live: Option<&LeaseTable>,
+        seen: &mut Vec<u64>,
+    ) -> Result<KeyValue> {
+        let Some(id) = kv.lease else {
+            return Ok(kv);
+        };
+        if live.is_some_and(|t| t.contains(id)) {
+            return Ok(kv);
+        }
+        let lease = id.get();
+        if seen.contains(&lease) {
+            return Ok(kv);
+        }
+        if self.leases.get(lease)?.is_none() {
+            return Err(Error::Corrupted(format!(
+                "key {} is attached to lease {lease}, which has no record: the file is damaged \
+                 (the key outlived its lease's revocation)",
+                kv.key.escape_ascii()
+            )));
+        }
+        if seen.len() < 64 {
+            seen.push(lease);
+        }
+        Ok(kv)
+    }
+
     /// Every key starting with `prefix`, in key order, with its record.
     fn kv_range(&self, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, Entry>) -> Result<()> {
         for entry in self.kv.range::<&[u8]>(prefix..)? {
@@ -392,6 +432,9 @@ impl Base {
 pub(crate) struct Layers<'a> {
     pub(crate) overlays: [Option<&'a Overlay>; 2],
     pub(crate) base: &'a Base,
+    /// The live leases in memory, when the read has them: a key of the file attached to one of
+    /// them is not looked up again (see [`Base::owned`]).
+    pub(crate) live: Option<&'a LeaseTable>,
 }
 
 impl Layers<'_> {
@@ -435,20 +478,35 @@ impl Layers<'_> {
 
     /// Whether the key whose record is `bytes` is hidden: attached to a lease being revoked. A
     /// record that does not decode is not hidden (reading it gives the error).
-    fn hidden(&self, bytes: &[u8]) -> bool {
+    fn hidden(&self, key: &[u8], bytes: &[u8]) -> bool {
         self.any_revoking()
-            && KvRecord::decode(bytes).is_ok_and(|r| r.lease != 0 && self.is_revoking(r.lease))
+            && KvRecord::decode(key, bytes).is_ok_and(|r| r.lease != 0 && self.is_revoking(r.lease))
     }
 
     /// A key's record, unless the key is missing or hidden.
     fn kv_visible(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self.kv_raw(key)?.filter(|bytes| !self.hidden(bytes)))
+        Ok(self.kv_raw(key)?.filter(|bytes| !self.hidden(key, bytes)))
     }
 
     /// Reads one key.
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        self.kv_visible(key)?
-            .map(|bytes| store::key_value(key, &bytes))
+        for o in self.overlays() {
+            if let Some(e) = o.kv.get(key) {
+                return e
+                    .as_ref()
+                    .filter(|bytes| !self.hidden(key, bytes))
+                    .map(|bytes| store::key_value(key, bytes))
+                    .transpose();
+            }
+        }
+        // A hidden key's lease has no record: skipped before `owned` would call it damage.
+        self.base
+            .kv_get(key)?
+            .filter(|bytes| !self.hidden(key, bytes))
+            .map(|bytes| {
+                self.base
+                    .owned(store::key_value(key, &bytes)?, self.live, &mut Vec::new())
+            })
             .transpose()
     }
 
@@ -456,6 +514,9 @@ impl Layers<'_> {
     pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         let mut merged = BTreeMap::new();
         self.base.kv_range(prefix, &mut merged)?;
+        // The keys an overlay wrote, over the file's: `None` once the file's record is no
+        // longer what the read sees.
+        let mut written = BTreeMap::new();
         for o in self.overlays.iter().rev().flatten() {
             for (k, v) in
                 o.kv.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
@@ -463,17 +524,49 @@ impl Layers<'_> {
                 if !k.starts_with(prefix) {
                     break;
                 }
-                merged.insert(k.clone(), v.clone());
+                merged.remove(k);
+                written.insert(k.clone(), v.clone());
             }
         }
-        merged
+        let mut seen = Vec::new();
+        let mut file = merged
+            .iter()
+            .filter_map(|(k, v)| {
+                v.as_ref().filter(|v| !self.hidden(k, v)).map(|v| {
+                    self.base
+                        .owned(store::key_value(k, v)?, self.live, &mut seen)
+                })
+            })
+            .peekable();
+        let mut memory = written
             .iter()
             .filter_map(|(k, v)| {
                 v.as_ref()
-                    .filter(|v| !self.hidden(v))
+                    .filter(|v| !self.hidden(k, v))
                     .map(|v| store::key_value(k, v))
             })
-            .collect()
+            .peekable();
+        // The two in key order (no key is in both).
+        let mut out = Vec::with_capacity(merged.len() + written.len());
+        loop {
+            let from_file = match (file.peek(), memory.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(Ok(f)), Some(Ok(m))) => f.key < m.key,
+                (Some(Err(_)), _) => true,
+                (_, Some(Err(_))) => false,
+            };
+            let next = if from_file {
+                file.next()
+            } else {
+                memory.next()
+            };
+            if let Some(kv) = next {
+                out.push(kv?);
+            }
+        }
+        Ok(out)
     }
 
     /// Up to `limit` keys attached to lease `id`, in key order, from the one after `after` (from
@@ -595,6 +688,7 @@ impl Tables<'_> {
         Layers {
             overlays: [Some(&*self.active), self.frozen],
             base: self.base,
+            live: None,
         }
     }
 
@@ -602,7 +696,7 @@ impl Tables<'_> {
         if !existed {
             self.active.kv_delta += 1;
         }
-        self.active.set_kv(key, Some(record.encode()?));
+        self.active.set_kv(key, Some(record.encode(key)?));
         Ok(())
     }
 
@@ -650,7 +744,8 @@ impl Tables<'_> {
 
     /// Stores lease `id`'s record.
     pub(crate) fn insert_lease(&mut self, id: LeaseId, record: &LeaseRecord) -> Result<()> {
-        self.active.set_lease(id.get(), Some(record.encode()?));
+        self.active
+            .set_lease(id.get(), Some(record.encode(id.get())?));
         Ok(())
     }
 
@@ -667,7 +762,7 @@ impl Tables<'_> {
         let Some(bytes) = self.layers().lease_raw(id.get())? else {
             return Ok(false);
         };
-        let Ok(mut record) = LeaseRecord::decode(&bytes) else {
+        let Ok(mut record) = LeaseRecord::decode(id.get(), &bytes) else {
             return Ok(false);
         };
         record.checkpoint = Some(checkpoint);
@@ -689,13 +784,13 @@ impl Tables<'_> {
         let (create_revision, version, old_lease) = match &old {
             // A hidden key (of a lease being revoked) is gone: this put creates the key anew,
             // and takes the record and index entry from the revocation still to delete them.
-            Some(bytes) if self.layers().hidden(bytes) => {
-                let gone = KvRecord::decode(bytes)?.lease;
+            Some(bytes) if self.layers().hidden(key, bytes) => {
+                let gone = KvRecord::decode(key, bytes)?.lease;
                 self.index(gone, key, false)?;
                 (rev, 1, 0)
             }
             Some(bytes) => {
-                let r = KvRecord::decode(bytes)?;
+                let r = KvRecord::decode(key, bytes)?;
                 (r.create_revision, r.version.saturating_add(1), r.lease)
             }
             None => (rev, 1, 0),
@@ -731,7 +826,7 @@ impl Tables<'_> {
         };
         // A record that does not decode is deleted all the same; its index entry, if any,
         // stays for `verify` to report.
-        let lease = KvRecord::decode(&bytes).map_or(0, |r| r.lease);
+        let lease = KvRecord::decode(key, &bytes).map_or(0, |r| r.lease);
         self.active.kv_delta -= 1;
         self.active.set_kv(key, None);
         self.index(lease, key, false)?;
@@ -744,7 +839,7 @@ impl Tables<'_> {
         let Some(bytes) = self.layers().kv_visible(key)? else {
             return Err(Error::KeyNotFound(key.to_vec()));
         };
-        let mut record = KvRecord::decode(&bytes)?;
+        let mut record = KvRecord::decode(key, &bytes)?;
         if record.lease == lease.get() {
             return Ok(());
         }
@@ -759,7 +854,7 @@ impl Tables<'_> {
         let Some(bytes) = self.layers().kv_visible(key)? else {
             return Err(Error::KeyNotFound(key.to_vec()));
         };
-        let mut record = KvRecord::decode(&bytes)?;
+        let mut record = KvRecord::decode(key, &bytes)?;
         if record.lease != lease.get() {
             return Err(Error::KeyNotAttached {
                 key: key.to_vec(),
@@ -823,7 +918,7 @@ impl Tables<'_> {
             // take another lease's key with it. A record that does not decode is deleted on the
             // index's word, so that one damaged record cannot stop expiry.
             let owner = match self.layers().kv_raw(&key)? {
-                Some(bytes) => KvRecord::decode(&bytes).map_or(id.get(), |r| r.lease),
+                Some(bytes) => KvRecord::decode(&key, &bytes).map_or(id.get(), |r| r.lease),
                 None => continue,
             };
             if owner == id.get() {
@@ -852,6 +947,77 @@ mod tests {
         LeaseId::new(n).unwrap()
     }
 
+    fn record() -> LeaseRecord {
+        LeaseRecord {
+            ttl_nanos: 1_000_000_000,
+            granted_revision: 0,
+            checkpoint: Some(Checkpoint {
+                uptime_deadline: 1,
+                wall_deadline: 1,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_key_in_the_file_whose_lease_has_no_record_is_corrupted_not_an_answer() {
+        // What a damaged index leaves after a revocation: the lease's record is gone, one of
+        // its keys is not (the index entry that listed it was damaged).
+        let db = db();
+        let base = Base::open(&db).unwrap();
+        let mut o = Overlay::default();
+        {
+            let mut t = Tables {
+                active: &mut o,
+                frozen: None,
+                base: &base,
+            };
+            t.insert_lease(lease(1), &record()).unwrap();
+            t.insert_lease(lease(2), &record()).unwrap();
+            t.put(b"/a", b"1", Some(lease(1)), 1).unwrap();
+            t.put(b"/b", b"2", Some(lease(2)), 2).unwrap();
+            t.put(b"/c", b"3", None, 3).unwrap();
+        }
+        let txn = db.begin_write().unwrap();
+        o.write_to(&txn, Counters::default()).unwrap();
+        txn.open_table(LEASES).unwrap().remove(1).unwrap();
+        txn.commit().unwrap();
+        let base = Base::open(&db).unwrap();
+        let file = Layers {
+            overlays: [None, None],
+            base: &base,
+            live: None,
+        };
+        for got in [file.get(b"/a").map(drop), file.range(b"").map(drop)] {
+            assert!(
+                matches!(&got, Err(Error::Corrupted(why)) if why.contains("lease 1")),
+                "{got:?}"
+            );
+        }
+        assert_eq!(file.get(b"/b").unwrap().unwrap().value, b"2");
+        assert_eq!(file.range(b"/c").unwrap().len(), 1);
+        // Written over by a request, the key is what the request wrote.
+        let mut active = Overlay::default();
+        let mut t = Tables {
+            active: &mut active,
+            frozen: None,
+            base: &base,
+        };
+        t.put(b"/a", b"new", None, 4).unwrap();
+        let layers = Layers {
+            overlays: [Some(&active), None],
+            base: &base,
+            live: None,
+        };
+        assert_eq!(layers.get(b"/a").unwrap().unwrap().value, b"new");
+        let all: Vec<Vec<u8>> = layers
+            .range(b"")
+            .unwrap()
+            .into_iter()
+            .map(|kv| kv.key)
+            .collect();
+        assert_eq!(all, [b"/a".to_vec(), b"/b".to_vec(), b"/c".to_vec()]);
+    }
+
     #[test]
     fn a_failed_request_leaves_no_trace() {
         let db = db();
@@ -873,6 +1039,7 @@ mod tests {
         let layers = Layers {
             overlays: [Some(&active), None],
             base: &base,
+            live: None,
         };
         assert_eq!(layers.get(b"/a").unwrap().unwrap().value, b"1");
         assert_eq!(layers.get(b"/b").unwrap(), None);
@@ -891,6 +1058,7 @@ mod tests {
                 frozen: None,
                 base: &base,
             };
+            t.insert_lease(lease(1), &record()).unwrap();
             t.put(b"/k/1", b"a", Some(lease(1)), 1).unwrap();
             t.put(b"/k/2", b"b", Some(lease(1)), 2).unwrap();
         }
@@ -908,6 +1076,7 @@ mod tests {
         let layers = Layers {
             overlays: [Some(&active), Some(&frozen)],
             base: &base,
+            live: None,
         };
         let keys: Vec<_> = layers.range(b"/k/").unwrap();
         let names: Vec<&[u8]> = keys.iter().map(|kv| kv.key.as_slice()).collect();
@@ -926,6 +1095,7 @@ mod tests {
         let file = Layers {
             overlays: [None, None],
             base: &base,
+            live: None,
         };
         assert_eq!(file.range(b"/k/").unwrap(), keys);
         assert_eq!(file.lease_keys(lease(1)).unwrap(), vec![b"/k/2".to_vec()]);

@@ -35,6 +35,7 @@ use crate::durability::{
 use crate::error::{Error, Result};
 use crate::events::{Change, RevokeCause};
 use crate::lease::LeaseId;
+use crate::lease_table::LeaseTable;
 use crate::lifecycle::Lifecycle;
 use crate::overlay::{Base, Layers, Overlay, Query, Tables};
 use crate::store::Counters;
@@ -101,6 +102,7 @@ impl Writer {
         let layers = Layers {
             overlays: [Some(&self.active), self.frozen.as_deref()],
             base: &self.base,
+            live: None,
         };
         self.base
             .revoking
@@ -191,12 +193,15 @@ pub(crate) struct Pipeline {
     entering: CachePadded<AtomicUsize>,
     /// How long the last flush took, in nanoseconds: bounds how long a leader gathers.
     last_flush: AtomicU64,
+    /// Whether commits are two-phase (`Builder::two_phase_commit`).
+    two_phase: bool,
 }
 
 impl Pipeline {
     /// A pipeline over `db`, whose counters are `counters`.
     pub(crate) fn new(
         mode: Durability,
+        two_phase: bool,
         db: Database,
         counters: Counters,
         life: Lifecycle,
@@ -218,6 +223,7 @@ impl Pipeline {
             syncer: CachePadded::new(Syncer::new(mode)),
             entering: CachePadded::new(AtomicUsize::new(0)),
             last_flush: AtomicU64::new(0),
+            two_phase,
         })
     }
 
@@ -247,6 +253,7 @@ impl Pipeline {
     pub(crate) fn read<T>(
         &self,
         q: Query<'_>,
+        live: &LeaseTable,
         f: impl FnOnce(&Layers<'_>, u64) -> Result<T>,
     ) -> Result<T> {
         let (slices, base, revision) = {
@@ -269,6 +276,7 @@ impl Pipeline {
                 Some((active, frozen)) => [Some(active), frozen.as_ref()],
             },
             base: &base,
+            live: Some(live),
         };
         f(&view, revision)
     }
@@ -505,6 +513,7 @@ impl Pipeline {
             let mut txn = db.begin_write()?;
             frozen.write_to(&txn, counters)?;
             txn.set_durability(redb::Durability::Immediate)?;
+            txn.set_two_phase_commit(self.two_phase);
             txn.commit()?;
             Base::open(db)
         });

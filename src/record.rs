@@ -1,14 +1,27 @@
-//! Encoding of the records stored in redb: one version byte, then the record in postcard.
+//! Encoding of the records stored in redb: one version byte, then the record in postcard, then
+//! (in the versions this build writes) a CRC-32 of the record and of the key it is stored under.
 //!
 //! Each record type has its own version byte so that it can change without rewriting the others.
 //! Decoders accept exactly one encoding per version and reject anything else (unknown version,
-//! truncated bytes, trailing bytes) with [`Error::Corrupted`]; they never panic.
+//! truncated bytes, trailing bytes, a checksum that does not match) with [`Error::Corrupted`];
+//! they never panic.
 //!
-//! Lease records have two versions: v1 (`ttl_nanos`, `granted_revision`), written by format 1,
-//! and v2, which adds a [`Checkpoint`]. This build writes v2 for every record that carries a
-//! checkpoint, which is every record it writes itself; a v1 record read from an older file
-//! decodes with no checkpoint, and re-encodes as v1, byte for byte the same meaning.
-
+//! Lease records have three versions: v1 (`ttl_nanos`, `granted_revision`), written by format 1;
+//! v2, which adds a [`Checkpoint`], written by format 2; and v3, v2's fields and a checksum,
+//! written by this build (format 3) for every record that carries a checkpoint, which is every
+//! record it writes itself. A v1 record read from an older file decodes with no checkpoint, and
+//! re-encodes as v1, byte for byte the same meaning. Key records have two: v1 (format 1 and 2)
+//! and v2, v1's fields and a checksum.
+//!
+//! # Checksums
+//!
+//! redb checks its page checksums only when asked (an open with the integrity check on,
+//! `verify`); an ordinary read trusts the page. A v3 lease record and a v2 key record end with
+//! the CRC-32 (IEEE, little-endian) of the table key it is stored under (a lease's id as 8
+//! little-endian bytes; a key's bytes) followed by the record's bytes before the checksum. So a
+//! record whose bytes, or whose key, were changed on disk is refused with [`Error::Corrupted`]
+//! when it is read, with or without redb's check; a record moved under another key is too. Older
+//! versions carry no checksum and are read as before.
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -17,10 +30,16 @@ use crate::error::{Error, Result};
 
 /// Version byte of a [`LeaseRecord`] without a checkpoint (format 1).
 const LEASE_V1: u8 = 1;
-/// Version byte of a [`LeaseRecord`] with a checkpoint, as written by this build.
+/// Version byte of a [`LeaseRecord`] with a checkpoint, without a checksum (format 2).
 const LEASE_V2: u8 = 2;
-/// Version byte of [`KvRecord`] as written by this build.
+/// Version byte of a [`LeaseRecord`] with a checkpoint and a checksum, as written by this build.
+const LEASE_V3: u8 = 3;
+/// Version byte of a [`KvRecord`] without a checksum (formats 1 and 2).
 const KV_V1: u8 = 1;
+/// Version byte of a [`KvRecord`] with a checksum, as written by this build.
+const KV_V2: u8 = 2;
+/// Length of the checksum that ends a v3 lease record and a v2 key record.
+const CRC_LEN: usize = 4;
 
 /// A lease as stored in the `leases` table (keyed by id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +99,41 @@ fn encode<T: Serialize>(what: &str, version: u8, record: &T) -> Result<Vec<u8>> 
         .map_err(|e| Error::Corrupted(format!("cannot encode {what} record: {e}")))
 }
 
+/// The checksum of a record stored under `key` whose bytes (version byte included, checksum
+/// excluded) are `record`.
+fn crc(key: &[u8], record: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(key);
+    h.update(record);
+    h.finalize()
+}
+
+/// [`encode`], then the checksum of the record under `key`.
+fn encode_sealed<T: Serialize>(what: &str, version: u8, key: &[u8], record: &T) -> Result<Vec<u8>> {
+    let mut bytes = encode(what, version, record)?;
+    let sum = crc(key, &bytes);
+    bytes.extend_from_slice(&sum.to_le_bytes());
+    Ok(bytes)
+}
+
+/// The body of a record stored under `key` that ends with its checksum (`bytes` is the whole
+/// record, version byte included), once the checksum is found to match.
+fn unseal<'a>(what: &str, key: &[u8], bytes: &'a [u8]) -> Result<&'a [u8]> {
+    let Some(split) = bytes.len().checked_sub(CRC_LEN).filter(|&n| n >= 1) else {
+        return Err(corrupted(what, "too short for its checksum"));
+    };
+    let (record, sum) = bytes.split_at(split);
+    let mut stored = [0; CRC_LEN];
+    stored.copy_from_slice(sum);
+    if u32::from_le_bytes(stored) != crc(key, record) {
+        return Err(corrupted(
+            what,
+            "its checksum does not match (the file is damaged)",
+        ));
+    }
+    Ok(&record[1..])
+}
+
 fn corrupted(what: &str, why: impl fmt::Display) -> Error {
     Error::Corrupted(format!("{what} record: {why}"))
 }
@@ -104,15 +158,9 @@ fn body<'a, T: Deserialize<'a>>(what: &str, body: &'a [u8]) -> Result<T> {
     }
 }
 
-fn decode<'a, T: Deserialize<'a>>(what: &str, expected: u8, bytes: &'a [u8]) -> Result<T> {
-    match version(what, bytes)? {
-        (v, b) if v == expected => body(what, b),
-        (v, _) => Err(corrupted(what, format_args!("unknown version {v}"))),
-    }
-}
-
 impl LeaseRecord {
-    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+    /// The record stored under lease id `id`: v3, or v1 for a record without a checkpoint.
+    pub(crate) fn encode(&self, id: u64) -> Result<Vec<u8>> {
         let (ttl_nanos, granted_revision) = (self.ttl_nanos, self.granted_revision);
         match self.checkpoint {
             None => encode(
@@ -123,9 +171,10 @@ impl LeaseRecord {
                     granted_revision,
                 },
             ),
-            Some(c) => encode(
+            Some(c) => encode_sealed(
                 "lease",
-                LEASE_V2,
+                LEASE_V3,
+                &id.to_le_bytes(),
                 &LeaseV2 {
                     ttl_nanos,
                     granted_revision,
@@ -136,9 +185,14 @@ impl LeaseRecord {
         }
     }
 
-    /// Decodes a v1 or a v2 record.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<LeaseRecord> {
-        match version("lease", bytes)? {
+    /// Decodes a v1, v2 or v3 record stored under lease id `id`.
+    pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<LeaseRecord> {
+        let (version, b) = version("lease", bytes)?;
+        let b = match version {
+            LEASE_V3 => unseal("lease", &id.to_le_bytes(), bytes)?,
+            _ => b,
+        };
+        match (version, b) {
             (LEASE_V1, b) => {
                 let r: LeaseV1 = body("lease", b)?;
                 Ok(LeaseRecord {
@@ -147,7 +201,7 @@ impl LeaseRecord {
                     checkpoint: None,
                 })
             }
-            (LEASE_V2, b) => {
+            (LEASE_V2 | LEASE_V3, b) => {
                 let r: LeaseV2 = body("lease", b)?;
                 Ok(LeaseRecord {
                     ttl_nanos: r.ttl_nanos,
@@ -164,29 +218,48 @@ impl LeaseRecord {
 }
 
 impl<'a> KvRecord<'a> {
-    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
-        encode("key", KV_V1, self)
+    /// The record stored under `key` (v2).
+    pub(crate) fn encode(&self, key: &[u8]) -> Result<Vec<u8>> {
+        encode_sealed("key", KV_V2, key, self)
     }
 
-    pub(crate) fn decode(bytes: &'a [u8]) -> Result<KvRecord<'a>> {
-        decode("key", KV_V1, bytes)
+    /// Decodes a v1 or v2 record stored under `key`.
+    pub(crate) fn decode(key: &[u8], bytes: &'a [u8]) -> Result<KvRecord<'a>> {
+        match version("key", bytes)? {
+            (KV_V1, b) => body("key", b),
+            (KV_V2, _) => body("key", unseal("key", key, bytes)?),
+            (v, _) => Err(corrupted("key", format_args!("unknown version {v}"))),
+        }
     }
 }
 
 /// Decodes `bytes` as each record type and checks that whatever decodes re-encodes to a record
 /// that decodes to the same value. For the `records` fuzz target; never panics.
+///
+/// The table key a record is checked against is taken from the input: its first byte `n` (mod
+/// 16) says how many of the bytes after it are the key (a lease id: those bytes, little-endian,
+/// padded with zeros), and the rest is the record.
 pub(crate) fn check_roundtrip(bytes: &[u8]) -> std::result::Result<(), String> {
-    if let Ok(r) = LeaseRecord::decode(bytes) {
+    let (key, record) = match bytes.split_first() {
+        Some((&n, rest)) => rest.split_at(usize::from(n % 16).min(rest.len())),
+        None => (&[][..], bytes),
+    };
+    let mut id = [0; 8];
+    for (to, from) in id.iter_mut().zip(key) {
+        *to = *from;
+    }
+    let id = u64::from_le_bytes(id);
+    if let Ok(r) = LeaseRecord::decode(id, record) {
         let again = r
-            .encode()
-            .and_then(|b| LeaseRecord::decode(&b).map(|x| x == r));
+            .encode(id)
+            .and_then(|b| LeaseRecord::decode(id, &b).map(|x| x == r));
         if !matches!(again, Ok(true)) {
             return Err(format!("lease record {r:?} does not round-trip"));
         }
     }
-    if let Ok(r) = KvRecord::decode(bytes) {
-        let encoded = r.encode().map_err(|e| e.to_string())?;
-        if KvRecord::decode(&encoded).ok() != Some(r) {
+    if let Ok(r) = KvRecord::decode(key, record) {
+        let encoded = r.encode(key).map_err(|e| e.to_string())?;
+        if KvRecord::decode(key, &encoded).ok() != Some(r) {
             return Err(format!("key record {r:?} does not round-trip"));
         }
     }
@@ -208,31 +281,37 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_round_trip() {
-        let l = v2(10_000_000_000, 7, 12_000_000_000, 1_700_000_010_000_000_000);
-        let bytes = l.encode().unwrap();
-        assert_eq!(bytes[0], LEASE_V2);
-        assert_eq!(LeaseRecord::decode(&bytes).unwrap(), l);
-        let max = v2(u64::MAX, u64::MAX, u64::MAX, u64::MAX);
-        assert_eq!(LeaseRecord::decode(&max.encode().unwrap()).unwrap(), max);
-        let kv = KvRecord {
+    fn kv() -> KvRecord<'static> {
+        KvRecord {
             lease: 3,
             create_revision: 1,
             mod_revision: u64::MAX,
             version: 2,
             value: b"10001",
-        };
-        let bytes = kv.encode().unwrap();
-        assert_eq!(bytes[0], KV_V1);
-        assert_eq!(KvRecord::decode(&bytes).unwrap(), kv);
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let l = v2(10_000_000_000, 7, 12_000_000_000, 1_700_000_010_000_000_000);
+        let bytes = l.encode(9).unwrap();
+        assert_eq!(bytes[0], LEASE_V3);
+        assert_eq!(LeaseRecord::decode(9, &bytes).unwrap(), l);
+        let max = v2(u64::MAX, u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(
+            LeaseRecord::decode(u64::MAX, &max.encode(u64::MAX).unwrap()).unwrap(),
+            max
+        );
+        let bytes = kv().encode(b"/a").unwrap();
+        assert_eq!(bytes[0], KV_V2);
+        assert_eq!(KvRecord::decode(b"/a", &bytes).unwrap(), kv());
     }
 
     #[test]
     fn v1_records_decode_without_a_checkpoint_and_stay_v1() {
         // As format 1 wrote them: version 1, then the TTL and the revision as varints.
         let bytes = [LEASE_V1, 0x80, 0xc8, 0xaf, 0xa0, 0x25, 7];
-        let r = LeaseRecord::decode(&bytes).unwrap();
+        let r = LeaseRecord::decode(1, &bytes).unwrap();
         assert_eq!(
             r,
             LeaseRecord {
@@ -241,8 +320,8 @@ mod tests {
                 checkpoint: None,
             }
         );
-        assert_eq!(r.encode().unwrap(), bytes);
-        // The same fields in v2 carry the checkpoint after them.
+        assert_eq!(r.encode(1).unwrap(), bytes);
+        // The same fields in v3 carry the checkpoint after them, then the checksum.
         let with = LeaseRecord {
             checkpoint: Some(Checkpoint {
                 uptime_deadline: 1,
@@ -250,10 +329,82 @@ mod tests {
             }),
             ..r
         };
+        let v3 = with.encode(1).unwrap();
         assert_eq!(
-            with.encode().unwrap(),
-            [&[LEASE_V2], &bytes[1..], &[1, 2]].concat()
+            v3[..v3.len() - CRC_LEN],
+            [&[LEASE_V3], &bytes[1..], &[1, 2]].concat()
         );
+    }
+
+    #[test]
+    fn records_of_format_2_still_decode() {
+        // v2 lease records and v1 key records, as format 2 wrote them: no checksum.
+        let lease = [LEASE_V2, 0x80, 0xc8, 0xaf, 0xa0, 0x25, 7, 1, 2];
+        assert_eq!(
+            LeaseRecord::decode(5, &lease).unwrap(),
+            LeaseRecord {
+                ttl_nanos: 10_000_000_000,
+                granted_revision: 7,
+                checkpoint: Some(Checkpoint {
+                    uptime_deadline: 1,
+                    wall_deadline: 2,
+                }),
+            }
+        );
+        let key = [KV_V1, 3, 1, 2, 2, 1, b'x'];
+        assert_eq!(
+            KvRecord::decode(b"/any", &key).unwrap(),
+            KvRecord {
+                lease: 3,
+                create_revision: 1,
+                mod_revision: 2,
+                version: 2,
+                value: b"x",
+            }
+        );
+    }
+
+    #[test]
+    fn the_checksum_is_crc_32_ieee_of_key_then_record() {
+        // The check value of CRC-32 (IEEE), as zlib computes it: the format names it.
+        assert_eq!(crc(b"1234", b"56789"), 0xCBF4_3926);
+        let bytes = kv().encode(b"/k").unwrap();
+        let (record, sum) = bytes.split_at(bytes.len() - CRC_LEN);
+        let mut h = crc32fast::Hasher::new();
+        h.update(b"/k");
+        h.update(record);
+        assert_eq!(sum, h.finalize().to_le_bytes());
+    }
+
+    #[test]
+    fn any_changed_bit_or_another_key_is_a_checksum_mismatch() {
+        let lease = v2(17_000_000_000, 4, 5, 6).encode(7).unwrap();
+        let key = kv().encode(b"/k/1").unwrap();
+        for i in 0..lease.len() * 8 {
+            let mut bad = lease.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(
+                matches!(LeaseRecord::decode(7, &bad), Err(Error::Corrupted(_))),
+                "bit {i}: {bad:?}"
+            );
+        }
+        for i in 0..key.len() * 8 {
+            let mut bad = key.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(
+                matches!(KvRecord::decode(b"/k/1", &bad), Err(Error::Corrupted(_))),
+                "bit {i}: {bad:?}"
+            );
+        }
+        // The same bytes under another key (a damaged key, or a record moved).
+        assert!(matches!(
+            LeaseRecord::decode(8, &lease),
+            Err(Error::Corrupted(_))
+        ));
+        assert!(matches!(
+            KvRecord::decode(b"/k/3", &key),
+            Err(Error::Corrupted(_))
+        ));
     }
 
     #[test]
@@ -263,42 +414,58 @@ mod tests {
             granted_revision: 2,
             checkpoint: None,
         }
-        .encode()
+        .encode(1)
         .unwrap();
-        let l2 = v2(1, 2, 3, 4).encode().unwrap();
+        let l3 = v2(1, 2, 3, 4).encode(1).unwrap();
         for bad in [
             vec![],
             vec![9],
-            vec![3, 1, 2, 3, 4],
+            vec![4, 1, 2, 3, 4],
             vec![LEASE_V1],
             vec![LEASE_V2],
+            vec![LEASE_V3],
+            vec![LEASE_V3, 0, 0, 0, 0],
             [l.clone(), vec![0]].concat(),
-            [l2.clone(), vec![0]].concat(),
-            l2[..l2.len() - 1].to_vec(),
+            [l3.clone(), vec![0]].concat(),
+            l3[..l3.len() - 1].to_vec(),
             [&[LEASE_V2], &l[1..]].concat(),  // a v1 body under v2
-            [&[LEASE_V1], &l2[1..]].concat(), // a v2 body under v1
+            [&[LEASE_V1], &l3[1..]].concat(), // a v3 body under v1
             vec![
                 LEASE_V1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
             ],
         ] {
             assert!(
-                matches!(LeaseRecord::decode(&bad), Err(Error::Corrupted(_))),
+                matches!(LeaseRecord::decode(1, &bad), Err(Error::Corrupted(_))),
                 "{bad:?}"
             );
         }
-        assert!(matches!(KvRecord::decode(&l), Err(Error::Corrupted(_))));
-        assert!(matches!(KvRecord::decode(&l2), Err(Error::Corrupted(_))));
+        assert!(matches!(
+            KvRecord::decode(b"", &l),
+            Err(Error::Corrupted(_))
+        ));
+        assert!(matches!(
+            KvRecord::decode(b"", &l3),
+            Err(Error::Corrupted(_))
+        ));
+        assert!(matches!(
+            KvRecord::decode(b"", &[KV_V2]),
+            Err(Error::Corrupted(_))
+        ));
     }
 
     #[test]
-    fn the_fuzz_check_accepts_both_lease_versions() {
+    fn the_fuzz_check_accepts_every_version() {
         let v1 = LeaseRecord {
             ttl_nanos: 5,
             granted_revision: 6,
             checkpoint: None,
         };
+        // Key length 2, key [7, 0] (lease id 7), then the record.
         for r in [v1, v2(5, 6, 7, 8)] {
-            assert_eq!(check_roundtrip(&r.encode().unwrap()), Ok(()));
+            let input = [&[2, 7, 0][..], &r.encode(7).unwrap()].concat();
+            assert_eq!(check_roundtrip(&input), Ok(()));
         }
+        let input = [&[2, 7, 0][..], &kv().encode(&[7, 0]).unwrap()].concat();
+        assert_eq!(check_roundtrip(&input), Ok(()));
     }
 }

@@ -46,6 +46,21 @@ fn redb_builder(config: &Config) -> redb::Builder {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(config.check_integrity_on_open);
     builder.set_cache_size(config.cache_size);
+    builder.set_repair_callback(|session| {
+        // redb reports 0.3 only when the latest commit fails its checksums and the repair is
+        // about to fall back to the commit before it (see `integrity.rs`). With one-phase
+        // commits that is what a commit torn by a crash looks like, and also what damage to the
+        // latest commit looks like: redb cannot tell them apart, so it is said out loud.
+        let progress = session.progress();
+        if progress > 0.1 && progress < 0.5 {
+            tracing::warn!(
+                "the latest commit of the database fails its checksums: it is rolled back to \
+                 the commit before it. A crash during that commit does this; so does damage to \
+                 the file, which then loses a commit that was acknowledged \
+                 (Builder::two_phase_commit makes the open refuse such a file instead)"
+            );
+        }
+    });
     builder
 }
 

@@ -5,8 +5,8 @@
 //! | table | key | value |
 //! |---|---|---|
 //! | `lessor.meta` | `&str` | `u64`: `format`, `revision`, `max_lease_id`, `uptime`, `checkpoints` |
-//! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] (v1 or v2) |
-//! | `lessor.kv` | key `&[u8]` | [`KvRecord`] (value and metadata) |
+//! | `lessor.leases` | lease id `u64` | [`LeaseRecord`] (v1, v2 or v3) |
+//! | `lessor.kv` | key `&[u8]` | [`KvRecord`] (value and metadata; v1 or v2) |
 //! | `lessor.lease_keys` | `(lease id u64, key &[u8])` | `()` |
 //! | `lessor.revoking` | lease id `u64` | the revision of its revocation `u64` |
 //!
@@ -16,16 +16,22 @@
 //! read. The invariants [`verify`] checks: every key whose record names a lease has that lease
 //! (or the lease is being revoked) and its index entry; every index entry has its key and lease
 //! (or revoking entry); a revoking lease has no record; no key or lease is newer than the stored
-//! revision or lease-id high-water mark.
+//! revision or lease-id high-water mark. Reads check the first on the way: a key read from the
+//! file whose lease has neither a record nor a revoking entry is [`Error::Corrupted`].
 //!
 //! `uptime` is the database's uptime (nanoseconds open, summed over its sessions) as of the last
 //! checkpoint, and `checkpoints` is 1 while the leases' checkpoints are current, 0 after a
 //! session that did not write them (see [`crate::restart`]); both read as 0 when absent.
 //!
-//! Format 1 had no `uptime`, no `checkpoints`, and only v1 lease records. Opening a format-1 file
-//! upgrades it in one write transaction: `format` becomes 2 (so that an older build refuses the
-//! file rather than misreading v2 records), and its v1 records, which decode as leases without a
-//! checkpoint, are rewritten as v2 if the session writes checkpoints.
+//! Format 1 had no `uptime`, no `checkpoints`, and only v1 lease records. Format 2 added them
+//! and v2 lease records. Format 3 (this build) writes v3 lease records and v2 key records, which
+//! end with a checksum of the record and of its key (see [`crate::record`]); it reads every
+//! older record as it was. Opening a format-1 or format-2 file upgrades it in one write
+//! transaction: `format` becomes 3 (so that an older build refuses the file with
+//! [`Error::IncompatibleFormat`] rather than taking checksummed records for damaged ones), and,
+//! from format 1, its v1 records, which decode as leases without a checkpoint, are rewritten if
+//! the session writes checkpoints. Records are otherwise rewritten, with their checksum, only
+//! when they are next written.
 //!
 //! Format 2 had no `lessor.revoking`. Opening a format-2 file creates it and stores format 3, so
 //! that an older build, which would show the hidden keys of a lease being revoked, refuses the
@@ -43,7 +49,8 @@ use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::record::{KvRecord, LeaseRecord};
 
 /// The format this build writes, and the newest it reads (it reads every format from 1 up).
-/// Bump it when a table or record changes meaning.
+/// Bump it when a table or record changes meaning, or gains a version an older build would not
+/// read.
 pub(crate) const FORMAT_VERSION: u64 = 3;
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("lessor.meta");
@@ -93,6 +100,8 @@ pub(crate) struct Meta {
 
 /// Checks the format of a freshly opened database, initialising an empty one (with the
 /// `checkpoints` flag set to `checkpoints`). Returns what its metadata holds.
+/// Its commits are two-phase whatever the session's setting: they happen once, at open, and
+/// the latest commit of a file is then never one a crash can have torn.
 pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
     if let Some(meta) = check(&db.begin_read()?)? {
         let read = db.begin_read()?;
@@ -107,7 +116,8 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         if missing {
             // A database that was never written to has only its metadata: read snapshots need
             // every table.
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            txn.set_two_phase_commit(true);
             txn.open_table(LEASES)?;
             txn.open_table(KV)?;
             txn.open_table(LEASE_KEYS)?;
@@ -116,7 +126,8 @@ pub(crate) fn init(db: &Database, checkpoints: bool) -> Result<Meta> {
         }
         return Ok(meta);
     }
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
     {
         let mut meta = txn.open_table(META)?;
         write_format(&mut meta, checkpoints)?;
@@ -200,12 +211,13 @@ pub(crate) fn upgrade(
     checkpoints: bool,
     records: &[(LeaseId, LeaseRecord)],
 ) -> Result<()> {
-    let txn = db.begin_write()?;
+    let mut txn = db.begin_write()?;
+    txn.set_two_phase_commit(true);
     {
         write_format(&mut txn.open_table(META)?, checkpoints)?;
         let mut leases = txn.open_table(LEASES)?;
         for (id, record) in records {
-            leases.insert(id.get(), record.encode()?.as_slice())?;
+            leases.insert(id.get(), record.encode(id.get())?.as_slice())?;
         }
     }
     txn.commit()?;
@@ -220,7 +232,7 @@ pub(crate) fn load_leases(db: &Database) -> Result<Vec<(LeaseId, LeaseRecord)>> 
     for entry in table.iter()? {
         let (k, v) = entry?;
         let id = lease_id(k.value())?;
-        out.push((id, LeaseRecord::decode(v.value())?));
+        out.push((id, LeaseRecord::decode(id.get(), v.value())?));
     }
     Ok(out)
 }
@@ -297,7 +309,7 @@ pub(crate) fn lease_id(raw: u64) -> Result<LeaseId> {
 }
 
 pub(crate) fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
-    let r = KvRecord::decode(bytes)?;
+    let r = KvRecord::decode(key, bytes)?;
     Ok(KeyValue {
         key: key.to_vec(),
         value: r.value.to_vec(),
@@ -381,14 +393,14 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
                 "lease {id} is above the id high-water mark {max_id}"
             ));
         }
-        if let Err(e) = LeaseRecord::decode(v.value()) {
+        if let Err(e) = LeaseRecord::decode(id, v.value()) {
             problems.push(format!("lease {id}: {e}"));
         }
     }
     for entry in kv.iter()? {
         let (k, v) = entry?;
         let key = k.value();
-        let record = match KvRecord::decode(v.value()) {
+        let record = match KvRecord::decode(key, v.value()) {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("key {}: {e}", show(key)));
@@ -424,7 +436,7 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
         let (k, _) = entry?;
         let (lease, key) = k.value();
         let owner = match kv.get(key)? {
-            Some(v) => KvRecord::decode(v.value()).map(|r| r.lease).ok(),
+            Some(v) => KvRecord::decode(key, v.value()).map(|r| r.lease).ok(),
             None => None,
         };
         if owner != Some(lease) {

@@ -2,7 +2,8 @@
 //! integrity check off: the body of the `open_damaged` fuzz target
 //! (`fuzz/fuzz_targets/open_damaged.rs`) and of its replay on stable (`tests/fuzz_corpus.rs`).
 //!
-//! An input is a flags byte, then operations (a tag byte and its argument bytes; missing bytes
+//! An input is a flags byte (the first open's flags, as [`Op::Reopen`]'s; bit 3 also sets
+//! `Builder::two_phase_commit` for every open of the run), then operations (a tag byte and its argument bytes; missing bytes
 //! read as zero, so every input decodes, see [`decode`]). A lessor is opened on a fresh
 //! in-memory disk ([`Image`]), and the operations run against it and against a small model of
 //! what was written: puts with and without a lease, grants, deletes, revokes, clock advances,
@@ -45,7 +46,8 @@ pub enum Op {
     Range,
     Leases,
     Verify,
-    /// Flags: bit 0 integrity check on, bit 1 no page cache, bit 2 drop without `close`.
+    /// Flags: bit 0 integrity check on, bit 1 no page cache, bit 2 drop without `close`; bit 3
+    /// is the first flags byte's (two-phase commit), whatever the operation says.
     Reopen(u8),
     /// Where (a fraction of the file's length, /65536) and the bits to flip (zero flips 0x01).
     Flip(u16, u8),
@@ -151,7 +153,7 @@ struct LeaseM {
 
 /// What was written, as far as it is known.
 #[derive(Default)]
-struct Model {
+pub struct Model {
     now: Duration,
     keys: BTreeMap<Vec<u8>, Entry>,
     unknown_keys: BTreeSet<Vec<u8>>,
@@ -302,11 +304,12 @@ fn call<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
-fn open(disk: &Image, clock: &ManualClock, flags: u8) -> lessor::Result<Lessor> {
+pub fn open(disk: &Image, clock: &ManualClock, flags: u8) -> lessor::Result<Lessor> {
     let mut b = Lessor::builder()
         .clock(clock.clone())
         .ticker(false)
-        .check_integrity_on_open(flags & 1 != 0);
+        .check_integrity_on_open(flags & 1 != 0)
+        .two_phase_commit(flags & 8 != 0);
     if flags & 2 != 0 {
         b = b.cache_size(0);
     }
@@ -329,17 +332,26 @@ fn damage(disk: &Image, at: u16, len: usize, f: impl Fn(u8) -> u8) {
 
 /// The whole check of one input: `Err` describes a finding.
 pub fn check_damaged(bytes: &[u8]) -> Result<(), String> {
+    check_damaged_on(&Image::default(), bytes)
+}
+
+/// [`check_damaged`] on a disk of the caller's (empty at first), which it can look at after.
+pub fn check_damaged_on(disk: &Image, bytes: &[u8]) -> Result<(), String> {
     let (flags, ops) = decode(bytes);
-    let disk = Image::default();
     let clock = ManualClock::new();
     let mut m = Model::default();
     // The first open is of an empty disk: it always succeeds.
     let mut l = Some(
-        call("open", || open(&disk, &clock, flags))?
+        call("open", || open(disk, &clock, flags))?
             .map_err(|e| format!("open of an empty disk: {e:?}"))?,
     );
+    let two_phase = flags & 8;
     for (step, op) in ops.iter().enumerate() {
-        run(&mut l, &mut m, &disk, &clock, op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
+        let op = match *op {
+            Op::Reopen(f) => Op::Reopen(f & !8 | two_phase),
+            ref op => op.clone(),
+        };
+        run(&mut l, &mut m, disk, &clock, &op).map_err(|e| format!("step {step} {op:?}: {e}"))?;
     }
     if let Some(l) = l.take() {
         if let Ok(kvs) = call("range", || l.range(""))? {
@@ -350,7 +362,7 @@ pub fn check_damaged(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn run(
+pub fn run(
     slot: &mut Option<Lessor>,
     m: &mut Model,
     disk: &Image,
