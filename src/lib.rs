@@ -129,6 +129,7 @@ mod record;
 mod recovery;
 mod reload;
 mod restart;
+mod signal;
 mod stats;
 mod store;
 mod sync;
@@ -142,9 +143,9 @@ pub use crate::durability::Durability;
 pub use crate::error::{Error, Result};
 #[cfg(feature = "etcd")]
 pub use crate::etcd::{EtcdLessor, EtcdOptions};
-pub use crate::events::{LeaseEvent, RevokeCause};
+pub use crate::events::{LeaseEvent, LeaseEvents, RevokeCause};
 pub use crate::inspect::{FileStats, Inspector};
-pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
+pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, Lost};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
 pub use crate::lessor::{Health, Lessor, Txn};
@@ -152,6 +153,13 @@ pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Percentiles, Stats};
 pub use crate::txn::{CmpOp, Compare, Op, TxnRequest, TxnResponse, TxnResult};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
+/// The channels the blocking API hands out ([`Watch::ready`], [`LeaseEvents::receiver`],
+/// [`KeepAlive::responses`]) are crossbeam's; re-exported so that `select!` over them and the
+/// error types (`RecvError`, `TryRecvError`...) come from the same version as ours.
+pub use crossbeam_channel;
+/// The [`Stream`](futures_core::Stream) trait that [`Watch`], [`LeaseEvents`] and
+/// [`KeepAlive`] implement, re-exported for callers without `futures`.
+pub use futures_core::Stream;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]
