@@ -684,6 +684,27 @@ mod tests {
     }
 
     #[test]
+    fn dropping_a_pending_stream_removes_its_slot() {
+        let hub = Arc::new(Hub::new(0, 4, 1 << 20, 16, 1 << 20));
+        let mut w = hub
+            .with_watchers(|ws| ws.add(&hub, b"/", false, None))
+            .unwrap()
+            .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut w).poll_next(&mut cx).is_pending());
+        drop(w);
+        assert_eq!(hub.with_watchers(|ws| ws.slots.len()), Some(0));
+        hub.publish(vec![put(1)]); // nobody to wake, nothing to send
+    }
+
+    #[test]
+    fn a_key_watch_wants_that_key_only() {
+        assert!(matches(b"/job1", true, b"/job1"));
+        assert!(!matches(b"/job1", true, b"/job10"));
+        assert!(matches(b"/job1", false, b"/job10"));
+    }
+
+    #[test]
     fn a_full_channel_makes_the_slot_lag_until_the_watch_catches_up() {
         let hub = Arc::new(Hub::new(0, 4, 1 << 20, 10_000, 1 << 20));
         let w = hub
