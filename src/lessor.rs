@@ -632,9 +632,9 @@ impl Lessor {
     /// lessor.put("/jobs/7/state", "running")?;
     /// let worker = lessor.grant(Duration::from_secs(10))?;
     /// lessor.attach(worker.id, ["/jobs/7/state"])?; // now it dies with the worker
-    /// assert_eq!(lessor.time_to_live(worker.id)?.keys, vec![b"/jobs/7/state".to_vec()]);
+    /// assert_eq!(lessor.time_to_live_with_keys(worker.id)?.keys, vec![b"/jobs/7/state".to_vec()]);
     /// lessor.detach(worker.id, ["/jobs/7/state"])?;
-    /// assert!(lessor.time_to_live(worker.id)?.keys.is_empty());
+    /// assert!(lessor.time_to_live_with_keys(worker.id)?.keys.is_empty());
     /// # Ok(()) }
     /// ```
     pub fn attach<K: AsRef<[u8]>>(

@@ -20,7 +20,7 @@
 //! println!("put at revision {rev}");
 //!
 //! lessor.renew(lease.id)?;                                 // 10 s more, no disk write
-//! let info = lessor.time_to_live(lease.id)?;
+//! let info = lessor.time_to_live_with_keys(lease.id)?;
 //! assert_eq!(info.keys, vec![b"/cron/lock/job1".to_vec()]);
 //!
 //! lessor.revoke(lease.id)?;                                // the key goes with it

@@ -284,11 +284,15 @@ fn time_to_live_reports_remaining_time_and_keys() {
     l.put_with_lease("/b", "", lease.id).unwrap();
     l.put_with_lease("/a", "", lease.id).unwrap();
     clock.advance(secs(12));
-    let info = l.time_to_live(lease.id).unwrap();
+    let info = l.time_to_live_with_keys(lease.id).unwrap();
     assert_eq!(info.id, lease.id);
     assert_eq!(info.granted_ttl, secs(30));
     assert_eq!(info.remaining, secs(18));
     assert_eq!(info.keys, vec![b"/a".to_vec(), b"/b".to_vec()]);
+    // Without the keys: the same, from memory.
+    let quick = l.time_to_live(lease.id).unwrap();
+    assert_eq!((quick.granted_ttl, quick.remaining), (secs(30), secs(18)));
+    assert!(quick.keys.is_empty());
 }
 
 #[test]

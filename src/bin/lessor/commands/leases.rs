@@ -119,7 +119,7 @@ pub fn revoke(cli: &Cli, out: &mut dyn Write, id: LeaseId) -> CliResult {
     let lessor = db::open(cli, Access::Existing)?;
     // Nothing else has the file open, so the keys read here are the ones the revocation deletes.
     let revoked = lessor
-        .time_to_live(id)
+        .time_to_live_with_keys(id)
         .and_then(|info| Ok((info.keys.len(), lessor.revoke(id)?)));
     db::close(cli, lessor)?;
     let (keys, revision) = revoked?;
