@@ -93,7 +93,8 @@ pub enum LeaseEvent {
 /// [`recv_timeout`](LeaseEvents::recv_timeout), [`iter`](LeaseEvents::iter)), without blocking
 /// ([`try_recv`](LeaseEvents::try_recv)), with `select!` ([`receiver`](LeaseEvents::receiver)),
 /// or as a [`Stream`] on any executor. The events end when the lessor closes; dropping this
-/// unsubscribes. One consumer: it can move between threads but not be shared.
+/// unsubscribes. Each event goes to one reader: threads that share a `LeaseEvents` split the
+/// events between them, and only the last task to poll the stream is woken.
 ///
 /// ```
 /// use std::time::Duration;
