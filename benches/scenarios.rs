@@ -415,7 +415,7 @@ fn setup_budget(sizes: &Sizes, estimate: Duration) -> Instant {
 /// Receives lease events on a thread until `n` revocations have arrived (or `give_up` passes);
 /// returns each revoked lease, when its event arrived, and how many keys went with it.
 fn collect_revocations(
-    rx: crossbeam_channel::Receiver<LeaseEvent>,
+    rx: lessor::LeaseEvents,
     n: usize,
     give_up: Instant,
 ) -> std::thread::JoinHandle<Vec<(LeaseId, Instant, usize)>> {

@@ -469,15 +469,16 @@ impl Engine {
         self.read(Query::LeaseKeys(id), |view, _| info(view.lease_keys(id)?))
     }
 
-    /// A new watch of `prefix`, from revision `from` or the next change.
-    pub(crate) fn watch(&self, prefix: &[u8], from: Option<u64>) -> Result<Watch> {
+    /// A new watch of `prefix` (`exact`: of that key alone), from revision `from` or the next
+    /// change.
+    pub(crate) fn watch(&self, prefix: &[u8], exact: bool, from: Option<u64>) -> Result<Watch> {
         self.hub
-            .with_watchers(|w| w.add(&self.hub, prefix, from))
+            .with_watchers(|w| w.add(&self.hub, prefix, exact, from))
             .ok_or(Error::Closed)?
     }
 
     /// A new subscription to lease events.
-    pub(crate) fn subscribe(&self) -> Result<Receiver<crate::events::LeaseEvent>> {
+    pub(crate) fn subscribe(&self) -> Result<crate::events::LeaseEvents> {
         self.hub.subscribe().ok_or(Error::Closed)
     }
 

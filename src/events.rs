@@ -21,16 +21,28 @@
 //! are dropped. A receive racing that count only makes the hub think the channel fuller than it
 //! is: the bound holds. An event is sent to an empty channel whatever its size, so that no
 //! revocation is too large ever to be seen.
+//!
+//! [`LeaseEvents`] is the subscriber's end: the receiver, and a [`WakerCell`] that the hub
+//! empties after each delivery and at the end, so that the events are a [`Stream`] too. The hub
+//! takes the wakers under its mutex and wakes them after releasing it (lock order: the writer
+//! lock, the hub's mutex, a waker cell; see [`signal`](crate::signal)).
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{
+    Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError, TrySendError,
+};
+use futures_core::Stream;
 use parking_lot::Mutex;
 
 #[cfg(doc)]
 use crate::Builder;
 use crate::lease::{KeyValue, LeaseId, Revision};
+use crate::signal::{WakerCell, poll_recv};
 use crate::watch::{EVENT_OVERHEAD, Watchers};
 
 /// Why a lease ended.
@@ -76,6 +88,111 @@ pub enum LeaseEvent {
     Lagged(u64),
 }
 
+/// Lease events, from [`Lessor::subscribe`](crate::Lessor::subscribe): every grant and every
+/// revocation, in commit order. Read them blocking ([`recv`](LeaseEvents::recv),
+/// [`recv_timeout`](LeaseEvents::recv_timeout), [`iter`](LeaseEvents::iter)), without blocking
+/// ([`try_recv`](LeaseEvents::try_recv)), with `select!` ([`receiver`](LeaseEvents::receiver)),
+/// or as a [`Stream`] on any executor. The events end when the lessor closes; dropping this
+/// unsubscribes. Each event goes to one reader: threads that share a `LeaseEvents` split the
+/// events between them, and only the last task to poll the stream is woken.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::StreamExt;
+/// use lessor::{LeaseEvent, Lessor};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let lessor = Lessor::open_in_memory()?;
+/// let mut events = lessor.subscribe()?;
+/// let lease = lessor.grant(Duration::from_secs(10))?;
+/// lessor.close()?;
+/// futures::executor::block_on(async {
+///     assert!(matches!(events.next().await, Some(LeaseEvent::Granted { id, .. }) if id == lease.id));
+///     assert_eq!(events.next().await, None); // closed
+/// });
+/// # Ok(()) }
+/// ```
+pub struct LeaseEvents {
+    rx: Receiver<LeaseEvent>,
+    /// Where a task polling the stream leaves its waker; emptied by the hub.
+    waker: Arc<WakerCell>,
+}
+
+impl LeaseEvents {
+    /// Waits for the next event. `Err` once the lessor has closed and every event before has
+    /// been received.
+    pub fn recv(&self) -> Result<LeaseEvent, RecvError> {
+        self.rx.recv()
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<LeaseEvent, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// Waits until `deadline` for the next event.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<LeaseEvent, RecvTimeoutError> {
+        self.rx.recv_deadline(deadline)
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&self) -> Result<LeaseEvent, TryRecvError> {
+        self.rx.try_recv()
+    }
+
+    /// Blocks for each event in turn until the lessor closes.
+    pub fn iter(&self) -> impl Iterator<Item = LeaseEvent> + '_ {
+        self.rx.iter()
+    }
+
+    /// The events that are ready now, without waiting.
+    pub fn try_iter(&self) -> impl Iterator<Item = LeaseEvent> + '_ {
+        self.rx.try_iter()
+    }
+
+    /// The channel the events arrive on, to wait on them with `select!` beside other channels
+    /// (crossbeam's, re-exported as [`lessor::crossbeam_channel`](crate::crossbeam_channel)).
+    /// Unlike a [`Watch`](crate::Watch), lease events have no history to catch up from, so the
+    /// bare channel is the whole stream.
+    pub fn receiver(&self) -> &Receiver<LeaseEvent> {
+        &self.rx
+    }
+}
+
+impl Stream for LeaseEvents {
+    type Item = LeaseEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<LeaseEvent>> {
+        poll_recv(&self.rx, &self.waker, cx, || false, || false)
+    }
+}
+
+impl IntoIterator for LeaseEvents {
+    type Item = LeaseEvent;
+    type IntoIter = crossbeam_channel::IntoIter<LeaseEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.rx.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a LeaseEvents {
+    type Item = LeaseEvent;
+    type IntoIter = crossbeam_channel::Iter<'a, LeaseEvent>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.rx.iter()
+    }
+}
+
+impl std::fmt::Debug for LeaseEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseEvents")
+            .field("waiting", &self.rx.len())
+            .finish()
+    }
+}
+
 /// One change made by a committed transaction, in the order it was made.
 #[derive(Clone, Debug)]
 pub(crate) enum Change {
@@ -112,6 +229,9 @@ pub(crate) enum Change {
 /// bytes in its channel.
 struct Subscriber {
     tx: Sender<LeaseEvent>,
+    waker: Arc<WakerCell>,
+    /// An event was sent since the waker was last taken.
+    unnotified: bool,
     missed: u64,
     /// The size of each event sent that may not have been received yet, oldest first.
     sizes: VecDeque<usize>,
@@ -129,9 +249,11 @@ enum Sent {
 }
 
 impl Subscriber {
-    fn new(tx: Sender<LeaseEvent>) -> Subscriber {
+    fn new(tx: Sender<LeaseEvent>, waker: Arc<WakerCell>) -> Subscriber {
         Subscriber {
             tx,
+            waker,
+            unnotified: false,
             missed: 0,
             sizes: VecDeque::new(),
             bytes: 0,
@@ -197,6 +319,7 @@ impl Subscriber {
         }
         match self.tx.try_send(event) {
             Ok(()) => {
+                self.unnotified = true;
                 self.sizes.push_back(size);
                 self.bytes = self.bytes.saturating_add(size);
                 Sent::Delivered
@@ -262,14 +385,15 @@ impl Hub {
     }
 
     /// A new subscriber to lease events; `None` once closed.
-    pub(crate) fn subscribe(&self) -> Option<Receiver<LeaseEvent>> {
+    pub(crate) fn subscribe(&self) -> Option<LeaseEvents> {
         let mut s = self.state.lock();
         if s.closed {
             return None;
         }
         let (tx, rx) = crossbeam_channel::bounded(self.capacity);
-        s.subscribers.push(Subscriber::new(tx));
-        Some(rx)
+        let waker = WakerCell::new();
+        s.subscribers.push(Subscriber::new(tx, Arc::clone(&waker)));
+        Some(LeaseEvents { rx, waker })
     }
 
     /// Runs `f` on the watchers, unless closed.
@@ -291,6 +415,7 @@ impl Hub {
         if changes.is_empty() {
             return;
         }
+        let mut wake = Vec::new();
         let mut s = self.state.lock();
         if !s.subscribers.is_empty() {
             let events: Vec<(LeaseEvent, usize)> = changes
@@ -303,11 +428,18 @@ impl Hub {
                 .collect();
             if !events.is_empty() {
                 let max = self.capacity_bytes;
-                s.subscribers
-                    .retain_mut(|sub| events.iter().all(|(e, size)| sub.offer(e, *size, max)));
+                s.subscribers.retain_mut(|sub| {
+                    let kept = events.iter().all(|(e, size)| sub.offer(e, *size, max));
+                    if kept && std::mem::take(&mut sub.unnotified) {
+                        wake.extend(sub.waker.take());
+                    }
+                    kept
+                });
             }
         }
-        s.watchers.publish(changes);
+        s.watchers.publish(changes, &mut wake);
+        drop(s);
+        wake_all(wake);
     }
 
     /// Ends every subscription and watch: their channels close once drained.
@@ -325,20 +457,35 @@ impl Hub {
     /// Takes subscriptions and watches again after a failure, at `revision` (see
     /// [`Watchers::reopen`]).
     pub(crate) fn reopen(&self, revision: u64) {
+        let mut wake = Vec::new();
         let mut s = self.state.lock();
         s.closed = false;
-        s.watchers.reopen(revision);
+        s.watchers.reopen(revision, &mut wake);
+        drop(s);
+        wake_all(wake);
     }
 
     fn end(&self, failed: bool) {
+        let mut wake = Vec::new();
         let mut s = self.state.lock();
         s.closed = true;
         for sub in s.subscribers.drain(..) {
             if sub.missed > 0 {
                 let _ = sub.tx.try_send(LeaseEvent::Lagged(sub.missed));
             }
+            wake.extend(sub.waker.take());
+            // `sub.tx` drops here, before the wake: the woken task sees the end.
         }
-        s.watchers.close(failed);
+        s.watchers.close(failed, &mut wake);
+        drop(s);
+        wake_all(wake);
+    }
+}
+
+/// Wakes the tasks of streams that got events or ended. Call with no lock held.
+fn wake_all(wakers: Vec<Waker>) {
+    for waker in wakers {
+        waker.wake();
     }
 }
 
@@ -387,7 +534,7 @@ mod tests {
             hub.publish(vec![granted(n)]);
         }
         // Room for two: events 1 and 2; 3, 4, 5 are missed.
-        let ids = |rx: &Receiver<LeaseEvent>| -> Vec<String> {
+        let ids = |rx: &LeaseEvents| -> Vec<String> {
             rx.try_iter()
                 .map(|e| match e {
                     LeaseEvent::Granted { id, .. } => id.to_string(),

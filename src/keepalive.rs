@@ -52,6 +52,13 @@
 //!   its handle is cancelled or dropped (whether the keep-alive still runs or not) and set when
 //!   its lease ends; the handle revokes only while it is clear, checking under the writer lock.
 //!
+//! Waiting without a thread: the handle is a [`Stream`] of its responses, and [`KeepAlive::lost`]
+//! a future of its end. Both wait on the keep-alive's [`Wakers`], shared by the handle, its slot
+//! and the thread's [`Due`] copy. The thread wakes the responses' task after offering a response
+//! (with no lock held); the end wakes every task when the slot is dropped, which happens after
+//! the reason is set and never under the mutex (see the ground rules above), and when the handle
+//! itself cancels. The wakers' mutexes are leaves ([`signal`](crate::signal)).
+//!
 //! Why a keep-alive ended, revoked or expired: a revocation that commits calls
 //! [`KeepAlives::leases_ended`] with its cause. A keep-alive registers before its first renewal,
 //! so any revocation that beats a renewal of it finds it registered. A renewal that fails
@@ -63,18 +70,23 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select};
+use futures_core::Stream;
 use parking_lot::Mutex;
 
 use crate::contain::contain;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::lease::LeaseId;
+use crate::signal::{WakerCell, WakerList, poll_recv};
 
 /// The shortest interval between renewals; shorter ones, zero included, are raised to it.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
@@ -284,9 +296,32 @@ pub struct KeepAlive {
     driver: Driver,
     /// The end reason, shared with the keep-alive's slot ([`RUNNING`] until it ends).
     reason: Arc<AtomicU8>,
+    /// The tasks waiting on the responses or the end, shared with the slot.
+    wakers: Arc<Wakers>,
     responses: Receiver<KeepAliveResponse>,
     /// Set while a revoke-on-drop is owed; the first `cancel` or `drop` takes it.
     revoke: AtomicBool,
+}
+
+/// The tasks waiting on a keep-alive: one on its responses (the handle's [`Stream`]), any
+/// number on its end ([`Lost`]). See the module docs.
+#[derive(Default)]
+pub(crate) struct Wakers {
+    responses: WakerCell,
+    lost: WakerList,
+}
+
+impl Wakers {
+    /// Wakes the task waiting on the responses: one was offered. Call with no lock held.
+    pub(crate) fn response(&self) {
+        self.responses.wake();
+    }
+
+    /// Wakes every task: the keep-alive ended (its reason is set). Call with no lock held.
+    pub(crate) fn ended(&self) {
+        self.responses.wake();
+        self.lost.wake_all();
+    }
 }
 
 /// What renews a [`KeepAlive`]'s lease.
@@ -318,11 +353,14 @@ pub(crate) trait RemoteKeepAlive: Send + Sync {
 
 impl KeepAlive {
     /// A keep-alive run by another backend: `reason` is its end-reason word (running until
-    /// [`set_reason`] sets it), `responses` the receiving end of a `bounded(1)` channel.
+    /// [`set_reason`] sets it), `responses` the receiving end of a `bounded(1)` channel,
+    /// `wakers` those the backend wakes after each response ([`Wakers::response`]) and once it
+    /// has set the reason ([`Wakers::ended`]).
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
     pub(crate) fn remote(
         id: LeaseId,
         reason: Arc<AtomicU8>,
+        wakers: Arc<Wakers>,
         responses: Receiver<KeepAliveResponse>,
         revoke_on_drop: bool,
         driver: Box<dyn RemoteKeepAlive>,
@@ -331,6 +369,7 @@ impl KeepAlive {
             id,
             driver: Driver::Remote(driver),
             reason,
+            wakers,
             responses,
             revoke: AtomicBool::new(revoke_on_drop),
         }
@@ -371,6 +410,7 @@ impl KeepAlive {
                 Driver::Local { core, ticket, .. } => core.keepalives.remove(*ticket),
                 Driver::Remote(remote) => remote.stop(),
             }
+            self.wakers.ended();
         }
         if !self.revoke.swap(false, Ordering::AcqRel) {
             return;
@@ -403,6 +443,107 @@ impl KeepAlive {
     pub fn ended(&self) -> Option<EndReason> {
         EndReason::from_code(self.reason.load(Ordering::Acquire))
     }
+
+    /// A future that resolves with the [`EndReason`] once the keep-alive ends: how a lock
+    /// holder learns, without polling, that its lease was revoked or expired (or that the
+    /// lessor closed). Ready at once if it has ended already. It does not borrow the handle:
+    /// it can be moved into another task, and dropping it changes nothing; dropping the
+    /// handle cancels the keep-alive, and the future then resolves with
+    /// [`EndReason::Cancelled`]. Works on any executor.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{EndReason, Lessor};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// let ka = lessor.keep_alive(lease.id)?;
+    /// let lost = ka.lost();
+    /// lessor.revoke(lease.id)?;
+    /// assert_eq!(futures::executor::block_on(lost), EndReason::Revoked);
+    /// # Ok(()) }
+    /// ```
+    pub fn lost(&self) -> Lost {
+        Lost {
+            reason: Arc::clone(&self.reason),
+            wakers: Arc::clone(&self.wakers),
+        }
+    }
+}
+
+/// The renewals, as [`responses`](KeepAlive::responses) delivers them (only the latest one not
+/// yet taken), without blocking a thread. The stream ends (`None`) once the keep-alive has
+/// ended and nothing is waiting; [`ended`](KeepAlive::ended) then says why. Works on any
+/// executor.
+///
+/// ```
+/// use std::time::Duration;
+/// use futures::StreamExt;
+/// use lessor::Lessor;
+///
+/// # fn main() -> lessor::Result<()> {
+/// let lessor = Lessor::open_in_memory()?;
+/// let lease = lessor.grant(Duration::from_secs(10))?;
+/// let mut ka = lessor.keep_alive(lease.id)?;
+/// futures::executor::block_on(async {
+///     let first = ka.next().await.unwrap(); // the renewal made by `keep_alive`
+///     assert_eq!(first.ttl, Duration::from_secs(10));
+///     lessor.revoke(lease.id).unwrap();
+///     assert_eq!(ka.next().await, None);
+/// });
+/// # Ok(()) }
+/// ```
+impl Stream for KeepAlive {
+    type Item = KeepAliveResponse;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<KeepAliveResponse>> {
+        let this = self.get_mut();
+        poll_recv(
+            &this.responses,
+            &this.wakers.responses,
+            cx,
+            || false,
+            || this.ended().is_some(),
+        )
+    }
+}
+
+/// The end of a keep-alive, from [`KeepAlive::lost`]: resolves with its [`EndReason`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Lost {
+    reason: Arc<AtomicU8>,
+    wakers: Arc<Wakers>,
+}
+
+impl Lost {
+    fn reason(&self) -> Option<EndReason> {
+        EndReason::from_code(self.reason.load(Ordering::Acquire))
+    }
+}
+
+impl Future for Lost {
+    type Output = EndReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<EndReason> {
+        if let Some(reason) = self.reason() {
+            return Poll::Ready(reason);
+        }
+        self.wakers.lost.register(cx.waker());
+        // Again, now that the waker is in place: an end between the two is not slept through.
+        match self.reason() {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl fmt::Debug for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lost")
+            .field("ended", &self.reason())
+            .finish()
+    }
 }
 
 impl Drop for KeepAlive {
@@ -429,6 +570,7 @@ pub(crate) fn start(core: &Arc<Engine>, id: LeaseId, opts: KeepAliveOptions) -> 
     let (tx, responses) = crossbeam_channel::bounded(1);
     let first = tx.clone();
     let reason = Arc::new(AtomicU8::new(RUNNING));
+    let wakers = Arc::new(Wakers::default());
     let live = Live {
         generation: 0,
         id,
@@ -437,6 +579,7 @@ pub(crate) fn start(core: &Arc<Engine>, id: LeaseId, opts: KeepAliveOptions) -> 
         tx,
         rx: responses.clone(),
         reason: Arc::clone(&reason),
+        wakers: Arc::clone(&wakers),
         next_same: None,
         missing: false,
     };
@@ -472,6 +615,7 @@ pub(crate) fn start(core: &Arc<Engine>, id: LeaseId, opts: KeepAliveOptions) -> 
             gone,
         },
         reason,
+        wakers,
         responses,
         revoke: AtomicBool::new(opts.revoke_on_drop),
     })
@@ -535,10 +679,20 @@ struct Live {
     /// The thread's own receiving end: pops a response nobody took to make room for the next.
     rx: Receiver<KeepAliveResponse>,
     reason: Arc<AtomicU8>,
+    /// Woken when a response is offered, and when this is dropped (the keep-alive ended).
+    wakers: Arc<Wakers>,
     /// The next slot keeping the same lease alive.
     next_same: Option<usize>,
     /// The last renewal found the lease gone from the table, with no notification yet.
     missing: bool,
+}
+
+impl Drop for Live {
+    /// A slot is dropped only once its reason is set, and never under the mutex (module docs):
+    /// the right time to wake the tasks waiting on the end.
+    fn drop(&mut self) {
+        self.wakers.ended();
+    }
 }
 
 enum Slot {
@@ -594,6 +748,7 @@ struct Due {
     missing: bool,
     tx: Sender<KeepAliveResponse>,
     rx: Receiver<KeepAliveResponse>,
+    wakers: Arc<Wakers>,
 }
 
 /// What to do with a keep-alive after a renewal attempt.
@@ -825,6 +980,7 @@ impl KeepAlives {
                     missing: live.missing,
                     tx: live.tx.clone(),
                     rx: live.rx.clone(),
+                    wakers: Arc::clone(&live.wakers),
                 });
             }
         }
@@ -1058,6 +1214,7 @@ fn renew(core: &Engine, now: u64, d: &Due) -> Outcome {
             ttl: Duration::from_nanos(ttl),
         };
         offer_latest(&d.tx, &d.rx, response);
+        d.wakers.response();
         return match last {
             Some(_) => Outcome::End(EndReason::Finished),
             None => Outcome::Next(next_renewal(now, d.interval, d.stop_at), false),
@@ -1126,6 +1283,7 @@ mod tests {
             tx,
             rx: rx.clone(),
             reason: Arc::new(AtomicU8::new(RUNNING)),
+            wakers: Arc::default(),
             next_same: None,
             missing: false,
         };

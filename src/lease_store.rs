@@ -188,6 +188,13 @@ pub trait LeaseStore: Send + Sync {
     /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted)).
     fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch>;
 
+    /// Watches the key `key` alone (not the keys it is a prefix of) from the next change on;
+    /// see [`Lessor::watch_key`].
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn watch_key(&self, key: &[u8]) -> Result<Watch>;
+
     /// Runs a transaction: if every comparison holds, the `then` ops, else the `otherwise`
     /// ops, atomically. See [`Txn`](crate::Txn) for the contract.
     ///
@@ -276,6 +283,10 @@ impl LeaseStore for Lessor {
 
     fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
         Lessor::watch_from(self, prefix, from)
+    }
+
+    fn watch_key(&self, key: &[u8]) -> Result<Watch> {
+        Lessor::watch_key(self, key)
     }
 
     fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {

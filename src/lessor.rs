@@ -10,14 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 use redb::Database;
 
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::events::LeaseEvent;
+use crate::events::LeaseEvents;
 use crate::keepalive::{self, KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::overlay::Query;
@@ -531,7 +530,29 @@ impl Lessor {
     /// # Errors
     /// [`Error::Closed`].
     pub fn watch(&self, prefix: impl AsRef<[u8]>) -> Result<Watch> {
-        self.core()?.watch(prefix.as_ref(), None)
+        self.core()?.watch(prefix.as_ref(), false, None)
+    }
+
+    /// Watches one key, `key` itself and no other, from the next change on. A [`watch`](Lessor::watch)
+    /// of `/cron/lock/job1` is a prefix watch and sees `/cron/lock/job10` too; this one does not.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    ///
+    /// ```
+    /// use lessor::Lessor;
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let watch = lessor.watch_key("/cron/lock/job1")?;
+    /// lessor.put("/cron/lock/job10", "other")?;
+    /// lessor.put("/cron/lock/job1", "mine")?;
+    /// assert_eq!(watch.recv().unwrap().key(), b"/cron/lock/job1");
+    /// assert!(watch.try_recv().is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn watch_key(&self, key: impl AsRef<[u8]>) -> Result<Watch> {
+        self.core()?.watch(key.as_ref(), true, None)
     }
 
     /// Watches the keys that start with `prefix` from revision `from` on: the changes since
@@ -543,7 +564,7 @@ impl Lessor {
     /// # Errors
     /// [`Error::Compacted`] if the history no longer reaches back to `from`; [`Error::Closed`].
     pub fn watch_from(&self, prefix: impl AsRef<[u8]>, from: Revision) -> Result<Watch> {
-        self.core()?.watch(prefix.as_ref(), Some(from.get()))
+        self.core()?.watch(prefix.as_ref(), false, Some(from.get()))
     }
 
     /// Subscribes to lease events: every grant and every revocation (with its keys and whether
@@ -551,8 +572,9 @@ impl Lessor {
     ///
     /// The channel holds [`Builder::event_buffer`](crate::Builder::event_buffer) events. A subscriber that falls further
     /// behind never slows the lessor down: the events it had no room for are dropped and a
-    /// [`LeaseEvent::Lagged`] tells it how many, then events continue. Drop the receiver to
-    /// unsubscribe. The channel closes when the lessor does.
+    /// [`LeaseEvent::Lagged`](crate::LeaseEvent::Lagged) tells it how many, then events continue. Drop the [`LeaseEvents`] to
+    /// unsubscribe. The events end when the lessor closes. See [`LeaseEvents`] for the ways
+    /// to read them (blocking, `select!`, or as a `Stream`).
     ///
     /// # Errors
     /// [`Error::Closed`].
@@ -572,7 +594,7 @@ impl Lessor {
     /// assert_eq!((keys, cause), (vec![b"/workers/7".to_vec()], RevokeCause::Revoked));
     /// # Ok(()) }
     /// ```
-    pub fn subscribe(&self) -> Result<Receiver<LeaseEvent>> {
+    pub fn subscribe(&self) -> Result<LeaseEvents> {
         self.core()?.subscribe()
     }
 

@@ -45,13 +45,17 @@
 //!   from one shared background thread until the handle is cancelled or dropped (or until a
 //!   deadline: [`Lessor::keep_alive_until`]), as etcd's client does; its channel holds the
 //!   latest [`KeepAliveResponse`], and [`KeepAlive::ended`] says why it stopped
-//!   ([`EndReason`]). Stopping it never revokes the lease: it expires one TTL later, as in etcd.
-//! - **Events** ([`Lessor::subscribe`]): every grant and revocation, in commit order, saying
-//!   whether a lease was revoked or expired.
-//! - **Watches** ([`Lessor::watch`], [`Lessor::watch_from`]): puts and deletes under a prefix,
-//!   after commit, in revision order, each delete with its cause. Read with
-//!   [`Lessor::range_with_revision`], then watch from the next revision: nothing is missed and
-//!   nothing is seen twice.
+//!   ([`EndReason`]); [`KeepAlive::lost`] is a future of that reason. Stopping it never revokes
+//!   the lease: it expires one TTL later, as in etcd.
+//! - **Events** ([`Lessor::subscribe`], [`LeaseEvents`]): every grant and revocation, in commit
+//!   order, saying whether a lease was revoked or expired.
+//! - **Watches** ([`Lessor::watch`], [`Lessor::watch_from`], [`Lessor::watch_key`]): puts and
+//!   deletes under a prefix (or of one key), after commit, in revision order, each delete with
+//!   its cause. Read with [`Lessor::range_with_revision`], then watch from the next revision:
+//!   nothing is missed and nothing is seen twice.
+//! - **Streams**: [`Watch`], [`LeaseEvents`] and [`KeepAlive`] are [`Stream`]s as well as
+//!   blocking receivers, on any executor (there is no runtime of ours); [`Watch::ready`] and
+//!   [`LeaseEvents::receiver`] let a thread wait on them with `select!`.
 //! - **Transactions** ([`Lessor::txn`]): etcd's compare-then-act, in one transaction: the
 //!   building block of locks (put the key if absent, under your lease).
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
@@ -129,6 +133,7 @@ mod record;
 mod recovery;
 mod reload;
 mod restart;
+mod signal;
 mod stats;
 mod store;
 mod sync;
@@ -142,9 +147,9 @@ pub use crate::durability::Durability;
 pub use crate::error::{Error, Result};
 #[cfg(feature = "etcd")]
 pub use crate::etcd::{EtcdLessor, EtcdOptions};
-pub use crate::events::{LeaseEvent, RevokeCause};
+pub use crate::events::{LeaseEvent, LeaseEvents, RevokeCause};
 pub use crate::inspect::{FileStats, Inspector};
-pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse};
+pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, Lost};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
 pub use crate::lessor::{Health, Lessor, Txn};
@@ -152,6 +157,13 @@ pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Percentiles, Stats};
 pub use crate::txn::{CmpOp, Compare, Op, TxnRequest, TxnResponse, TxnResult};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
+/// The channels the blocking API hands out ([`Watch::ready`], [`LeaseEvents::receiver`],
+/// [`KeepAlive::responses`]) are crossbeam's; re-exported so that `select!` over them and the
+/// error types (`RecvError`, `TryRecvError`...) come from the same version as ours.
+pub use crossbeam_channel;
+/// The [`Stream`] trait that [`Watch`], [`LeaseEvents`] and
+/// [`KeepAlive`] implement, re-exported for callers without `futures`.
+pub use futures_core::Stream;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

@@ -19,10 +19,20 @@
 //!
 //! Only when the history has dropped events a lagging watch still needed does the watch end,
 //! with [`WatchEnd::Compacted`]; the caller then reads again and watches from there.
+//!
+//! A watch is also a [`Stream`], and it can be waited on with `select!` through its *ready*
+//! channel ([`Watch::ready`]). Each slot holds a [`Notifier`]: publishing takes the wakers of
+//! the slots it delivered to (and puts a token in their ready channels) under the hub's mutex,
+//! and [`Hub`] wakes them once it has released the mutex; ending a slot (close, reopen) does the
+//! same after dropping its sending ends. Lock order: the engine's writer lock, then the hub's
+//! mutex, then a slot's waker cell (a leaf, see [`signal`](crate::signal)). A waker is never
+//! called with any of them held.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use crossbeam_channel::{
@@ -32,6 +42,8 @@ use crossbeam_channel::{
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, RevokeCause};
 use crate::lease::{KeyValue, LeaseId, Revision};
+use crate::signal::{Notifier, WakerCell, poll_recv};
+use futures_core::Stream;
 
 /// Capacity of each watch's channel; beyond it, the watch catches up from the history.
 const CHANNEL: usize = 256;
@@ -152,6 +164,10 @@ pub struct Watch {
     source: Source,
     rx: Receiver<WatchEvent>,
     ended: Arc<AtomicU8>,
+    /// Where a task polling the stream leaves its waker.
+    waker: Arc<WakerCell>,
+    /// A token whenever an event may be waiting; disconnects when the watch ends.
+    ready: Receiver<()>,
     /// One consumer at a time (`Send`, not `Sync`): a second thread blocked in `recv` could
     /// sleep through events the first left waiting in the history.
     _one_consumer: std::marker::PhantomData<std::cell::Cell<()>>,
@@ -172,15 +188,20 @@ impl Watch {
     /// ([`RUNNING`], [`ENDED_CLOSED`] or [`ENDED_COMPACTED`], set before the sending end is
     /// dropped), and dropping `guard` stops whatever feeds the channel.
     #[cfg_attr(not(feature = "etcd"), allow(dead_code))]
+    /// `waker` and `ready` come with the [`Notifier`] that the backend notifies after each
+    /// event it sends and drops when the watch ends.
     pub(crate) fn remote(
         rx: Receiver<WatchEvent>,
         ended: Arc<AtomicU8>,
+        (waker, ready): (Arc<WakerCell>, Receiver<()>),
         guard: Box<dyn Send>,
     ) -> Watch {
         Watch {
             source: Source::Remote(guard),
             rx,
             ended,
+            waker,
+            ready,
             _one_consumer: std::marker::PhantomData,
         }
     }
@@ -229,6 +250,40 @@ impl Watch {
         std::iter::from_fn(|| self.recv().ok())
     }
 
+    /// A channel to wait on the watch with `select!`, beside other channels. It holds a token
+    /// whenever an event may be waiting, and disconnects once the watch has ended. When it is
+    /// ready, take the events with [`try_recv`](Watch::try_recv) until it says
+    /// [`Empty`](TryRecvError::Empty) (or `Disconnected`: the watch has ended), then wait again.
+    ///
+    /// The events themselves are not on this channel: a watch that fell behind catches up from
+    /// the history inside `try_recv`, which a bare event channel could not do. A token may
+    /// be stale (the events it announced already taken): `try_recv` then says `Empty`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::Lessor;
+    /// use lessor::crossbeam_channel::{after, select};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let watch = lessor.watch("/jobs/")?;
+    /// lessor.put("/jobs/1", "queued")?;
+    /// let mut seen = Vec::new();
+    /// select! {
+    ///     recv(watch.ready()) -> _ => {
+    ///         while let Ok(event) = watch.try_recv() {
+    ///             seen.push(event.key().to_vec());
+    ///         }
+    ///     }
+    ///     recv(after(Duration::from_secs(5))) -> _ => panic!("no event"),
+    /// }
+    /// assert_eq!(seen, [b"/jobs/1".to_vec()]);
+    /// # Ok(()) }
+    /// ```
+    pub fn ready(&self) -> &Receiver<()> {
+        &self.ready
+    }
+
     /// Why the watch ended, once it has.
     pub fn ended(&self) -> Option<WatchEnd> {
         match self.ended.load(Ordering::Acquire) {
@@ -246,6 +301,34 @@ impl Watch {
             Source::Hub { hub, id } => hub.with_watchers_any(|w| w.catch_up(*id)),
             Source::Remote(_) => false,
         }
+    }
+}
+
+/// The events, as [`recv`](Watch::recv) returns them, without blocking a thread: the stream
+/// ends (`None`) when the watch does ([`ended`](Watch::ended) says why). Works on any executor.
+///
+/// ```
+/// use futures::StreamExt;
+/// use lessor::{Lessor, WatchEvent};
+///
+/// # fn main() -> lessor::Result<()> {
+/// let lessor = Lessor::open_in_memory()?;
+/// let mut watch = lessor.watch("/config/")?;
+/// lessor.put("/config/mode", "fast")?;
+/// lessor.close()?;
+/// futures::executor::block_on(async {
+///     let Some(WatchEvent::Put(kv)) = watch.next().await else { panic!() };
+///     assert_eq!(kv.value, b"fast");
+///     assert_eq!(watch.next().await, None); // the lessor closed
+/// });
+/// # Ok(()) }
+/// ```
+impl Stream for Watch {
+    type Item = WatchEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
+        let this = self.get_mut();
+        poll_recv(&this.rx, &this.waker, cx, || this.catch_up(), || false)
     }
 }
 
@@ -274,6 +357,8 @@ impl std::fmt::Debug for Watch {
 struct Slot {
     id: u64,
     prefix: Vec<u8>,
+    /// Only the key `prefix` itself, not the keys under it.
+    exact: bool,
     /// Events below this revision are not for this watch.
     start: u64,
     tx: Sender<WatchEvent>,
@@ -283,11 +368,23 @@ struct Slot {
     /// The sequence number of the first event this watch has not been given.
     next_seq: u64,
     ended: Arc<AtomicU8>,
+    notifier: Notifier,
+    /// An event was sent since the last notification.
+    unnotified: bool,
+}
+
+/// Whether `key` is for a watch of `prefix` (`exact`: of that key alone).
+fn matches(prefix: &[u8], exact: bool, key: &[u8]) -> bool {
+    if exact {
+        key == prefix
+    } else {
+        key.starts_with(prefix)
+    }
 }
 
 impl Slot {
     fn wants(&self, event: &WatchEvent) -> bool {
-        event.revision().get() >= self.start && event.key().starts_with(&self.prefix)
+        event.revision().get() >= self.start && matches(&self.prefix, self.exact, event.key())
     }
 
     /// Offers the event at `seq`; `Err(())` if the receiver is gone.
@@ -296,7 +393,10 @@ impl Slot {
             return Ok(());
         }
         match self.tx.try_send(event.clone()) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.unnotified = true;
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 self.lagging = true;
                 self.next_seq = seq;
@@ -345,11 +445,13 @@ impl Watchers {
         self.first_seq + self.history.len() as u64
     }
 
-    /// Registers a watch of `prefix` from revision `from` (`None`: after the last published).
+    /// Registers a watch of `prefix` (`exact`: of that key alone) from revision `from` (`None`:
+    /// after the last published).
     pub(crate) fn add(
         &mut self,
         hub: &Arc<Hub>,
         prefix: &[u8],
+        exact: bool,
         from: Option<u64>,
     ) -> Result<Watch> {
         let start = from.unwrap_or(self.last.saturating_add(1));
@@ -366,21 +468,25 @@ impl Watchers {
             + self
                 .history
                 .range(skip..)
-                .take_while(|e| !e.key().starts_with(prefix))
+                .take_while(|e| !matches(prefix, exact, e.key()))
                 .count();
         let next_seq = self.first_seq + skip as u64;
         let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
         let ended = Arc::new(AtomicU8::new(RUNNING));
+        let (notifier, waker, ready) = Notifier::new();
         let id = self.next_id;
         self.next_id += 1;
         self.slots.push(Slot {
             id,
             prefix: prefix.to_vec(),
+            exact,
             start,
             tx,
             lagging: next_seq < self.end_seq(),
             next_seq,
             ended: Arc::clone(&ended),
+            notifier,
+            unnotified: false,
         });
         Ok(Watch {
             source: Source::Hub {
@@ -389,6 +495,8 @@ impl Watchers {
             },
             rx,
             ended,
+            waker,
+            ready,
             _one_consumer: std::marker::PhantomData,
         })
     }
@@ -398,8 +506,8 @@ impl Watchers {
     }
 
     /// Appends the events of one committed transaction to the history and sends them to the
-    /// watches that are keeping up.
-    pub(crate) fn publish(&mut self, changes: Vec<Change>) {
+    /// watches that are keeping up; adds the wakers of those it sent to to `wake`.
+    pub(crate) fn publish(&mut self, changes: Vec<Change>, wake: &mut Vec<Waker>) {
         let first_new = self.end_seq();
         for change in changes {
             match change {
@@ -440,11 +548,15 @@ impl Watchers {
         let history = &self.history;
         let first_seq = self.first_seq;
         self.slots.retain_mut(|slot| {
-            history
+            let kept = history
                 .iter()
                 .enumerate()
                 .skip(from)
-                .all(|(i, event)| slot.offer(first_seq + i as u64, event).is_ok())
+                .all(|(i, event)| slot.offer(first_seq + i as u64, event).is_ok());
+            if kept && std::mem::take(&mut slot.unnotified) {
+                wake.extend(slot.notifier.notify());
+            }
+            kept
         });
         self.trim();
     }
@@ -512,12 +624,14 @@ impl Watchers {
         true
     }
 
-    /// Ends every watch: channels close once drained. `failed`: because storage failed.
-    pub(crate) fn close(&mut self, failed: bool) {
+    /// Ends every watch: channels close once drained. `failed`: because storage failed. Adds
+    /// the watches' wakers to `wake`.
+    pub(crate) fn close(&mut self, failed: bool, wake: &mut Vec<Waker>) {
         self.closed = true;
         let why = if failed { ENDED_FAILED } else { ENDED_CLOSED };
         for slot in &self.slots {
             slot.ended.store(why, Ordering::Release);
+            wake.extend(slot.notifier.notify());
         }
         // A lagging watch keeps its slot until it has caught up with what was committed.
         self.slots.retain(|s| s.lagging);
@@ -527,8 +641,10 @@ impl Watchers {
     /// says): the history, which may hold events of commits that were lost, is dropped, and so
     /// are watches still catching up on it. Watch ids and event sequence numbers go on from
     /// where they were, so a stale `Watch` can never touch a new one's slot.
-    pub(crate) fn reopen(&mut self, revision: u64) {
+    /// Adds the wakers of the watches it ends to `wake`.
+    pub(crate) fn reopen(&mut self, revision: u64, wake: &mut Vec<Waker>) {
         let end = self.end_seq();
+        wake.extend(self.slots.iter().filter_map(|s| s.notifier.notify()));
         self.slots.clear();
         self.history.clear();
         self.bytes = 0;
@@ -559,7 +675,7 @@ mod tests {
     fn dropping_a_watch_removes_its_slot() {
         let hub = Arc::new(Hub::new(0, 4, 1 << 20, 16, 1 << 20));
         let w = hub
-            .with_watchers(|ws| ws.add(&hub, b"/", None))
+            .with_watchers(|ws| ws.add(&hub, b"/", false, None))
             .unwrap()
             .unwrap();
         assert_eq!(hub.with_watchers(|ws| ws.slots.len()), Some(1));
@@ -568,10 +684,31 @@ mod tests {
     }
 
     #[test]
+    fn dropping_a_pending_stream_removes_its_slot() {
+        let hub = Arc::new(Hub::new(0, 4, 1 << 20, 16, 1 << 20));
+        let mut w = hub
+            .with_watchers(|ws| ws.add(&hub, b"/", false, None))
+            .unwrap()
+            .unwrap();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(Pin::new(&mut w).poll_next(&mut cx).is_pending());
+        drop(w);
+        assert_eq!(hub.with_watchers(|ws| ws.slots.len()), Some(0));
+        hub.publish(vec![put(1)]); // nobody to wake, nothing to send
+    }
+
+    #[test]
+    fn a_key_watch_wants_that_key_only() {
+        assert!(matches(b"/job1", true, b"/job1"));
+        assert!(!matches(b"/job1", true, b"/job10"));
+        assert!(matches(b"/job1", false, b"/job10"));
+    }
+
+    #[test]
     fn a_full_channel_makes_the_slot_lag_until_the_watch_catches_up() {
         let hub = Arc::new(Hub::new(0, 4, 1 << 20, 10_000, 1 << 20));
         let w = hub
-            .with_watchers(|ws| ws.add(&hub, b"/", None))
+            .with_watchers(|ws| ws.add(&hub, b"/", false, None))
             .unwrap()
             .unwrap();
         for rev in 1..=(CHANNEL as u64 + 10) {

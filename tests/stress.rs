@@ -618,10 +618,7 @@ struct LeaseEvents {
 
 /// Reads lease events until the lessor closes: revisions never go back, and between two
 /// `Lagged` markers no lease is granted while alive or ended twice.
-fn consume_lease_events(
-    events: crossbeam_channel::Receiver<LeaseEvent>,
-    mut rng: Rng,
-) -> LeaseEvents {
+fn consume_lease_events(events: lessor::LeaseEvents, mut rng: Rng) -> LeaseEvents {
     let mut seen = LeaseEvents::default();
     // What the events so far say of each lease: alive or not. Forgotten at a `Lagged`.
     let mut alive: HashMap<LeaseId, bool> = HashMap::new();

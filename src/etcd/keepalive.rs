@@ -24,7 +24,7 @@ use super::convert::{self, error, raw_id};
 use super::{Core, RENEWERS, until};
 use crate::error::{Error, Result};
 use crate::keepalive::{
-    EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, RUNNING, RemoteKeepAlive,
+    EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, RUNNING, RemoteKeepAlive, Wakers,
     offer_latest, set_reason,
 };
 use crate::lease::LeaseId;
@@ -132,6 +132,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
     let (tx, responses) = crossbeam_channel::bounded(1);
     offer_latest(&tx, &responses, KeepAliveResponse { id, ttl });
     let reason = Arc::new(AtomicU8::new(RUNNING));
+    let wakers = Arc::new(Wakers::default());
     let stop = Arc::new(Notify::new());
     let key = core
         .register_keepalive(Entry {
@@ -149,8 +150,9 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
         stop_at: opts.run_for_limit().map(|d| started + d),
         last_renewed: started,
         reason: Arc::clone(&reason),
+        wakers: Arc::clone(&wakers),
         stop: Arc::clone(&stop),
-        tx,
+        tx: Some(tx),
         rx: responses.clone(),
     };
     let spawned = {
@@ -167,6 +169,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
     Ok(KeepAlive::remote(
         id,
         reason,
+        wakers,
         responses,
         opts.revokes_on_drop(),
         Box::new(Driver {
@@ -206,9 +209,21 @@ struct Task {
     /// When the last renewal that etcd confirmed was sent: the lease lives until this + TTL.
     last_renewed: Instant,
     reason: Arc<AtomicU8>,
+    /// Woken after each response, and when the task ends or is dropped (with the runtime).
+    wakers: Arc<Wakers>,
     stop: Arc<Notify>,
-    tx: Sender<KeepAliveResponse>,
+    /// `None` only while the task is dropped.
+    tx: Option<Sender<KeepAliveResponse>>,
     rx: Receiver<KeepAliveResponse>,
+}
+
+impl Drop for Task {
+    /// Whether the task ran to its end or was dropped with the runtime (`close`), its reason is
+    /// set by now: disconnect the handle's channel, then wake whoever waits on it.
+    fn drop(&mut self) {
+        self.tx = None;
+        self.wakers.ended();
+    }
 }
 
 impl Task {
@@ -238,7 +253,10 @@ impl Task {
                 Ok(Renewal::Alive(ttl)) => {
                     self.ttl = ttl;
                     self.last_renewed = sent;
-                    offer_latest(&self.tx, &self.rx, KeepAliveResponse { id: self.id, ttl });
+                    if let Some(tx) = &self.tx {
+                        offer_latest(tx, &self.rx, KeepAliveResponse { id: self.id, ttl });
+                        self.wakers.response();
+                    }
                     if finishing {
                         set_reason(&self.reason, EndReason::Finished);
                         break;
@@ -266,7 +284,8 @@ impl Task {
             }
         }
         self.core.unregister(self.key);
-        // `self.tx` drops here, after the reason was set: the handle's channel disconnects.
+        // `self` drops here, after the reason was set: the handle's channel disconnects and
+        // its tasks are woken (`Drop for Task`).
     }
 }
 

@@ -518,7 +518,16 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn watch(&self, prefix: impl AsRef<[u8]>) -> Result<Watch> {
-        watch::start(self.core(), prefix.as_ref(), None)
+        watch::start(self.core(), prefix.as_ref(), false, None)
+    }
+
+    /// Watches the key `key` alone (an etcd watch with an empty `range_end`) from the next
+    /// change on; see [`Lessor::watch_key`](crate::Lessor::watch_key).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], [`Error::Closed`].
+    pub fn watch_key(&self, key: impl AsRef<[u8]>) -> Result<Watch> {
+        watch::start(self.core(), key.as_ref(), true, None)
     }
 
     /// Watches the keys that start with `prefix` from revision `from` on (etcd keeps history
@@ -530,7 +539,7 @@ impl EtcdLessor {
     /// [`WatchEnd::Compacted`](crate::WatchEnd::Compacted) instead); [`Error::Unavailable`],
     /// [`Error::Closed`].
     pub fn watch_from(&self, prefix: impl AsRef<[u8]>, from: Revision) -> Result<Watch> {
-        watch::start(self.core(), prefix.as_ref(), Some(from))
+        watch::start(self.core(), prefix.as_ref(), false, Some(from))
     }
 
     /// Runs a transaction as one etcd `Txn`.
@@ -960,6 +969,10 @@ impl LeaseStore for EtcdLessor {
 
     fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
         EtcdLessor::watch_from(self, prefix, from)
+    }
+
+    fn watch_key(&self, key: &[u8]) -> Result<Watch> {
+        EtcdLessor::watch_key(self, key)
     }
 
     fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {

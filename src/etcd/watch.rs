@@ -23,6 +23,7 @@ use super::Core;
 use super::convert::{self, error};
 use crate::error::{Error, Result};
 use crate::lease::Revision;
+use crate::signal::Notifier;
 use crate::watch::{DeleteCause, ENDED_CLOSED, ENDED_COMPACTED, RUNNING, Watch, WatchEvent};
 
 /// Capacity of a watch's channel, as for the embedded engine's watches.
@@ -49,10 +50,13 @@ enum Opened {
     Compacted(i64),
 }
 
-/// Opens a watch stream of `prefix` from `from` (0: the next change) and waits for etcd to
-/// confirm it.
-async fn open(core: &Core, prefix: &[u8], from: i64) -> Result<Opened> {
-    let mut options = etcd::WatchOptions::new().with_prefix();
+/// Opens a watch stream of `prefix` (`exact`: of that key alone, etcd's empty `range_end`) from
+/// `from` (0: the next change) and waits for etcd to confirm it.
+async fn open(core: &Core, prefix: &[u8], exact: bool, from: i64) -> Result<Opened> {
+    let mut options = etcd::WatchOptions::new();
+    if !exact {
+        options = options.with_prefix();
+    }
     if from > 0 {
         options = options.with_start_revision(from);
     }
@@ -88,10 +92,15 @@ async fn open(core: &Core, prefix: &[u8], from: i64) -> Result<Opened> {
     }
 }
 
-/// [`EtcdLessor::watch`](super::EtcdLessor::watch) and `watch_from`.
-pub(crate) fn start(core: &Arc<Core>, prefix: &[u8], from: Option<Revision>) -> Result<Watch> {
+/// [`EtcdLessor::watch`](super::EtcdLessor::watch), `watch_from` and `watch_key` (`exact`).
+pub(crate) fn start(
+    core: &Arc<Core>,
+    prefix: &[u8],
+    exact: bool,
+    from: Option<Revision>,
+) -> Result<Watch> {
     let raw_from = from.map_or(0, |r| i64::try_from(r.get()).unwrap_or(i64::MAX));
-    let opened = core.run(open(core, prefix, raw_from))?;
+    let opened = core.run(open(core, prefix, exact, raw_from))?;
     let (stream, after) = match opened {
         Opened::Stream(stream, after) => (stream, after),
         Opened::Compacted(oldest) => {
@@ -103,6 +112,7 @@ pub(crate) fn start(core: &Arc<Core>, prefix: &[u8], from: Option<Revision>) -> 
     };
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
     let ended = Arc::new(AtomicU8::new(RUNNING));
+    let (notifier, waker, ready) = Notifier::new();
     let key = core
         .register_watch(Arc::clone(&ended))
         .ok_or(Error::Closed)?;
@@ -110,9 +120,11 @@ pub(crate) fn start(core: &Arc<Core>, prefix: &[u8], from: Option<Revision>) -> 
         core: Arc::clone(core),
         key,
         prefix: prefix.to_vec(),
+        exact,
         next: after.saturating_add(1),
         ended: Arc::clone(&ended),
-        tx,
+        tx: Some(tx),
+        notifier: Some(notifier),
     };
     let abort = {
         let guard = core.runtime.read();
@@ -124,7 +136,12 @@ pub(crate) fn start(core: &Arc<Core>, prefix: &[u8], from: Option<Revision>) -> 
         core.unregister(key);
         return Err(Error::Closed);
     };
-    Ok(Watch::remote(rx, ended, Box::new(AbortOnDrop(abort))))
+    Ok(Watch::remote(
+        rx,
+        ended,
+        (waker, ready),
+        Box::new(AbortOnDrop(abort)),
+    ))
 }
 
 /// A watch's task; see the module docs.
@@ -133,10 +150,26 @@ struct Task {
     /// Its key in the registry.
     key: u64,
     prefix: Vec<u8>,
+    /// Watches the key `prefix` alone.
+    exact: bool,
     /// The revision to reopen the stream from: the one after the last event delivered.
     next: i64,
     ended: Arc<AtomicU8>,
-    tx: Sender<WatchEvent>,
+    /// `None` only while the task is dropped.
+    tx: Option<Sender<WatchEvent>>,
+    /// Notified after each event; dropped (disconnecting the ready channel) with the task.
+    notifier: Option<Notifier>,
+}
+
+impl Drop for Task {
+    /// Whether the task ran to its end, was aborted with its `Watch` or dropped with the
+    /// runtime (`close`): disconnect the watch's channels, then wake its task.
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(waker) = self.notifier.take().and_then(|n| n.notify()) {
+            waker.wake();
+        }
+    }
 }
 
 impl Task {
@@ -146,7 +179,8 @@ impl Task {
             .ended
             .compare_exchange(RUNNING, code, Ordering::AcqRel, Ordering::Acquire);
         self.core.unregister(self.key);
-        // `self.tx` drops here, after the end word: the watch's channel disconnects.
+        // `self` drops here, after the end word: the watch's channels disconnect and its task
+        // is woken (`Drop for Task`).
     }
 
     /// Follows the stream, reopening it when it breaks; returns the end code.
@@ -166,8 +200,14 @@ impl Task {
                             continue;
                         };
                         let revision = ours.revision().get();
-                        if !deliver(&self.tx, ours).await {
+                        let Some(tx) = &self.tx else {
+                            return ENDED_CLOSED;
+                        };
+                        if !deliver(tx, ours).await {
                             return ENDED_CLOSED; // the Watch is gone
+                        }
+                        if let Some(waker) = self.notifier.as_ref().and_then(Notifier::notify) {
+                            waker.wake();
                         }
                         self.next = i64::try_from(revision)
                             .unwrap_or(i64::MAX)
@@ -193,7 +233,7 @@ impl Task {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_BACKOFF * 10);
-            if let Ok(opened) = open(&self.core, &self.prefix, self.next).await {
+            if let Ok(opened) = open(&self.core, &self.prefix, self.exact, self.next).await {
                 return Some(opened);
             }
         }

@@ -76,6 +76,9 @@ macro_rules! all_cases {
             txn_with_a_dead_lease_writes_nothing,
             watch_sees_changes_in_order_with_causes,
             watch_from_after_a_read_misses_nothing,
+            watch_key_sees_only_that_key,
+            streams_deliver_and_lost_resolves,
+            streams_end_when_the_store_closes,
             keep_alive_renews_until_cancelled,
             keep_alive_ends_when_the_lease_is_revoked,
             keep_alive_refuses_bad_requests,
@@ -512,6 +515,81 @@ pub fn watch_from_after_a_read_misses_nothing<H: Harness>(h: &H) {
         watch.recv_timeout(ACT).unwrap().key(),
         h.key("after").as_slice()
     );
+}
+
+pub fn watch_key_sees_only_that_key<H: Harness>(h: &H) {
+    let s = h.store();
+    let (job1, job10) = (h.key("cron/lock/job1"), h.key("cron/lock/job10"));
+    let watch = s.watch_key(&job1).unwrap();
+    let prefix = s.watch(&job1).unwrap();
+    s.put(&job10, b"other").unwrap();
+    let r = s.put(&job1, b"mine").unwrap();
+    s.delete(&job10).unwrap();
+    s.delete(&job1).unwrap();
+
+    let put = watch.recv_timeout(ACT).unwrap();
+    assert_eq!((put.key(), put.revision()), (job1.as_slice(), r));
+    let WatchEvent::Delete { key, .. } = watch.recv_timeout(ACT).unwrap() else {
+        panic!("a delete of job1")
+    };
+    assert_eq!(key, job1);
+    // The prefix watch saw all four; by then the key watch would have had job10's too.
+    let seen: Vec<Vec<u8>> = (0..4)
+        .map(|_| prefix.recv_timeout(ACT).unwrap().key().to_vec())
+        .collect();
+    assert_eq!(seen, [&job10[..], &job1, &job10, &job1]);
+    assert!(watch.try_recv().is_err(), "job10 is not job1");
+}
+
+pub fn streams_deliver_and_lost_resolves<H: Harness>(h: &H) {
+    use futures::StreamExt;
+    use futures::executor::block_on;
+
+    let s = h.store();
+    let k = h.key("streamed");
+    let mut watch = s.watch_key(&k).unwrap();
+    let lease = s.grant(TTL).unwrap();
+    let mut ka = s.keep_alive(lease.id).unwrap();
+    let lost = ka.lost();
+    let r = s.put_with_lease(&k, b"v", lease.id).unwrap();
+    block_on(async {
+        let first = ka.next().await.unwrap();
+        assert_eq!((first.id, first.ttl), (lease.id, TTL));
+        let event = watch.next().await.unwrap();
+        assert_eq!((event.key(), event.revision()), (k.as_slice(), r));
+    });
+    s.revoke(lease.id).unwrap();
+    assert_eq!(block_on(lost), EndReason::Revoked);
+    block_on(async {
+        assert_eq!(
+            ka.next().await,
+            None,
+            "the responses end with the keep-alive"
+        );
+        let Some(WatchEvent::Delete { key, .. }) = watch.next().await else {
+            panic!("the revocation deletes the key")
+        };
+        assert_eq!(key, k);
+    });
+}
+
+pub fn streams_end_when_the_store_closes<H: Harness>(h: &H) {
+    use futures::StreamExt;
+    use futures::executor::block_on;
+
+    let s = h.store();
+    let mut watch = s.watch(h.prefix().as_bytes()).unwrap();
+    let lease = s.grant(TTL).unwrap();
+    let ka = s.keep_alive(lease.id).unwrap();
+    let lost = ka.lost();
+    // Waiting on another thread; the pause lets it be pending before the close (the outcome is
+    // the same if it is not).
+    let waiter = std::thread::spawn(move || (block_on(watch.next()), block_on(lost)));
+    std::thread::sleep(Duration::from_millis(50));
+    s.close().unwrap();
+    let (next, reason) = waiter.join().unwrap();
+    assert_eq!(next, None);
+    assert_eq!(reason, EndReason::Closed);
 }
 
 pub fn keep_alive_renews_until_cancelled<H: Harness>(h: &H) {

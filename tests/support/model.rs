@@ -564,7 +564,7 @@ pub struct Sut {
 impl Sut {
     pub fn new(l: Lessor) -> Sut {
         Sut {
-            events: l.subscribe().unwrap(),
+            events: l.subscribe().unwrap().receiver().clone(),
             watch: l.watch("").unwrap(),
             keep_alives: BTreeMap::new(),
             l,
