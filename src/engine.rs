@@ -49,10 +49,9 @@ use crate::expiry::ExpiryQueue;
 use crate::keepalive::{EndReason, KeepAlives};
 use crate::lease::{Lease, LeaseId, LeaseInfo, Revision};
 use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, Reaping};
 use crate::overlay::{Layers, Query, Tables};
 use crate::pipeline::{Hooks, Pipeline};
-use crate::reap::{self, Reaping};
 use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
@@ -544,21 +543,11 @@ impl Engine {
         let revision = Revision(w.counters.revision);
         self.pipeline.finish(self, w, ticket)?;
         if marked {
-            // Its other keys, hidden since the request above: deleted chunk by chunk, the writer
-            // lock released between chunks.
-            reap::lease(self, id)?;
+            // Its other keys, hidden since the request above, are deleted chunk by chunk
+            // (`reap.rs`): by `Lessor::revoke` before it returns, else by the ticker.
+            self.wake_ticker(0);
         }
         Ok(revision)
-    }
-
-    /// Deletes every key still hidden by a revocation in steps (`reap.rs`).
-    pub(crate) fn reap_all(&self) -> Result<()> {
-        reap::all(self)
-    }
-
-    /// Deletes one chunk of keys hidden by a revocation in steps; whether any are left.
-    pub(crate) fn reap_step(&self) -> Result<bool> {
-        reap::step(self, None)
     }
 
     /// Revokes every expired lease, batch after batch, handing each batch's ids to `each`; in

@@ -356,7 +356,12 @@ impl Lessor {
     /// # Ok(()) }
     /// ```
     pub fn revoke(&self, id: LeaseId) -> Result<Revision> {
-        self.core()?.revoke(id)
+        let core = self.core()?;
+        let revision = core.revoke(id)?;
+        // A lease with more keys than `revoke_chunk_size`: they are hidden already, and deleted
+        // here, chunk by chunk, before the call returns (`reap.rs`).
+        crate::reap::lease(core, id)?;
+        Ok(revision)
     }
 
     /// Revokes every lease whose deadline has passed, in deadline order (ties by id), in batches
@@ -372,7 +377,7 @@ impl Lessor {
         core.expire_all(|batch| all.extend_from_slice(batch))?;
         // The keys left of leases with too many to revoke in one request (see
         // `Builder::revoke_chunk_size`), chunk by chunk.
-        core.reap_all()?;
+        crate::reap::all(core)?;
         Ok(all)
     }
 

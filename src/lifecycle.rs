@@ -21,8 +21,14 @@
 //! Invariants: a lease in `retry` is claimed in the table; a claimed lease is in `retry`, or
 //! owned by a request being applied or waiting to become durable; `high_water` never goes back,
 //! so a clock that steps back cannot expire a lease granted or renewed since before its TTL.
+//!
+//! [`Reaping`] is the bookkeeping of revocations in steps (`reap.rs`): the leases whose hidden
+//! keys are still to be deleted, and where each got to.
+
+use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
+use crate::events::RevokeCause;
 use crate::expiry::ExpiryQueue;
 use crate::lease::LeaseId;
 use crate::lease_table::LeaseTable;
@@ -206,6 +212,67 @@ impl Lifecycle {
     }
 }
 
+/// The leases whose hidden keys are still to be deleted: why each was revoked (what its watch
+/// events say), and the last key deleted.
+#[derive(Debug, Default)]
+pub(crate) struct Reaping {
+    cursors: BTreeMap<LeaseId, (RevokeCause, Option<Vec<u8>>)>,
+}
+
+impl Reaping {
+    /// Starts reaping `id` (from its first key), unless it is already.
+    pub(crate) fn add(&mut self, id: LeaseId, cause: RevokeCause) {
+        self.cursors.entry(id).or_insert((cause, None));
+    }
+
+    /// Forgets every lease, then reaps `ids` from their first key (after a reload or an open).
+    /// The file does not say why they were revoked: their events say revoked.
+    pub(crate) fn reset(&mut self, ids: impl IntoIterator<Item = LeaseId>) {
+        self.cursors.clear();
+        for id in ids {
+            self.add(id, RevokeCause::Revoked);
+        }
+    }
+
+    /// The lease to reap next (`only` if given and pending), why it was revoked, and where to
+    /// resume.
+    pub(crate) fn next(
+        &self,
+        only: Option<LeaseId>,
+    ) -> Option<(LeaseId, RevokeCause, Option<Vec<u8>>)> {
+        let (id, (cause, cursor)) = match only {
+            Some(id) => (id, self.cursors.get(&id)?),
+            None => self.cursors.first_key_value().map(|(&id, c)| (id, c))?,
+        };
+        Some((id, *cause, cursor.clone()))
+    }
+
+    /// A step on `id` deleted up to `last` (`None`: nothing), and `more` keys are left or not.
+    pub(crate) fn advanced(&mut self, id: LeaseId, last: Option<Vec<u8>>, more: bool) {
+        if !more {
+            self.cursors.remove(&id);
+            return;
+        }
+        if let (Some((_, cursor)), Some(last)) = (self.cursors.get_mut(&id), last) {
+            // Steps on one lease are serialised by the writer lock, but their bookkeeping is
+            // not: keep the furthest.
+            if cursor.as_ref().is_none_or(|c| *c < last) {
+                *cursor = Some(last);
+            }
+        }
+    }
+
+    /// Whether lease `id` has keys left.
+    pub(crate) fn contains(&self, id: LeaseId) -> bool {
+        self.cursors.contains_key(&id)
+    }
+
+    /// Whether no lease has keys left.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.cursors.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +383,38 @@ mod tests {
         assert!(life.claim_for_regrant(&table, id(1), 10).unwrap());
         life.regrant_applied(id(1));
         assert_eq!(life.next_due(&ExpiryQueue::new()), None);
+    }
+}
+
+#[cfg(test)]
+mod reaping_tests {
+    use super::*;
+
+    fn id(n: u64) -> LeaseId {
+        LeaseId::new(n).unwrap()
+    }
+
+    #[test]
+    fn cursors_move_forward_and_end_with_the_last_chunk() {
+        let mut r = Reaping::default();
+        r.add(id(7), RevokeCause::Expired);
+        r.add(id(3), RevokeCause::Revoked);
+        assert_eq!(r.next(None), Some((id(3), RevokeCause::Revoked, None)));
+        r.advanced(id(3), Some(b"/b".to_vec()), true);
+        // A step that ran late with an older cursor does not move it back.
+        r.advanced(id(3), Some(b"/a".to_vec()), true);
+        let at_b = Some((id(3), RevokeCause::Revoked, Some(b"/b".to_vec())));
+        assert_eq!(r.next(Some(id(3))), at_b);
+        // Adding again does not restart it.
+        r.add(id(3), RevokeCause::Expired);
+        assert_eq!(r.next(Some(id(3))), at_b);
+        r.advanced(id(3), None, false);
+        assert!(!r.contains(id(3)));
+        assert_eq!(r.next(None), Some((id(7), RevokeCause::Expired, None)));
+        assert_eq!(r.next(Some(id(3))), None);
+        r.reset([id(9)]);
+        assert_eq!(r.next(None), Some((id(9), RevokeCause::Revoked, None)));
+        r.advanced(id(9), Some(b"/z".to_vec()), false);
+        assert!(r.is_empty());
     }
 }

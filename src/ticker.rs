@@ -206,7 +206,7 @@ fn pass(core: &Engine, state: &mut State) -> Option<Duration> {
     // that leases falling due meanwhile wait no longer than a chunk.
     let mut reaping = false;
     if result.is_ok() {
-        match core.reap_step() {
+        match crate::reap::step(core, None) {
             Ok(more) => reaping = more,
             Err(e) => result = Err(e),
         }
