@@ -76,7 +76,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, never, select};
 use futures_core::Stream;
@@ -116,11 +116,19 @@ pub struct KeepAliveResponse {
 #[non_exhaustive]
 pub enum EndReason {
     /// The lease was revoked by [`Lessor::revoke`](crate::Lessor::revoke) (from any handle or
-    /// thread) while it was alive.
+    /// thread) while it was alive. On [`EtcdLessor`](crate::EtcdLessor): revoked through the
+    /// same connection, or etcd answered a renewal, before the keep-alive's local deadline,
+    /// that the lease is gone.
     Revoked,
     /// The lease expired: its deadline passed before a renewal (the clock jumped, or the
     /// keep-alive thread was held up for a whole TTL), or an expired lease was revoked by expiry or
     /// replaced by [`grant_with_id`](crate::Lessor::grant_with_id).
+    ///
+    /// On [`EtcdLessor`](crate::EtcdLessor): the keep-alive's local deadline
+    /// ([`KeepAlive::deadline`]) passed without a newer successful renewal (etcd unreachable,
+    /// frozen or too slow), at the deadline and whatever the network does then; an answer
+    /// that comes later is not read. The lease may still live on the server a little longer,
+    /// but no one should rely on holding it.
     Expired,
     /// [`KeepAlive::cancel`] was called, or the handle dropped. The lease was not revoked (unless
     /// the keep-alive was started with [`revoke_on_drop`](KeepAliveOptions::revoke_on_drop)).
@@ -349,6 +357,8 @@ pub(crate) trait RemoteKeepAlive: Send + Sync {
     /// Revokes the lease for [`KeepAliveOptions::revoke_on_drop`]; errors are ignored, and a
     /// backend that is closed does nothing.
     fn revoke(&self, id: LeaseId);
+    /// The local deadline: when the lease ends, as of the last renewal the backend confirmed.
+    fn deadline(&self) -> Instant;
 }
 
 impl KeepAlive {
@@ -436,6 +446,58 @@ impl KeepAlive {
                     remote.revoke(self.id);
                 }
             }
+        }
+    }
+
+    /// The lease's deadline as this keep-alive knows it: the time until which its lease is
+    /// alive for sure, for a holder to fence its work (stop writing under the lock a safety
+    /// margin before it). `None` once the keep-alive has ended as revoked, expired, lost or
+    /// closed: the lease is gone, or nothing vouches for it any more. While the keep-alive
+    /// runs, and after it was cancelled or finished, the deadline of the last renewal.
+    ///
+    /// - On [`EtcdLessor`](crate::EtcdLessor), the *local deadline*: the time the last
+    ///   successful renewal was sent plus the TTL etcd returned, on this process's monotonic
+    ///   clock. etcd's own deadline is later (it renewed on receipt), so a holder that stops
+    ///   by this instant has stopped before any other client can take the lease, clock drift
+    ///   aside. When it passes without a newer renewal, the keep-alive ends as
+    ///   [`EndReason::Expired`] at once.
+    /// - On [`Lessor`](crate::Lessor), the lease's deadline in the lease table (whoever renewed
+    ///   it last), read on the lessor's [`Clock`](crate::Clock) and mapped to an [`Instant`]
+    ///   as of this call: with a [`ManualClock`](crate::ManualClock) it moves only when that
+    ///   clock does.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use lessor::Lessor;
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let lease = lessor.grant(Duration::from_secs(10))?;
+    /// let ka = lessor.keep_alive(lease.id)?;
+    /// let margin = Duration::from_millis(500);
+    /// // Do a piece of work under the lease only if it will still be held when it is done.
+    /// let held = ka.deadline().is_some_and(|d| Instant::now() + margin < d);
+    /// assert!(held);
+    /// lessor.revoke(lease.id)?;
+    /// assert_eq!(ka.deadline(), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.ended() {
+            None | Some(EndReason::Cancelled | EndReason::Finished) => {}
+            Some(_) => return None,
+        }
+        match &self.driver {
+            Driver::Local { core, .. } => {
+                let deadline = core.table.deadline_of(self.id)?;
+                let (now, at) = (core.now(), Instant::now());
+                if deadline >= now {
+                    at.checked_add(Duration::from_nanos(deadline - now))
+                } else {
+                    at.checked_sub(Duration::from_nanos(now - deadline))
+                }
+            }
+            Driver::Remote(remote) => Some(remote.deadline()),
         }
     }
 

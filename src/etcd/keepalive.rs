@@ -6,14 +6,28 @@
 //! reason is set (compare-and-swap from running) before the task drops its sending end, and
 //! responses replace an unread one ([`offer_latest`]).
 //!
-//! Why it ends: the handle's `cancel` (reason set there), this handle's `revoke` of the lease
-//! or `close` (reason set by `Core`), `run_for` (finished), or the task's own findings: etcd
-//! answers TTL 0 (the lease is gone: revoked if that comes before the lease's deadline as
-//! this task last set it, expired after), or etcd cannot be reached until that deadline
-//! passes (expired). A broken stream is reopened (which renews too) until then.
+//! # The local deadline
+//!
+//! The task keeps the lease's deadline as this client can prove it: the time the last
+//! successful renewal was *sent* plus the TTL etcd returned for it (conservative, as etcd's Go
+//! client: the server renewed the lease no earlier than that). The handle reads it
+//! ([`KeepAlive::deadline`]) from a [`LocalDeadline`] the task writes after each renewal.
+//! Invariants:
+//! - The task always waits on a timer at the local deadline, while it sleeps between renewals
+//!   and while a renewal or reconnect is in flight: when it passes, the keep-alive ends at once
+//!   as [`EndReason::Expired`], whatever the network does.
+//! - Every renewal and reconnect runs under a timeout below the TTL ([`attempt_limit`]); one
+//!   that fails or times out drops the stream and is retried (on a new stream) after
+//!   [`RETRY`] at most, until the local deadline.
+//! - [`EndReason::Revoked`] only when etcd answered a renewal, before the local deadline, that
+//!   the lease is gone (TTL 0, or not found on reconnect). An answer after the deadline is never
+//!   read: the deadline's timer wins, and its reason is final.
+//!
+//! Why else it ends: the handle's `cancel` (reason set there), this handle's `revoke` of the
+//! lease or `close` (reason set by `Core`), `run_for` (finished).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU8;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -21,7 +35,7 @@ use etcd_client as etcd;
 use tokio::sync::Notify;
 
 use super::convert::{self, error, raw_id};
-use super::{Core, RENEWERS, until};
+use super::{Core, RENEWERS};
 use crate::error::{Error, Result};
 use crate::keepalive::{
     EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, RUNNING, RemoteKeepAlive, Wakers,
@@ -30,7 +44,43 @@ use crate::keepalive::{
 use crate::lease::LeaseId;
 
 /// How long a broken keep-alive waits before reopening its stream, at most.
-const RETRY: Duration = Duration::from_millis(500);
+const RETRY: Duration = Duration::from_millis(200);
+
+/// The shortest time a renewal or reconnect of a keep-alive is given before it is retried.
+const MIN_ATTEMPT: Duration = Duration::from_millis(200);
+
+/// How long one renewal or reconnect of a keep-alive may take: a third of the TTL, at most the
+/// connection's request timeout, at least [`MIN_ATTEMPT`]. Below the TTL (etcd's TTLs are whole
+/// seconds, so at least 1 s), so that a lost request leaves time to retry before the deadline.
+fn attempt_limit(ttl: Duration, request_timeout: Duration) -> Duration {
+    (ttl / 3).min(request_timeout).max(MIN_ATTEMPT)
+}
+
+/// The local deadline of one keep-alive, shared by its task (the only writer) and its handle:
+/// nanoseconds after `base`. Lock-free; a reader sees the latest renewal's deadline or the one
+/// before.
+pub(crate) struct LocalDeadline {
+    base: Instant,
+    nanos: AtomicU64,
+}
+
+impl LocalDeadline {
+    fn new(at: Instant) -> LocalDeadline {
+        LocalDeadline {
+            base: at,
+            nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn set(&self, at: Instant) {
+        let nanos = nanos(at.saturating_duration_since(self.base));
+        self.nanos.store(nanos, Ordering::Release);
+    }
+
+    fn get(&self) -> Instant {
+        self.base + Duration::from_nanos(self.nanos.load(Ordering::Acquire))
+    }
+}
 
 /// A running keep-alive, as the registry sees it.
 pub(crate) struct Entry {
@@ -46,6 +96,8 @@ pub(crate) struct Renewer {
     stream: etcd::LeaseKeepAliveStream,
     /// The lease's TTL as etcd last reported it.
     ttl: Duration,
+    /// When the renewal that reported `ttl` was sent.
+    sent: Instant,
     used: Instant,
 }
 
@@ -81,6 +133,7 @@ async fn open(core: &Core, id: LeaseId) -> Result<Renewer> {
         .keep_alive(raw_id(id))
         .await
         .map_err(|e| error(e, Some(id)))?;
+    let sent = Instant::now();
     match renew_on(&mut keeper, &mut stream)
         .await
         .map_err(|e| error(e, Some(id)))?
@@ -89,6 +142,7 @@ async fn open(core: &Core, id: LeaseId) -> Result<Renewer> {
             keeper,
             stream,
             ttl,
+            sent,
             used: Instant::now(),
         }),
         Renewal::Gone => Err(Error::LeaseNotFound(id)),
@@ -128,7 +182,9 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
     let renewer = core.run(open(core, id))?;
     let ttl = renewer.ttl;
     let interval = Duration::from_nanos(opts.interval_for(nanos(ttl))?);
-    let started = Instant::now();
+    let started = renewer.sent;
+    let deadline = Arc::new(LocalDeadline::new(started));
+    deadline.set(started + ttl);
     let (tx, responses) = crossbeam_channel::bounded(1);
     offer_latest(&tx, &responses, KeepAliveResponse { id, ttl });
     let reason = Arc::new(AtomicU8::new(RUNNING));
@@ -149,6 +205,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
         interval,
         stop_at: opts.run_for_limit().map(|d| started + d),
         last_renewed: started,
+        deadline: Arc::clone(&deadline),
         reason: Arc::clone(&reason),
         wakers: Arc::clone(&wakers),
         stop: Arc::clone(&stop),
@@ -175,6 +232,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
         Box::new(Driver {
             core: Arc::clone(core),
             stop,
+            deadline,
         }),
     ))
 }
@@ -183,6 +241,7 @@ pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Re
 struct Driver {
     core: Arc<Core>,
     stop: Arc<Notify>,
+    deadline: Arc<LocalDeadline>,
 }
 
 impl RemoteKeepAlive for Driver {
@@ -195,6 +254,10 @@ impl RemoteKeepAlive for Driver {
             let _ = self.core.revoke(id);
         }
     }
+
+    fn deadline(&self) -> Instant {
+        self.deadline.get()
+    }
 }
 
 /// A keep-alive's task; see the module docs.
@@ -206,8 +269,11 @@ struct Task {
     ttl: Duration,
     interval: Duration,
     stop_at: Option<Instant>,
-    /// When the last renewal that etcd confirmed was sent: the lease lives until this + TTL.
+    /// When the last renewal that etcd confirmed was sent: the lease lives until this + TTL,
+    /// the local deadline.
     last_renewed: Instant,
+    /// The local deadline, as the handle reads it.
+    deadline: Arc<LocalDeadline>,
     reason: Arc<AtomicU8>,
     /// Woken after each response, and when the task ends or is dropped (with the runtime).
     wakers: Arc<Wakers>,
@@ -226,62 +292,78 @@ impl Drop for Task {
     }
 }
 
+/// What one renewal attempt of a keep-alive found; `Err` for a broken stream, a failed
+/// reconnect or any other error (retried until the local deadline).
+async fn attempt(
+    core: &Core,
+    id: LeaseId,
+    stream: &mut Option<(etcd::LeaseKeeper, etcd::LeaseKeepAliveStream)>,
+) -> std::result::Result<Renewal, ()> {
+    match stream.as_mut() {
+        Some((keeper, s)) => renew_on(keeper, s).await.map_err(drop),
+        None => match open(core, id).await {
+            Ok(r) => {
+                *stream = Some((r.keeper, r.stream));
+                Ok(Renewal::Alive(r.ttl))
+            }
+            Err(Error::LeaseNotFound(_)) => Ok(Renewal::Gone),
+            Err(_) => Err(()),
+        },
+    }
+}
+
 impl Task {
     async fn run(mut self, renewer: Renewer) {
         let mut stream = Some((renewer.keeper, renewer.stream));
         let mut next = self.last_renewed + self.interval;
-        loop {
+        // `None`: the reason was set by whoever stopped the task.
+        let ended = loop {
+            let deadline = tokio::time::Instant::from_std(self.last_renewed + self.ttl);
             let at = self.stop_at.map_or(next, |s| next.min(s));
+            // `biased`: a stop, then the deadline, win over a renewal ready at the same poll.
             tokio::select! {
-                _ = self.stop.notified() => break, // the reason is set already
-                _ = tokio::time::sleep(until(at)) => {}
+                biased;
+                () = self.stop.notified() => break None,
+                () = tokio::time::sleep_until(deadline) => break Some(EndReason::Expired),
+                () = tokio::time::sleep_until(at.into()) => {}
             }
             let finishing = self.stop_at.is_some_and(|s| Instant::now() >= s);
             let sent = Instant::now();
-            let outcome = match stream.as_mut() {
-                Some((keeper, s)) => renew_on(keeper, s).await,
-                None => match open(&self.core, self.id).await {
-                    Ok(r) => {
-                        stream = Some((r.keeper, r.stream));
-                        Ok(Renewal::Alive(r.ttl))
-                    }
-                    Err(Error::LeaseNotFound(_)) => Ok(Renewal::Gone),
-                    Err(_) => Err(etcd::Error::LeaseKeepAliveError("reconnect failed".into())),
-                },
+            let limit = attempt_limit(self.ttl, self.core.options.request_timeout);
+            let outcome = tokio::select! {
+                biased;
+                () = self.stop.notified() => break None,
+                () = tokio::time::sleep_until(deadline) => break Some(EndReason::Expired),
+                outcome = tokio::time::timeout(limit, attempt(&self.core, self.id, &mut stream)) => {
+                    outcome.unwrap_or(Err(()))
+                }
             };
             match outcome {
                 Ok(Renewal::Alive(ttl)) => {
                     self.ttl = ttl;
                     self.last_renewed = sent;
+                    self.deadline.set(sent + ttl);
                     if let Some(tx) = &self.tx {
                         offer_latest(tx, &self.rx, KeepAliveResponse { id: self.id, ttl });
                         self.wakers.response();
                     }
                     if finishing {
-                        set_reason(&self.reason, EndReason::Finished);
-                        break;
+                        break Some(EndReason::Finished);
                     }
                     next = sent + self.interval;
                 }
-                Ok(Renewal::Gone) => {
-                    let deadline = self.last_renewed + self.ttl;
-                    let reason = if sent < deadline {
-                        EndReason::Revoked
-                    } else {
-                        EndReason::Expired
-                    };
-                    set_reason(&self.reason, reason);
-                    break;
-                }
-                Err(_) => {
-                    if Instant::now() >= self.last_renewed + self.ttl {
-                        set_reason(&self.reason, EndReason::Expired);
-                        break;
-                    }
-                    stream = None; // reopen at the next attempt
+                // Answered before the local deadline (the timer above would have won): the
+                // lease was revoked, by another client or through etcd.
+                Ok(Renewal::Gone) => break Some(EndReason::Revoked),
+                Err(()) => {
+                    // The stream may still deliver the lost answer: open another.
+                    stream = None;
                     next = Instant::now() + self.interval.min(RETRY);
                 }
             }
+        };
+        if let Some(reason) = ended {
+            set_reason(&self.reason, reason);
         }
         self.core.unregister(self.key);
         // `self` drops here, after the reason was set: the handle's channel disconnects and
@@ -292,4 +374,35 @@ impl Task {
 /// A duration in nanoseconds, saturating.
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_time_out_below_the_ttl() {
+        let secs = Duration::from_secs;
+        // A third of the TTL, capped by the request timeout, raised to the floor.
+        assert_eq!(attempt_limit(secs(3), secs(5)), secs(1));
+        assert_eq!(attempt_limit(secs(60), secs(5)), secs(5));
+        assert_eq!(attempt_limit(secs(3), Duration::ZERO), MIN_ATTEMPT);
+        for ttl in 1..=120 {
+            assert!(attempt_limit(secs(ttl), secs(5)) < secs(ttl));
+        }
+    }
+
+    #[test]
+    fn the_local_deadline_reads_what_was_set() {
+        let base = Instant::now();
+        let d = LocalDeadline::new(base);
+        assert_eq!(d.get(), base);
+        d.set(base + Duration::from_millis(2500));
+        assert_eq!(d.get(), base + Duration::from_millis(2500));
+        // Before the base (never, as the task only moves forward): saturates to it.
+        if let Some(earlier) = base.checked_sub(Duration::from_secs(1)) {
+            d.set(earlier);
+            assert_eq!(d.get(), base);
+        }
+    }
 }

@@ -31,7 +31,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_client as etcd;
 use parking_lot::{Mutex, RwLock};
@@ -135,11 +135,14 @@ impl fmt::Debug for EtcdOptions {
 ///   confirming the watch, ends the watch with [`WatchEnd::Compacted`](crate::WatchEnd::Compacted).
 ///   A broken stream is reopened from the revision after the last event received, so nothing
 ///   is missed.
-/// - **Keep-alives** run on etcd's keep-alive stream. A lease revoked through this handle ends
-///   them as [`EndReason::Revoked`] at once. When etcd answers that the lease is gone, the
-///   reason is inferred from time: before the lease's deadline (as this handle saw it) it was
-///   revoked by another client ([`EndReason::Revoked`]), after it, it expired. If etcd cannot
-///   be reached for a whole TTL, the keep-alive ends as [`EndReason::Expired`].
+/// - **Keep-alives** run on etcd's keep-alive stream, with a *local deadline*
+///   ([`KeepAlive::deadline`]): the time the last successful renewal was sent plus the TTL
+///   etcd returned. When it passes without a newer renewal (etcd unreachable, frozen, or
+///   answering too late), the keep-alive ends at once as [`EndReason::Expired`], whatever the
+///   network does; each renewal and reconnect times out well before it (a third of the TTL, at
+///   most [`EtcdOptions::request_timeout`]) and is retried. A lease revoked through this handle
+///   ends them as [`EndReason::Revoked`] at once; one that etcd says is gone, in an answer that
+///   came before the local deadline, too (revoked by another client).
 /// - **Errors**: an unreachable cluster, a lost leader or a timeout is [`Error::Unavailable`]
 ///   (the transport's error attached); other refusals without a variant of ours are
 ///   [`Error::Backend`]. Key and value sizes are etcd's to limit.
@@ -882,11 +885,6 @@ fn refuse_inside_runtime() -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// The time left before `deadline`, or zero.
-fn until(deadline: Instant) -> Duration {
-    deadline.saturating_duration_since(Instant::now())
 }
 
 impl fmt::Debug for EtcdLessor {
