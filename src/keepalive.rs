@@ -116,7 +116,7 @@ pub struct KeepAliveResponse {
 #[non_exhaustive]
 pub enum EndReason {
     /// The lease was revoked by [`Lessor::revoke`](crate::Lessor::revoke) (from any handle or
-    /// thread) while it was alive. On [`EtcdLessor`](crate::EtcdLessor): revoked through the
+    /// thread) while it was alive. On `EtcdLessor` (feature `etcd`): revoked through the
     /// same connection, or etcd answered a renewal, before the keep-alive's local deadline,
     /// that the lease is gone.
     Revoked,
@@ -124,7 +124,7 @@ pub enum EndReason {
     /// keep-alive thread was held up for a whole TTL), or an expired lease was revoked by expiry or
     /// replaced by [`grant_with_id`](crate::Lessor::grant_with_id).
     ///
-    /// On [`EtcdLessor`](crate::EtcdLessor): the keep-alive's local deadline
+    /// On `EtcdLessor` (feature `etcd`): the keep-alive's local deadline
     /// ([`KeepAlive::deadline`]) passed without a newer successful renewal (etcd unreachable,
     /// frozen or too slow), at the deadline and whatever the network does then; an answer
     /// that comes later is not read. The lease may still live on the server a little longer,
@@ -455,7 +455,7 @@ impl KeepAlive {
     /// closed: the lease is gone, or nothing vouches for it any more. While the keep-alive
     /// runs, and after it was cancelled or finished, the deadline of the last renewal.
     ///
-    /// - On [`EtcdLessor`](crate::EtcdLessor), the *local deadline*: the time the last
+    /// - On `EtcdLessor` (feature `etcd`), the *local deadline*: the time the last
     ///   successful renewal was sent plus the TTL etcd returned, on this process's monotonic
     ///   clock. etcd's own deadline is later (it renewed on receipt), so a holder that stops
     ///   by this instant has stopped before any other client can take the lease, clock drift

@@ -516,3 +516,27 @@ fn a_hundred_thousand_keep_alives() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn deadline_is_the_lease_deadline_on_the_lessor_clock_and_none_once_it_ended() {
+    let (l, clock) = lessor();
+    let lease = l.grant(secs(9)).unwrap();
+    let ka = l.keep_alive(lease.id).unwrap();
+    // The manual clock stands still: the deadline is 9 s from the call, mapped to an Instant.
+    let (before, d, after) = (Instant::now(), ka.deadline().unwrap(), Instant::now());
+    assert!(before + secs(9) <= d && d <= after + secs(9), "{d:?}");
+    // 5 s on the lessor's clock (a renewal on the way): 4 s left, then 9 again once renewed.
+    assert_eq!(next_response(&ka), response(lease.id, secs(9))); // the first renewal's
+    clock.advance(secs(5));
+    next_response(&ka);
+    let (before, d, after) = (Instant::now(), ka.deadline().unwrap(), Instant::now());
+    assert!(before + secs(9) <= d && d <= after + secs(9), "{d:?}");
+    // Cancelled: the lease lives on until its deadline, which the handle still gives.
+    ka.cancel();
+    assert!(ka.deadline().is_some());
+    // Ended as expired or revoked: no deadline.
+    let ka = l.keep_alive(lease.id).unwrap();
+    clock.advance(secs(30));
+    assert_eq!(wait_ended(&ka), Some(EndReason::Expired));
+    assert_eq!(ka.deadline(), None);
+}

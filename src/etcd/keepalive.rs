@@ -9,8 +9,9 @@
 //! # The local deadline
 //!
 //! The task keeps the lease's deadline as this client can prove it: the time the last
-//! successful renewal was *sent* plus the TTL etcd returned for it (conservative, as etcd's Go
-//! client: the server renewed the lease no earlier than that). The handle reads it
+//! successful renewal was *sent* plus the TTL etcd returned for it: the server renewed the lease
+//! no earlier than that, so this is never later than etcd's own deadline (clock drift aside).
+//! etcd's Go client measures from the answer's arrival instead; see `docs/design.md`. The handle reads it
 //! ([`KeepAlive::deadline`]) from a [`LocalDeadline`] the task writes after each renewal.
 //! Invariants:
 //! - The task always waits on a timer at the local deadline, while it sleeps between renewals
