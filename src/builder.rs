@@ -177,7 +177,8 @@ impl Builder {
     ///   write, as if deleted: readers see the revocation whole, at once;
     /// - later requests delete the hidden keys, `keys` at a time, each at a revision of its own.
     ///   Other writers and expiry batches go between them. [`Lessor::revoke`] returns once every
-    ///   key is deleted; an expiry leaves the rest to the ticker (or to the next
+    ///   key is deleted (if storage fails meanwhile, it still returns the revocation it made,
+    ///   and the ticker deletes the rest after the reload); an expiry leaves the rest to the ticker (or to the next
     ///   [`Lessor::revoke_expired`]); after a crash or a close, the next open resumes;
     /// - what differs from a revocation in one request: a watcher gets the deletions of the
     ///   hidden keys at the later revisions, chunk by chunk; the lease's

@@ -359,8 +359,13 @@ impl Lessor {
         let core = self.core()?;
         let revision = core.revoke(id)?;
         // A lease with more keys than `revoke_chunk_size`: they are hidden already, and deleted
-        // here, chunk by chunk, before the call returns (`reap.rs`).
-        crate::reap::lease(core, id)?;
+        // here, chunk by chunk, before the call returns (`reap.rs`). The revocation stands
+        // whatever happens to them: if storage fails meanwhile, the ticker finishes them once
+        // the database is reloaded, so this call still reports the revocation it made.
+        if let Err(e) = crate::reap::lease(core, id) {
+            tracing::warn!(lease = id.get(), error = %e, "deleting a revoked lease's keys failed; resumed later");
+            core.wake_ticker(0);
+        }
         Ok(revision)
     }
 

@@ -411,20 +411,6 @@ impl Base {
         }
         Ok(())
     }
-
-    /// The keys attached to `lease` in the snapshot.
-    fn lease_key_range(&self, lease: u64, out: &mut BTreeMap<Vec<u8>, bool>) -> Result<()> {
-        let start: (u64, &[u8]) = (lease, &[]);
-        for entry in self.lease_keys.range(start..)? {
-            let (k, _) = entry?;
-            let (l, key) = k.value();
-            if l != lease {
-                break;
-            }
-            out.insert(key.to_vec(), true);
-        }
-        Ok(())
-    }
 }
 
 /// Overlay layers, newest first, over a base: what a request or a read sees.
@@ -643,22 +629,7 @@ impl Layers<'_> {
 
     /// The keys attached to lease `id`, in key order.
     pub(crate) fn lease_keys(&self, id: LeaseId) -> Result<Vec<Vec<u8>>> {
-        let lease = id.get();
-        let mut merged = BTreeMap::new();
-        self.base.lease_key_range(lease, &mut merged)?;
-        for o in self.overlays.iter().rev().flatten() {
-            let from = (lease, Vec::new());
-            for ((l, key), &present) in o.lease_keys.range(from..) {
-                if *l != lease {
-                    break;
-                }
-                merged.insert(key.clone(), present);
-            }
-        }
-        Ok(merged
-            .into_iter()
-            .filter_map(|(k, present)| present.then_some(k))
-            .collect())
+        self.lease_keys_from(id, None, usize::MAX)
     }
 
     /// How many keys there are, and how many of them are attached to a lease.
@@ -875,11 +846,7 @@ impl Tables<'_> {
         chunk: usize,
         revision: u64,
     ) -> Result<(Vec<Vec<u8>>, bool)> {
-        let mut keys = self
-            .layers()
-            .lease_keys_from(id, None, chunk.saturating_add(1))?;
-        let more = keys.len() > chunk;
-        keys.truncate(chunk);
+        let (keys, more) = self.next_chunk(id, None, chunk)?;
         // Deleting a record that is not there deletes nothing: no need to look first.
         self.active.set_lease(id.get(), None);
         if more {
@@ -896,15 +863,26 @@ impl Tables<'_> {
         after: Option<&[u8]>,
         chunk: usize,
     ) -> Result<(Vec<Vec<u8>>, bool)> {
+        let (keys, more) = self.next_chunk(id, after, chunk)?;
+        if !more {
+            self.active.set_revoking(id.get(), None);
+        }
+        Ok((self.delete_attached(id, keys)?, more))
+    }
+
+    /// Up to `chunk` keys of lease `id` after `after`, and whether more are left.
+    fn next_chunk(
+        &self,
+        id: LeaseId,
+        after: Option<&[u8]>,
+        chunk: usize,
+    ) -> Result<(Vec<Vec<u8>>, bool)> {
         let mut keys = self
             .layers()
             .lease_keys_from(id, after, chunk.saturating_add(1))?;
         let more = keys.len() > chunk;
         keys.truncate(chunk);
-        if !more {
-            self.active.set_revoking(id.get(), None);
-        }
-        Ok((self.delete_attached(id, keys)?, more))
+        Ok((keys, more))
     }
 
     /// Deletes `keys`, listed in lease `id`'s index, and their index entries.
