@@ -1,16 +1,16 @@
 //! The `lessor` command-line tool: the real binary, run against real database files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{id, secs, test_dir};
 use lessor::Lessor;
 use serde_json::Value;
+use support::{id, secs, test_dir};
 
 /// Exit codes, as `lessor --help` documents them.
 const OK: i32 = 0;

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use lessor::crossbeam_channel::RecvTimeoutError;
 use lessor::{DeleteCause, Error, KeyValue, LeaseId, WatchEvent};
 use serde::Serialize;
 

@@ -1,7 +1,7 @@
 //! Durations as people type and read them: `10s`, `500ms`, `2m`, `1m30s`, `9.8s`.
 //!
 //! Parsing accepts a plain number of seconds or one or more `NUMBER UNIT` parts, so that
-//! everything [`format`] prints parses back. Formatting rounds down: a lease shown with `9.8s`
+//! everything [`format()`] prints parses back. Formatting rounds down: a lease shown with `9.8s`
 //! left has at least that long.
 
 use std::time::Duration;
