@@ -210,9 +210,20 @@ impl LessorServe {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server with SIGTERM; returns its exit status and the rest of its stderr.
     pub fn stop(&mut self) -> (ExitStatus, Vec<String>) {
         signal(self.child.id(), "TERM");
+        self.stop_after_signal()
+    }
+
+    /// Waits for the server to exit after a signal sent to it; its status and the rest of its
+    /// stderr.
+    pub fn stop_after_signal(&mut self) -> (ExitStatus, Vec<String>) {
         let status = wait_exit(&mut self.child, Duration::from_secs(20))
             .expect("lessor serve stops within 20 s of SIGTERM");
         (status, self.stderr.rest(Duration::from_secs(5)))
