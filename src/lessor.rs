@@ -534,6 +534,38 @@ impl Lessor {
             })
     }
 
+    /// Reads every key from `start` up to `end`, in key order, with the revision the read saw:
+    /// etcd's range `[key, range_end)`. `end` is excluded; `None` reads every key from `start`
+    /// on. A prefix is the range from the prefix to the first key after all the keys that
+    /// start with it; [`range_with_revision`](Self::range_with_revision) does that for you.
+    /// An `end` at or before `start` reads nothing.
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
+    ///
+    /// ```
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = lessor::Lessor::open_in_memory()?;
+    /// for key in ["/jobs/1", "/jobs/2", "/jobs/3"] {
+    ///     lessor.put(key, "queued")?;
+    /// }
+    /// let snapshot = lessor.range_between("/jobs/2", Some(b"/jobs/3"))?;
+    /// let keys: Vec<_> = snapshot.kvs.into_iter().map(|kv| kv.key).collect();
+    /// assert_eq!(keys, vec![b"/jobs/2".to_vec()]);
+    /// assert_eq!(lessor.range_between("/jobs/2", None)?.kvs.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn range_between(&self, start: impl AsRef<[u8]>, end: Option<&[u8]>) -> Result<Snapshot> {
+        let start = start.as_ref();
+        self.readable()?
+            .read(Query::Between(start, end), |view, revision| {
+                Ok(Snapshot {
+                    revision: Revision(revision),
+                    kvs: view.range_between(start, end)?,
+                })
+            })
+    }
+
     /// Watches the keys that start with `prefix` (`""`: every key) from the next change on.
     /// See [`Watch`].
     ///

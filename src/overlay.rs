@@ -269,6 +269,8 @@ pub(crate) enum Query<'q> {
     Key(&'q [u8]),
     /// The keys starting with a prefix.
     Prefix(&'q [u8]),
+    /// The keys from a start on, up to an end (excluded; `None`: no end).
+    Between(&'q [u8], Option<&'q [u8]>),
     /// The keys attached to a lease.
     LeaseKeys(LeaseId),
     /// The key counts.
@@ -303,6 +305,17 @@ impl Overlay {
                     o.kv.insert(k.clone(), v.clone());
                 }
             }
+            Query::Between(start, end) => {
+                for (k, v) in self
+                    .kv
+                    .range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
+                {
+                    if !before_end(k, end) {
+                        break;
+                    }
+                    o.kv.insert(k.clone(), v.clone());
+                }
+            }
             Query::LeaseKeys(id) => {
                 let lease = id.get();
                 for ((l, k), &present) in self.lease_keys.range((lease, Vec::new())..) {
@@ -320,6 +333,21 @@ impl Overlay {
         }
         o
     }
+}
+
+/// Whether `key` sorts before `end` (`None`: the range has no end).
+fn before_end(key: &[u8], end: Option<&[u8]>) -> bool {
+    end.is_none_or(|end| key < end)
+}
+
+/// The first key after every key that starts with `prefix`, so that the keys with that prefix
+/// are `[prefix, end)`; `None` when no key sorts after them all (the prefix is empty, or only
+/// `0xff` bytes).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let last = prefix.iter().rposition(|&b| b != 0xff)?;
+    let mut end = prefix[..=last].to_vec();
+    end[last] += 1;
+    Some(end)
 }
 
 /// A read snapshot of the file as of its last commit: the bottom layer.
@@ -399,12 +427,18 @@ impl Base {
         Ok(kv)
     }
 
-    /// Every key starting with `prefix`, in key order, with its record.
-    fn kv_range(&self, prefix: &[u8], out: &mut BTreeMap<Vec<u8>, Entry>) -> Result<()> {
-        for entry in self.kv.range::<&[u8]>(prefix..)? {
+    /// Every key from `start` up to `end` (excluded; `None`: no end), in key order, with its
+    /// record.
+    fn kv_range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        out: &mut BTreeMap<Vec<u8>, Entry>,
+    ) -> Result<()> {
+        for entry in self.kv.range::<&[u8]>(start..)? {
             let (k, v) = entry?;
             let key = k.value();
-            if !key.starts_with(prefix) {
+            if !before_end(key, end) {
                 break;
             }
             out.insert(key.to_vec(), Some(v.value().to_vec()));
@@ -498,16 +532,21 @@ impl Layers<'_> {
 
     /// Every key starting with `prefix`, in key order.
     pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
+        self.range_between(prefix, prefix_end(prefix).as_deref())
+    }
+
+    /// Every key from `start` up to `end` (excluded; `None`: no end), in key order.
+    pub(crate) fn range_between(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
         let mut merged = BTreeMap::new();
-        self.base.kv_range(prefix, &mut merged)?;
+        self.base.kv_range(start, end, &mut merged)?;
         // The keys an overlay wrote, over the file's: `None` once the file's record is no
         // longer what the read sees.
         let mut written = BTreeMap::new();
         for o in self.overlays.iter().rev().flatten() {
             for (k, v) in
-                o.kv.range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                o.kv.range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
             {
-                if !k.starts_with(prefix) {
+                if !before_end(k, end) {
                     break;
                 }
                 merged.remove(k);
@@ -711,6 +750,12 @@ impl Tables<'_> {
     /// Reads every key starting with `prefix`, in key order, seeing this request's writes.
     pub(crate) fn range(&self, prefix: &[u8]) -> Result<Vec<KeyValue>> {
         self.layers().range(prefix)
+    }
+
+    /// Reads every key from `start` up to `end` (excluded; `None`: no end), in key order,
+    /// seeing this request's writes.
+    pub(crate) fn range_between(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
+        self.layers().range_between(start, end)
     }
 
     /// Stores lease `id`'s record.

@@ -46,7 +46,8 @@ pub(crate) enum Target {
     Lease(CmpOp, u64),
 }
 
-/// A condition on one key, checked inside a [`Txn`](crate::Txn).
+/// A condition on one key (or, with [`over_range`](Compare::over_range), on every key of a
+/// range), checked inside a [`Txn`](crate::Txn).
 ///
 /// As in etcd, a missing key has version, create revision and mod revision 0 and no lease, so
 /// `Compare::create_revision(key, CmpOp::Equal, Revision::new(0))` means "the key does not
@@ -55,6 +56,9 @@ pub(crate) enum Target {
 pub struct Compare {
     pub(crate) key: Vec<u8>,
     pub(crate) target: Target,
+    /// `None`: the key alone. `Some(end)`: every key of `[key, end)` (`end` `None`: every key
+    /// from `key` on).
+    pub(crate) range_end: Option<Option<Vec<u8>>>,
 }
 
 impl Compare {
@@ -93,10 +97,49 @@ impl Compare {
         Compare::new(key, Target::Lease(op, lease.map_or(0, LeaseId::get)))
     }
 
+    /// The same comparison over every key from this one up to `end` (excluded; `None`: every
+    /// key from this one on), as etcd's compare with a `range_end`: it holds when it holds for
+    /// each key of the range; over a range with no key, it is checked as for one missing key
+    /// (so a value comparison fails, and `absent` holds). The range's first key may be empty.
+    ///
+    /// ```
+    /// use lessor::{CmpOp, Compare, Lessor, Op, Revision};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// lessor.put("/queue/1", "a")?;
+    /// // "no key under /queue/ changed since revision 1"
+    /// let unchanged = Compare::mod_revision("/queue/", CmpOp::Less, Revision::new(2))
+    ///     .over_range(Some(b"/queue0"));
+    /// assert!(lessor.txn().when(unchanged.clone()).commit()?.succeeded);
+    /// lessor.put("/queue/2", "b")?;
+    /// assert!(!lessor.txn().when(unchanged).commit()?.succeeded);
+    /// # Ok(()) }
+    /// ```
+    pub fn over_range(mut self, end: Option<&[u8]>) -> Compare {
+        self.range_end = Some(end.map(<[u8]>::to_vec));
+        self
+    }
+
     fn new(key: impl AsRef<[u8]>, target: Target) -> Compare {
         Compare {
             key: key.as_ref().to_vec(),
             target,
+            range_end: None,
+        }
+    }
+
+    /// Whether the comparison holds, as `tables` see the keys.
+    fn evaluate(&self, tables: &crate::overlay::Tables<'_>) -> Result<bool> {
+        match &self.range_end {
+            None => Ok(self.holds(tables.get(&self.key)?.as_ref())),
+            Some(end) => {
+                let kvs = tables.range_between(&self.key, end.as_deref())?;
+                if kvs.is_empty() {
+                    return Ok(self.holds(None));
+                }
+                Ok(kvs.iter().all(|kv| self.holds(Some(kv))))
+            }
         }
     }
 
@@ -122,6 +165,16 @@ pub(crate) enum OpKind {
     Delete,
     Get,
     Range,
+    /// `[key, end)`; `end` `None`: every key from `key` on.
+    RangeBetween {
+        end: Option<Vec<u8>>,
+    },
+    /// Deletes `[key, end)`.
+    DeleteRange {
+        end: Option<Vec<u8>>,
+    },
+    /// A transaction inside the transaction (`key` is empty).
+    Txn(Box<TxnRequest>),
 }
 
 /// One operation of a [`Txn`](crate::Txn)'s `then` or `otherwise` list.
@@ -171,6 +224,40 @@ impl Op {
         Op::new(prefix, OpKind::Range)
     }
 
+    /// Reads every key from `start` up to `end` (excluded; `None`: every key from `start` on),
+    /// in key order, seeing the writes of earlier ops: etcd's range `[key, range_end)`. Its
+    /// response is a [`TxnResponse::Range`]. `start` may be empty.
+    pub fn range_between(start: impl AsRef<[u8]>, end: Option<&[u8]>) -> Op {
+        Op::new(
+            start,
+            OpKind::RangeBetween {
+                end: end.map(<[u8]>::to_vec),
+            },
+        )
+    }
+
+    /// Deletes every key from `start` up to `end` (excluded; `None`: every key from `start` on)
+    /// that exists when the op runs, all at the transaction's revision: etcd's delete-range.
+    /// Its response is a [`TxnResponse::DeleteRange`] with the keys deleted, as they were.
+    /// `start` may be empty. A branch may not also put a key of the range (one revision cannot
+    /// hold two versions of a key).
+    pub fn delete_range(start: impl AsRef<[u8]>, end: Option<&[u8]>) -> Op {
+        Op::new(
+            start,
+            OpKind::DeleteRange {
+                end: end.map(<[u8]>::to_vec),
+            },
+        )
+    }
+
+    /// Runs a transaction inside this one, when this op runs: its comparisons see the writes
+    /// of earlier ops, and its writes share the outer transaction's revision (etcd's nested
+    /// transaction). Its response is a [`TxnResponse::Txn`]. The keys its branches may write
+    /// count as written by the branch that holds it.
+    pub fn txn(nested: TxnRequest) -> Op {
+        Op::new([], OpKind::Txn(Box::new(nested)))
+    }
+
     fn new(key: impl AsRef<[u8]>, kind: OpKind) -> Op {
         Op {
             key: key.as_ref().to_vec(),
@@ -192,8 +279,18 @@ pub enum TxnResponse {
     },
     /// The key as read.
     Get(Option<KeyValue>),
-    /// The keys under the prefix of an [`Op::range`], in key order.
+    /// The keys under the prefix of an [`Op::range`] (or in the range of an
+    /// [`Op::range_between`]), in key order.
     Range(Vec<KeyValue>),
+    /// The keys an [`Op::delete_range`] deleted, in key order, as they were before.
+    DeleteRange(Vec<KeyValue>),
+    /// What an [`Op::txn`] did.
+    Txn {
+        /// Whether its comparisons held.
+        succeeded: bool,
+        /// One response per op of the branch that ran.
+        responses: Vec<TxnResponse>,
+    },
 }
 
 /// The outcome of [`Txn::commit`](crate::Txn::commit).
@@ -266,29 +363,70 @@ impl TxnRequest {
         check_key: impl Fn(&[u8]) -> Result<()>,
         check_value: impl Fn(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        for c in &self.compares {
-            check_key(&c.key)?;
+        self.check_in(&check_key, &check_value, 0).map(|_| ())
+    }
+
+    /// [`check`](Self::check) for a transaction at nesting `depth`; returns the keys either of
+    /// its branches may write, which count as written by the enclosing branch.
+    fn check_in(
+        &self,
+        check_key: &dyn Fn(&[u8]) -> Result<()>,
+        check_value: &dyn Fn(&[u8]) -> Result<()>,
+        depth: usize,
+    ) -> Result<Writes> {
+        if depth > MAX_NESTING {
+            return Err(Error::InvalidKey(
+                "transactions are nested deeper than 64 levels",
+            ));
         }
-        for ops in [&self.then, &self.otherwise] {
-            let mut written = std::collections::HashSet::new();
-            for op in ops {
-                // A range's prefix may be empty (every key); any other key may not.
-                if !(op.kind == OpKind::Range && op.key.is_empty()) {
-                    check_key(&op.key)?;
-                }
-                if let OpKind::Put { value, .. } = &op.kind {
-                    check_value(value)?;
-                }
-                if !matches!(op.kind, OpKind::Get | OpKind::Range)
-                    && !written.insert(op.key.as_slice())
-                {
-                    return Err(Error::InvalidKey(
-                        "a transaction branch writes the same key twice",
-                    ));
-                }
+        for c in &self.compares {
+            // A range's first key may be empty (every key); a key alone may not.
+            if !(c.range_end.is_some() && c.key.is_empty()) {
+                check_key(&c.key)?;
             }
         }
-        Ok(())
+        // Either branch may run: each must be sound on its own, and the enclosing branch
+        // counts what both may write.
+        let mut union = Writes::default();
+        for ops in [&self.then, &self.otherwise] {
+            let mut branch = Writes::default();
+            for op in ops {
+                let range = matches!(
+                    op.kind,
+                    OpKind::Range | OpKind::RangeBetween { .. } | OpKind::DeleteRange { .. }
+                );
+                // A range's start may be empty (every key); any other key may not.
+                let unkeyed = matches!(op.kind, OpKind::Txn(_)) || (range && op.key.is_empty());
+                if !unkeyed {
+                    check_key(&op.key)?;
+                }
+                match &op.kind {
+                    OpKind::Put { value, .. } => {
+                        check_value(value)?;
+                        branch.key(&op.key)?;
+                        branch.puts.push(op.key.clone());
+                    }
+                    OpKind::Delete => branch.key(&op.key)?,
+                    OpKind::DeleteRange { end } => {
+                        branch.ranges.push((op.key.clone(), end.clone()));
+                    }
+                    OpKind::Txn(nested) => {
+                        let inner = nested.check_in(check_key, check_value, depth + 1)?;
+                        for key in inner.keys {
+                            branch.key(&key)?;
+                        }
+                        branch.puts.extend(inner.puts);
+                        branch.ranges.extend(inner.ranges);
+                    }
+                    OpKind::Get | OpKind::Range | OpKind::RangeBetween { .. } => {}
+                }
+            }
+            branch.check_ranges()?;
+            union.keys.extend(branch.keys);
+            union.puts.extend(branch.puts);
+            union.ranges.extend(branch.ranges);
+        }
+        Ok(union)
     }
 
     /// Runs the transaction in `batch`; `alive` says whether a lease may be put with.
@@ -297,9 +435,20 @@ impl TxnRequest {
         batch: &mut Batch<'_>,
         alive: impl Fn(LeaseId, &crate::overlay::Tables<'_>) -> Result<()>,
     ) -> Result<(bool, Vec<TxnResponse>)> {
+        self.run_in(batch, &alive, &mut None)
+    }
+
+    /// [`run`](Self::run), for a transaction whose writes share `revision` with those of the
+    /// transactions around it.
+    fn run_in(
+        &self,
+        batch: &mut Batch<'_>,
+        alive: &dyn Fn(LeaseId, &crate::overlay::Tables<'_>) -> Result<()>,
+        revision: &mut Option<u64>,
+    ) -> Result<(bool, Vec<TxnResponse>)> {
         let mut succeeded = true;
         for c in &self.compares {
-            if !c.holds(batch.tables.get(&c.key)?.as_ref()) {
+            if !c.evaluate(&batch.tables)? {
                 succeeded = false;
                 break;
             }
@@ -310,7 +459,6 @@ impl TxnRequest {
             &self.otherwise
         };
         // Every write shares one revision, taken at the first write.
-        let mut revision = None;
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.kind {
@@ -320,7 +468,7 @@ impl TxnRequest {
                     if let Some(id) = lease {
                         alive(*id, &batch.tables)?;
                     }
-                    let rev = write_revision(&mut revision, batch)?;
+                    let rev = write_revision(revision, batch)?;
                     let kv = batch.tables.put(&op.key, value, *lease, rev)?;
                     batch.changes.push(Change::Put(kv));
                     TxnResponse::Put
@@ -328,7 +476,7 @@ impl TxnRequest {
                 OpKind::Delete => {
                     let existed = batch.tables.get(&op.key)?.is_some();
                     if existed {
-                        let rev = write_revision(&mut revision, batch)?;
+                        let rev = write_revision(revision, batch)?;
                         batch.tables.delete(&op.key)?;
                         batch.changes.push(Change::Deleted {
                             key: op.key.clone(),
@@ -337,10 +485,77 @@ impl TxnRequest {
                     }
                     TxnResponse::Delete { existed }
                 }
+                OpKind::RangeBetween { end } => {
+                    TxnResponse::Range(batch.tables.range_between(&op.key, end.as_deref())?)
+                }
+                OpKind::DeleteRange { end } => {
+                    let doomed = batch.tables.range_between(&op.key, end.as_deref())?;
+                    if !doomed.is_empty() {
+                        let rev = write_revision(revision, batch)?;
+                        for kv in &doomed {
+                            batch.tables.delete(&kv.key)?;
+                            batch.changes.push(Change::Deleted {
+                                key: kv.key.clone(),
+                                revision: rev,
+                            });
+                        }
+                    }
+                    TxnResponse::DeleteRange(doomed)
+                }
+                OpKind::Txn(nested) => {
+                    let (succeeded, responses) = nested.run_in(batch, alive, revision)?;
+                    TxnResponse::Txn {
+                        succeeded,
+                        responses,
+                    }
+                }
             };
             responses.push(response);
         }
         Ok((succeeded, responses))
+    }
+}
+
+/// How deep transactions may nest in [`Op::txn`].
+const MAX_NESTING: usize = 64;
+
+/// The keys one branch of a transaction may write, to refuse writing a key twice at one
+/// revision.
+#[derive(Default)]
+struct Writes {
+    /// Keys put or deleted one by one.
+    keys: std::collections::HashSet<Vec<u8>>,
+    /// The keys put (also in `keys`).
+    puts: Vec<Vec<u8>>,
+    /// Ranges deleted: `[start, end)`.
+    ranges: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Writes {
+    /// Adds a key written by one op; an error if the branch writes it already.
+    fn key(&mut self, key: &[u8]) -> Result<()> {
+        if !self.keys.insert(key.to_vec()) {
+            return Err(Error::InvalidKey(
+                "a transaction branch writes the same key twice",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error if a key is both put and in a deleted range (deleting keys twice is fine: the
+    /// second finds them gone).
+    fn check_ranges(&self) -> Result<()> {
+        for key in &self.puts {
+            let in_range = self.ranges.iter().any(|(start, end)| {
+                key.as_slice() >= start.as_slice() && end.as_ref().is_none_or(|e| key < e)
+            });
+            if in_range {
+                return Err(Error::InvalidKey(
+                    "a transaction branch puts a key that it also deletes",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -247,3 +247,173 @@ fn a_branch_that_writes_one_key_twice_is_refused_as_etcd_does() {
         .unwrap();
     assert_eq!(l.get("/k").unwrap().unwrap().version, 1);
 }
+
+/// The keys of a list of key-values, as strings.
+fn keys(kvs: &[lessor::KeyValue]) -> Vec<String> {
+    kvs.iter()
+        .map(|kv| String::from_utf8(kv.key.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn range_between_reads_half_open_ranges_with_or_without_an_end() {
+    let l = lessor();
+    for k in ["/a", "/b", "/b/1", "/c", "/d"] {
+        l.put(k, "v").unwrap();
+    }
+    let snap = l.range_between("/b", Some(b"/c")).unwrap();
+    assert_eq!(keys(&snap.kvs), ["/b", "/b/1"]);
+    assert_eq!(snap.revision, Revision::new(5));
+    assert_eq!(
+        keys(&l.range_between("/c", None).unwrap().kvs),
+        ["/c", "/d"]
+    );
+    assert_eq!(l.range_between("", None).unwrap().kvs.len(), 5);
+    assert!(l.range_between("/c", Some(b"/b")).unwrap().kvs.is_empty());
+    assert!(l.range_between("/c", Some(b"/c")).unwrap().kvs.is_empty());
+    // A prefix of only 0xff bytes has no end: range reads it through the same code.
+    l.put([0xff, 0xff], "v").unwrap();
+    l.put([0xff, 0xff, 1], "v").unwrap();
+    assert_eq!(l.range([0xff, 0xff]).unwrap().len(), 2);
+    assert_eq!(l.range([0xff]).unwrap().len(), 2);
+}
+
+#[test]
+fn delete_range_deletes_every_key_at_one_revision_and_returns_them() {
+    let l = lessor();
+    for k in ["/q/1", "/q/2", "/q/3", "/r"] {
+        l.put(k, "v").unwrap(); // revs 1..=4
+    }
+    let watch = l.watch("").unwrap();
+    let got = l
+        .txn()
+        .then(Op::delete_range("/q/", Some(b"/q0")))
+        .then(Op::range_between("", None))
+        .commit()
+        .unwrap();
+    assert_eq!(got.revision, Revision::new(5));
+    let TxnResponse::DeleteRange(deleted) = &got.responses[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(keys(deleted), ["/q/1", "/q/2", "/q/3"]);
+    assert_eq!(deleted[0].mod_revision, Revision::new(1));
+    let TxnResponse::Range(left) = &got.responses[1] else {
+        panic!()
+    };
+    assert_eq!(keys(left), ["/r"]);
+    for _ in 0..3 {
+        assert_eq!(watch.recv().unwrap().revision(), Revision::new(5));
+    }
+    // Nothing to delete: the revision stays.
+    let none = l
+        .txn()
+        .then(Op::delete_range("/q/", Some(b"/q0")))
+        .commit()
+        .unwrap();
+    assert_eq!(none.revision, Revision::new(5));
+    assert_eq!(none.responses, [TxnResponse::DeleteRange(vec![])]);
+}
+
+#[test]
+fn a_branch_may_not_put_a_key_it_deletes_in_a_range() {
+    let l = lessor();
+    let err = l
+        .txn()
+        .then(Op::delete_range("/q/", None))
+        .then(Op::put("/q/1", "v"))
+        .commit()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidKey(_)), "{err}");
+    let err = l
+        .txn()
+        .then(Op::put("/q/1", "v"))
+        .then(Op::txn(
+            lessor::TxnRequest::new().then(Op::delete_range("/q", Some(b"/r"))),
+        ))
+        .commit()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidKey(_)), "{err}");
+    // Outside the range, or in the other branch, is fine.
+    l.txn()
+        .then(Op::delete_range("/q/", Some(b"/q0")))
+        .then(Op::put("/q0", "v"))
+        .otherwise(Op::put("/q/1", "v"))
+        .commit()
+        .unwrap();
+    assert_eq!(l.revision().unwrap(), Revision::new(1));
+}
+
+#[test]
+fn a_comparison_over_a_range_holds_for_every_key_or_as_for_a_missing_key() {
+    let l = lessor();
+    l.put("/q/1", "a").unwrap();
+    l.put("/q/2", "b").unwrap();
+    let over = |c: Compare| c.over_range(Some(b"/q0"));
+    assert!(holds(&l, over(Compare::version("/q/", CmpOp::Equal, 1))));
+    assert!(!holds(&l, over(Compare::value("/q/", CmpOp::Equal, "a"))));
+    assert!(holds(&l, over(Compare::value("/q/", CmpOp::Less, "c"))));
+    assert!(!holds(
+        &l,
+        over(Compare::mod_revision("/q/", CmpOp::Less, Revision::new(2)))
+    ));
+    // An empty range: as a missing key.
+    let empty = |c: Compare| c.over_range(Some(b"/z0"));
+    assert!(holds(
+        &l,
+        empty(Compare::create_revision(
+            "/z/",
+            CmpOp::Equal,
+            Revision::new(0)
+        ))
+    ));
+    assert!(!holds(
+        &l,
+        empty(Compare::value("/z/", CmpOp::NotEqual, "x"))
+    ));
+    assert!(holds(
+        &l,
+        Compare::version("", CmpOp::Greater, 0).over_range(None)
+    ));
+}
+
+#[test]
+fn nested_transactions_see_earlier_writes_and_share_the_revision() {
+    let l = lessor();
+    l.put("/a", "1").unwrap(); // rev 1
+    let inner = lessor::TxnRequest::new()
+        .when(Compare::value("/b", CmpOp::Equal, "2"))
+        .then(Op::put("/c", "3"))
+        .then(Op::get("/c"))
+        .otherwise(Op::delete("/a"));
+    let got = l
+        .txn()
+        .when(Compare::exists("/a"))
+        .then(Op::put("/b", "2"))
+        .then(Op::txn(inner))
+        .commit()
+        .unwrap();
+    assert!(got.succeeded);
+    assert_eq!(got.revision, Revision::new(2));
+    let TxnResponse::Txn {
+        succeeded,
+        responses,
+    } = &got.responses[1]
+    else {
+        panic!("{got:?}")
+    };
+    assert!(*succeeded);
+    assert_eq!(responses[0], TxnResponse::Put);
+    let TxnResponse::Get(Some(c)) = &responses[1] else {
+        panic!()
+    };
+    assert_eq!(c.mod_revision, Revision::new(2));
+    // A nested branch writing what its parent branch writes is refused.
+    let twice = lessor::TxnRequest::new().otherwise(Op::put("/b", "x"));
+    let err = l
+        .txn()
+        .then(Op::put("/b", "2"))
+        .then(Op::txn(twice))
+        .commit()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidKey(_)), "{err}");
+}

@@ -159,8 +159,8 @@ fn int(n: u64) -> i64 {
 /// 0 on both sides, and a value comparison on it is false on both: `exists` is "create
 /// revision > 0", `absent` is "create revision = 0".
 pub(crate) fn compare(c: &Compare) -> etcd::Compare {
-    let key = c.key.clone();
-    match &c.target {
+    let key = range_start(&c.key, c.range_end.is_some());
+    let compare = match &c.target {
         Target::Exists(true) => etcd::Compare::create_revision(key, etcd::CompareOp::Greater, 0),
         Target::Exists(false) => etcd::Compare::create_revision(key, etcd::CompareOp::Equal, 0),
         Target::Value(op, v) => etcd::Compare::value(key, cmp_op(*op), v.clone()),
@@ -168,7 +168,34 @@ pub(crate) fn compare(c: &Compare) -> etcd::Compare {
         Target::CreateRevision(op, n) => etcd::Compare::create_revision(key, cmp_op(*op), int(*n)),
         Target::ModRevision(op, n) => etcd::Compare::mod_revision(key, cmp_op(*op), int(*n)),
         Target::Lease(op, n) => etcd::Compare::lease(key, cmp_op(*op), int(*n)),
+    };
+    match &c.range_end {
+        None => compare,
+        Some(end) => compare.with_range(range_end(end.as_deref())),
     }
+}
+
+/// etcd's first key for a range from `key` (`ranged`): etcd refuses an empty key, and `"\0"`
+/// is the first key there can be.
+fn range_start(key: &[u8], ranged: bool) -> Vec<u8> {
+    if ranged && key.is_empty() {
+        vec![0]
+    } else {
+        key.to_vec()
+    }
+}
+
+/// etcd's `range_end` for ours: `"\0"` for "no end".
+fn range_end(end: Option<&[u8]>) -> Vec<u8> {
+    end.map_or_else(|| vec![0], <[u8]>::to_vec)
+}
+
+/// etcd's transaction for ours.
+pub(crate) fn txn(txn: &crate::TxnRequest) -> etcd::Txn {
+    etcd::Txn::new()
+        .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
+        .and_then(txn.then.iter().map(op).collect::<Vec<_>>())
+        .or_else(txn.otherwise.iter().map(op).collect::<Vec<_>>())
 }
 
 /// etcd's op for ours.
@@ -183,22 +210,58 @@ pub(crate) fn op(op: &Op) -> etcd::TxnOp {
         OpKind::Delete => etcd::TxnOp::delete(key, None),
         OpKind::Get => etcd::TxnOp::get(key, None),
         OpKind::Range => etcd::TxnOp::get(key, Some(etcd::GetOptions::new().with_prefix())),
+        OpKind::RangeBetween { end } => etcd::TxnOp::get(
+            range_start(&key, true),
+            Some(etcd::GetOptions::new().with_range(range_end(end.as_deref()))),
+        ),
+        OpKind::DeleteRange { end } => etcd::TxnOp::delete(
+            range_start(&key, true),
+            Some(
+                etcd::DeleteOptions::new()
+                    .with_range(range_end(end.as_deref()))
+                    .with_prev_key(),
+            ),
+        ),
+        OpKind::Txn(nested) => etcd::TxnOp::txn(txn(nested)),
     }
 }
 
 /// Our response for etcd's response to one op (`op`, which says whether a read was a range).
 pub(crate) fn op_response(op: Option<&Op>, r: &etcd::TxnOpResponse) -> TxnResponse {
     match r {
-        etcd::TxnOpResponse::Get(g) if op.is_some_and(|op| op.kind == OpKind::Range) => {
+        etcd::TxnOpResponse::Get(g)
+            if op.is_some_and(|op| {
+                matches!(op.kind, OpKind::Range | OpKind::RangeBetween { .. })
+            }) =>
+        {
             TxnResponse::Range(g.kvs().iter().map(key_value).collect())
+        }
+        etcd::TxnOpResponse::Delete(d)
+            if op.is_some_and(|op| matches!(op.kind, OpKind::DeleteRange { .. })) =>
+        {
+            TxnResponse::DeleteRange(d.prev_kvs().iter().map(key_value).collect())
         }
         etcd::TxnOpResponse::Put(_) => TxnResponse::Put,
         etcd::TxnOpResponse::Delete(d) => TxnResponse::Delete {
             existed: d.deleted() > 0,
         },
         etcd::TxnOpResponse::Get(g) => TxnResponse::Get(g.kvs().first().map(key_value)),
-        // We never send nested transactions.
-        etcd::TxnOpResponse::Txn(_) => TxnResponse::Put,
+        etcd::TxnOpResponse::Txn(t) => {
+            let ops = match op.map(|op| &op.kind) {
+                Some(OpKind::Txn(nested)) if t.succeeded() => nested.then.as_slice(),
+                Some(OpKind::Txn(nested)) => nested.otherwise.as_slice(),
+                _ => &[],
+            };
+            TxnResponse::Txn {
+                succeeded: t.succeeded(),
+                responses: t
+                    .op_responses()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| op_response(ops.get(i), r))
+                    .collect(),
+            }
+        }
     }
 }
 

@@ -561,15 +561,7 @@ impl EtcdLessor {
                 OpKind::Put { lease, .. } => lease,
                 _ => None,
             });
-        let request = etcd::Txn::new()
-            .when(
-                txn.compares
-                    .iter()
-                    .map(convert::compare)
-                    .collect::<Vec<_>>(),
-            )
-            .and_then(txn.then.iter().map(convert::op).collect::<Vec<_>>())
-            .or_else(txn.otherwise.iter().map(convert::op).collect::<Vec<_>>());
+        let request = convert::txn(&txn);
         self.core().run(async {
             let resp = self
                 .core()

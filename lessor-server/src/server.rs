@@ -1,0 +1,232 @@
+//! The server: checks the configuration, binds, and serves the services until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::Config;
+use crate::engine::Engine;
+use crate::kv::Kv;
+use crate::lease::Lease;
+use crate::maintenance::Maintenance;
+use crate::proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::watch::WatchService;
+
+/// Why the server could not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The listen address is not loopback, and neither TLS nor `insecure` was configured.
+    #[error(
+        "refusing to listen on {0} without TLS: anyone who reaches it could read, write and revoke \
+         everything; configure TLS, or set `insecure` if the network is trusted"
+    )]
+    Insecure(SocketAddr),
+    /// A limit is zero (the message names it).
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(&'static str),
+    /// A TLS file could not be read.
+    #[error("cannot read {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The address could not be bound (in use, no permission...).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed (TLS set-up, or the listener).
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A server over a [`lessor::Lessor`], not yet listening: [`Server::bind`] binds its address,
+/// [`Bound::serve`] serves it.
+///
+/// ```no_run
+/// use lessor_server::{Config, Server};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let lessor = lessor::Lessor::open("data.redb")?;
+/// let server = Server::new(lessor, Config::new("127.0.0.1:0".parse()?))?;
+/// let bound = server.bind().await?;
+/// println!("serving etcd's API on {}", bound.local_addr());
+/// bound.serve_with_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Server {
+    lessor: lessor::Lessor,
+    config: Config,
+}
+
+impl Server {
+    /// A server for `lessor` with `config`.
+    ///
+    /// # Errors
+    /// [`ServeError::Insecure`] for a listen address that is not loopback, unless TLS is
+    /// configured or [`Config::insecure`] is set; [`ServeError::InvalidConfig`] for a limit of
+    /// zero.
+    pub fn new(lessor: lessor::Lessor, config: Config) -> Result<Server, ServeError> {
+        if !config.listen.ip().is_loopback() && config.tls.is_none() && !config.insecure {
+            return Err(ServeError::Insecure(config.listen));
+        }
+        let l = &config.limits;
+        if l.max_request_bytes == 0 {
+            return Err(ServeError::InvalidConfig(
+                "max_request_bytes must be above 0",
+            ));
+        }
+        if l.max_streams_per_connection == 0 {
+            return Err(ServeError::InvalidConfig(
+                "max_streams_per_connection must be above 0",
+            ));
+        }
+        if l.max_txn_ops == 0 {
+            return Err(ServeError::InvalidConfig("max_txn_ops must be above 0"));
+        }
+        if config.progress_notify_interval.is_zero() {
+            return Err(ServeError::InvalidConfig(
+                "progress_notify_interval must be above 0",
+            ));
+        }
+        Ok(Server { lessor, config })
+    }
+
+    /// Binds the listen address (and reads the TLS files): clients can connect once this
+    /// returns, and are answered once [`Bound::serve`] runs.
+    ///
+    /// # Errors
+    /// [`ServeError::Bind`], [`ServeError::TlsFile`].
+    pub async fn bind(self) -> Result<Bound, ServeError> {
+        let tls = match &self.config.tls {
+            None => None,
+            Some(t) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|source| ServeError::TlsFile {
+                        path: path.clone(),
+                        source,
+                    })
+                };
+                let mut tls = ServerTlsConfig::new()
+                    .identity(Identity::from_pem(read(&t.cert)?, read(&t.key)?));
+                if let Some(ca) = &t.client_ca {
+                    tls = tls.client_ca_root(Certificate::from_pem(read(ca)?));
+                }
+                Some(tls)
+            }
+        };
+        let addr = self.config.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Bound {
+            server: self,
+            listener,
+            local,
+            tls,
+        })
+    }
+}
+
+/// A server bound to its address: [`serve`](Bound::serve) it.
+#[derive(Debug)]
+pub struct Bound {
+    server: Server,
+    listener: TcpListener,
+    local: SocketAddr,
+    tls: Option<ServerTlsConfig>,
+}
+
+impl Bound {
+    /// The address the server listens on (with the port chosen, if the configuration's was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves until the listener fails. Dropping the future stops the server.
+    ///
+    /// # Errors
+    /// [`ServeError::Transport`].
+    pub async fn serve(self) -> Result<(), ServeError> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting and lets calls in flight finish
+    /// (streams end when their clients close them).
+    ///
+    /// # Errors
+    /// [`ServeError::Transport`].
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServeError> {
+        let Bound {
+            server,
+            listener,
+            local,
+            tls,
+        } = self;
+        let config = &server.config;
+        let limits = config.limits;
+        let engine = Engine::new(server.lessor.clone());
+        let max = limits.max_message_bytes();
+        let maintenance =
+            Maintenance::new(engine.clone(), config.name.clone(), local, tls.is_some());
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_streams_per_connection);
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let router = builder
+            .add_service(
+                KvServer::new(Kv::new(engine.clone(), limits)).max_decoding_message_size(max),
+            )
+            .add_service(
+                WatchServer::new(WatchService::new(engine.clone(), config))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(
+                LeaseServer::new(Lease::new(engine.clone(), &limits))
+                    .max_decoding_message_size(max),
+            )
+            .add_service(MaintenanceServer::new(maintenance.clone()).max_decoding_message_size(max))
+            .add_service(ClusterServer::new(maintenance).max_decoding_message_size(max));
+        tracing::info!(addr = %local, "serving etcd's v3 API");
+        router
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Serves etcd's v3 API for `lessor` on `addr` (loopback, without TLS), until the future is
+/// dropped: [`Server::new`] with [`Config::new(addr)`](Config::new), bound and served.
+///
+/// # Errors
+/// As [`Server::new`], [`Server::bind`] and [`Bound::serve`].
+pub async fn serve(lessor: lessor::Lessor, addr: SocketAddr) -> Result<(), ServeError> {
+    Server::new(lessor, Config::new(addr))?
+        .bind()
+        .await?
+        .serve()
+        .await
+}
