@@ -1,10 +1,11 @@
 //! The command line: global options, subcommands, their help and examples.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use lessor::{LeaseId, RestartPolicy};
 
 use crate::duration;
@@ -29,7 +30,10 @@ Write commands (grant, revoke, keep-alive, put, del, watch) open the database as
 leases get what the restart policy gives them, and while the command runs its own ticker
 revokes leases that expire. restore writes a new file and renames it over the old one.
 
-Read commands fail if the file does not exist; grant, put and restore create it.";
+serve opens it as a service, and serves it over etcd's v3 gRPC API until stopped: etcdctl and
+etcd's clients then work on it, while it runs.
+
+Read commands fail if the file does not exist; grant, put, restore and serve create it.";
 
 /// The `--help` footer of the top-level command.
 const FOOTER: &str = "\
@@ -39,6 +43,7 @@ Examples:
   lessor put /cron/lock/job1 10001 --lease 7
   lessor --json range /services/
   lessor dump > backup.jsonl && lessor --db new.redb restore backup.jsonl
+  lessor serve --listen 127.0.0.1:2379
 
 The database is --db, else $LESSOR_DB, else ./lessor.redb.
 
@@ -263,6 +268,24 @@ Examples:
   lessor --db old.redb dump | diff - <(lessor --db new.redb dump)")]
     Dump,
 
+    /// Serve the database over etcd's v3 gRPC API until Ctrl-C or SIGTERM (creates the file if
+    /// missing): etcdctl and etcd's clients work against it.
+    #[command(after_help = "\
+The service holds the database file while it runs (other lessor commands then fail with exit
+code 4) and closes it cleanly on Ctrl-C or SIGTERM. It prints \"listening on ADDRESS\" on stderr
+once it accepts connections (--listen 127.0.0.1:0 picks a free port).
+
+It listens on loopback by default. Another address needs TLS (--cert and --key, and
+--client-ca to require client certificates) or --insecure. --insecure serves plaintext with no
+authentication: anyone who can reach the port can read, write and revoke everything.
+
+Examples:
+  lessor --db /var/lib/app/leases.redb serve
+  lessor serve --listen 127.0.0.1:23790 --durability batched --max-delay 10ms
+  lessor serve --listen 0.0.0.0:2379 --cert server.pem --key server.key --client-ca ca.pem
+  ETCDCTL_API=3 etcdctl --endpoints 127.0.0.1:2379 lease grant 10")]
+    Serve(ServeArgs),
+
     /// Load a dump into a database that holds no leases or keys (creates the file if missing).
     #[command(after_help = "\
 Restores lease ids, TTLs, keys, values and which lease each key is attached to. It does not
@@ -288,6 +311,58 @@ Examples:
         #[arg(long)]
         force: bool,
     },
+}
+
+/// The options of `serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The address to listen on: IP:PORT.
+    #[arg(long, default_value = "127.0.0.1:2379", value_name = "ADDRESS")]
+    pub listen: SocketAddr,
+    /// Allow plaintext without authentication on a non-loopback address (dangerous).
+    #[arg(long, conflicts_with_all = ["cert", "key", "client_ca"])]
+    pub insecure: bool,
+    /// The server's certificate chain (PEM); serves TLS. Needs --key.
+    #[arg(long, requires = "key", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The server certificate's private key (PEM). Needs --cert.
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM). Needs --cert and --key.
+    #[arg(long, requires = "cert", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+    /// When a write is acknowledged: once fsynced (immediate), or once in memory, fsynced
+    /// within --max-delay (batched, as etcd's backend batches its commits).
+    #[arg(long, value_enum, default_value_t = DurabilityMode::Immediate, value_name = "MODE")]
+    pub durability: DurabilityMode,
+    /// Under --durability batched, the longest an acknowledged write waits for its fsync.
+    #[arg(long, value_parser = duration::parse, default_value = "10ms", value_name = "DURATION")]
+    pub max_delay: Duration,
+    /// The largest request accepted, in bytes (etcd's --max-request-bytes).
+    #[arg(long, value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// The most concurrent streams (calls) on one client connection.
+    #[arg(long, value_name = "N")]
+    pub max_streams_per_connection: Option<u32>,
+    /// The most watches on one watch stream.
+    #[arg(long, value_name = "N")]
+    pub max_watches_per_stream: Option<usize>,
+    /// The most keep-alive streams open at once, over all connections.
+    #[arg(long, value_name = "N")]
+    pub max_keepalive_streams: Option<usize>,
+    /// The most comparisons, and operations per branch, in one transaction (etcd's
+    /// --max-txn-ops).
+    #[arg(long, value_name = "N")]
+    pub max_txn_ops: Option<usize>,
+}
+
+/// `serve --durability`: lessor's [`lessor::Durability`] modes, as a command-line value.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DurabilityMode {
+    /// A write is acknowledged once fsynced (concurrent writes share fsyncs).
+    Immediate,
+    /// A write is acknowledged once committed in memory, and fsynced within --max-delay.
+    Batched,
 }
 
 /// A lease id on the command line: a whole number from 1 to `i64::MAX`.

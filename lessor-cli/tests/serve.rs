@@ -31,7 +31,11 @@ fn sigterm_closes_the_database_cleanly() {
         lessor.close().unwrap();
     }
     let mut server = LessorServe::start_on(&dir.path, &[]);
-    assert!(server.endpoint.starts_with("127.0.0.1:"), "{}", server.endpoint);
+    assert!(
+        server.endpoint.starts_with("127.0.0.1:"),
+        "{}",
+        server.endpoint
+    );
     assert!(!server.endpoint.ends_with(":0"), "{}", server.endpoint);
     // While it runs, the file is the server's: the tool is refused with "locked".
     let locked = lessor(&dir.path, &["leases"]);
@@ -55,14 +59,16 @@ fn interrupt_stops_it_too() {
     assert!(lessor(&db, &["verify"]).status.success());
 }
 
-
 #[test]
 fn a_database_in_use_is_refused() {
     let dir = test_dir();
     let holder = Lessor::open(&dir.path).unwrap();
     let out = lessor(&dir.path, &["serve", "--listen", "127.0.0.1:0"]);
     assert_eq!(out.status.code(), Some(4), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("locked"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("locked"),
+        "{out:?}"
+    );
     holder.close().unwrap();
 }
 
@@ -70,10 +76,10 @@ fn a_database_in_use_is_refused() {
 fn bad_command_lines_are_usage_errors() {
     let dir = test_dir();
     for args in [
-        &["serve", "--cert", "c.pem"][..],           // no --key
-        &["serve", "--key", "k.pem"],                // no --cert
+        &["serve", "--cert", "c.pem"][..], // no --key
+        &["serve", "--key", "k.pem"],      // no --cert
         &["serve", "--insecure", "--cert", "c.pem", "--key", "k.pem"],
-        &["serve", "--listen", "localhost"],         // not IP:PORT
+        &["serve", "--listen", "localhost"], // not IP:PORT
         &["serve", "--durability", "sometimes"],
         &["serve", "--max-watches-per-stream", "-1"],
     ] {
@@ -100,5 +106,8 @@ fn a_public_address_needs_tls_or_insecure() {
     let out = lessor(&dir.path, &["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("insecure") || stderr.contains("TLS"), "{stderr}");
+    assert!(
+        stderr.contains("insecure") || stderr.contains("TLS"),
+        "{stderr}"
+    );
 }

@@ -4,6 +4,7 @@
 mod backup;
 mod keys;
 mod leases;
+mod serve;
 mod stats;
 mod verify;
 
@@ -41,5 +42,6 @@ pub fn run(cli: &Cli, out: &mut dyn Write) -> CliResult {
         Command::Verify => verify::verify(cli, out),
         Command::Dump => backup::dump(cli, out),
         Command::Restore { file, force } => backup::restore(cli, out, file, *force),
+        Command::Serve(args) => serve::serve(cli, out, args),
     }
 }
