@@ -44,7 +44,7 @@ func report(name string, clients int, took time.Duration, lat []time.Duration) {
 }
 
 // run calls op(i) for i in [0, n) from `clients` goroutines; the latency of each call.
-func run(clients, n int, op func(i int) error) (time.Duration, []time.Duration) {
+func run(name string, clients, n int, op func(i int) error) (time.Duration, []time.Duration) {
 	lat := make([]time.Duration, n)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -55,7 +55,7 @@ func run(clients, n int, op func(i int) error) (time.Duration, []time.Duration) 
 			for i := c; i < n; i += clients {
 				t := time.Now()
 				if err := op(i); err != nil {
-					fail("op", err)
+					fail(fmt.Sprintf("%s #%d", name, i), err)
 				}
 				lat[i] = time.Since(t)
 			}
@@ -85,26 +85,26 @@ func main() {
 			fail("-clients", fmt.Errorf("bad count %q", field))
 		}
 		ids := make([]clientv3.LeaseID, *ops)
-		took, lat := run(clients, *ops, func(i int) error {
-			r, err := cli.Grant(ctx, 60)
+		took, lat := run("grant", clients, *ops, func(i int) error {
+			r, err := cli.Grant(ctx, 600)
 			if err == nil {
 				ids[i] = r.ID
 			}
 			return err
 		})
 		report("grant", clients, took, lat)
-		took, lat = run(clients, *ops, func(i int) error {
+		took, lat = run("keepalive_once", clients, *ops, func(i int) error {
 			_, err := cli.KeepAliveOnce(ctx, ids[i])
 			return err
 		})
 		report("keepalive_once", clients, took, lat)
 		prefix := fmt.Sprintf("/load/%d/%d/", run0, clients)
-		took, lat = run(clients, *ops, func(i int) error {
+		took, lat = run("put_with_lease", clients, *ops, func(i int) error {
 			_, err := cli.Put(ctx, prefix+strconv.Itoa(i), "value", clientv3.WithLease(ids[i]))
 			return err
 		})
 		report("put_with_lease", clients, took, lat)
-		took, lat = run(clients, *ops, func(i int) error {
+		took, lat = run("revoke", clients, *ops, func(i int) error {
 			_, err := cli.Revoke(ctx, ids[i])
 			return err
 		})
@@ -135,7 +135,7 @@ func main() {
 				}
 			}
 		}()
-		run(clients, *expiring, func(i int) error {
+		run("expiring", clients, *expiring, func(i int) error {
 			r, err := cli.Grant(ctx, *ttl)
 			if err != nil {
 				return err
