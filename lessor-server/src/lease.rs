@@ -120,10 +120,11 @@ impl lease_server::Lease for Lease {
         let open = self.keepalive_streams.fetch_add(1, Ordering::AcqRel);
         let slot = StreamSlot(Arc::clone(&self.keepalive_streams));
         if open >= self.max_keepalive_streams {
-            return Err(errors::exhausted(&format!(
-                "too many keep-alive streams (the limit is {})",
-                self.max_keepalive_streams
-            )));
+            tracing::warn!(
+                limit = self.max_keepalive_streams,
+                "a keep-alive stream was refused: the limit of open keep-alive streams is reached"
+            );
+            return Err(errors::too_many_requests());
         }
         let engine = self.engine.clone();
         let mut inbound = request.into_inner();
