@@ -107,6 +107,8 @@ pub(crate) fn from_lessor(e: lessor::Error) -> Status {
         E::Compacted { .. } => compacted(),
         E::Closed => stopped(),
         E::Corrupted(_) => corrupt(),
+        // Ids are never reused; grants with explicit ids still work.
+        E::LeaseIdsExhausted => Status::resource_exhausted(format!("lessor: {e}")),
         // Transient: the lessor reloads its file and calls succeed again.
         E::Poisoned | E::Storage(_) | E::Unavailable(_) => {
             Status::new(Code::Unavailable, format!("lessor: {e}"))

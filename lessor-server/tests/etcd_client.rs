@@ -628,6 +628,34 @@ async fn limits_answer_errors() {
     assert_eq!(status_of(second.unwrap_err()), Code::ResourceExhausted);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watches_that_ask_get_progress_notifications() {
+    let config = Config::new("127.0.0.1:0".parse().unwrap())
+        .progress_notify_interval(Duration::from_millis(100));
+    let lessor = lessor::Lessor::open_in_memory().unwrap();
+    let bound = Server::new(lessor, config).unwrap().bind().await.unwrap();
+    let addr = bound.local_addr();
+    tokio::spawn(bound.serve());
+    let mut c = Client::connect([addr.to_string()], None).await.unwrap();
+    let mut stream = c
+        .watch("/n", Some(WatchOptions::new().with_progress_notify()))
+        .await
+        .unwrap();
+    let id = next(&mut stream).await.watch_id();
+    stream.watch("/quiet", None).await.unwrap(); // does not ask: never notified
+    let quiet = next(&mut stream).await.watch_id();
+    c.put("/n", "1", None).await.unwrap();
+    let event = next(&mut stream).await;
+    assert_eq!((event.watch_id(), event.events().len()), (id, 1));
+    for _ in 0..2 {
+        let progress = next(&mut stream).await;
+        assert_eq!(progress.watch_id(), id);
+        assert_ne!(progress.watch_id(), quiet);
+        assert!(progress.events().is_empty());
+        assert_eq!(progress.header().unwrap().revision(), 1);
+    }
+}
+
 #[test]
 fn other_addresses_need_tls_or_insecure() {
     let lessor = lessor::Lessor::open_in_memory().unwrap();
