@@ -46,6 +46,7 @@ use crate::durability::{Durability, Ticket};
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, RevokeCause};
 use crate::expiry::ExpiryQueue;
+use crate::flusher::Flusher;
 use crate::keepalive::{EndReason, KeepAlives};
 use crate::lease::{Lease, LeaseId, LeaseInfo, Revision};
 use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
@@ -108,6 +109,40 @@ pub(crate) struct Engine {
     pub(crate) checkpointing: Checkpointing,
     /// The leases revoked whose hidden keys are still being deleted (`reap.rs`).
     pub(crate) reaping: Mutex<Reaping>,
+    /// The thread that flushes for async calls (`flusher.rs`); its mutex is a leaf.
+    pub(crate) flusher: Flusher,
+}
+
+/// A grant applied, for [`Engine::grant_settled`] once durable.
+pub(crate) struct Granted {
+    id: LeaseId,
+    ttl: u64,
+    revision: Revision,
+}
+
+/// A request applied to the write buffer: its outcome, and what to wait for before it may be
+/// acknowledged. The blocking API waits with [`Applied::wait`]; the async one polls the
+/// pipeline for the ticket (`async_lessor.rs`).
+#[must_use = "a request must be waited for before acknowledging it"]
+pub(crate) struct Applied<T> {
+    pub(crate) result: Result<T>,
+    pub(crate) ticket: Ticket,
+}
+
+impl<T> Applied<T> {
+    /// Refused before anything was applied.
+    fn refused(e: Error) -> Applied<T> {
+        Applied {
+            result: Err(e),
+            ticket: Ticket::DONE,
+        }
+    }
+
+    /// Waits (leading the flush if nobody is) until durable, then gives the outcome.
+    pub(crate) fn wait(self, engine: &Engine) -> Result<T> {
+        engine.pipeline.await_durable(engine, self.ticket)?;
+        self.result
+    }
 }
 
 impl Engine {
@@ -170,6 +205,7 @@ impl Engine {
             keepalives: CachePadded::new(KeepAlives::new()),
             checkpointing: recovered.checkpointing,
             reaping: Mutex::new(reaping),
+            flusher: Flusher::default(),
             config,
         });
         Ok((engine, wake_rx))
@@ -260,10 +296,21 @@ impl Engine {
 
     /// Grants a lease of `ttl`, with id `want` or the next one.
     pub(crate) fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
-        let ttl = self.config.effective_ttl(ttl)?;
+        let applied = self.grant_apply(want, ttl);
+        let granted = applied.wait(self)?;
+        self.grant_settled(granted)
+    }
+
+    /// The first half of [`grant`](Self::grant): applies the grant; once it is durable,
+    /// [`grant_settled`](Self::grant_settled) finishes it.
+    pub(crate) fn grant_apply(&self, want: Option<LeaseId>, ttl: Duration) -> Applied<Granted> {
+        let ttl = match self.config.effective_ttl(ttl) {
+            Ok(ttl) => ttl,
+            Err(e) => return Applied::refused(e),
+        };
         let now = self.now();
         if !room_for_grant(now) {
-            return Err(clock_out_of_range(now));
+            return Applied::refused(clock_out_of_range(now));
         }
         let stamp = self
             .checkpointing
@@ -327,7 +374,7 @@ impl Engine {
                     // Revoked by the next expiry pass instead (in steps if it has many keys).
                     self.wake_ticker(0);
                 }
-                return Err(e);
+                return Applied::refused(e);
             }
         };
         if let Some(dead) = replaced {
@@ -335,21 +382,16 @@ impl Engine {
         }
         let revision = Revision(w.counters.revision);
         drop(w);
-        self.settle_grant(id, ttl, revision, ticket)
+        Applied {
+            result: Ok(Granted { id, ttl, revision }),
+            ticket,
+        }
     }
 
-    /// The end of every grant, once its record is applied and the writer released: waits until
-    /// it is durable (by then it is visible, with its first deadline and queued), and counts.
-    fn settle_grant(
-        &self,
-        id: LeaseId,
-        ttl: u64,
-        revision: Revision,
-        ticket: Ticket,
-    ) -> Result<Lease> {
-        // Durable first (under Immediate); the lease got its first deadline as it became
-        // visible (`Hooks::publish`), so its TTL runs from the commit.
-        self.pipeline.await_durable(self, ticket)?;
+    /// The end of every grant, once its record is durable (by then it is visible, with its
+    /// first deadline, and queued: its TTL runs from the commit): checks the clock, and counts.
+    pub(crate) fn grant_settled(&self, granted: Granted) -> Result<Lease> {
+        let Granted { id, ttl, revision } = granted;
         let now = self.now();
         if !room_for_grant(now) {
             // The clock reached the last deadline during the commit: the lease is dead on
@@ -367,8 +409,23 @@ impl Engine {
 
     /// Writes `key = value`, attached to `lease` or to none.
     pub(crate) fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
-        self.config.check_key(key)?;
-        self.config.check_value(value)?;
+        self.put_apply(key, value, lease).wait(self)
+    }
+
+    /// Applies [`put`](Self::put).
+    pub(crate) fn put_apply(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Applied<Revision> {
+        if let Err(e) = self
+            .config
+            .check_key(key)
+            .and_then(|()| self.config.check_value(value))
+        {
+            return Applied::refused(e);
+        }
         let now = self.now();
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             if let Some(id) = lease {
@@ -379,13 +436,23 @@ impl Engine {
             b.changes.push(Change::Put(kv));
             Ok(rev)
         });
-        self.pipeline.finish(self, w, ticket)?;
-        result.map(Revision)
+        drop(w);
+        Applied {
+            result: result.map(Revision),
+            ticket,
+        }
     }
 
     /// Deletes `key`; whether it existed.
     pub(crate) fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.config.check_key(key)?;
+        self.delete_apply(key).wait(self)
+    }
+
+    /// Applies [`delete`](Self::delete).
+    pub(crate) fn delete_apply(&self, key: &[u8]) -> Applied<bool> {
+        if let Err(e) = self.config.check_key(key) {
+            return Applied::refused(e);
+        }
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             let existed = b.tables.delete(key)?;
             if existed {
@@ -397,8 +464,8 @@ impl Engine {
             }
             Ok(existed)
         });
-        self.pipeline.finish(self, w, ticket)?;
-        result
+        drop(w);
+        Applied { result, ticket }
     }
 
     /// Attaches `keys` to lease `id` (or detaches them), all or nothing.
@@ -408,9 +475,21 @@ impl Engine {
         keys: impl IntoIterator<Item = K>,
         attach: bool,
     ) -> Result<()> {
+        self.attach_or_detach_apply(id, keys, attach).wait(self)
+    }
+
+    /// Applies [`attach_or_detach`](Self::attach_or_detach).
+    pub(crate) fn attach_or_detach_apply<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+        attach: bool,
+    ) -> Applied<()> {
         let mut keys: Vec<K> = keys.into_iter().collect();
         for k in &keys {
-            self.config.check_key(k.as_ref())?;
+            if let Err(e) = self.config.check_key(k.as_ref()) {
+                return Applied::refused(e);
+            }
         }
         // A key named twice counts once (the second detach would otherwise find it detached).
         let mut seen = std::collections::HashSet::new();
@@ -427,25 +506,34 @@ impl Engine {
             }
             Ok(())
         });
-        self.pipeline.finish(self, w, ticket)?;
-        result
+        drop(w);
+        Applied { result, ticket }
     }
 
     /// Commits an etcd-style transaction.
     pub(crate) fn transaction(&self, spec: &TxnRequest) -> Result<TxnResult> {
-        spec.check(|k| self.config.check_key(k), |v| self.config.check_value(v))?;
+        self.transaction_apply(spec).wait(self)
+    }
+
+    /// Applies [`transaction`](Self::transaction).
+    pub(crate) fn transaction_apply(&self, spec: &TxnRequest) -> Applied<TxnResult> {
+        if let Err(e) = spec.check(|k| self.config.check_key(k), |v| self.config.check_value(v)) {
+            return Applied::refused(e);
+        }
         let now = self.now();
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             spec.run(b, |id, tables| self.check_alive(id, now, tables))
         });
         let revision = Revision(w.counters.revision);
-        self.pipeline.finish(self, w, ticket)?;
-        let (succeeded, responses) = result?;
-        Ok(TxnResult {
-            succeeded,
-            revision,
-            responses,
-        })
+        drop(w);
+        Applied {
+            result: result.map(|(succeeded, responses)| TxnResult {
+                succeeded,
+                revision,
+                responses,
+            }),
+            ticket,
+        }
     }
 
     /// What is known of live lease `id`.
@@ -495,6 +583,12 @@ impl Engine {
         self.revoke_if(id, || true)
     }
 
+    /// Applies [`revoke`](Self::revoke): the revision, and whether the lease has keys left to
+    /// delete in steps (`reap.rs`). The ticker is woken for them already.
+    pub(crate) fn revoke_apply(&self, id: LeaseId) -> Applied<(Revision, bool)> {
+        self.revoke_if_apply(id, || true)
+    }
+
     /// [`revoke`](Self::revoke), if `still_ours()` says, under the writer lock, that the lease is
     /// still the one the caller means; [`Error::LeaseNotFound`] otherwise. Keep-alives are told
     /// of every lease's end under that lock, before its id can be granted again: a keep-alive's
@@ -504,6 +598,17 @@ impl Engine {
         id: LeaseId,
         still_ours: impl FnOnce() -> bool,
     ) -> Result<Revision> {
+        self.revoke_if_apply(id, still_ours)
+            .wait(self)
+            .map(|(revision, _)| revision)
+    }
+
+    /// Applies [`revoke_if`](Self::revoke_if); see [`revoke_apply`](Self::revoke_apply).
+    fn revoke_if_apply(
+        &self,
+        id: LeaseId,
+        still_ours: impl FnOnce() -> bool,
+    ) -> Applied<(Revision, bool)> {
         let mut claimed = None;
         let mut marked = false;
         let (mut w, result, ticket) = self.pipeline.write(self, |life, b| {
@@ -531,7 +636,7 @@ impl Engine {
         });
         if let Err(e) = result {
             w.life.revoke_failed(&self.table, id, claimed, &e);
-            return Err(e);
+            return Applied::refused(e);
         }
         w.life.revoke_applied(id);
         if marked {
@@ -541,13 +646,16 @@ impl Engine {
         self.metrics.revokes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), "lease revoked");
         let revision = Revision(w.counters.revision);
-        self.pipeline.finish(self, w, ticket)?;
+        drop(w);
         if marked {
             // Its other keys, hidden since the request above, are deleted chunk by chunk
             // (`reap.rs`): by `Lessor::revoke` before it returns, else by the ticker.
             self.wake_ticker(0);
         }
-        Ok(revision)
+        Applied {
+            result: Ok((revision, marked)),
+            ticket,
+        }
     }
 
     /// Revokes every expired lease, batch after batch, handing each batch's ids to `each`; in
@@ -754,6 +862,7 @@ impl Engine {
             _ => reaped,
         };
         self.pipeline.close();
+        self.flusher.close(); // joins `lessor-flusher`: its waits ended with the pipeline
         self.table.clear();
         *self.queue.lock() = ExpiryQueue::new();
         self.hub.close();

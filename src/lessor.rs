@@ -148,6 +148,13 @@ impl Lessor {
         Ok(engine)
     }
 
+    /// The engine, for a call that writes (as [`core`](Self::core)), shared: for
+    /// `async_lessor.rs`, whose futures may outlive the borrow of the handle.
+    pub(crate) fn writable_engine(&self) -> Result<&Arc<Engine>> {
+        self.handle.engine.check_writable()?;
+        Ok(&self.handle.engine)
+    }
+
     /// A read snapshot of the file holding every change acknowledged so far ([`Engine::sync`]
     /// flushes them first); for `backup.rs`.
     pub(crate) fn synced_snapshot(&self) -> Result<redb::ReadTransaction> {
@@ -433,6 +440,12 @@ impl Lessor {
             Ok(core) => core.table.alive_ids(core.now()),
             Err(_) => Vec::new(),
         }
+    }
+
+    /// [`leases`](Self::leases), with [`Error::Closed`] once closed.
+    pub(crate) fn leases_checked(&self) -> Result<Vec<LeaseId>> {
+        let core = self.readable()?;
+        Ok(core.table.alive_ids(core.now()))
     }
 
     /// Writes `key = value` attached to lease `id`: the key is deleted when the lease ends.

@@ -103,6 +103,8 @@
 //! what each wrong or hostile input gets (which [`Error`], or which documented behaviour), in
 //! `docs/hostile-input.md`.
 
+mod async_lessor;
+mod async_store;
 mod backup;
 mod builder;
 mod checkpoint;
@@ -118,6 +120,7 @@ mod error;
 mod etcd;
 mod events;
 mod expiry;
+mod flusher;
 mod inspect;
 mod integrity;
 mod keepalive;
@@ -141,6 +144,8 @@ mod ticker;
 mod txn;
 mod watch;
 
+pub use crate::async_lessor::AsyncLessor;
+pub use crate::async_store::{AsyncLeaseStore, BoxFuture};
 pub use crate::builder::{Builder, MAX_TTL};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::durability::Durability;

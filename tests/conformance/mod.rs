@@ -9,6 +9,7 @@
 //! so that both backends grant exactly what is asked.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod blocking;
 pub mod concurrency;
 pub mod etcd_server;
 
