@@ -14,8 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::executor::block_on;
 use lessor::{
-    AsyncLessor, Compare, DeleteCause, Durability, Error, Lessor, ManualClock, Op, TxnRequest,
-    WatchEvent,
+    AsyncLessor, Compare, DeleteCause, Durability, Error, Lessor, ManualClock, Op, Txn, WatchEvent,
 };
 
 fn open(path: &Path) -> Lessor {
@@ -213,10 +212,10 @@ fn every_operation_works_and_reports_errors_as_the_blocking_api() {
             lessor.attach(lease.id, ["/missing"]).await,
             Err(Error::KeyNotFound(_))
         ));
-        let txn = TxnRequest::new()
+        let txn = Txn::new()
             .when(Compare::absent("/lock"))
             .then(Op::put_with_lease("/lock", "me", lease.id));
-        let result = lessor.transaction(txn).await.unwrap();
+        let result = lessor.txn(txn).await.unwrap();
         assert!(result.succeeded);
         assert_eq!(lessor.revision().await.unwrap(), result.revision);
         assert!(lessor.delete("/a").await.unwrap());

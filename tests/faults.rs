@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::faults::{FaultDisk, Io};
 use common::{id, secs, wait_until};
 use lessor::{
-    Compare, Durability, Error, KeepAliveOptions, LeaseId, Lessor, ManualClock, Op, WatchEnd,
+    Compare, Durability, Error, KeepAliveOptions, LeaseId, Lessor, ManualClock, Op, Txn, WatchEnd,
 };
 
 /// What a lessor holds, as seen through the public API: each live lease's TTL and keys, and
@@ -81,12 +81,13 @@ fn operations() -> Vec<(&'static str, Operation)> {
         ("attach", |l, _| l.attach(id(3), ["/plain"])),
         ("detach", |l, _| l.detach(id(1), ["/a/2"])),
         ("txn", |l, _| {
-            l.txn()
-                .when(Compare::exists("/plain"))
-                .then(Op::put("/t", "t"))
-                .then(Op::delete("/a/1"))
-                .commit()
-                .map(drop)
+            l.txn(
+                Txn::new()
+                    .when(Compare::exists("/plain"))
+                    .then(Op::put("/t", "t"))
+                    .then(Op::delete("/a/1")),
+            )
+            .map(drop)
         }),
         ("put_large", |l, _| {
             // Grows the file: set_len.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{TestDir, id, secs, test_dir};
 use lessor::{
     Clock, Compare, EndReason, Error, KeepAliveOptions, KeyValue, LeaseId, Lessor, MAX_TTL,
-    ManualClock, Op, Revision, WatchEnd,
+    ManualClock, Op, Revision, Txn, WatchEnd,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -300,9 +300,7 @@ fn id_i64_max_works_everywhere_then_auto_ids_are_exhausted() {
     fx.l.put("/max/b", "v").unwrap();
     fx.l.attach(max, ["/max/b"]).unwrap();
     fx.l.detach(max, ["/max/b"]).unwrap();
-    fx.l.txn()
-        .then(Op::put_with_lease("/max/c", "v", max))
-        .commit()
+    fx.l.txn(Txn::new().then(Op::put_with_lease("/max/c", "v", max)))
         .unwrap();
     assert_eq!(
         fx.l.time_to_live_with_keys(max).unwrap().keys,
@@ -365,18 +363,20 @@ fn assert_dead_everywhere(l: &Lessor, dead: LeaseId) {
         dead,
     );
     assert_not_found(
-        l.txn()
-            .then(Op::put("/new2", "v"))
-            .then(Op::put_with_lease("/new", "v", dead))
-            .commit(),
+        l.txn(
+            Txn::new()
+                .then(Op::put("/new2", "v"))
+                .then(Op::put_with_lease("/new", "v", dead)),
+        ),
         dead,
     );
     // a put_with_lease in the branch that does not run is not looked at
     let r = l
-        .txn()
-        .when(Compare::absent("/plain"))
-        .then(Op::put_with_lease("/new", "v", dead))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::absent("/plain"))
+                .then(Op::put_with_lease("/new", "v", dead)),
+        )
         .unwrap();
     assert!(!r.succeeded);
     assert!(!l.leases().contains(&dead));
@@ -477,12 +477,12 @@ fn empty_keys_get_invalid_key_from_every_write() {
         err(l.attach(b, [""])),
         err(l.detach(b, [""])),
         err(l.attach(b, ["/plain", ""])), // all or nothing
-        err(l.txn().then(Op::put("", "v")).commit()),
-        err(l.txn().then(Op::put_with_lease("", "v", b)).commit()),
-        err(l.txn().then(Op::delete("")).commit()),
-        err(l.txn().then(Op::get("")).commit()),
-        err(l.txn().when(Compare::exists("")).commit()),
-        err(l.txn().otherwise(Op::put("", "v")).commit()),
+        err(l.txn(Txn::new().then(Op::put("", "v")))),
+        err(l.txn(Txn::new().then(Op::put_with_lease("", "v", b)))),
+        err(l.txn(Txn::new().then(Op::delete("")))),
+        err(l.txn(Txn::new().then(Op::get("")))),
+        err(l.txn(Txn::new().when(Compare::exists("")))),
+        err(l.txn(Txn::new().otherwise(Op::put("", "v")))),
     ];
     for (i, e) in results.into_iter().enumerate() {
         assert!(matches!(e, Error::InvalidKey(_)), "call {i}: {e:?}");
@@ -507,25 +507,26 @@ fn key_calls(l: &Lessor, base: LeaseId, len: usize) -> Vec<(&'static str, lessor
         ("attach", l.attach(base, [&k])),
         (
             "txn compare",
-            l.txn().when(Compare::exists(&k)).commit().map(|_| ()),
+            l.txn(Txn::new().when(Compare::exists(&k))).map(|_| ()),
         ),
-        ("txn get", l.txn().then(Op::get(&k)).commit().map(|_| ())),
+        ("txn get", l.txn(Txn::new().then(Op::get(&k))).map(|_| ())),
         (
             "txn put",
-            l.txn().then(Op::put(&k, "w")).commit().map(|_| ()),
+            l.txn(Txn::new().then(Op::put(&k, "w"))).map(|_| ()),
         ),
         (
             "txn put_with_lease",
-            l.txn()
-                .otherwise(Op::put_with_lease(&k2, "w", base))
-                .when(Compare::absent(&k))
-                .commit()
-                .map(|_| ()),
+            l.txn(
+                Txn::new()
+                    .otherwise(Op::put_with_lease(&k2, "w", base))
+                    .when(Compare::absent(&k)),
+            )
+            .map(|_| ()),
         ),
         ("delete", l.delete(&k).map(|_| ())),
         (
             "txn delete",
-            l.txn().then(Op::delete(&k2)).commit().map(|_| ()),
+            l.txn(Txn::new().then(Op::delete(&k2))).map(|_| ()),
         ),
     ]
 }
@@ -578,12 +579,10 @@ fn values_at_max_value_size_are_accepted_and_one_byte_over_get_value_too_large()
             err(fx.l.put("/v", &over)),
             err(fx.l.put_with_lease("/v", &over, b)),
             err(fx.l.put("/plain", &over)), // an existing key keeps its value
-            err(fx.l.txn().then(Op::put("/v", &over)).commit()),
+            err(fx.l.txn(Txn::new().then(Op::put("/v", &over)))),
             err(fx
                 .l
-                .txn()
-                .otherwise(Op::put_with_lease("/v", &over, b))
-                .commit()),
+                .txn(Txn::new().otherwise(Op::put_with_lease("/v", &over, b)))),
         ];
         for (i, e) in results.into_iter().enumerate() {
             match e {
@@ -595,13 +594,13 @@ fn values_at_max_value_size_are_accepted_and_one_byte_over_get_value_too_large()
         let at = vec![b'v'; max];
         fx.l.put("/v1", &at).unwrap();
         fx.l.put_with_lease("/v2", &at, b).unwrap();
-        fx.l.txn().then(Op::put("/v3", &at)).commit().unwrap();
+        fx.l.txn(Txn::new().then(Op::put("/v3", &at))).unwrap();
         fx.l.put("/empty", "").unwrap(); // an empty value is a value
         assert_eq!(fx.l.get("/v2").unwrap().unwrap().value.len(), max);
         assert_eq!(fx.l.get("/empty").unwrap().unwrap().value, b"");
         // a comparison's value is never stored, so it is not limited
         let cmp = Compare::value("/plain", lessor::CmpOp::Equal, &over);
-        assert!(!fx.l.txn().when(cmp).commit().unwrap().succeeded);
+        assert!(!fx.l.txn(Txn::new().when(cmp)).unwrap().succeeded);
         fx.l.verify().unwrap();
     }
 }
@@ -612,10 +611,7 @@ fn a_transaction_branch_writing_one_key_twice_gets_invalid_key() {
     let before = state(&fx.l);
     let e = err(fx
         .l
-        .txn()
-        .then(Op::put("/x", "1"))
-        .then(Op::delete("/x"))
-        .commit());
+        .txn(Txn::new().then(Op::put("/x", "1")).then(Op::delete("/x"))));
     assert!(
         matches!(e, Error::InvalidKey(m) if m.contains("twice")),
         "{e:?}"
@@ -1103,7 +1099,7 @@ fn every_call_after_close_gets_closed_and_close_twice_is_fine() {
     let ka = l.keep_alive(fx.base).unwrap();
     let watch = l.watch("/").unwrap();
     let events = l.subscribe().unwrap();
-    let pending_txn = l.txn().then(Op::put("/late", "v"));
+    let pending_txn = Txn::new().then(Op::put("/late", "v"));
     l.close().unwrap();
     l.close().unwrap(); // twice: nothing
     fx.l.close().unwrap(); // and from another clone
@@ -1123,8 +1119,8 @@ fn every_call_after_close_gets_closed_and_close_twice_is_fine() {
         ("delete", err(l.delete("/plain"))),
         ("attach", err(l.attach(b, ["/plain"]))),
         ("detach", err(l.detach(b, ["/base/a"]))),
-        ("txn", err(l.txn().then(Op::put("/k", "v")).commit())),
-        ("txn built before close", err(pending_txn.commit())),
+        ("txn", err(l.txn(Txn::new().then(Op::put("/k", "v"))))),
+        ("txn built before close", err(l.txn(pending_txn))),
         ("watch", err(l.watch(""))),
         ("watch_from", err(l.watch_from("", Revision::new(1)))),
         ("subscribe", err(l.subscribe())),

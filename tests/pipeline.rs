@@ -19,7 +19,8 @@ use std::time::Duration;
 use common::faults::{FaultDisk, Io};
 use common::{MemDisk, PowerDisk, id, secs};
 use lessor::{
-    CmpOp, Compare, Durability, LeaseEvent, LeaseId, Lessor, ManualClock, TxnResponse, WatchEvent,
+    CmpOp, Compare, Durability, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse, Txn,
+    WatchEvent,
 };
 use parking_lot::{Condvar, Mutex};
 use proptest::prelude::*;
@@ -135,25 +136,26 @@ fn run_op(l: &Lessor, op: &Op) -> Out {
                 Some(n) => lessor::Op::put_with_lease(key(k), [v], lid(n)),
                 None => lessor::Op::put(key(k), [v]),
             };
-            l.txn()
-                .when(Compare::version(key(k), CmpOp::Equal, version))
-                .then(put)
-                .otherwise(lessor::Op::delete(key(k)))
-                .otherwise(lessor::Op::get(key(k)))
-                .commit()
-                .map_or_else(err, |r| {
-                    let responses = r
-                        .responses
-                        .iter()
-                        .map(|x| match x {
-                            TxnResponse::Put => "put".to_string(),
-                            TxnResponse::Delete { existed } => format!("deleted {existed}"),
-                            TxnResponse::Get(None) => "get none".into(),
-                            other => format!("{other:?}"),
-                        })
-                        .collect();
-                    Out::Txn(r.succeeded, r.revision.get(), responses)
-                })
+            l.txn(
+                Txn::new()
+                    .when(Compare::version(key(k), CmpOp::Equal, version))
+                    .then(put)
+                    .otherwise(lessor::Op::delete(key(k)))
+                    .otherwise(lessor::Op::get(key(k))),
+            )
+            .map_or_else(err, |r| {
+                let responses = r
+                    .responses
+                    .iter()
+                    .map(|x| match x {
+                        OpResponse::Put => "put".to_string(),
+                        OpResponse::Delete { existed } => format!("deleted {existed}"),
+                        OpResponse::Get(None) => "get none".into(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                Out::Txn(r.succeeded, r.revision.get(), responses)
+            })
         }
         ref other => unreachable!("not generated: {other:?}"),
     }
@@ -171,25 +173,27 @@ fn run_req(l: &Lessor, req: &Req) -> Got {
     match *req {
         Req::Model(ref op) => Got::Model(run_op(l, op)),
         Req::TooLarge(k) => Got::Extra(
-            l.txn()
-                .then(lessor::Op::put(key(k), [POISON]))
-                .then(lessor::Op::put(vec![b'x'; MAX_KEY + 1], [POISON]))
-                .commit()
-                .map(|r| (r.succeeded, r.revision.get()))
-                .map_err(|e| format!("{e:?}")),
+            l.txn(
+                Txn::new()
+                    .then(lessor::Op::put(key(k), [POISON]))
+                    .then(lessor::Op::put(vec![b'x'; MAX_KEY + 1], [POISON])),
+            )
+            .map(|r| (r.succeeded, r.revision.get()))
+            .map_err(|e| format!("{e:?}")),
         ),
         Req::DeadPair(a, b) => Got::Extra(
-            l.txn()
-                .when(Compare::absent("/never"))
-                .then(lessor::Op::put(key(a), [POISON]))
-                .then(lessor::Op::put_with_lease(
-                    key(b),
-                    [POISON],
-                    lid(dead_lease_of(b)),
-                ))
-                .commit()
-                .map(|r| (r.succeeded, r.revision.get()))
-                .map_err(|e| format!("{e:?}")),
+            l.txn(
+                Txn::new()
+                    .when(Compare::absent("/never"))
+                    .then(lessor::Op::put(key(a), [POISON]))
+                    .then(lessor::Op::put_with_lease(
+                        key(b),
+                        [POISON],
+                        lid(dead_lease_of(b)),
+                    )),
+            )
+            .map(|r| (r.succeeded, r.revision.get()))
+            .map_err(|e| format!("{e:?}")),
         ),
     }
 }
@@ -607,11 +611,12 @@ fn immediate_reads_and_events_wait_for_the_fsync() {
     let writer = {
         let l = l.clone();
         std::thread::spawn(move || {
-            l.txn()
-                .then(lessor::Op::put_with_lease("/a", "new", lease))
-                .then(lessor::Op::put("/c", "new"))
-                .commit()
-                .unwrap()
+            l.txn(
+                Txn::new()
+                    .then(lessor::Op::put_with_lease("/a", "new", lease))
+                    .then(lessor::Op::put("/c", "new")),
+            )
+            .unwrap()
         })
     };
     assert!(
@@ -821,10 +826,11 @@ fn immediate_a_lone_call_is_durable_when_it_returns() {
     c.close().unwrap();
 
     let r = l
-        .txn()
-        .then(lessor::Op::put("/t", "x"))
-        .then(lessor::Op::delete("/k"))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(lessor::Op::put("/t", "x"))
+                .then(lessor::Op::delete("/k")),
+        )
         .unwrap();
     let c = cut();
     assert_eq!(values(&c), pairs(&[("/t", "x")]));

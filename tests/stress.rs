@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{MemDisk, Rng, invariants, wait_until};
 use lessor::{
     CmpOp, Compare, Durability, Error, KeepAlive, KeepAliveOptions, KeyValue, LeaseEvent, LeaseId,
-    Lessor, ManualClock, Op, Revision, WatchEnd, WatchEvent,
+    Lessor, ManualClock, Op, Revision, Txn, WatchEnd, WatchEvent,
 };
 use parking_lot::Mutex;
 
@@ -325,32 +325,34 @@ fn work(s: &Shared, t: u64, mut rng: Rng) {
             }
             82..=91 => {
                 // The lock pattern: create under a lease if absent, else read the holder.
-                l.txn()
-                    .when(Compare::absent(&key))
-                    .then(Op::put_with_lease(&key, &value, lease))
-                    .otherwise(Op::get(&key))
-                    .commit()
-                    .map(|r| {
-                        saw(r.revision, r.succeeded);
-                        if r.succeeded {
-                            let got = l.get(&key).unwrap();
-                            // Another thread may have changed it since, but never before.
-                            if let Some(kv) = got {
-                                assert!(kv.create_revision >= r.revision, "{kv:?} vs {r:?}");
-                            }
+                l.txn(
+                    Txn::new()
+                        .when(Compare::absent(&key))
+                        .then(Op::put_with_lease(&key, &value, lease))
+                        .otherwise(Op::get(&key)),
+                )
+                .map(|r| {
+                    saw(r.revision, r.succeeded);
+                    if r.succeeded {
+                        let got = l.get(&key).unwrap();
+                        // Another thread may have changed it since, but never before.
+                        if let Some(kv) = got {
+                            assert!(kv.create_revision >= r.revision, "{kv:?} vs {r:?}");
                         }
-                    })
+                    }
+                })
             }
             _ => {
                 // Compare-and-delete, or a two-key write at one revision.
                 let other = format!("/s/{}", (k + 1 + rng.below(KEYS - 1)) % KEYS);
-                l.txn()
-                    .when(Compare::version(&key, CmpOp::Greater, 1))
-                    .then(Op::delete(&key))
-                    .otherwise(Op::put(&key, &value))
-                    .otherwise(Op::put(&other, &value))
-                    .commit()
-                    .map(|r| saw(r.revision, true))
+                l.txn(
+                    Txn::new()
+                        .when(Compare::version(&key, CmpOp::Greater, 1))
+                        .then(Op::delete(&key))
+                        .otherwise(Op::put(&key, &value))
+                        .otherwise(Op::put(&other, &value)),
+                )
+                .map(|r| saw(r.revision, true))
             }
         };
         if let Err(e) = result {

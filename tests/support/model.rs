@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::common::{self, MemDisk};
 use lessor::{
-    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, Revision, TxnResponse, Watch,
-    WatchEvent,
+    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse, Revision, Txn,
+    Watch, WatchEvent,
 };
 
 /// Returns `Err(message)` from the enclosing function unless `cond` holds.
@@ -707,25 +707,26 @@ pub fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, batched: bool, op
                 Some(id) => lessor::Op::put_with_lease(key(k), [v], lid(id)),
                 None => lessor::Op::put(key(k), [v]),
             };
-            l.txn()
-                .when(Compare::version(key(k), CmpOp::Equal, version))
-                .then(put)
-                .otherwise(lessor::Op::delete(key(k)))
-                .otherwise(lessor::Op::get(key(k)))
-                .commit()
-                .map_or_else(err, |r| {
-                    let responses = r
-                        .responses
-                        .iter()
-                        .map(|x| match x {
-                            TxnResponse::Put => "put".to_string(),
-                            TxnResponse::Delete { existed } => format!("deleted {existed}"),
-                            TxnResponse::Get(None) => "get none".into(),
-                            other => format!("{other:?}"),
-                        })
-                        .collect();
-                    Out::Txn(r.succeeded, r.revision.get(), responses)
-                })
+            l.txn(
+                Txn::new()
+                    .when(Compare::version(key(k), CmpOp::Equal, version))
+                    .then(put)
+                    .otherwise(lessor::Op::delete(key(k)))
+                    .otherwise(lessor::Op::get(key(k))),
+            )
+            .map_or_else(err, |r| {
+                let responses = r
+                    .responses
+                    .iter()
+                    .map(|x| match x {
+                        OpResponse::Put => "put".to_string(),
+                        OpResponse::Delete { existed } => format!("deleted {existed}"),
+                        OpResponse::Get(None) => "get none".into(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                Out::Txn(r.succeeded, r.revision.get(), responses)
+            })
         }
         Op::WatchFrom(back) => {
             let now = l.revision().unwrap().get();
