@@ -201,7 +201,7 @@ impl AsyncLessor {
     /// # Errors
     /// [`Error::Closed`].
     pub async fn leases(&self) -> Result<Vec<LeaseId>> {
-        self.lessor.leases_checked()
+        self.lessor.leases()
     }
 
     /// Writes `key = value` attached to lease `id`; see [`Lessor::put_with_lease`].

@@ -545,7 +545,7 @@ impl Engine {
             let (ttl, deadline) = self.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
-                granted_ttl: Duration::from_nanos(ttl),
+                ttl: Duration::from_nanos(ttl),
                 remaining: Duration::from_nanos(deadline.saturating_sub(now).min(ttl)),
                 keys,
             })

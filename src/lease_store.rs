@@ -238,7 +238,7 @@ impl LeaseStore for Lessor {
     }
 
     fn leases(&self) -> Result<Vec<LeaseId>> {
-        Ok(Lessor::leases(self))
+        Lessor::leases(self)
     }
 
     fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {

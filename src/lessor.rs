@@ -406,7 +406,7 @@ impl Lessor {
     /// let lessor = lessor::Lessor::open_in_memory()?;
     /// let lease = lessor.grant(Duration::from_secs(60))?;
     /// let info = lessor.time_to_live(lease.id)?;
-    /// assert_eq!(info.granted_ttl, Duration::from_secs(60));
+    /// assert_eq!(info.ttl, Duration::from_secs(60));
     /// assert!(info.remaining <= Duration::from_secs(60));
     /// # Ok(()) }
     /// ```
@@ -434,16 +434,11 @@ impl Lessor {
         self.readable()?.time_to_live(id, true)
     }
 
-    /// Ids of the live leases, ascending. Empty once closed.
-    pub fn leases(&self) -> Vec<LeaseId> {
-        match self.readable() {
-            Ok(core) => core.table.alive_ids(core.now()),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// [`leases`](Self::leases), with [`Error::Closed`] once closed.
-    pub(crate) fn leases_checked(&self) -> Result<Vec<LeaseId>> {
+    /// Ids of the live leases, ascending; from memory, taking no lock but each shard's.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn leases(&self) -> Result<Vec<LeaseId>> {
         let core = self.readable()?;
         Ok(core.table.alive_ids(core.now()))
     }

@@ -108,7 +108,7 @@ fn async_and_blocking_writers_share_a_database_on_a_multi_thread_runtime() {
     let reopened = open(&path);
     assert_eq!(reopened.range("/sync/").unwrap().len(), 200);
     assert_eq!(reopened.range("/async/").unwrap().len(), 400);
-    assert_eq!(reopened.leases().len(), 400);
+    assert_eq!(reopened.leases().unwrap().len(), 400);
 }
 
 #[test]
@@ -221,7 +221,7 @@ fn every_operation_works_and_reports_errors_as_the_blocking_api() {
         assert!(lessor.delete("/a").await.unwrap());
         assert!(!lessor.delete("/a").await.unwrap());
         assert_eq!(
-            lessor.time_to_live(lease.id).await.unwrap().granted_ttl,
+            lessor.time_to_live(lease.id).await.unwrap().ttl,
             Duration::from_secs(10)
         );
         lessor.renew(lease.id).unwrap();

@@ -176,7 +176,7 @@ fn threads_mixing_every_operation_keep_every_invariant() {
     // (with its keys) soon after. `leases()` drops a lease at its deadline, its keys go at its
     // revocation: wait for both.
     let at_rest = || {
-        l.leases() == vec![keeper.id]
+        l.leases().unwrap() == vec![keeper.id]
             && l.range("")
                 .unwrap()
                 .iter()
@@ -185,7 +185,7 @@ fn threads_mixing_every_operation_keep_every_invariant() {
     assert!(
         wait_until(Duration::from_secs(20), at_rest),
         "leases left: {:?}, keys: {:?}",
-        l.leases(),
+        l.leases().unwrap(),
         l.range("").unwrap()
     );
     assert_eq!(

@@ -364,7 +364,7 @@ impl EtcdLessor {
             keys.sort();
             Ok(LeaseInfo {
                 id,
-                granted_ttl: convert::secs(resp.granted_ttl()),
+                ttl: convert::secs(resp.granted_ttl()),
                 remaining: convert::secs(resp.ttl()),
                 keys,
             })

@@ -121,7 +121,7 @@ pub fn grant_renew_time_to_live_revoke<H: Harness>(h: &H) {
     assert_eq!(lease.ttl, TTL);
     assert_eq!(s.renew(lease.id).unwrap(), TTL);
     let info = s.time_to_live(lease.id).unwrap();
-    assert_eq!((info.id, info.granted_ttl), (lease.id, TTL));
+    assert_eq!((info.id, info.ttl), (lease.id, TTL));
     assert!(info.remaining <= TTL, "{info:?}");
     assert!(info.keys.is_empty());
     assert!(s.leases().unwrap().contains(&lease.id));
@@ -142,10 +142,7 @@ pub fn grant_renew_time_to_live_revoke<H: Harness>(h: &H) {
 pub fn ttl_below_the_minimum_is_raised<H: Harness>(h: &H) {
     let lease = h.store().grant(Duration::from_millis(1)).unwrap();
     assert_eq!(lease.ttl, h.min_ttl());
-    assert_eq!(
-        h.store().time_to_live(lease.id).unwrap().granted_ttl,
-        h.min_ttl()
-    );
+    assert_eq!(h.store().time_to_live(lease.id).unwrap().ttl, h.min_ttl());
     h.store().revoke(lease.id).unwrap();
 }
 

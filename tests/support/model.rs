@@ -686,9 +686,9 @@ pub fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, batched: bool, op
         Op::Attach(id, ref ks) => l.attach(lid(id), keys(ks)).map_or_else(err, |()| Out::Ok),
         Op::Detach(id, ref ks) => l.detach(lid(id), keys(ks)).map_or_else(err, |()| Out::Ok),
         Op::Revoke(id) => l.revoke(lid(id)).map_or_else(err, |r| Out::Rev(r.get())),
-        Op::TimeToLive(id) => l.time_to_live_with_keys(lid(id)).map_or_else(err, |i| {
-            Out::Info(nanos(i.granted_ttl), nanos(i.remaining), i.keys)
-        }),
+        Op::TimeToLive(id) => l
+            .time_to_live_with_keys(lid(id))
+            .map_or_else(err, |i| Out::Info(nanos(i.ttl), nanos(i.remaining), i.keys)),
         Op::Advance(ms) => {
             clock.advance(Duration::from_millis(ms));
             Out::Ok
@@ -781,7 +781,11 @@ pub fn compare_events(sut: &Sut, m: &mut Model) -> Result<(), String> {
 pub fn compare(l: &Lessor, m: &Model) -> Result<(), String> {
     let alive: Vec<u64> = m.leases.keys().copied().filter(|&id| m.alive(id)).collect();
     ensure_eq!(
-        l.leases().into_iter().map(LeaseId::get).collect::<Vec<_>>(),
+        l.leases()
+            .unwrap()
+            .into_iter()
+            .map(LeaseId::get)
+            .collect::<Vec<_>>(),
         alive.clone()
     );
     ensure_eq!(l.revision().unwrap().get(), m.revision);

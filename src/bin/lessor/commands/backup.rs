@@ -88,7 +88,7 @@ pub fn dump(cli: &Cli, out: &mut dyn Write) -> CliResult {
             &mut out,
             &Line::Lease {
                 id: info.id.get(),
-                ttl_ms: millis(info.granted_ttl),
+                ttl_ms: millis(info.ttl),
                 remaining_ms: millis(info.remaining),
             },
         )?;
