@@ -411,7 +411,9 @@ async fn synced(engine: &Arc<Engine>) -> Result<()> {
 /// chunk applied on the task and flushed by the flusher before the next.
 async fn reap(engine: &Arc<Engine>, id: LeaseId) -> Result<()> {
     loop {
-        let (left, ticket) = crate::reap::step_apply(engine, Some(id))?;
+        let Some((left, ticket)) = crate::reap::step_apply(engine, Some(id))? else {
+            return Ok(());
+        };
         durable(
             engine,
             Applied {

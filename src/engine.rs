@@ -47,6 +47,7 @@ use crate::error::{Error, Result};
 use crate::events::{Change, Hub, RevokeCause};
 use crate::expiry::ExpiryQueue;
 use crate::flusher::Flusher;
+use crate::integrity::Problem;
 use crate::keepalive::{EndReason, KeepAlives};
 use crate::lease::{Lease, LeaseId, LeaseInfo, Revision};
 use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
@@ -57,7 +58,7 @@ use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
 use crate::restart::Checkpointing;
-use crate::stats::{Metrics, Stats};
+use crate::stats::{Health, Metrics, Stats};
 use crate::store;
 use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
@@ -751,8 +752,29 @@ impl Engine {
         }
     }
 
-    /// The figures of [`Lessor::stats`](crate::Lessor::stats), whatever the state.
-    pub(crate) fn stats(&self) -> Result<Stats> {
+    /// The lessor's health; the ticker's part (`ticker_running`, `ticker_stopped`) is the
+    /// caller's, who holds the ticker's handle.
+    pub(crate) fn health(&self, ticker_running: bool, ticker_stopped: Option<String>) -> Health {
+        let keepalive = self.keepalives.health();
+        Health {
+            ticker_running,
+            ticker_stopped,
+            ticker_failures: self.ticker_failures.load(Ordering::Relaxed),
+            last_ticker_error: self.ticker_last_error.lock().clone(),
+            poisoned: self.is_poisoned(),
+            storage_failures: self.failures.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            checkpoints: self.checkpointing.batches(),
+            checkpointed_leases: self.checkpointing.leases(),
+            keepalive_running: keepalive.running,
+            keepalive_stopped: keepalive.stopped,
+            keepalive_failures: keepalive.failures,
+            last_keepalive_error: keepalive.last_error,
+        }
+    }
+
+    /// The figures of [`Lessor::stats`](crate::Lessor::stats), with `health`.
+    pub(crate) fn stats(&self, health: Health) -> Result<Stats> {
         let (keys, attached_keys) = self.read(Query::Counts, |view, _| view.key_counts())?;
         let m = &self.metrics;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -772,19 +794,17 @@ impl Engine {
             expiries: load(&m.expiries),
             expiry_lateness: m.lateness.summary(),
             expiry_batches: load(&m.expiry_batches),
-            ticker_failures: load(&self.ticker_failures),
             commits: load(&m.commits),
             fsyncs: load(&m.fsyncs),
             commit_latency: m.commit_latency.summary(),
-            storage_failures: load(&self.failures),
-            reloads: load(&self.reloads),
+            health,
         })
     }
 
     /// The checks of [`Lessor::verify_report`](crate::Lessor::verify_report): everything applied
     /// goes to the file first; then, holding the writer (so that memory and file stay still
     /// while they are compared), nothing may have come in meanwhile.
-    pub(crate) fn verify_report(&self) -> Result<Vec<String>> {
+    pub(crate) fn verify_report(&self) -> Result<Vec<Problem>> {
         for _ in 0..100 {
             self.sync()?;
             let guard = self.pipeline.store();
@@ -800,11 +820,10 @@ impl Engine {
             } = crate::contain::storage(|| store::verify(&read))?;
             let in_memory = self.table.all_ids();
             if on_disk != in_memory {
-                problems.push(format!(
-                    "leases in memory ({}) differ from leases in the file ({})",
-                    in_memory.len(),
-                    on_disk.len()
-                ));
+                problems.push(Problem::MemoryDiffersFromFile {
+                    in_memory: in_memory.len(),
+                    in_file: on_disk.len(),
+                });
             }
             problems.extend(crate::integrity::check_file(self.path.as_deref())?);
             drop(w);

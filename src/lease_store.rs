@@ -314,6 +314,6 @@ mod tests {
         );
         assert_eq!(store.leases().unwrap(), vec![lease.id]);
         store.close().unwrap();
-        assert!(store.leases().unwrap().is_empty());
+        assert!(matches!(store.leases(), Err(crate::Error::Closed)));
     }
 }

@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -17,11 +16,12 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::LeaseEvents;
+use crate::integrity::Problem;
 use crate::keepalive::{self, KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::overlay::Query;
 use crate::reload::Source;
-use crate::stats::Stats;
+use crate::stats::{Health, Stats};
 use crate::ticker::Ticker;
 use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
@@ -73,47 +73,6 @@ struct Handle {
     ticker: Mutex<Option<Ticker>>,
     /// Held for the whole of `close`.
     closing: Mutex<()>,
-}
-
-/// A snapshot of the ticker's health, from [`Lessor::health`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Health {
-    /// Whether the ticker thread is running (`false` if built without one, or once closed).
-    pub ticker_running: bool,
-    /// Why the ticker is not running: `None` while it runs; otherwise "the lessor is closed",
-    /// "built without a ticker", or what ended it (a panic outside the passes that contain
-    /// them). While it is not running, no lease expires by itself.
-    pub ticker_stopped: Option<String>,
-    /// Ticker passes that failed since open (an expiry batch that did not commit, a reload that
-    /// failed, or a panic the ticker contained); each is retried with backoff.
-    pub ticker_failures: u64,
-    /// The last such failure.
-    pub last_ticker_error: Option<String>,
-    /// Whether a write failed in storage and the database has not been reloaded since: every
-    /// call returns [`Error::Poisoned`] meanwhile. The ticker reloads it (retrying with
-    /// backoff while the fault lasts); [`Lessor::recover`] does it at once.
-    pub poisoned: bool,
-    /// Writes that failed in storage since open (each poisoned the lessor).
-    pub storage_failures: u64,
-    /// Reloads from the file after such failures since open.
-    pub reloads: u64,
-    /// Checkpoint transactions committed since open; always 0 under
-    /// [`RestartPolicy::Reset`](crate::RestartPolicy::Reset).
-    pub checkpoints: u64,
-    /// Lease records those checkpoints wrote: one per lease renewed since its last checkpoint.
-    pub checkpointed_leases: u64,
-    /// Whether the keep-alive thread (`lessor-keepalive`, started by the first keep-alive) is
-    /// running.
-    pub keepalive_running: bool,
-    /// Why the keep-alive thread is not running once it has been started: "the lessor is
-    /// closed", or what ended it. `None` while it runs, and before the first keep-alive.
-    pub keepalive_stopped: Option<String>,
-    /// Panics the keep-alive thread contained since open (in a renewal, or around them): each
-    /// was counted here and the thread went on.
-    pub keepalive_failures: u64,
-    /// The last such panic.
-    pub last_keepalive_error: Option<String>,
 }
 
 impl Lessor {
@@ -744,6 +703,7 @@ impl Lessor {
         if problems.is_empty() {
             Ok(())
         } else {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
             Err(Error::Corrupted(problems.join("; ")))
         }
     }
@@ -761,7 +721,7 @@ impl Lessor {
     ///
     /// # Errors
     /// [`Error::Storage`] if the file cannot be read; [`Error::Closed`], [`Error::Poisoned`].
-    pub fn verify_report(&self) -> Result<Vec<String>> {
+    pub fn verify_report(&self) -> Result<Vec<Problem>> {
         self.core()?.verify_report()
     }
 
@@ -782,7 +742,8 @@ impl Lessor {
     /// # Errors
     /// [`Error::Storage`] reading the key counts, [`Error::Closed`], [`Error::Poisoned`].
     pub fn stats(&self) -> Result<Stats> {
-        let stats = self.readable()?.stats()?;
+        let core = self.readable()?;
+        let stats = core.stats(self.health())?;
         #[cfg(feature = "metrics")]
         crate::stats::publish(&stats);
         Ok(stats)
@@ -811,22 +772,10 @@ impl Lessor {
     pub fn health(&self) -> Health {
         let core = &self.handle.engine;
         let ticker = self.handle.ticker.lock();
-        let keepalive = core.keepalives.health();
-        Health {
-            ticker_running: ticker.as_ref().is_some_and(|t| !t.is_finished()),
-            ticker_stopped: crate::ticker::stopped(ticker.as_ref(), core.config.ticker),
-            ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
-            last_ticker_error: core.ticker_last_error.lock().clone(),
-            poisoned: core.is_poisoned(),
-            storage_failures: core.failures.load(Ordering::Relaxed),
-            reloads: core.reloads.load(Ordering::Relaxed),
-            checkpoints: core.checkpointing.batches(),
-            checkpointed_leases: core.checkpointing.leases(),
-            keepalive_running: keepalive.running,
-            keepalive_stopped: keepalive.stopped,
-            keepalive_failures: keepalive.failures,
-            last_keepalive_error: keepalive.last_error,
-        }
+        core.health(
+            ticker.as_ref().is_some_and(|t| !t.is_finished()),
+            crate::ticker::stopped(ticker.as_ref(), core.config.ticker),
+        )
     }
 
     /// Closes the lessor: stops and joins the ticker, revokes what has already expired (so that

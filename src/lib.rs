@@ -154,12 +154,13 @@ pub use crate::error::{Error, Result};
 pub use crate::etcd::{EtcdLessor, EtcdOptions};
 pub use crate::events::{LeaseEvent, LeaseEvents, RevokeCause};
 pub use crate::inspect::{FileStats, Inspector};
+pub use crate::integrity::Problem;
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, Lost};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
-pub use crate::lessor::{Health, Lessor};
+pub use crate::lessor::Lessor;
 pub use crate::restart::RestartPolicy;
-pub use crate::stats::{Percentiles, Stats};
+pub use crate::stats::{Health, Percentiles, Stats};
 pub use crate::txn::{CmpOp, Compare, Op, OpResponse, Txn, TxnResponse};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 /// The channels the blocking API hands out ([`Watch::ready`], [`LeaseEvents::receiver`],

@@ -36,7 +36,9 @@ use crate::lease::LeaseId;
 /// keys left. Returns whether keys are left (of `only`, or of any lease) afterwards; under
 /// `Immediate`, returns once the chunk is durable.
 pub(crate) fn step(engine: &Engine, only: Option<LeaseId>) -> Result<bool> {
-    let (left, ticket) = step_apply(engine, only)?;
+    let Some((left, ticket)) = step_apply(engine, only)? else {
+        return Ok(false);
+    };
     engine.pipeline.await_durable(engine, ticket)?;
     // Under `Batched` too, each chunk goes to disk before the next: the write buffer never holds
     // more than about one chunk of them, so other writers never meet its back-pressure, and the
@@ -45,11 +47,12 @@ pub(crate) fn step(engine: &Engine, only: Option<LeaseId>) -> Result<bool> {
     Ok(left)
 }
 
-/// Applies one [`step`]: whether keys are left, and what to wait for before the next step
-/// (then the step's chunk must be flushed, as [`step`] does, before the next is applied).
-pub(crate) fn step_apply(engine: &Engine, only: Option<LeaseId>) -> Result<(bool, Ticket)> {
+/// Applies one [`step`]: `None` if there was nothing to delete; else whether keys are left,
+/// and what to wait for before the next step (then the step's chunk must be flushed, as
+/// [`step`] does, before the next is applied).
+pub(crate) fn step_apply(engine: &Engine, only: Option<LeaseId>) -> Result<Option<(bool, Ticket)>> {
     let Some((id, cause, after)) = engine.reaping.lock().next(only) else {
-        return Ok((false, Ticket::DONE));
+        return Ok(None);
     };
     let chunk = engine.config.revoke_chunk;
     let (w, result, ticket) = engine.pipeline.write(engine, |_, b| {
@@ -71,7 +74,7 @@ pub(crate) fn step_apply(engine: &Engine, only: Option<LeaseId>) -> Result<(bool
     if !more {
         tracing::debug!(lease = id.get(), "revocation of a large lease finished");
     }
-    Ok((left, ticket))
+    Ok(Some((left, ticket)))
 }
 
 /// Deletes every hidden key of lease `id`, chunk by chunk.
