@@ -56,7 +56,10 @@
 //! - **Streams**: [`Watch`], [`LeaseEvents`] and [`KeepAlive`] are [`Stream`]s as well as
 //!   blocking receivers, on any executor (there is no runtime of ours); [`Watch::ready`] and
 //!   [`LeaseEvents::receiver`] let a thread wait on them with `select!`.
-//! - **Transactions** ([`Lessor::txn`]): etcd's compare-then-act, in one transaction: the
+//! - **Async** ([`AsyncLessor`]): the same operations as `async fn`s whose futures never block
+//!   their executor: a write is applied on the task and its fsync runs on the lessor's
+//!   `lessor-flusher` thread. [`AsyncLeaseStore`] is the async trait both backends implement.
+//! - **Transactions** ([`Lessor::txn`], [`Txn`]): etcd's compare-then-act, in one transaction: the
 //!   building block of locks (put the key if absent, under your lease).
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
 //!   expired leases in deadline order, many per transaction. [`Lessor::revoke_expired`] does the
