@@ -23,7 +23,7 @@
 //!    all 10,000 watches, each its own task on a multi-thread runtime, have received one put.
 //!
 //! Run: `cargo bench --bench async_api` (about 2 minutes). `-- --quick` shortens every window
-//! and count 10×. `--test` (CI, also implied without `--bench`) runs each once at a tiny size.
+//! and count 10×; `-- --only probe,overhead,scale` runs only those sections. `--test` (CI, also implied without `--bench`) runs each once at a tiny size.
 
 #![allow(
     clippy::unwrap_used,
@@ -227,9 +227,12 @@ fn put_overhead(s: Sizes, dir: &Path) -> (f64, f64) {
 }
 
 /// Writes per second of 8 concurrent durable writers: 8 threads (blocking) vs 8 tasks on one
-/// current-thread runtime (async), each doing `calls` puts; medians of `pairs` alternations.
-fn eight_writers(s: Sizes, dir: &Path) -> (f64, f64) {
-    let lessor = durable(&dir.join("eight.redb"));
+/// current-thread runtime (async), each doing `calls` puts, each side on a lessor of its own;
+/// medians of `pairs` alternations. Also the writes per commit and the commits' median latency
+/// (fsync included) on each side.
+fn eight_writers(s: Sizes, dir: &Path) -> [(f64, f64, Duration); 2] {
+    let blocking = durable(&dir.join("eight-blocking.redb"));
+    let lessor = durable(&dir.join("eight-async.redb"));
     let a = AsyncLessor::from(lessor.clone());
     let rt = current_thread();
     let (mut sync_ws, mut async_ws) = (Vec::new(), Vec::new());
@@ -237,7 +240,7 @@ fn eight_writers(s: Sizes, dir: &Path) -> (f64, f64) {
         let t = Instant::now();
         std::thread::scope(|scope| {
             for i in 0..8 {
-                let l = &lessor;
+                let l = &blocking;
                 scope.spawn(move || {
                     for j in 0..s.calls {
                         l.put(format!("/e/{i}/{}", j % 64), "v").unwrap();
@@ -264,8 +267,15 @@ fn eight_writers(s: Sizes, dir: &Path) -> (f64, f64) {
         });
         async_ws.push((8 * s.calls) as f64 / t.elapsed().as_secs_f64());
     }
+    let figures = |l: &Lessor, ws: Vec<f64>| {
+        let stats = l.stats().unwrap();
+        let per_commit = (8 * s.calls * s.pairs) as f64 / stats.commits.max(1) as f64;
+        (median(ws), per_commit, stats.commit_latency.p50)
+    };
+    let out = [figures(&blocking, sync_ws), figures(&lessor, async_ws)];
+    blocking.close().unwrap();
     lessor.close().unwrap();
-    (median(sync_ws), median(async_ws))
+    out
 }
 
 /// Median ns per `get` of a present key, blocking vs awaited (in memory).
@@ -366,61 +376,73 @@ fn scale(s: Sizes, dir: &Path) -> Scale {
 
 fn main() {
     let s = sizes();
+    let only: Option<String> = std::env::args().skip_while(|a| a != "--only").nth(1);
+    let wants = |what: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w == what))
+    };
     let dir = tempfile::tempdir().unwrap();
     println!("# async_api (issue 14); window {:?}", s.window);
     println!();
-    println!("## 1. Probe on a current-thread runtime, 8 durable writers (Immediate, a file)");
-    println!(
-        "| writers | lateness p50 ms | p99 ms | max ms | thread held p99 ms | max ms | writes/s |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for writers in [Writers::None, Writers::Blocking, Writers::Async] {
-        let mut p = probe(writers, s.window, dir.path());
-        p.lateness_ms.sort_by(f64::total_cmp);
-        let name = match writers {
-            Writers::None => "none (idle probe)",
-            Writers::Blocking => "Lessor::put (blocking)",
-            Writers::Async => "AsyncLessor::put",
-        };
+    if wants("probe") {
+        println!("## 1. Probe on a current-thread runtime, 8 durable writers (Immediate, a file)");
         println!(
-            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} |",
-            percentile(&p.lateness_ms, 0.5),
-            percentile(&p.lateness_ms, 0.99),
-            p.lateness_ms.last().copied().unwrap_or(f64::NAN),
-            percentile(&p.gaps_ms, 0.99),
-            p.gaps_ms.last().copied().unwrap_or(f64::NAN),
-            p.writes_per_sec
+            "| writers | lateness p50 ms | p99 ms | max ms | thread held p99 ms | max ms | writes/s |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for writers in [Writers::None, Writers::Blocking, Writers::Async] {
+            let mut p = probe(writers, s.window, dir.path());
+            p.lateness_ms.sort_by(f64::total_cmp);
+            let name = match writers {
+                Writers::None => "none (idle probe)",
+                Writers::Blocking => "Lessor::put (blocking)",
+                Writers::Async => "AsyncLessor::put",
+            };
+            println!(
+                "| {name} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.0} |",
+                percentile(&p.lateness_ms, 0.5),
+                percentile(&p.lateness_ms, 0.99),
+                p.lateness_ms.last().copied().unwrap_or(f64::NAN),
+                percentile(&p.gaps_ms, 0.99),
+                p.gaps_ms.last().copied().unwrap_or(f64::NAN),
+                p.writes_per_sec
+            );
+        }
+        println!();
+    }
+    if wants("overhead") {
+        println!("## 2. Call overhead (medians of {} paired runs)", s.pairs);
+        let (sync_put, async_put) = put_overhead(s, dir.path());
+        println!(
+            "- durable put, one caller: blocking {sync_put:.1} µs, async {async_put:.1} µs ({:+.1}%)",
+            (async_put / sync_put - 1.0) * 100.0
+        );
+        let [(sync_ws, sync_group, sync_commit), (async_ws, async_group, async_commit)] =
+            eight_writers(s, dir.path());
+        println!(
+            "- 8 durable writers: 8 threads {sync_ws:.0} writes/s ({sync_group:.1} per commit, commit p50 {sync_commit:?}), 8 tasks on one thread {async_ws:.0} writes/s ({async_group:.1} per commit, commit p50 {async_commit:?}) ({:+.1}%)",
+            (async_ws / sync_ws - 1.0) * 100.0
+        );
+        let (sync_get, async_get) = get_overhead(s);
+        println!(
+            "- get, in memory: blocking {sync_get:.0} ns, async {async_get:.0} ns ({:+.0} ns)",
+            async_get - sync_get
+        );
+        println!();
+    }
+    if wants("scale") {
+        println!(
+            "## 3. Scale: {} keep-alives, {} watches on one AsyncLessor",
+            s.keepalives, s.watches
+        );
+        let sc = scale(s, dir.path());
+        println!(
+            "- resident memory: {:.0} B per keep-alive, {:.0} B per watch (its task included)",
+            sc.keepalive_bytes, sc.watch_bytes
+        );
+        println!(
+            "- one put per 16 prefixes reached all {} watches in {:.1} ms",
+            s.watches, sc.fanout_ms
         );
     }
-    println!();
-    println!("## 2. Call overhead (medians of {} paired runs)", s.pairs);
-    let (sync_put, async_put) = put_overhead(s, dir.path());
-    println!(
-        "- durable put, one caller: blocking {sync_put:.1} µs, async {async_put:.1} µs ({:+.1}%)",
-        (async_put / sync_put - 1.0) * 100.0
-    );
-    let (sync_ws, async_ws) = eight_writers(s, dir.path());
-    println!(
-        "- 8 durable writers: 8 threads {sync_ws:.0} writes/s, 8 tasks on one thread {async_ws:.0} writes/s ({:+.1}%)",
-        (async_ws / sync_ws - 1.0) * 100.0
-    );
-    let (sync_get, async_get) = get_overhead(s);
-    println!(
-        "- get, in memory: blocking {sync_get:.0} ns, async {async_get:.0} ns ({:+.0} ns)",
-        async_get - sync_get
-    );
-    println!();
-    println!(
-        "## 3. Scale: {} keep-alives, {} watches on one AsyncLessor",
-        s.keepalives, s.watches
-    );
-    let sc = scale(s, dir.path());
-    println!(
-        "- resident memory: {:.0} B per keep-alive, {:.0} B per watch (its task included)",
-        sc.keepalive_bytes, sc.watch_bytes
-    );
-    println!(
-        "- one put per 16 prefixes reached all {} watches in {:.1} ms",
-        s.watches, sc.fanout_ms
-    );
 }

@@ -170,15 +170,15 @@ pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 /// [`KeepAlive::responses`]) are crossbeam's; re-exported so that `select!` over them and the
 /// error types (`RecvError`, `TryRecvError`...) come from the same version as ours.
 pub use crossbeam_channel;
+/// The [`Stream`] trait that [`Watch`], [`LeaseEvents`] and
+/// [`KeepAlive`] implement, re-exported for callers without `futures`.
+pub use futures_core::Stream;
 /// The storage engine, re-exported on purpose: its
 /// [`StorageBackend`](redb::StorageBackend) is what
 /// [`Builder::open_with_backend`](crate::Builder::open_with_backend) takes, and its
 /// [`redb::Error`] is the source of [`Error::Storage`], so callers that implement the one or
 /// inspect the other use the same version as ours.
 pub use redb;
-/// The [`Stream`] trait that [`Watch`], [`LeaseEvents`] and
-/// [`KeepAlive`] implement, re-exported for callers without `futures`.
-pub use futures_core::Stream;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]
