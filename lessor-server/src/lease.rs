@@ -154,7 +154,7 @@ impl lease_server::Lease for Lease {
                 header: header(revision),
                 id: req.id,
                 ttl: secs(info.remaining),
-                granted_ttl: secs(info.granted_ttl),
+                granted_ttl: secs(info.ttl),
                 keys: info.keys,
             },
             // etcd answers a lease that is not alive with TTL -1, not an error.
@@ -174,7 +174,7 @@ impl lease_server::Lease for Lease {
             header: header(revision),
             leases: self
                 .engine
-                .leases()
+                .leases()?
                 .into_iter()
                 .map(|id| pb::LeaseStatus {
                     id: id.get().cast_signed(),
