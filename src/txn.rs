@@ -103,7 +103,7 @@ impl Compare {
     /// (so a value comparison fails, and `absent` holds). The range's first key may be empty.
     ///
     /// ```
-    /// use lessor::{CmpOp, Compare, Lessor, Op, Revision};
+    /// use lessor::{CmpOp, Compare, Lessor, Revision, Txn};
     ///
     /// # fn main() -> lessor::Result<()> {
     /// let lessor = Lessor::open_in_memory()?;
@@ -111,9 +111,9 @@ impl Compare {
     /// // "no key under /queue/ changed since revision 1"
     /// let unchanged = Compare::mod_revision("/queue/", CmpOp::Less, Revision::new(2))
     ///     .over_range(Some(b"/queue0"));
-    /// assert!(lessor.txn().when(unchanged.clone()).commit()?.succeeded);
+    /// assert!(lessor.txn(Txn::new().when(unchanged.clone()))?.succeeded);
     /// lessor.put("/queue/2", "b")?;
-    /// assert!(!lessor.txn().when(unchanged).commit()?.succeeded);
+    /// assert!(!lessor.txn(Txn::new().when(unchanged))?.succeeded);
     /// # Ok(()) }
     /// ```
     pub fn over_range(mut self, end: Option<&[u8]>) -> Compare {
@@ -174,7 +174,7 @@ pub(crate) enum OpKind {
         end: Option<Vec<u8>>,
     },
     /// A transaction inside the transaction (`key` is empty).
-    Txn(Box<TxnRequest>),
+    Txn(Box<Txn>),
 }
 
 /// One operation of a [`Txn`](crate::Txn)'s `then` or `otherwise` list.
@@ -226,7 +226,7 @@ impl Op {
 
     /// Reads every key from `start` up to `end` (excluded; `None`: every key from `start` on),
     /// in key order, seeing the writes of earlier ops: etcd's range `[key, range_end)`. Its
-    /// response is a [`TxnResponse::Range`]. `start` may be empty.
+    /// response is a [`OpResponse::Range`]. `start` may be empty.
     pub fn range_between(start: impl AsRef<[u8]>, end: Option<&[u8]>) -> Op {
         Op::new(
             start,
@@ -238,7 +238,7 @@ impl Op {
 
     /// Deletes every key from `start` up to `end` (excluded; `None`: every key from `start` on)
     /// that exists when the op runs, all at the transaction's revision: etcd's delete-range.
-    /// Its response is a [`TxnResponse::DeleteRange`] with the keys deleted, as they were.
+    /// Its response is a [`OpResponse::DeleteRange`] with the keys deleted, as they were.
     /// `start` may be empty. A branch may not also put a key of the range (one revision cannot
     /// hold two versions of a key).
     pub fn delete_range(start: impl AsRef<[u8]>, end: Option<&[u8]>) -> Op {
@@ -252,9 +252,9 @@ impl Op {
 
     /// Runs a transaction inside this one, when this op runs: its comparisons see the writes
     /// of earlier ops, and its writes share the outer transaction's revision (etcd's nested
-    /// transaction). Its response is a [`TxnResponse::Txn`]. The keys its branches may write
+    /// transaction). Its response is a [`OpResponse::Txn`]. The keys its branches may write
     /// count as written by the branch that holds it.
-    pub fn txn(nested: TxnRequest) -> Op {
+    pub fn txn(nested: Txn) -> Op {
         Op::new([], OpKind::Txn(Box::new(nested)))
     }
 
@@ -266,10 +266,10 @@ impl Op {
     }
 }
 
-/// What one [`Op`] did, in [`TxnResult::responses`].
+/// What one [`Op`] did, in [`TxnResponse::responses`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum TxnResponse {
+pub enum OpResponse {
     /// The put was done, at the transaction's revision.
     Put,
     /// Whether the deleted key existed.
@@ -289,53 +289,53 @@ pub enum TxnResponse {
         /// Whether its comparisons held.
         succeeded: bool,
         /// One response per op of the branch that ran.
-        responses: Vec<TxnResponse>,
+        responses: Vec<OpResponse>,
     },
 }
 
-/// The outcome of [`Txn::commit`](crate::Txn::commit).
+/// The outcome of [`Lessor::txn`](crate::Lessor::txn).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TxnResult {
+pub struct TxnResponse {
     /// Whether every comparison held (so the `then` ops ran, else the `otherwise` ops).
     pub succeeded: bool,
     /// The database's revision after the transaction: that of its writes, if it wrote.
     pub revision: Revision,
     /// One response per op that ran, in order.
-    pub responses: Vec<TxnResponse>,
+    pub responses: Vec<OpResponse>,
 }
 
-/// A transaction described apart from any backend, for
-/// [`LeaseStore::transaction`](crate::LeaseStore::transaction): `when`
-/// every comparison holds, `then` these ops, `otherwise` those. The same [`Compare`] and [`Op`]
-/// values as [`Lessor::txn`](crate::Lessor::txn).
+/// An etcd-style transaction: `when` every comparison holds, `then` these ops, `otherwise`
+/// those. Built apart from any backend, and run by the `txn` of each:
+/// [`Lessor::txn`](crate::Lessor::txn), [`AsyncLessor::txn`](crate::AsyncLessor::txn),
+/// [`LeaseStore::txn`](crate::LeaseStore::txn), [`AsyncLeaseStore::txn`](crate::AsyncLeaseStore::txn).
 ///
 /// ```
 /// use std::time::Duration;
-/// use lessor::{Compare, LeaseStore, Lessor, Op, TxnRequest};
+/// use lessor::{Compare, LeaseStore, Lessor, Op, Txn};
 ///
 /// # fn main() -> lessor::Result<()> {
 /// let store = Lessor::open_in_memory()?;
 /// let me = LeaseStore::grant(&store, Duration::from_secs(10))?;
-/// let lock = TxnRequest::new()
+/// let lock = Txn::new()
 ///     .when(Compare::absent("/cron/lock/job1"))
 ///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
 ///     .otherwise(Op::get("/cron/lock/job1"));
-/// assert!(store.transaction(lock.clone())?.succeeded);
-/// assert!(!store.transaction(lock)?.succeeded); // held now
+/// assert!(store.txn(lock.clone())?.succeeded);
+/// assert!(!store.txn(lock)?.succeeded); // held now
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[must_use = "a transaction does nothing until passed to LeaseStore::transaction"]
-pub struct TxnRequest {
+#[must_use = "a transaction does nothing until passed to a `txn` call"]
+pub struct Txn {
     pub(crate) compares: Vec<Compare>,
     pub(crate) then: Vec<Op>,
     pub(crate) otherwise: Vec<Op>,
 }
 
-impl TxnRequest {
+impl Txn {
     /// An empty transaction (it succeeds and does nothing).
-    pub fn new() -> TxnRequest {
-        TxnRequest::default()
+    pub fn new() -> Txn {
+        Txn::default()
     }
 
     /// Adds a comparison; all of them must hold.
@@ -434,7 +434,7 @@ impl TxnRequest {
         &self,
         batch: &mut Batch<'_>,
         alive: impl Fn(LeaseId, &crate::overlay::Tables<'_>) -> Result<()>,
-    ) -> Result<(bool, Vec<TxnResponse>)> {
+    ) -> Result<(bool, Vec<OpResponse>)> {
         self.run_in(batch, &alive, &mut None)
     }
 
@@ -445,7 +445,7 @@ impl TxnRequest {
         batch: &mut Batch<'_>,
         alive: &dyn Fn(LeaseId, &crate::overlay::Tables<'_>) -> Result<()>,
         revision: &mut Option<u64>,
-    ) -> Result<(bool, Vec<TxnResponse>)> {
+    ) -> Result<(bool, Vec<OpResponse>)> {
         let mut succeeded = true;
         for c in &self.compares {
             if !c.evaluate(&batch.tables)? {
@@ -462,8 +462,8 @@ impl TxnRequest {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.kind {
-                OpKind::Get => TxnResponse::Get(batch.tables.get(&op.key)?),
-                OpKind::Range => TxnResponse::Range(batch.tables.range(&op.key)?),
+                OpKind::Get => OpResponse::Get(batch.tables.get(&op.key)?),
+                OpKind::Range => OpResponse::Range(batch.tables.range(&op.key)?),
                 OpKind::Put { value, lease } => {
                     if let Some(id) = lease {
                         alive(*id, &batch.tables)?;
@@ -471,7 +471,7 @@ impl TxnRequest {
                     let rev = write_revision(revision, batch)?;
                     let kv = batch.tables.put(&op.key, value, *lease, rev)?;
                     batch.changes.push(Change::Put(kv));
-                    TxnResponse::Put
+                    OpResponse::Put
                 }
                 OpKind::Delete => {
                     let existed = batch.tables.get(&op.key)?.is_some();
@@ -483,10 +483,10 @@ impl TxnRequest {
                             revision: rev,
                         });
                     }
-                    TxnResponse::Delete { existed }
+                    OpResponse::Delete { existed }
                 }
                 OpKind::RangeBetween { end } => {
-                    TxnResponse::Range(batch.tables.range_between(&op.key, end.as_deref())?)
+                    OpResponse::Range(batch.tables.range_between(&op.key, end.as_deref())?)
                 }
                 OpKind::DeleteRange { end } => {
                     let doomed = batch.tables.range_between(&op.key, end.as_deref())?;
@@ -500,11 +500,11 @@ impl TxnRequest {
                             });
                         }
                     }
-                    TxnResponse::DeleteRange(doomed)
+                    OpResponse::DeleteRange(doomed)
                 }
                 OpKind::Txn(nested) => {
                     let (succeeded, responses) = nested.run_in(batch, alive, revision)?;
-                    TxnResponse::Txn {
+                    OpResponse::Txn {
                         succeeded,
                         responses,
                     }

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{id, secs};
-use lessor::{CmpOp, Compare, Error, Lessor, ManualClock, Op, Revision, TxnResponse};
+use lessor::{CmpOp, Compare, Error, Lessor, ManualClock, Op, OpResponse, Revision, Txn};
 
 fn lessor() -> Lessor {
     Lessor::builder()
@@ -16,7 +16,7 @@ fn lessor() -> Lessor {
 
 /// Whether a transaction with this one comparison succeeds.
 fn holds(l: &Lessor, c: Compare) -> bool {
-    l.txn().when(c).commit().unwrap().succeeded
+    l.txn(Txn::new().when(c)).unwrap().succeeded
 }
 
 #[test]
@@ -73,19 +73,20 @@ fn all_comparisons_must_hold_and_the_right_branch_runs() {
     let l = lessor();
     l.put("/a", "1").unwrap();
     let res = l
-        .txn()
-        .when(Compare::value("/a", CmpOp::Equal, "1"))
-        .when(Compare::exists("/b"))
-        .then(Op::put("/then", "x"))
-        .otherwise(Op::put("/else", "y"))
-        .otherwise(Op::get("/a"))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::value("/a", CmpOp::Equal, "1"))
+                .when(Compare::exists("/b"))
+                .then(Op::put("/then", "x"))
+                .otherwise(Op::put("/else", "y"))
+                .otherwise(Op::get("/a")),
+        )
         .unwrap();
     assert!(!res.succeeded);
     assert_eq!(res.revision, Revision::new(2));
     assert_eq!(res.responses.len(), 2);
-    assert_eq!(res.responses[0], TxnResponse::Put);
-    let TxnResponse::Get(Some(kv)) = &res.responses[1] else {
+    assert_eq!(res.responses[0], OpResponse::Put);
+    let OpResponse::Get(Some(kv)) = &res.responses[1] else {
         panic!("{:?}", res.responses)
     };
     assert_eq!(kv.value, b"1");
@@ -98,26 +99,27 @@ fn writes_share_one_revision_and_gets_see_earlier_writes() {
     let l = lessor();
     l.put("/old", "o").unwrap(); // rev 1
     let res = l
-        .txn()
-        .then(Op::put("/a", "2"))
-        .then(Op::get("/a"))
-        .then(Op::delete("/old"))
-        .then(Op::delete("/missing"))
-        .then(Op::get("/old"))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::put("/a", "2"))
+                .then(Op::get("/a"))
+                .then(Op::delete("/old"))
+                .then(Op::delete("/missing"))
+                .then(Op::get("/old")),
+        )
         .unwrap();
     assert!(res.succeeded);
     assert_eq!(res.revision, Revision::new(2));
-    let TxnResponse::Get(Some(a)) = &res.responses[1] else {
+    let OpResponse::Get(Some(a)) = &res.responses[1] else {
         panic!()
     };
     assert_eq!(
         (a.value.as_slice(), a.mod_revision, a.version),
         (&b"2"[..], Revision::new(2), 1)
     );
-    assert_eq!(res.responses[2], TxnResponse::Delete { existed: true });
-    assert_eq!(res.responses[3], TxnResponse::Delete { existed: false });
-    assert_eq!(res.responses[4], TxnResponse::Get(None));
+    assert_eq!(res.responses[2], OpResponse::Delete { existed: true });
+    assert_eq!(res.responses[3], OpResponse::Delete { existed: false });
+    assert_eq!(res.responses[4], OpResponse::Get(None));
     assert_eq!(l.revision().unwrap(), Revision::new(2));
 }
 
@@ -126,10 +128,7 @@ fn a_read_only_transaction_does_not_advance_the_revision() {
     let l = lessor();
     l.put("/a", "1").unwrap();
     let res = l
-        .txn()
-        .then(Op::get("/a"))
-        .then(Op::delete("/missing"))
-        .commit()
+        .txn(Txn::new().then(Op::get("/a")).then(Op::delete("/missing")))
         .unwrap();
     assert_eq!(res.revision, Revision::new(1));
     assert_eq!(l.revision().unwrap(), Revision::new(1));
@@ -147,11 +146,12 @@ fn a_dead_lease_aborts_the_whole_transaction() {
     l.put("/keep", "1").unwrap();
     clock.advance(secs(2));
     let err = l
-        .txn()
-        .then(Op::put("/a", "1"))
-        .then(Op::delete("/keep"))
-        .then(Op::put_with_lease("/b", "2", lease.id))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::put("/a", "1"))
+                .then(Op::delete("/keep"))
+                .then(Op::put_with_lease("/b", "2", lease.id)),
+        )
         .unwrap_err();
     assert!(matches!(err, Error::LeaseNotFound(i) if i == lease.id));
     assert!(l.get("/a").unwrap().is_none());
@@ -159,11 +159,12 @@ fn a_dead_lease_aborts_the_whole_transaction() {
     assert_eq!(l.revision().unwrap(), Revision::new(1));
     // Only the branch that runs matters.
     let ok = l
-        .txn()
-        .when(Compare::exists("/nothing"))
-        .then(Op::put_with_lease("/b", "2", id(999)))
-        .otherwise(Op::put("/c", "3"))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::exists("/nothing"))
+                .then(Op::put_with_lease("/b", "2", id(999)))
+                .otherwise(Op::put("/c", "3")),
+        )
         .unwrap();
     assert!(!ok.succeeded);
 }
@@ -177,19 +178,18 @@ fn bad_keys_and_values_are_refused_before_anything_runs() {
         .open_in_memory()
         .unwrap();
     let e = l
-        .txn()
-        .then(Op::put("/a", "1"))
-        .otherwise(Op::put("", "x"))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::put("/a", "1"))
+                .otherwise(Op::put("", "x")),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidKey(_)));
     let e = l
-        .txn()
-        .when(Compare::exists("/much-too-long"))
-        .commit()
+        .txn(Txn::new().when(Compare::exists("/much-too-long")))
         .unwrap_err();
     assert!(matches!(e, Error::KeyTooLarge { .. }));
-    let e = l.txn().then(Op::put("/a", "12345")).commit().unwrap_err();
+    let e = l.txn(Txn::new().then(Op::put("/a", "12345"))).unwrap_err();
     assert!(matches!(e, Error::ValueTooLarge { .. }));
     assert!(l.get("/a").unwrap().is_none());
 }
@@ -203,12 +203,13 @@ fn put_if_absent_admits_exactly_one_of_many_contenders() {
                 let l = l.clone();
                 s.spawn(move || {
                     let me = l.grant(secs(10)).unwrap();
-                    l.txn()
-                        .when(Compare::absent("/lock"))
-                        .then(Op::put_with_lease("/lock", format!("{i}"), me.id))
-                        .commit()
-                        .unwrap()
-                        .succeeded as usize
+                    l.txn(
+                        Txn::new()
+                            .when(Compare::absent("/lock"))
+                            .then(Op::put_with_lease("/lock", format!("{i}"), me.id)),
+                    )
+                    .unwrap()
+                    .succeeded as usize
                 })
             })
             .collect();
@@ -220,10 +221,10 @@ fn put_if_absent_admits_exactly_one_of_many_contenders() {
 #[test]
 fn an_empty_transaction_succeeds_and_closed_lessors_refuse() {
     let l = lessor();
-    let res = l.txn().commit().unwrap();
+    let res = l.txn(Txn::new()).unwrap();
     assert!(res.succeeded && res.responses.is_empty());
     l.close().unwrap();
-    assert!(matches!(l.txn().commit(), Err(Error::Closed)));
+    assert!(matches!(l.txn(Txn::new()), Err(Error::Closed)));
 }
 
 #[test]
@@ -234,17 +235,18 @@ fn a_branch_that_writes_one_key_twice_is_refused_as_etcd_does() {
         (Op::put("/k", "1"), Op::delete("/k")),
         (Op::delete("/k"), Op::delete("/k")),
     ] {
-        let e = l.txn().then(a).then(b).commit().unwrap_err();
+        let e = l.txn(Txn::new().then(a).then(b)).unwrap_err();
         assert!(matches!(e, Error::InvalidKey(_)), "{e}");
     }
     // Reading a key twice, or writing it once in each branch, is fine.
-    l.txn()
-        .then(Op::put("/k", "1"))
-        .then(Op::get("/k"))
-        .then(Op::get("/k"))
-        .otherwise(Op::put("/k", "2"))
-        .commit()
-        .unwrap();
+    l.txn(
+        Txn::new()
+            .then(Op::put("/k", "1"))
+            .then(Op::get("/k"))
+            .then(Op::get("/k"))
+            .otherwise(Op::put("/k", "2")),
+    )
+    .unwrap();
     assert_eq!(l.get("/k").unwrap().unwrap().version, 1);
 }
 
@@ -286,18 +288,19 @@ fn delete_range_deletes_every_key_at_one_revision_and_returns_them() {
     }
     let watch = l.watch("").unwrap();
     let got = l
-        .txn()
-        .then(Op::delete_range("/q/", Some(b"/q0")))
-        .then(Op::range_between("", None))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::delete_range("/q/", Some(b"/q0")))
+                .then(Op::range_between("", None)),
+        )
         .unwrap();
     assert_eq!(got.revision, Revision::new(5));
-    let TxnResponse::DeleteRange(deleted) = &got.responses[0] else {
+    let OpResponse::DeleteRange(deleted) = &got.responses[0] else {
         panic!("{got:?}")
     };
     assert_eq!(keys(deleted), ["/q/1", "/q/2", "/q/3"]);
     assert_eq!(deleted[0].mod_revision, Revision::new(1));
-    let TxnResponse::Range(left) = &got.responses[1] else {
+    let OpResponse::Range(left) = &got.responses[1] else {
         panic!()
     };
     assert_eq!(keys(left), ["/r"]);
@@ -306,40 +309,37 @@ fn delete_range_deletes_every_key_at_one_revision_and_returns_them() {
     }
     // Nothing to delete: the revision stays.
     let none = l
-        .txn()
-        .then(Op::delete_range("/q/", Some(b"/q0")))
-        .commit()
+        .txn(Txn::new().then(Op::delete_range("/q/", Some(b"/q0"))))
         .unwrap();
     assert_eq!(none.revision, Revision::new(5));
-    assert_eq!(none.responses, [TxnResponse::DeleteRange(vec![])]);
+    assert_eq!(none.responses, [OpResponse::DeleteRange(vec![])]);
 }
 
 #[test]
 fn a_branch_may_not_put_a_key_it_deletes_in_a_range() {
     let l = lessor();
     let err = l
-        .txn()
-        .then(Op::delete_range("/q/", None))
-        .then(Op::put("/q/1", "v"))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::delete_range("/q/", None))
+                .then(Op::put("/q/1", "v")),
+        )
         .unwrap_err();
     assert!(matches!(err, Error::InvalidKey(_)), "{err}");
     let err = l
-        .txn()
-        .then(Op::put("/q/1", "v"))
-        .then(Op::txn(
-            lessor::TxnRequest::new().then(Op::delete_range("/q", Some(b"/r"))),
-        ))
-        .commit()
+        .txn(Txn::new().then(Op::put("/q/1", "v")).then(Op::txn(
+            Txn::new().then(Op::delete_range("/q", Some(b"/r"))),
+        )))
         .unwrap_err();
     assert!(matches!(err, Error::InvalidKey(_)), "{err}");
     // Outside the range, or in the other branch, is fine.
-    l.txn()
-        .then(Op::delete_range("/q/", Some(b"/q0")))
-        .then(Op::put("/q0", "v"))
-        .otherwise(Op::put("/q/1", "v"))
-        .commit()
-        .unwrap();
+    l.txn(
+        Txn::new()
+            .then(Op::delete_range("/q/", Some(b"/q0")))
+            .then(Op::put("/q0", "v"))
+            .otherwise(Op::put("/q/1", "v")),
+    )
+    .unwrap();
     assert_eq!(l.revision().unwrap(), Revision::new(1));
 }
 
@@ -380,21 +380,22 @@ fn a_comparison_over_a_range_holds_for_every_key_or_as_for_a_missing_key() {
 fn nested_transactions_see_earlier_writes_and_share_the_revision() {
     let l = lessor();
     l.put("/a", "1").unwrap(); // rev 1
-    let inner = lessor::TxnRequest::new()
+    let inner = Txn::new()
         .when(Compare::value("/b", CmpOp::Equal, "2"))
         .then(Op::put("/c", "3"))
         .then(Op::get("/c"))
         .otherwise(Op::delete("/a"));
     let got = l
-        .txn()
-        .when(Compare::exists("/a"))
-        .then(Op::put("/b", "2"))
-        .then(Op::txn(inner))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::exists("/a"))
+                .then(Op::put("/b", "2"))
+                .then(Op::txn(inner)),
+        )
         .unwrap();
     assert!(got.succeeded);
     assert_eq!(got.revision, Revision::new(2));
-    let TxnResponse::Txn {
+    let OpResponse::Txn {
         succeeded,
         responses,
     } = &got.responses[1]
@@ -402,18 +403,15 @@ fn nested_transactions_see_earlier_writes_and_share_the_revision() {
         panic!("{got:?}")
     };
     assert!(*succeeded);
-    assert_eq!(responses[0], TxnResponse::Put);
-    let TxnResponse::Get(Some(c)) = &responses[1] else {
+    assert_eq!(responses[0], OpResponse::Put);
+    let OpResponse::Get(Some(c)) = &responses[1] else {
         panic!()
     };
     assert_eq!(c.mod_revision, Revision::new(2));
     // A nested branch writing what its parent branch writes is refused.
-    let twice = lessor::TxnRequest::new().otherwise(Op::put("/b", "x"));
+    let twice = Txn::new().otherwise(Op::put("/b", "x"));
     let err = l
-        .txn()
-        .then(Op::put("/b", "2"))
-        .then(Op::txn(twice))
-        .commit()
+        .txn(Txn::new().then(Op::put("/b", "2")).then(Op::txn(twice)))
         .unwrap_err();
     assert!(matches!(err, Error::InvalidKey(_)), "{err}");
 }

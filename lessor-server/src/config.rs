@@ -13,12 +13,10 @@ use std::time::Duration;
 /// ```
 /// use lessor_server::{Config, Limits};
 ///
-/// let config = Config {
-///     listen: "127.0.0.1:0".parse().unwrap(),
-///     limits: Limits { max_watches_per_stream: 100, ..Limits::default() },
-///     ..Config::default()
-/// };
+/// let config = Config::new("127.0.0.1:0".parse().unwrap())
+///     .limits(Limits::default().max_watches_per_stream(100));
 /// assert!(config.tls.is_none());
+/// assert_eq!(config.limits.max_watches_per_stream, 100);
 /// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -84,6 +82,20 @@ impl Config {
         self.limits = limits;
         self
     }
+
+    /// Sets [`progress_notify_interval`](Config::progress_notify_interval).
+    #[must_use]
+    pub fn progress_notify_interval(mut self, interval: Duration) -> Config {
+        self.progress_notify_interval = interval;
+        self
+    }
+
+    /// Sets [`name`](Config::name).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Config {
+        self.name = name.into();
+        self
+    }
 }
 
 /// The PEM files of the server's TLS identity, and optionally the CA that client
@@ -134,6 +146,41 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// Sets [`max_request_bytes`](Limits::max_request_bytes).
+    #[must_use]
+    pub fn max_request_bytes(mut self, bytes: usize) -> Limits {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// Sets [`max_streams_per_connection`](Limits::max_streams_per_connection).
+    #[must_use]
+    pub fn max_streams_per_connection(mut self, streams: u32) -> Limits {
+        self.max_streams_per_connection = streams;
+        self
+    }
+
+    /// Sets [`max_watches_per_stream`](Limits::max_watches_per_stream).
+    #[must_use]
+    pub fn max_watches_per_stream(mut self, watches: usize) -> Limits {
+        self.max_watches_per_stream = watches;
+        self
+    }
+
+    /// Sets [`max_keepalive_streams`](Limits::max_keepalive_streams).
+    #[must_use]
+    pub fn max_keepalive_streams(mut self, streams: usize) -> Limits {
+        self.max_keepalive_streams = streams;
+        self
+    }
+
+    /// Sets [`max_txn_ops`](Limits::max_txn_ops).
+    #[must_use]
+    pub fn max_txn_ops(mut self, ops: usize) -> Limits {
+        self.max_txn_ops = ops;
+        self
+    }
+
     /// What the gRPC layer decodes at most: the request limit plus etcd's allowance for gRPC's
     /// own framing.
     pub(crate) fn max_message_bytes(&self) -> usize {

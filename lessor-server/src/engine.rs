@@ -1,14 +1,16 @@
 //! Every call the services make to the lessor, in one place.
 //!
-//! The library's API is synchronous. Writes (grants, puts, deletes, transactions, revocations)
-//! wait for their commit, fsync included, so they run on tokio's blocking pool; reads and
-//! renewals are in-memory and fast, so they run inline. Moving to an async lessor changes this
-//! file only.
+//! Writes (grants, transactions, revocations) go through [`AsyncLessor`]: applied on the task
+//! in microseconds, then awaited, without blocking the executor, until the lessor's flusher
+//! thread has made them durable (one fsync for every write applied meanwhile). Reads and
+//! renewals are in memory and run inline. Any other way to reach the engine changes this file
+//! only.
 
 use std::time::Duration;
 
 use lessor::{
-    Lease, LeaseId, LeaseInfo, Lessor, Revision, Snapshot, Stats, TxnRequest, TxnResult, Watch,
+    AsyncLessor, Lease, LeaseId, LeaseInfo, Lessor, Revision, Snapshot, Stats, Txn, TxnResponse,
+    Watch,
 };
 use tonic::Status;
 
@@ -17,7 +19,7 @@ use crate::errors;
 /// The lessor, as the services use it.
 #[derive(Clone, Debug)]
 pub(crate) struct Engine {
-    lessor: Lessor,
+    lessor: AsyncLessor,
 }
 
 /// A lessor call's result, as a gRPC status on error.
@@ -25,33 +27,28 @@ type Result<T> = std::result::Result<T, Status>;
 
 impl Engine {
     pub(crate) fn new(lessor: Lessor) -> Engine {
-        Engine { lessor }
+        Engine {
+            lessor: AsyncLessor::from(lessor),
+        }
     }
 
-    /// Runs a call that writes on the blocking pool.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Lessor) -> lessor::Result<T> + Send + 'static,
-    ) -> Result<T> {
-        let lessor = self.lessor.clone();
-        match tokio::task::spawn_blocking(move || f(&lessor)).await {
-            Ok(result) => result.map_err(errors::from_lessor),
-            Err(e) => Err(Status::internal(format!("lessor: a request failed: {e}"))),
-        }
+    /// The blocking handle, for reads.
+    fn sync(&self) -> &Lessor {
+        self.lessor.lessor()
     }
 
     /// Grants a lease of `ttl`, with this id or one of ours.
     pub(crate) async fn grant(&self, id: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
-        self.blocking(move |l| match id {
-            Some(id) => l.grant_with_id(id, ttl),
-            None => l.grant(ttl),
-        })
-        .await
+        match id {
+            Some(id) => self.lessor.grant_with_id(id, ttl).await,
+            None => self.lessor.grant(ttl).await,
+        }
+        .map_err(errors::from_lessor)
     }
 
     /// Revokes a lease, deleting its keys; the revision after.
     pub(crate) async fn revoke(&self, id: LeaseId) -> Result<Revision> {
-        self.blocking(move |l| l.revoke(id)).await
+        self.lessor.revoke(id).await.map_err(errors::from_lessor)
     }
 
     /// Renews a lease; its TTL.
@@ -62,34 +59,33 @@ impl Engine {
     /// A lease's TTL and time left, with its keys if asked.
     pub(crate) fn time_to_live(&self, id: LeaseId, keys: bool) -> Result<LeaseInfo> {
         if keys {
-            self.lessor.time_to_live_with_keys(id)
+            self.sync().time_to_live_with_keys(id)
         } else {
-            self.lessor.time_to_live(id)
+            self.sync().time_to_live(id)
         }
         .map_err(errors::from_lessor)
     }
 
     /// The live leases' ids.
-    pub(crate) fn leases(&self) -> Vec<LeaseId> {
-        self.lessor.leases()
+    pub(crate) fn leases(&self) -> Result<Vec<LeaseId>> {
+        self.sync().leases().map_err(errors::from_lessor)
     }
 
     /// Runs a transaction.
-    pub(crate) async fn txn(&self, txn: TxnRequest) -> Result<TxnResult> {
-        self.blocking(move |l| lessor::LeaseStore::transaction(l, txn))
-            .await
+    pub(crate) async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.lessor.txn(txn).await.map_err(errors::from_lessor)
     }
 
     /// The keys of `[start, end)` (`end` `None`: from `start` on), with the revision read.
     pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Snapshot> {
-        self.lessor
+        self.sync()
             .range_between(start, end)
             .map_err(errors::from_lessor)
     }
 
     /// The current revision.
     pub(crate) fn revision(&self) -> Result<Revision> {
-        self.lessor.revision().map_err(errors::from_lessor)
+        self.sync().revision().map_err(errors::from_lessor)
     }
 
     /// Watches the keys starting with `prefix`, from revision `from` on.
@@ -99,6 +95,6 @@ impl Engine {
 
     /// The lessor's counters and sizes.
     pub(crate) fn stats(&self) -> Result<Stats> {
-        self.lessor.stats().map_err(errors::from_lessor)
+        self.sync().stats().map_err(errors::from_lessor)
     }
 }

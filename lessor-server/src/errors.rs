@@ -65,6 +65,11 @@ pub(crate) fn request_too_large() -> Status {
     Status::invalid_argument("etcdserver: request is too large")
 }
 
+/// A limit on concurrent requests (here: keep-alive streams) reached.
+pub(crate) fn too_many_requests() -> Status {
+    Status::resource_exhausted("etcdserver: too many requests")
+}
+
 /// The database is closed (the server is stopping).
 pub(crate) fn stopped() -> Status {
     Status::unavailable("etcdserver: server stopped")
@@ -78,11 +83,6 @@ pub(crate) fn corrupt() -> Status {
 /// Something etcd allows that lessor cannot do without giving a wrong answer.
 pub(crate) fn unsupported(what: &str) -> Status {
     Status::unimplemented(format!("lessor: {what} is not supported"))
-}
-
-/// A limit of ours, reached.
-pub(crate) fn exhausted(what: &str) -> Status {
-    Status::resource_exhausted(format!("lessor: {what}"))
 }
 
 /// A negative or otherwise impossible lease id in a grant.
@@ -107,6 +107,8 @@ pub(crate) fn from_lessor(e: lessor::Error) -> Status {
         E::Compacted { .. } => compacted(),
         E::Closed => stopped(),
         E::Corrupted(_) => corrupt(),
+        // Ids are never reused; grants with explicit ids still work.
+        E::LeaseIdsExhausted => Status::resource_exhausted(format!("lessor: {e}")),
         // Transient: the lessor reloads its file and calls succeed again.
         E::Poisoned | E::Storage(_) | E::Unavailable(_) => {
             Status::new(Code::Unavailable, format!("lessor: {e}"))

@@ -6,7 +6,7 @@
 //! cannot do (read an older revision, keep a key's value or lease inside a transaction) is
 //! refused with an error, never answered approximately.
 
-use lessor::{CmpOp, Compare, LeaseId, Op, Revision, TxnResponse};
+use lessor::{CmpOp, Compare, LeaseId, Op, OpResponse, Revision};
 use prost::Message;
 use tonic::{Request, Response, Status};
 
@@ -225,7 +225,7 @@ impl Kv {
                 &req.value
             };
             let lease = if req.ignore_lease { old.lease } else { lease };
-            let txn = lessor::TxnRequest::new()
+            let txn = lessor::Txn::new()
                 .when(Compare::mod_revision(
                     &req.key,
                     CmpOp::Equal,
@@ -282,7 +282,7 @@ impl kv_server::Kv for Kv {
             (revision, Some(old))
         } else {
             // The previous value, read in the transaction that writes.
-            let mut txn = lessor::TxnRequest::new();
+            let mut txn = lessor::Txn::new();
             if req.prev_kv {
                 txn = txn.then(Op::get(&req.key));
             }
@@ -291,7 +291,7 @@ impl kv_server::Kv for Kv {
                 .txn(txn.then(put_op(&req.key, &req.value, lease)))
                 .await?;
             let prev = match result.responses.first() {
-                Some(TxnResponse::Get(prev)) if req.prev_kv => prev.clone(),
+                Some(OpResponse::Get(prev)) if req.prev_kv => prev.clone(),
                 _ => None,
             };
             (result.revision, prev)
@@ -309,9 +309,9 @@ impl kv_server::Kv for Kv {
         let req = request.into_inner();
         self.check_size(&req)?;
         let (start, end) = key_range(&req.key, &req.range_end)?;
-        let txn = lessor::TxnRequest::new().then(Op::delete_range(&start, end.as_deref()));
+        let txn = lessor::Txn::new().then(Op::delete_range(&start, end.as_deref()));
         let result = self.engine.txn(txn).await?;
-        let Some(TxnResponse::DeleteRange(deleted)) = result.responses.first() else {
+        let Some(OpResponse::DeleteRange(deleted)) = result.responses.first() else {
             return Err(Status::internal(
                 "lessor: a delete-range without its response",
             ));
@@ -403,12 +403,12 @@ enum Step {
 fn convert_txn(
     req: &pb::TxnRequest,
     limits: &crate::Limits,
-) -> Result<(lessor::TxnRequest, Plan), Status> {
+) -> Result<(lessor::Txn, Plan), Status> {
     let max = limits.max_txn_ops;
     if req.compare.len() > max || req.success.len() > max || req.failure.len() > max {
         return Err(errors::too_many_ops());
     }
-    let mut txn = lessor::TxnRequest::new();
+    let mut txn = lessor::Txn::new();
     for c in &req.compare {
         txn = txn.when(convert_compare(c)?);
     }
@@ -548,7 +548,7 @@ fn convert_op(
 /// etcd's responses to the ops of `steps`, from the engine's.
 fn responses(
     steps: &[Step],
-    answers: Vec<TxnResponse>,
+    answers: Vec<OpResponse>,
     revision: Revision,
 ) -> Result<Vec<pb::ResponseOp>, Status> {
     let mismatch = || Status::internal("lessor: a transaction's responses do not match its ops");
@@ -556,16 +556,16 @@ fn responses(
     let mut out = Vec::with_capacity(steps.len());
     for step in steps {
         let response = match (step, it.next()) {
-            (Step::Range(req), Some(TxnResponse::Range(kvs))) => {
+            (Step::Range(req), Some(OpResponse::Range(kvs))) => {
                 response_op::Response::ResponseRange(range_response(req, kvs, revision))
             }
             (Step::Put { prev_kv }, Some(first)) => {
                 let prev = match (prev_kv, first) {
-                    (true, TxnResponse::Get(prev)) => match it.next() {
-                        Some(TxnResponse::Put) => prev,
+                    (true, OpResponse::Get(prev)) => match it.next() {
+                        Some(OpResponse::Put) => prev,
                         _ => return Err(mismatch()),
                     },
-                    (false, TxnResponse::Put) => None,
+                    (false, OpResponse::Put) => None,
                     _ => return Err(mismatch()),
                 };
                 response_op::Response::ResponsePut(pb::PutResponse {
@@ -573,12 +573,12 @@ fn responses(
                     prev_kv: prev.as_ref().map(to_kv),
                 })
             }
-            (Step::Delete(req), Some(TxnResponse::DeleteRange(deleted))) => {
+            (Step::Delete(req), Some(OpResponse::DeleteRange(deleted))) => {
                 response_op::Response::ResponseDeleteRange(delete_response(req, &deleted, revision))
             }
             (
                 Step::Txn(plan),
-                Some(TxnResponse::Txn {
+                Some(OpResponse::Txn {
                     succeeded,
                     responses: inner,
                 }),

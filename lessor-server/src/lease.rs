@@ -120,10 +120,11 @@ impl lease_server::Lease for Lease {
         let open = self.keepalive_streams.fetch_add(1, Ordering::AcqRel);
         let slot = StreamSlot(Arc::clone(&self.keepalive_streams));
         if open >= self.max_keepalive_streams {
-            return Err(errors::exhausted(&format!(
-                "too many keep-alive streams (the limit is {})",
-                self.max_keepalive_streams
-            )));
+            tracing::warn!(
+                limit = self.max_keepalive_streams,
+                "a keep-alive stream was refused: the limit of open keep-alive streams is reached"
+            );
+            return Err(errors::too_many_requests());
         }
         let engine = self.engine.clone();
         let mut inbound = request.into_inner();
@@ -153,7 +154,7 @@ impl lease_server::Lease for Lease {
                 header: header(revision),
                 id: req.id,
                 ttl: secs(info.remaining),
-                granted_ttl: secs(info.granted_ttl),
+                granted_ttl: secs(info.ttl),
                 keys: info.keys,
             },
             // etcd answers a lease that is not alive with TTL -1, not an error.
@@ -173,7 +174,7 @@ impl lease_server::Lease for Lease {
             header: header(revision),
             leases: self
                 .engine
-                .leases()
+                .leases()?
                 .into_iter()
                 .map(|id| pb::LeaseStatus {
                     id: id.get().cast_signed(),

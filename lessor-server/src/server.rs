@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
@@ -211,8 +212,18 @@ impl Bound {
             .add_service(MaintenanceServer::new(maintenance.clone()).max_decoding_message_size(max))
             .add_service(ClusterServer::new(maintenance).max_decoding_message_size(max));
         tracing::info!(addr = %local, "serving etcd's v3 API");
+        // Small frames go out at once: with Nagle's algorithm, a stream's response waits for
+        // the client's delayed ACK of the one before (~40 ms per keep-alive answer).
+        let incoming = TcpListenerStream::new(listener).map(|conn| {
+            if let Ok(conn) = &conn
+                && let Err(e) = conn.set_nodelay(true)
+            {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+            conn
+        });
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)
+            .serve_with_incoming_shutdown(incoming, signal)
             .await?;
         Ok(())
     }

@@ -209,7 +209,7 @@ impl Session {
                     Some(Err(_)) | None => Err(Gone),
                 },
                 Some(first) = self.feeds.next(), if !self.feeds.is_empty() => {
-                    self.deliver(vec![first], &tx).await
+                    self.deliver(vec![first], &tx).await.map(|_| ())
                 }
                 _ = ticks.tick() => self.progress_notify(&tx).await,
             };
@@ -219,24 +219,38 @@ impl Session {
         }
     }
 
-    /// The events ready now, without waiting, added to `batch`.
-    fn ready(&mut self, batch: &mut Vec<(i64, Item)>) {
+    /// The events ready now, without waiting, added to `batch` (up to [`MAX_BATCH`]); whether
+    /// more may be ready.
+    fn ready(&mut self, batch: &mut Vec<(i64, Item)>) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         while batch.len() < MAX_BATCH {
             match Pin::new(&mut self.feeds).poll_next(&mut cx) {
                 Poll::Ready(Some(item)) => batch.push(item),
-                Poll::Ready(None) | Poll::Pending => break,
+                Poll::Ready(None) | Poll::Pending => return false,
             }
         }
+        true
     }
 
-    /// Sends the events of `batch` and of whatever else is ready, one response per watch.
+    /// Sends every event ready now. The engine publishes a commit's events in the critical
+    /// section that makes the commit visible to reads, so once this returns, every event of a
+    /// revision read before it has been sent.
+    async fn deliver_all(
+        &mut self,
+        tx: &Sender<Result<pb::WatchResponse, Status>>,
+    ) -> Result<(), Gone> {
+        while self.deliver(Vec::new(), tx).await? {}
+        Ok(())
+    }
+
+    /// Sends the events of `batch` and of whatever else is ready (up to [`MAX_BATCH`]), one
+    /// response per watch; whether more may be ready.
     async fn deliver(
         &mut self,
         mut batch: Vec<(i64, Item)>,
         tx: &Sender<Result<pb::WatchResponse, Status>>,
-    ) -> Result<(), Gone> {
-        self.ready(&mut batch);
+    ) -> Result<bool, Gone> {
+        let more = self.ready(&mut batch);
         let mut order: Vec<i64> = Vec::new();
         let mut events: HashMap<i64, Vec<mvccpb::Event>> = HashMap::new();
         let mut ended = Vec::new();
@@ -278,7 +292,7 @@ impl Session {
         for (id, why) in ended {
             self.end(id, why, tx).await?;
         }
-        Ok(())
+        Ok(more)
     }
 
     /// A watch whose engine watch ended: cancelled, with the reason.
@@ -340,7 +354,7 @@ impl Session {
             Some(watch_request::RequestUnion::ProgressRequest(_)) => {
                 // Every event up to the revision announced goes out before it.
                 let revision = self.engine.revision().unwrap_or(Revision::new(0));
-                self.deliver(Vec::new(), tx).await?;
+                self.deliver_all(tx).await?;
                 send(
                     tx,
                     pb::WatchResponse {
@@ -465,7 +479,9 @@ impl Session {
         &mut self,
         tx: &Sender<Result<pb::WatchResponse, Status>>,
     ) -> Result<(), Gone> {
-        self.deliver(Vec::new(), tx).await?;
+        // The revision first: every event up to it goes out before the notifications.
+        let revision = self.engine.revision().unwrap_or(Revision::new(0));
+        self.deliver_all(tx).await?;
         let mut idle: Vec<i64> = self
             .watches
             .iter_mut()
@@ -477,7 +493,9 @@ impl Session {
             .collect();
         idle.sort_unstable();
         for id in idle {
-            send(tx, self.response(id)).await?;
+            let mut response = self.response(id);
+            response.header = header(revision);
+            send(tx, response).await?;
         }
         Ok(())
     }

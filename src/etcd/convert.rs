@@ -8,7 +8,7 @@ use etcd_client as etcd;
 use crate::builder::MAX_TTL;
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, LeaseId, Revision};
-use crate::txn::{CmpOp, Compare, Op, OpKind, Target, TxnResponse};
+use crate::txn::{CmpOp, Compare, Op, OpKind, OpResponse, Target};
 
 /// What an etcd error means to us, before the context (which lease) is added.
 #[derive(Debug, PartialEq, Eq)]
@@ -191,7 +191,7 @@ fn range_end(end: Option<&[u8]>) -> Vec<u8> {
 }
 
 /// etcd's transaction for ours.
-pub(crate) fn txn(txn: &crate::TxnRequest) -> etcd::Txn {
+pub(crate) fn txn(txn: &crate::Txn) -> etcd::Txn {
     etcd::Txn::new()
         .when(txn.compares.iter().map(compare).collect::<Vec<_>>())
         .and_then(txn.then.iter().map(op).collect::<Vec<_>>())
@@ -227,32 +227,32 @@ pub(crate) fn op(op: &Op) -> etcd::TxnOp {
 }
 
 /// Our response for etcd's response to one op (`op`, which says whether a read was a range).
-pub(crate) fn op_response(op: Option<&Op>, r: &etcd::TxnOpResponse) -> TxnResponse {
+pub(crate) fn op_response(op: Option<&Op>, r: &etcd::TxnOpResponse) -> OpResponse {
     match r {
         etcd::TxnOpResponse::Get(g)
             if op.is_some_and(|op| {
                 matches!(op.kind, OpKind::Range | OpKind::RangeBetween { .. })
             }) =>
         {
-            TxnResponse::Range(g.kvs().iter().map(key_value).collect())
+            OpResponse::Range(g.kvs().iter().map(key_value).collect())
         }
         etcd::TxnOpResponse::Delete(d)
             if op.is_some_and(|op| matches!(op.kind, OpKind::DeleteRange { .. })) =>
         {
-            TxnResponse::DeleteRange(d.prev_kvs().iter().map(key_value).collect())
+            OpResponse::DeleteRange(d.prev_kvs().iter().map(key_value).collect())
         }
-        etcd::TxnOpResponse::Put(_) => TxnResponse::Put,
-        etcd::TxnOpResponse::Delete(d) => TxnResponse::Delete {
+        etcd::TxnOpResponse::Put(_) => OpResponse::Put,
+        etcd::TxnOpResponse::Delete(d) => OpResponse::Delete {
             existed: d.deleted() > 0,
         },
-        etcd::TxnOpResponse::Get(g) => TxnResponse::Get(g.kvs().first().map(key_value)),
+        etcd::TxnOpResponse::Get(g) => OpResponse::Get(g.kvs().first().map(key_value)),
         etcd::TxnOpResponse::Txn(t) => {
             let ops = match op.map(|op| &op.kind) {
                 Some(OpKind::Txn(nested)) if t.succeeded() => nested.then.as_slice(),
                 Some(OpKind::Txn(nested)) => nested.otherwise.as_slice(),
                 _ => &[],
             };
-            TxnResponse::Txn {
+            OpResponse::Txn {
                 succeeded: t.succeeded(),
                 responses: t
                     .op_responses()
