@@ -32,7 +32,7 @@ use crate::keepalive::{KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lessor::Lessor;
 use crate::signal::WakerCell;
-use crate::txn::{TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// A [`Lessor`] for async code: the same operations under the same names, as `async fn`s that
@@ -46,7 +46,7 @@ use crate::watch::Watch;
 ///
 /// # What waits, and where
 /// - A write ([`grant`](Self::grant), [`put`](Self::put), [`revoke`](Self::revoke),
-///   [`transaction`](Self::transaction)...) is applied on the calling task at its first poll,
+///   [`txn`](Self::txn)...) is applied on the calling task at its first poll,
 ///   in microseconds, under the writer lock (which nothing holds across disk I/O). Under
 ///   [`Durability::Immediate`](crate::Durability::Immediate) the future then waits, without
 ///   blocking, until the flush that makes it durable has committed: the flush runs on the
@@ -201,7 +201,7 @@ impl AsyncLessor {
     /// # Errors
     /// [`Error::Closed`].
     pub async fn leases(&self) -> Result<Vec<LeaseId>> {
-        self.lessor.leases_checked()
+        self.lessor.leases()
     }
 
     /// Writes `key = value` attached to lease `id`; see [`Lessor::put_with_lease`].
@@ -333,30 +333,30 @@ impl AsyncLessor {
         self.lessor.subscribe()
     }
 
-    /// Commits an etcd-style transaction: [`TxnRequest`] says what to compare and what to run
+    /// Commits an etcd-style transaction: [`Txn`] says what to compare and what to run
     /// either way; see [`Lessor::txn`].
     ///
     /// ```
     /// use std::time::Duration;
-    /// use lessor::{AsyncLessor, Compare, Lessor, Op, TxnRequest};
+    /// use lessor::{AsyncLessor, Compare, Lessor, Op, Txn};
     ///
     /// # fn main() -> lessor::Result<()> {
     /// let lessor = AsyncLessor::from(Lessor::open_in_memory()?);
     /// futures::executor::block_on(async {
     ///     let me = lessor.grant(Duration::from_secs(10)).await?;
-    ///     let lock = TxnRequest::new()
+    ///     let lock = Txn::new()
     ///         .when(Compare::absent("/cron/lock/job1"))
     ///         .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
     ///         .otherwise(Op::get("/cron/lock/job1"));
-    ///     assert!(lessor.transaction(lock).await?.succeeded);
+    ///     assert!(lessor.txn(lock).await?.succeeded);
     ///     Ok(())
     /// })
     /// # }
     /// ```
     ///
     /// # Errors
-    /// As [`Txn::commit`](crate::Txn::commit).
-    pub async fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
+    /// As [`Lessor::txn`](crate::Lessor::txn).
+    pub async fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let engine = self.lessor.writable_engine()?;
         durable(engine, engine.transaction_apply(&txn)).await
     }

@@ -16,7 +16,7 @@ use crate::async_lessor::AsyncLessor;
 use crate::error::Result;
 use crate::keepalive::{KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
-use crate::txn::{TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// A boxed future that can be sent between threads: what [`AsyncLeaseStore`]'s methods
@@ -148,8 +148,8 @@ pub trait AsyncLeaseStore: Send + Sync {
     /// As [`LeaseStore::watch_key`](crate::LeaseStore::watch_key).
     fn watch_key(&self, key: &[u8]) -> Result<Watch>;
 
-    /// Commits a transaction; see [`LeaseStore::transaction`](crate::LeaseStore::transaction).
-    fn transaction(&self, txn: TxnRequest) -> BoxFuture<'_, Result<TxnResult>>;
+    /// Commits a transaction; see [`LeaseStore::txn`](crate::LeaseStore::txn).
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>>;
 
     /// The store's current revision; see [`Lessor::revision`](crate::Lessor::revision).
     fn revision(&self) -> BoxFuture<'_, Result<Revision>>;
@@ -240,8 +240,8 @@ impl AsyncLeaseStore for AsyncLessor {
         AsyncLessor::watch_key(self, key)
     }
 
-    fn transaction(&self, txn: TxnRequest) -> BoxFuture<'_, Result<TxnResult>> {
-        Box::pin(AsyncLessor::transaction(self, txn))
+    fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>> {
+        Box::pin(AsyncLessor::txn(self, txn))
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<Revision>> {

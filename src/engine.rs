@@ -59,7 +59,7 @@ use crate::reload::{self, Source};
 use crate::restart::Checkpointing;
 use crate::stats::{Metrics, Stats};
 use crate::store;
-use crate::txn::{TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// `Engine::state`: open for business.
@@ -511,12 +511,12 @@ impl Engine {
     }
 
     /// Commits an etcd-style transaction.
-    pub(crate) fn transaction(&self, spec: &TxnRequest) -> Result<TxnResult> {
+    pub(crate) fn txn(&self, spec: &Txn) -> Result<TxnResponse> {
         self.transaction_apply(spec).wait(self)
     }
 
-    /// Applies [`transaction`](Self::transaction).
-    pub(crate) fn transaction_apply(&self, spec: &TxnRequest) -> Applied<TxnResult> {
+    /// Applies [`txn`](Self::txn).
+    pub(crate) fn transaction_apply(&self, spec: &Txn) -> Applied<TxnResponse> {
         if let Err(e) = spec.check(|k| self.config.check_key(k), |v| self.config.check_value(v)) {
             return Applied::refused(e);
         }
@@ -527,7 +527,7 @@ impl Engine {
         let revision = Revision(w.counters.revision);
         drop(w);
         Applied {
-            result: result.map(|(succeeded, responses)| TxnResult {
+            result: result.map(|(succeeded, responses)| TxnResponse {
                 succeeded,
                 revision,
                 responses,
@@ -545,7 +545,7 @@ impl Engine {
             let (ttl, deadline) = self.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
-                granted_ttl: Duration::from_nanos(ttl),
+                ttl: Duration::from_nanos(ttl),
                 remaining: Duration::from_nanos(deadline.saturating_sub(now).min(ttl)),
                 keys,
             })

@@ -516,7 +516,7 @@ impl Inspector {
         }
         Ok(Some(LeaseInfo {
             id,
-            granted_ttl: Duration::from_nanos(record.ttl_nanos),
+            ttl: Duration::from_nanos(record.ttl_nanos),
             remaining: Duration::from_nanos(left),
             keys: self.tables.lease_keys(id).map_err(not_ours)?,
         }))

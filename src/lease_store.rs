@@ -2,7 +2,7 @@
 //! embedded [`Lessor`] or, with the `etcd` feature, on an etcd cluster (`EtcdLessor`).
 //!
 //! The trait is object-safe: keys and values are byte slices (`b"/a"`, `s.as_bytes()`), and
-//! a transaction is described by a [`TxnRequest`] (our [`Compare`] and [`Op`] values) rather
+//! a transaction is described by a [`Txn`] (our [`Compare`] and [`Op`] values) rather
 //! than by a builder borrowed from one backend. So a program can pick its backend at run time
 //! and hold it as a `Box<dyn LeaseStore>` or an `Arc<dyn LeaseStore>`. Handles are the same
 //! types on every backend: [`Watch`], [`KeepAlive`].
@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::keepalive::{KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lessor::Lessor;
-use crate::txn::{TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// A lease store: leases with TTLs, keys attached to them, renewals, revocation and expiry,
@@ -199,8 +199,8 @@ pub trait LeaseStore: Send + Sync {
     /// ops, atomically. See [`Txn`](crate::Txn) for the contract.
     ///
     /// # Errors
-    /// As [`Txn::commit`](crate::Txn::commit).
-    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult>;
+    /// As [`Lessor::txn`](crate::Lessor::txn).
+    fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// Closes this handle (every clone of it): keep-alives end with
     /// [`EndReason::Closed`](crate::EndReason::Closed), watches end, later calls get
@@ -238,7 +238,7 @@ impl LeaseStore for Lessor {
     }
 
     fn leases(&self) -> Result<Vec<LeaseId>> {
-        Ok(Lessor::leases(self))
+        Lessor::leases(self)
     }
 
     fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
@@ -289,8 +289,8 @@ impl LeaseStore for Lessor {
         Lessor::watch_key(self, key)
     }
 
-    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
-        self.commit_txn(&txn)
+    fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        Lessor::txn(self, txn)
     }
 
     fn close(&self) -> Result<()> {

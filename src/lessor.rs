@@ -23,7 +23,7 @@ use crate::overlay::Query;
 use crate::reload::Source;
 use crate::stats::Stats;
 use crate::ticker::Ticker;
-use crate::txn::{Compare, Op, TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// A handle to an open lease database: grant, renew and revoke leases, and read and write the
@@ -406,7 +406,7 @@ impl Lessor {
     /// let lessor = lessor::Lessor::open_in_memory()?;
     /// let lease = lessor.grant(Duration::from_secs(60))?;
     /// let info = lessor.time_to_live(lease.id)?;
-    /// assert_eq!(info.granted_ttl, Duration::from_secs(60));
+    /// assert_eq!(info.ttl, Duration::from_secs(60));
     /// assert!(info.remaining <= Duration::from_secs(60));
     /// # Ok(()) }
     /// ```
@@ -434,16 +434,11 @@ impl Lessor {
         self.readable()?.time_to_live(id, true)
     }
 
-    /// Ids of the live leases, ascending. Empty once closed.
-    pub fn leases(&self) -> Vec<LeaseId> {
-        match self.readable() {
-            Ok(core) => core.table.alive_ids(core.now()),
-            Err(_) => Vec::new(),
-        }
-    }
-
-    /// [`leases`](Self::leases), with [`Error::Closed`] once closed.
-    pub(crate) fn leases_checked(&self) -> Result<Vec<LeaseId>> {
+    /// Ids of the live leases, ascending; from memory, taking no lock but each shard's.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn leases(&self) -> Result<Vec<LeaseId>> {
         let core = self.readable()?;
         Ok(core.table.alive_ids(core.now()))
     }
@@ -621,13 +616,52 @@ impl Lessor {
         self.core()?.subscribe()
     }
 
-    /// Starts an etcd-style transaction; see [`Txn`].
-    pub fn txn(&self) -> Txn<'_> {
-        Txn::new(self)
-    }
-
-    pub(crate) fn commit_txn(&self, spec: &TxnRequest) -> Result<TxnResult> {
-        self.core()?.transaction(spec)
+    /// Runs an etcd-style transaction ([`Txn`]): `when` every comparison holds, `then` its ops,
+    /// `otherwise` the others; all in one request, committed durably, its writes at one revision.
+    /// A transaction with no comparisons succeeds.
+    ///
+    /// The classic use is a lock: create the key only if it does not exist, attached to the
+    /// holder's lease, and read who holds it either way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{Compare, Lessor, Op, OpResponse, Txn};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let me = lessor.grant(Duration::from_secs(10))?;
+    /// let got = lessor
+    ///     .txn(Txn::new()
+    ///     .when(Compare::absent("/cron/lock/job1"))
+    ///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
+    ///     .otherwise(Op::get("/cron/lock/job1"))
+    ///     )?;
+    /// assert!(got.succeeded);
+    /// // The fencing token: the revision that created the lock key.
+    /// let token = lessor.get("/cron/lock/job1")?.unwrap().create_revision;
+    /// assert_eq!(token, got.revision);
+    ///
+    /// let other = lessor.grant(Duration::from_secs(10))?;
+    /// let lost = lessor
+    ///     .txn(Txn::new()
+    ///     .when(Compare::absent("/cron/lock/job1"))
+    ///     .then(Op::put_with_lease("/cron/lock/job1", "worker-2", other.id))
+    ///     .otherwise(Op::get("/cron/lock/job1"))
+    ///     )?;
+    /// assert!(!lost.succeeded);
+    /// let OpResponse::Get(Some(holder)) = &lost.responses[0] else { panic!() };
+    /// assert_eq!(holder.value, b"worker-1");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if an op that runs puts with a lease that is not alive (nothing
+    /// is written then); [`Error::InvalidKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`]
+    /// for any key or value of any op or comparison, and [`Error::InvalidKey`] if a branch
+    /// writes (puts or deletes) one key twice (all checked before anything runs);
+    /// [`Error::Storage`], [`Error::Closed`].
+    pub fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.core()?.txn(&txn)
     }
 
     /// Deletes a key (detaching it from its lease). Returns whether it existed; deleting a key
@@ -829,98 +863,6 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let _ = self.close();
-    }
-}
-
-/// An etcd-style transaction, from [`Lessor::txn`]: `when` every comparison holds, `then` run
-/// these ops, `otherwise` those; all in one transaction, committed durably, its writes at one
-/// revision. A transaction with no comparisons succeeds.
-///
-/// The classic use is a lock: create the key only if it does not exist, attached to the
-/// holder's lease, and read who holds it either way.
-///
-/// ```
-/// use std::time::Duration;
-/// use lessor::{Compare, Lessor, Op, TxnResponse};
-///
-/// # fn main() -> lessor::Result<()> {
-/// let lessor = Lessor::open_in_memory()?;
-/// let me = lessor.grant(Duration::from_secs(10))?;
-/// let got = lessor
-///     .txn()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
-///     .otherwise(Op::get("/cron/lock/job1"))
-///     .commit()?;
-/// assert!(got.succeeded);
-/// // The fencing token: the revision that created the lock key.
-/// let token = lessor.get("/cron/lock/job1")?.unwrap().create_revision;
-/// assert_eq!(token, got.revision);
-///
-/// let other = lessor.grant(Duration::from_secs(10))?;
-/// let lost = lessor
-///     .txn()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-2", other.id))
-///     .otherwise(Op::get("/cron/lock/job1"))
-///     .commit()?;
-/// assert!(!lost.succeeded);
-/// let TxnResponse::Get(Some(holder)) = &lost.responses[0] else { panic!() };
-/// assert_eq!(holder.value, b"worker-1");
-/// # Ok(()) }
-/// ```
-#[must_use = "a transaction does nothing until committed"]
-pub struct Txn<'a> {
-    lessor: &'a Lessor,
-    request: TxnRequest,
-}
-
-impl<'a> Txn<'a> {
-    pub(crate) fn new(lessor: &'a Lessor) -> Txn<'a> {
-        Txn {
-            lessor,
-            request: TxnRequest::new(),
-        }
-    }
-
-    /// Adds a comparison; all of them must hold.
-    pub fn when(mut self, compare: Compare) -> Self {
-        self.request = self.request.when(compare);
-        self
-    }
-
-    /// Adds an op to run if every comparison holds.
-    pub fn then(mut self, op: Op) -> Self {
-        self.request = self.request.then(op);
-        self
-    }
-
-    /// Adds an op to run if a comparison fails.
-    pub fn otherwise(mut self, op: Op) -> Self {
-        self.request = self.request.otherwise(op);
-        self
-    }
-
-    /// Runs the transaction.
-    ///
-    /// # Errors
-    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
-    /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
-    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison, and
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if a branch writes (puts or deletes) one key twice (all checked
-    /// before anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
-    pub fn commit(self) -> Result<TxnResult> {
-        self.lessor.commit_txn(&self.request)
-    }
-}
-
-impl fmt::Debug for Txn<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Txn")
-            .field("compares", &self.request.compares)
-            .field("then", &self.request.then)
-            .field("otherwise", &self.request.otherwise)
-            .finish()
     }
 }
 

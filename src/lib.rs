@@ -157,10 +157,10 @@ pub use crate::inspect::{FileStats, Inspector};
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, Lost};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
-pub use crate::lessor::{Health, Lessor, Txn};
+pub use crate::lessor::{Health, Lessor};
 pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Percentiles, Stats};
-pub use crate::txn::{CmpOp, Compare, Op, TxnRequest, TxnResponse, TxnResult};
+pub use crate::txn::{CmpOp, Compare, Op, OpResponse, Txn, TxnResponse};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 /// The channels the blocking API hands out ([`Watch::ready`], [`LeaseEvents::receiver`],
 /// [`KeepAlive::responses`]) are crossbeam's; re-exported so that `select!` over them and the

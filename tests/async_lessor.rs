@@ -14,8 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::executor::block_on;
 use lessor::{
-    AsyncLessor, Compare, DeleteCause, Durability, Error, Lessor, ManualClock, Op, TxnRequest,
-    WatchEvent,
+    AsyncLessor, Compare, DeleteCause, Durability, Error, Lessor, ManualClock, Op, Txn, WatchEvent,
 };
 
 fn open(path: &Path) -> Lessor {
@@ -109,7 +108,7 @@ fn async_and_blocking_writers_share_a_database_on_a_multi_thread_runtime() {
     let reopened = open(&path);
     assert_eq!(reopened.range("/sync/").unwrap().len(), 200);
     assert_eq!(reopened.range("/async/").unwrap().len(), 400);
-    assert_eq!(reopened.leases().len(), 400);
+    assert_eq!(reopened.leases().unwrap().len(), 400);
 }
 
 #[test]
@@ -213,16 +212,16 @@ fn every_operation_works_and_reports_errors_as_the_blocking_api() {
             lessor.attach(lease.id, ["/missing"]).await,
             Err(Error::KeyNotFound(_))
         ));
-        let txn = TxnRequest::new()
+        let txn = Txn::new()
             .when(Compare::absent("/lock"))
             .then(Op::put_with_lease("/lock", "me", lease.id));
-        let result = lessor.transaction(txn).await.unwrap();
+        let result = lessor.txn(txn).await.unwrap();
         assert!(result.succeeded);
         assert_eq!(lessor.revision().await.unwrap(), result.revision);
         assert!(lessor.delete("/a").await.unwrap());
         assert!(!lessor.delete("/a").await.unwrap());
         assert_eq!(
-            lessor.time_to_live(lease.id).await.unwrap().granted_ttl,
+            lessor.time_to_live(lease.id).await.unwrap().ttl,
             Duration::from_secs(10)
         );
         lessor.renew(lease.id).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::executor::block_on;
 use lessor::{
     AsyncLeaseStore, KeepAlive, KeepAliveOptions, KeyValue, Lease, LeaseId, LeaseInfo, LeaseStore,
-    Result, Revision, Snapshot, TxnRequest, TxnResult, Watch,
+    Result, Revision, Snapshot, Txn, TxnResponse, Watch,
 };
 
 /// A `LeaseStore` over an `AsyncLeaseStore`: see the module docs.
@@ -91,8 +91,8 @@ impl<S: AsyncLeaseStore> LeaseStore for Blocking<S> {
         self.0.watch_key(key)
     }
 
-    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
-        block_on(self.0.transaction(txn))
+    fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        block_on(self.0.txn(txn))
     }
 
     fn close(&self) -> Result<()> {
