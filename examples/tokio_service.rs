@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lessor::{
-    AsyncLessor, CmpOp, Compare, DeleteCause, EndReason, Error, LeaseId, Lessor, Op, Revision,
-    TxnRequest, WatchEnd, WatchEvent,
+    AsyncLessor, CmpOp, Compare, DeleteCause, EndReason, Error, LeaseId, Lessor, Op, Revision, Txn,
+    WatchEnd, WatchEvent,
 };
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -97,10 +97,10 @@ async fn instance(
             // The lock key lived under the lease, so it goes with it; but an expired lease is
             // reported at its deadline, a moment before the ticker deletes its keys. Delete the
             // key now, only if it is still ours (same create revision): never a successor's.
-            let release = TxnRequest::new()
+            let release = Txn::new()
                 .when(Compare::create_revision(LOCK, CmpOp::Equal, token))
                 .then(Op::delete(LOCK));
-            if db.transaction(release).await?.succeeded {
+            if db.txn(release).await?.succeeded {
                 say!(&me, "dropped the lock (token {token})");
             } else {
                 say!(&me, "its lock (token {token}) went with the lease");
@@ -141,10 +141,10 @@ async fn lock_and_work(
 async fn acquire(db: &AsyncLessor, me: &str, lease: LeaseId) -> lessor::Result<Revision> {
     loop {
         // Put the key if nobody has it, under our lease: if this process dies, it goes with it.
-        let attempt = TxnRequest::new()
+        let attempt = Txn::new()
             .when(Compare::absent(LOCK))
             .then(Op::put_with_lease(LOCK, me, lease));
-        let tried = db.transaction(attempt).await?;
+        let tried = db.txn(attempt).await?;
         if tried.succeeded {
             // The transaction's revision is the key's create revision: the fencing token,
             // larger for every new holder.
@@ -175,10 +175,10 @@ async fn work(db: &AsyncLessor, me: &str, token: Revision) -> lessor::Result<()>
     loop {
         every.tick().await;
         step += 1;
-        let fenced = TxnRequest::new()
+        let fenced = Txn::new()
             .when(Compare::create_revision(LOCK, CmpOp::Equal, token))
             .then(Op::put(JOB, format!("{me}: step {step}, token {token}")));
-        if !db.transaction(fenced).await?.succeeded {
+        if !db.txn(fenced).await?.succeeded {
             return Ok(());
         }
         say!(me, "step {step} done under token {token}");
