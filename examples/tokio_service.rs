@@ -289,7 +289,7 @@ async fn run(args: Args) -> Fallible<()> {
             Err(e) => outcome = Err(e.into()), // no signal handler: shut down too
         },
         () = run_for => say!("main", "--run-for is over: shutting down"),
-        // An instance returns early only on an error: stop the others too.
+        // An instance ends early only on an error (or a closed lessor): stop the others too.
         Some(ended) = instances.join_next() => outcome = joined(ended),
     }
 
