@@ -106,6 +106,11 @@ pub trait LeaseStore: Send + Sync {
     /// Keeps a lease alive with the default options (renewals every third of its TTL) until the
     /// handle is cancelled or dropped; see [`Lessor::keep_alive`].
     ///
+    /// On every backend the handle knows until when the lease is held for sure, its *local
+    /// deadline*: [`KeepAlive::deadline`]. A lock holder fences its work with it (start a step
+    /// only if it ends before the deadline); once it passes without a renewal the keep-alive
+    /// ends as [`EndReason::Expired`](crate::EndReason::Expired), network or not.
+    ///
     /// # Errors
     /// As [`keep_alive_with`](LeaseStore::keep_alive_with).
     fn keep_alive(&self, id: LeaseId) -> Result<KeepAlive> {
@@ -202,6 +207,29 @@ pub trait LeaseStore: Send + Sync {
     /// As [`Txn::commit`](crate::Txn::commit).
     fn transaction(&self, txn: TxnRequest) -> Result<TxnResult>;
 
+    /// The store's current revision: the revision of its last change. See
+    /// [`Lessor::revision`].
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn revision(&self) -> Result<Revision>;
+
+    /// Whether the store can serve calls now, for a readiness probe: `Ok(())`, or the error
+    /// that says why not. What a portable service needs to take itself out of a load balancer
+    /// (a health endpoint answers 503 on `Err`); it does not change anything.
+    ///
+    /// - The embedded engine ([`Lessor::ready`]): open, not poisoned by a failed write, and
+    ///   its ticker (which expires leases) running if it was built with one. No I/O.
+    /// - etcd (`EtcdLessor::ready`): a linearizable read answered within the request timeout
+    ///   (so a leader and a quorum are there), and no alarm raised (a full disk makes etcd
+    ///   refuse writes).
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed), [`Error::Poisoned`](crate::Error::Poisoned),
+    /// [`Error::Unavailable`](crate::Error::Unavailable) (unreachable, no leader, or the
+    /// embedded ticker stopped), [`Error::Backend`](crate::Error::Backend) (an etcd alarm).
+    fn ready(&self) -> Result<()>;
+
     /// Closes this handle (every clone of it): keep-alives end with
     /// [`EndReason::Closed`](crate::EndReason::Closed), watches end, later calls get
     /// [`Error::Closed`](crate::Error::Closed). Leases are not revoked. Calling it again does
@@ -291,6 +319,14 @@ impl LeaseStore for Lessor {
 
     fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
         self.commit_txn(&txn)
+    }
+
+    fn revision(&self) -> Result<Revision> {
+        Lessor::revision(self)
+    }
+
+    fn ready(&self) -> Result<()> {
+        Lessor::ready(self)
     }
 
     fn close(&self) -> Result<()> {

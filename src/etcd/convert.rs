@@ -46,7 +46,7 @@ pub(crate) fn classify(e: &etcd::Error) -> Kind {
 const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
 const DEADLINE_EXCEEDED: i32 = 4;
-const UNAVAILABLE: i32 = 14;
+pub(crate) const UNAVAILABLE: i32 = 14;
 
 /// Classifies a gRPC status by its code and message.
 fn classify_status(code: i32, msg: &str) -> Kind {
