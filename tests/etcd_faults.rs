@@ -639,6 +639,98 @@ fn cluster_down_at_connect() {
     println!("{name}: longest call {:?}", calls.longest.lock().unwrap());
 }
 
+/// etcd restarts every lease's TTL when a new leader is elected (its lessor's promotion): a
+/// lease lives past its deadline. Pinned here, as a difference from the embedded engine.
+fn leader_change_restarts_lease_ttls() {
+    let name = "a leader change restarts every lease's TTL";
+    let ttl = Duration::from_secs(10);
+    let mut cluster = Cluster::start(3);
+    let leader = cluster.wait_leader();
+    let store = connect(&cluster.endpoints());
+    let lease = store.grant(ttl).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    let before = store.time_to_live(lease.id).unwrap().remaining;
+    assert!(before <= Duration::from_secs(6), "{before:?}");
+    cluster.kill(leader);
+    cluster.wait_leader();
+    let start = Instant::now();
+    let after = loop {
+        match store.time_to_live(lease.id) {
+            Ok(info) => break info.remaining,
+            Err(e) => assert!(start.elapsed() < Duration::from_secs(10), "{e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!("{name}: {before:?} left before the kill, {after:?} after the election");
+    assert!(
+        after >= ttl - Duration::from_secs(1),
+        "not restarted: {after:?} left"
+    );
+}
+
+/// Writes: one that never left (the member it would go to is down, its connection refused) is
+/// retried on another member and succeeds; one whose answer is lost fails with `Unavailable`
+/// within its timeout, saying it may have committed, and it did.
+fn writes_retry_only_when_never_sent() {
+    let name = "writes retry only when never sent";
+    let mut cluster = Cluster::start(3);
+    cluster.wait_leader();
+    let proxies: Vec<Proxy> = cluster
+        .endpoints()
+        .iter()
+        .map(|e| Proxy::start(e))
+        .collect();
+    let via: Vec<String> = proxies.iter().map(|p| p.endpoint.clone()).collect();
+    let calls = Calls::default();
+    let other = connect(&cluster.endpoints());
+
+    // The first endpoint is the preferred one after connect: a follower's (a leader's death
+    // would add an election, during which writes wait: sent, so not retried). Kill it:
+    // connections to it are refused, and every write goes to the next member instead.
+    let follower = (cluster.wait_leader() + 1) % 3;
+    let mut endpoints = cluster.endpoints();
+    endpoints.rotate_left(follower);
+    let direct = connect(&endpoints);
+    direct.put("/faults/warm", "1").unwrap();
+    cluster.kill(follower);
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..20 {
+        let key = format!("/faults/retried/{i}");
+        calls
+            .timed("put (member down)", REQUEST_TIMEOUT, || {
+                direct.put(&key, "1")
+            })
+            .unwrap();
+    }
+    cluster.restart(follower);
+    cluster.wait_leader();
+
+    // Answers lost: the put reaches etcd, commits, and the client never hears back.
+    let store = connect(&via);
+    for p in &proxies {
+        p.cut_answers();
+    }
+    let r = calls.timed("put (answers lost)", REQUEST_TIMEOUT, || {
+        store.put("/faults/lost-answer", "committed")
+    });
+    let Err(Error::Unavailable(e)) = r else {
+        panic!("{name}: expected Unavailable, got {r:?}")
+    };
+    assert!(e.to_string().contains("may have committed"), "{e}");
+    assert_eq!(
+        other.get("/faults/lost-answer").unwrap().unwrap().value,
+        b"committed",
+        "{name}: the write committed"
+    );
+    for p in &proxies {
+        p.heal();
+    }
+    println!(
+        "{name}: 20 of 20 writes with a member down succeeded; a write whose answer was lost failed in {:?} and had committed",
+        calls.longest.lock().unwrap().0
+    );
+}
+
 type Scenario = (&'static str, fn());
 
 const SCENARIOS: &[Scenario] = &[
@@ -647,6 +739,14 @@ const SCENARIOS: &[Scenario] = &[
     ("all_frozen", all_frozen),
     ("one_client_partitioned", one_client_partitioned),
     ("cluster_down_at_connect", cluster_down_at_connect),
+    (
+        "leader_change_restarts_lease_ttls",
+        leader_change_restarts_lease_ttls,
+    ),
+    (
+        "writes_retry_only_when_never_sent",
+        writes_retry_only_when_never_sent,
+    ),
 ];
 
 /// A plain runner (`harness = false`): the scenarios run one after another (each times real

@@ -262,9 +262,20 @@ impl fmt::Debug for EtcdOptions {
 ///   most [`EtcdOptions::request_timeout`]) and is retried. A lease revoked through this handle
 ///   ends them as [`EndReason::Revoked`] at once; one that etcd says is gone, in an answer that
 ///   came before the local deadline, too (revoked by another client).
+/// - **Failover**: give every member's endpoint. Each endpoint has a connection of its own, and
+///   calls go to the last one that answered. Reads, renewals and watch (re)opens move to the
+///   next endpoint when one fails or stays silent past [`EtcdOptions::attempt_timeout`];
+///   writes only when the request provably never left (the connection could not be made).
+///   No call blocks longer than [`EtcdOptions::request_timeout`].
 /// - **Errors**: an unreachable cluster, a lost leader or a timeout is [`Error::Unavailable`]
-///   (the transport's error attached); other refusals without a variant of ours are
-///   [`Error::Backend`]. Key and value sizes are etcd's to limit.
+///   (the transport's error attached). **A write that fails with `Unavailable` after it was
+///   sent may have committed** (etcd's own rule): read before retrying it. Other refusals
+///   without a variant of ours are [`Error::Backend`]. A put that etcd refuses as too large
+///   is [`Error::ValueTooLarge`] (etcd limits the whole request: `--max-request-bytes`,
+///   1.5 MiB by default).
+/// - **Leases on a leader change**: etcd restarts every lease's TTL when a new leader is
+///   elected, so a lease can outlive its deadline by an election plus one TTL; the local
+///   deadline ([`KeepAlive::deadline`]) never counts on that.
 /// - **Revisions** start at 1 on a fresh cluster; granting does not advance them, as in the
 ///   embedded engine.
 ///
@@ -815,10 +826,18 @@ impl Core {
 
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
         check_key(key)?;
-        let resp = self.call(Retry::Write, lease, |c| async move {
-            let options = lease.map(|id| etcd::PutOptions::new().with_lease(raw_id(id)));
-            c.kv_client().put(key, value, options).await
-        })?;
+        let resp = self
+            .call(Retry::Write, lease, |c| async move {
+                let options = lease.map(|id| etcd::PutOptions::new().with_lease(raw_id(id)));
+                c.kv_client().put(key, value, options).await
+            })
+            .map_err(|e| match convert::too_large(&e) {
+                Some(max) => Error::ValueTooLarge {
+                    len: value.len(),
+                    max,
+                },
+                None => e,
+            })?;
         Ok(header_revision(resp.header()))
     }
 

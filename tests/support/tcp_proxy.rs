@@ -20,6 +20,8 @@ pub struct Proxy {
 
 struct ProxyState {
     cut: AtomicBool,
+    /// Drops what the server sends only: requests arrive, answers are lost.
+    cut_answers: AtomicBool,
     /// Every connection accepted, both of its sockets, to close on `heal`.
     conns: Mutex<Vec<(TcpStream, TcpStream)>>,
 }
@@ -31,6 +33,7 @@ impl Proxy {
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(ProxyState {
             cut: AtomicBool::new(false),
+            cut_answers: AtomicBool::new(false),
             conns: Mutex::new(Vec::new()),
         });
         let shared = Arc::clone(&state);
@@ -50,8 +53,9 @@ impl Proxy {
                         &shared,
                         client.try_clone().unwrap(),
                         server.try_clone().unwrap(),
+                        false,
                     );
-                    pump(&shared, server, client);
+                    pump(&shared, server, client, true);
                 }
             })
             .unwrap();
@@ -63,6 +67,12 @@ impl Proxy {
         self.state.cut.store(true, Ordering::SeqCst);
     }
 
+    /// Stops forwarding the server's answers only: requests still reach it (and take effect),
+    /// the client hears nothing back.
+    pub fn cut_answers(&self) {
+        self.state.cut_answers.store(true, Ordering::SeqCst);
+    }
+
     /// Closes every connection (their streams are corrupt: data was dropped) and forwards again.
     pub fn heal(&self) {
         let conns: Vec<_> = self.state.conns.lock().unwrap().drain(..).collect();
@@ -71,12 +81,13 @@ impl Proxy {
             let _ = b.shutdown(Shutdown::Both);
         }
         self.state.cut.store(false, Ordering::SeqCst);
+        self.state.cut_answers.store(false, Ordering::SeqCst);
     }
 }
 
 /// Copies `from` to `to` on a thread of its own until either closes, dropping the bytes while
-/// the proxy is cut.
-fn pump(state: &Arc<ProxyState>, mut from: TcpStream, mut to: TcpStream) {
+/// the proxy is cut (`answers`: this is the server-to-client direction).
+fn pump(state: &Arc<ProxyState>, mut from: TcpStream, mut to: TcpStream, answers: bool) {
     let state = Arc::clone(state);
     std::thread::Builder::new()
         .name("proxy-pump".into())
@@ -87,7 +98,9 @@ fn pump(state: &Arc<ProxyState>, mut from: TcpStream, mut to: TcpStream) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                if state.cut.load(Ordering::SeqCst) {
+                if state.cut.load(Ordering::SeqCst)
+                    || (answers && state.cut_answers.load(Ordering::SeqCst))
+                {
                     continue;
                 }
                 if to.write_all(&buf[..n]).is_err() {
