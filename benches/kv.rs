@@ -70,7 +70,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use lessor::{Durability, LeaseId, Lessor, Op};
+use lessor::{Durability, LeaseId, Lessor, Op, Txn};
 use support::{BySize, SplitMix64};
 
 /// TTL of every lease: far longer than the benchmark runs, so no lease expires.
@@ -170,11 +170,11 @@ fn build(n: usize, free: usize) -> (Db, Vec<LeaseId>) {
         .collect();
     let granted = started.elapsed();
     for (chunk, chunk_ids) in ids.chunks(PUTS_PER_TXN).enumerate() {
-        let mut txn = lessor.txn();
+        let mut txn = Txn::new();
         for (k, &id) in chunk_ids.iter().enumerate() {
             txn = txn.then(Op::put_with_lease(key(chunk * PUTS_PER_TXN + k), VALUE, id));
         }
-        assert!(txn.commit().expect("put a chunk of keys").succeeded);
+        assert!(lessor.txn(txn).expect("put a chunk of keys").succeeded);
     }
     for i in 0..free {
         lessor
@@ -233,7 +233,7 @@ impl WriteFixtures {
 /// Grants a lease and puts `keys` keys under it, in one transaction.
 fn lease_with_keys(lessor: &Lessor, keys: usize) -> LeaseId {
     let id = lessor.grant(TTL).expect("grant a lease").id;
-    let mut txn = lessor.txn();
+    let mut txn = Txn::new();
     for k in 0..keys {
         txn = txn.then(Op::put_with_lease(
             format!("/bench/revoke/{id}/{k}"),
@@ -241,7 +241,7 @@ fn lease_with_keys(lessor: &Lessor, keys: usize) -> LeaseId {
             id,
         ));
     }
-    assert!(txn.commit().expect("put the lease's keys").succeeded);
+    assert!(lessor.txn(txn).expect("put the lease's keys").succeeded);
     id
 }
 

@@ -264,7 +264,7 @@ fn huge_revoke(keys: usize, durability: Durability, label: &str) {
         l.revoke(big).unwrap();
         let took = t0.elapsed();
         // Every other lease is due by now (or soon): let the ticker expire them.
-        while !l.leases().is_empty() {
+        while !l.leases().unwrap().is_empty() {
             std::thread::sleep(Duration::from_millis(5));
             if t0.elapsed() > Duration::from_secs(60) {
                 break;

@@ -78,7 +78,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lessor::{Durability, KeepAlive, LeaseEvent, LeaseId, Lessor, Op};
+use lessor::{Durability, KeepAlive, LeaseEvent, LeaseId, Lessor, Op, Txn};
 
 /// The batched durability of the scenarios: etcd's trade-off (the `Durability` docs' example).
 const BATCHED: Durability = Durability::Batched {
@@ -353,7 +353,7 @@ fn grant_many(
 /// Puts key `first + j` (empty value) attached to `ids[j]`, `PUTS_PER_TXN` keys a transaction.
 fn put_keys(lessor: &Lessor, prefix: &str, first: usize, ids: &[LeaseId]) {
     for (c, chunk) in ids.chunks(PUTS_PER_TXN).enumerate() {
-        let mut txn = lessor.txn();
+        let mut txn = Txn::new();
         for (j, &id) in chunk.iter().enumerate() {
             txn = txn.then(Op::put_with_lease(
                 key(prefix, first + c * PUTS_PER_TXN + j),
@@ -361,7 +361,7 @@ fn put_keys(lessor: &Lessor, prefix: &str, first: usize, ids: &[LeaseId]) {
                 id,
             ));
         }
-        assert!(txn.commit().expect("put keys").succeeded);
+        assert!(lessor.txn(txn).expect("put keys").succeeded);
     }
 }
 
@@ -644,7 +644,7 @@ fn child_main(args: &[String]) {
             .expect("open the lessor");
             let open = started.elapsed();
             let grown = rss_bytes().saturating_sub(rss);
-            let leases = lessor.leases().len();
+            let leases = lessor.leases().unwrap().len();
             assert!(leases >= n, "{leases} leases after open, expected {n}");
             let started = Instant::now();
             lessor.close().expect("close");
@@ -727,7 +727,10 @@ fn keepalive_load(sizes: &Sizes, dir: &Path) -> [f64; 2] {
         keepalives.iter().all(|k| k.ended().is_none()),
         "a keep-alive ended"
     );
-    assert!(lessor.leases().len() >= n, "a kept-alive lease expired");
+    assert!(
+        lessor.leases().unwrap().len() >= n,
+        "a kept-alive lease expired"
+    );
     drop(keepalives);
     lessor.close().expect("close");
     drop(lessor);

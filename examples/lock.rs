@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use lessor::concurrency::{Mutex, Session};
-use lessor::{LeaseStore, Lessor, Op, TxnRequest};
+use lessor::{Lessor, Op, Txn};
 
 const LOCK: &str = "/cron/lock/job1";
 const STATE: &str = "/cron/state/job1";
@@ -87,10 +87,10 @@ fn hold(
     println!("{me} holds {LOCK}, fencing token {token}");
     for step in 0..3 {
         let fence = lock.is_owner().ok_or("not held")?;
-        let write = TxnRequest::new()
+        let write = Txn::new()
             .when(fence)
             .then(Op::put(STATE, format!("{me} step {step} (token {token})")));
-        if !store.transaction(write)?.succeeded {
+        if !store.txn(write)?.succeeded {
             println!("{me} lost the lock: its write was refused");
             break;
         }

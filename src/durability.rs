@@ -19,6 +19,7 @@
 //!   [`FLUSH_BYTES`], and at [`sync`](crate::Lessor::sync) and close; a writer that finds
 //!   [`MAX_WRITES`] or [`MAX_BYTES`] unflushed waits for a flush (back-pressure), and one without a ticker flushes itself when `max_delay` is up.
 
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
@@ -103,6 +104,11 @@ pub(crate) struct Syncer {
     state: Mutex<State>,
     /// Signalled when `durable` advances, a flush ends, or the syncer ends.
     advanced: Condvar,
+    /// The tasks of [`AsyncLessor`](crate::AsyncLessor) calls waiting for their request
+    /// ([`poll`](Self::poll)), woken with the condvar's waiters. Registered under `state`, so
+    /// that a flush ending after the check cannot be missed; woken after `state` is released.
+    /// A leaf lock.
+    tasks: Mutex<Vec<Waker>>,
 }
 
 /// What a caller waiting for its request must do next.
@@ -134,6 +140,7 @@ impl Syncer {
                 lost: Vec::new(),
             }),
             advanced: Condvar::new(),
+            tasks: Mutex::new(Vec::new()),
         }
     }
 
@@ -181,6 +188,41 @@ impl Syncer {
         }
     }
 
+    /// [`turn`](Self::turn) for a task: `Ready(Ok)` once request `seq` is durable,
+    /// `Ready(Err)` as `turn` fails; otherwise registers the task's waker, to be woken when a
+    /// flush ends or the syncer ends, and returns `Pending`. It never leads a flush: the
+    /// caller asks the flusher thread (`flusher.rs`) for one.
+    pub(crate) fn poll(&self, seq: u64, cx: &Context<'_>) -> Poll<Result<()>> {
+        let s = self.state.lock();
+        if s.lost
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&seq))
+        {
+            return Poll::Ready(Err(Error::Poisoned));
+        }
+        if s.durable >= seq {
+            return Poll::Ready(Ok(()));
+        }
+        match s.ended {
+            Some(Ended::Failed) => return Poll::Ready(Err(Error::Poisoned)),
+            Some(Ended::Closed) => return Poll::Ready(Err(Error::Closed)),
+            None => {}
+        }
+        let mut tasks = self.tasks.lock();
+        if !tasks.last().is_some_and(|w| w.will_wake(cx.waker())) {
+            tasks.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Wakes every task waiting in [`poll`](Self::poll). Call with no lock held.
+    fn wake_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for waker in tasks {
+            waker.wake();
+        }
+    }
+
     /// Becomes the one flushing, waiting for a running flush to end first; `false` once ended.
     pub(crate) fn lead(&self) -> bool {
         let mut s = self.state.lock();
@@ -209,6 +251,7 @@ impl Syncer {
     pub(crate) fn flush_ended(&self) {
         self.state.lock().flushing = false;
         self.advanced.notify_all();
+        self.wake_tasks();
     }
 
     /// The highest durable sequence number.
@@ -240,6 +283,8 @@ impl Syncer {
         if let Some(last) = last {
             s.durable = s.durable.max(last);
         }
+        drop(s);
+        self.wake_tasks();
     }
 
     /// The lessor closed (after its last flush): wake every waiter.
@@ -254,6 +299,7 @@ impl Syncer {
         }
         drop(s);
         self.advanced.notify_all();
+        self.wake_tasks();
     }
 }
 

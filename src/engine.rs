@@ -46,6 +46,8 @@ use crate::durability::{Durability, Ticket};
 use crate::error::{Error, Result};
 use crate::events::{Change, Hub, RevokeCause};
 use crate::expiry::ExpiryQueue;
+use crate::flusher::Flusher;
+use crate::integrity::Problem;
 use crate::keepalive::{EndReason, KeepAlives};
 use crate::lease::{Lease, LeaseId, LeaseInfo, Revision};
 use crate::lease_table::{LeaseTable, deadline_after, room_for_grant};
@@ -56,9 +58,9 @@ use crate::record::LeaseRecord;
 use crate::recovery;
 use crate::reload::{self, Source};
 use crate::restart::Checkpointing;
-use crate::stats::{Metrics, Stats};
+use crate::stats::{Health, Metrics, Stats};
 use crate::store;
-use crate::txn::{TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// `Engine::state`: open for business.
@@ -108,6 +110,40 @@ pub(crate) struct Engine {
     pub(crate) checkpointing: Checkpointing,
     /// The leases revoked whose hidden keys are still being deleted (`reap.rs`).
     pub(crate) reaping: Mutex<Reaping>,
+    /// The thread that flushes for async calls (`flusher.rs`); its mutex is a leaf.
+    pub(crate) flusher: Flusher,
+}
+
+/// A grant applied, for [`Engine::grant_settled`] once durable.
+pub(crate) struct Granted {
+    id: LeaseId,
+    ttl: u64,
+    revision: Revision,
+}
+
+/// A request applied to the write buffer: its outcome, and what to wait for before it may be
+/// acknowledged. The blocking API waits with [`Applied::wait`]; the async one polls the
+/// pipeline for the ticket (`async_lessor.rs`).
+#[must_use = "a request must be waited for before acknowledging it"]
+pub(crate) struct Applied<T> {
+    pub(crate) result: Result<T>,
+    pub(crate) ticket: Ticket,
+}
+
+impl<T> Applied<T> {
+    /// Refused before anything was applied.
+    fn refused(e: Error) -> Applied<T> {
+        Applied {
+            result: Err(e),
+            ticket: Ticket::DONE,
+        }
+    }
+
+    /// Waits (leading the flush if nobody is) until durable, then gives the outcome.
+    pub(crate) fn wait(self, engine: &Engine) -> Result<T> {
+        engine.pipeline.await_durable(engine, self.ticket)?;
+        self.result
+    }
 }
 
 impl Engine {
@@ -170,6 +206,7 @@ impl Engine {
             keepalives: CachePadded::new(KeepAlives::new()),
             checkpointing: recovered.checkpointing,
             reaping: Mutex::new(reaping),
+            flusher: Flusher::default(),
             config,
         });
         Ok((engine, wake_rx))
@@ -260,10 +297,21 @@ impl Engine {
 
     /// Grants a lease of `ttl`, with id `want` or the next one.
     pub(crate) fn grant(&self, want: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
-        let ttl = self.config.effective_ttl(ttl)?;
+        let applied = self.grant_apply(want, ttl);
+        let granted = applied.wait(self)?;
+        self.grant_settled(granted)
+    }
+
+    /// The first half of [`grant`](Self::grant): applies the grant; once it is durable,
+    /// [`grant_settled`](Self::grant_settled) finishes it.
+    pub(crate) fn grant_apply(&self, want: Option<LeaseId>, ttl: Duration) -> Applied<Granted> {
+        let ttl = match self.config.effective_ttl(ttl) {
+            Ok(ttl) => ttl,
+            Err(e) => return Applied::refused(e),
+        };
         let now = self.now();
         if !room_for_grant(now) {
-            return Err(clock_out_of_range(now));
+            return Applied::refused(clock_out_of_range(now));
         }
         let stamp = self
             .checkpointing
@@ -327,7 +375,7 @@ impl Engine {
                     // Revoked by the next expiry pass instead (in steps if it has many keys).
                     self.wake_ticker(0);
                 }
-                return Err(e);
+                return Applied::refused(e);
             }
         };
         if let Some(dead) = replaced {
@@ -335,21 +383,16 @@ impl Engine {
         }
         let revision = Revision(w.counters.revision);
         drop(w);
-        self.settle_grant(id, ttl, revision, ticket)
+        Applied {
+            result: Ok(Granted { id, ttl, revision }),
+            ticket,
+        }
     }
 
-    /// The end of every grant, once its record is applied and the writer released: waits until
-    /// it is durable (by then it is visible, with its first deadline and queued), and counts.
-    fn settle_grant(
-        &self,
-        id: LeaseId,
-        ttl: u64,
-        revision: Revision,
-        ticket: Ticket,
-    ) -> Result<Lease> {
-        // Durable first (under Immediate); the lease got its first deadline as it became
-        // visible (`Hooks::publish`), so its TTL runs from the commit.
-        self.pipeline.await_durable(self, ticket)?;
+    /// The end of every grant, once its record is durable (by then it is visible, with its
+    /// first deadline, and queued: its TTL runs from the commit): checks the clock, and counts.
+    pub(crate) fn grant_settled(&self, granted: Granted) -> Result<Lease> {
+        let Granted { id, ttl, revision } = granted;
         let now = self.now();
         if !room_for_grant(now) {
             // The clock reached the last deadline during the commit: the lease is dead on
@@ -367,8 +410,23 @@ impl Engine {
 
     /// Writes `key = value`, attached to `lease` or to none.
     pub(crate) fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
-        self.config.check_key(key)?;
-        self.config.check_value(value)?;
+        self.put_apply(key, value, lease).wait(self)
+    }
+
+    /// Applies [`put`](Self::put).
+    pub(crate) fn put_apply(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Applied<Revision> {
+        if let Err(e) = self
+            .config
+            .check_key(key)
+            .and_then(|()| self.config.check_value(value))
+        {
+            return Applied::refused(e);
+        }
         let now = self.now();
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             if let Some(id) = lease {
@@ -379,13 +437,23 @@ impl Engine {
             b.changes.push(Change::Put(kv));
             Ok(rev)
         });
-        self.pipeline.finish(self, w, ticket)?;
-        result.map(Revision)
+        drop(w);
+        Applied {
+            result: result.map(Revision),
+            ticket,
+        }
     }
 
     /// Deletes `key`; whether it existed.
     pub(crate) fn delete(&self, key: &[u8]) -> Result<bool> {
-        self.config.check_key(key)?;
+        self.delete_apply(key).wait(self)
+    }
+
+    /// Applies [`delete`](Self::delete).
+    pub(crate) fn delete_apply(&self, key: &[u8]) -> Applied<bool> {
+        if let Err(e) = self.config.check_key(key) {
+            return Applied::refused(e);
+        }
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             let existed = b.tables.delete(key)?;
             if existed {
@@ -397,8 +465,8 @@ impl Engine {
             }
             Ok(existed)
         });
-        self.pipeline.finish(self, w, ticket)?;
-        result
+        drop(w);
+        Applied { result, ticket }
     }
 
     /// Attaches `keys` to lease `id` (or detaches them), all or nothing.
@@ -408,9 +476,21 @@ impl Engine {
         keys: impl IntoIterator<Item = K>,
         attach: bool,
     ) -> Result<()> {
+        self.attach_or_detach_apply(id, keys, attach).wait(self)
+    }
+
+    /// Applies [`attach_or_detach`](Self::attach_or_detach).
+    pub(crate) fn attach_or_detach_apply<K: AsRef<[u8]>>(
+        &self,
+        id: LeaseId,
+        keys: impl IntoIterator<Item = K>,
+        attach: bool,
+    ) -> Applied<()> {
         let mut keys: Vec<K> = keys.into_iter().collect();
         for k in &keys {
-            self.config.check_key(k.as_ref())?;
+            if let Err(e) = self.config.check_key(k.as_ref()) {
+                return Applied::refused(e);
+            }
         }
         // A key named twice counts once (the second detach would otherwise find it detached).
         let mut seen = std::collections::HashSet::new();
@@ -427,25 +507,34 @@ impl Engine {
             }
             Ok(())
         });
-        self.pipeline.finish(self, w, ticket)?;
-        result
+        drop(w);
+        Applied { result, ticket }
     }
 
     /// Commits an etcd-style transaction.
-    pub(crate) fn transaction(&self, spec: &TxnRequest) -> Result<TxnResult> {
-        spec.check(|k| self.config.check_key(k), |v| self.config.check_value(v))?;
+    pub(crate) fn txn(&self, spec: &Txn) -> Result<TxnResponse> {
+        self.transaction_apply(spec).wait(self)
+    }
+
+    /// Applies [`txn`](Self::txn).
+    pub(crate) fn transaction_apply(&self, spec: &Txn) -> Applied<TxnResponse> {
+        if let Err(e) = spec.check(|k| self.config.check_key(k), |v| self.config.check_value(v)) {
+            return Applied::refused(e);
+        }
         let now = self.now();
         let (w, result, ticket) = self.pipeline.write(self, |_, b| {
             spec.run(b, |id, tables| self.check_alive(id, now, tables))
         });
         let revision = Revision(w.counters.revision);
-        self.pipeline.finish(self, w, ticket)?;
-        let (succeeded, responses) = result?;
-        Ok(TxnResult {
-            succeeded,
-            revision,
-            responses,
-        })
+        drop(w);
+        Applied {
+            result: result.map(|(succeeded, responses)| TxnResponse {
+                succeeded,
+                revision,
+                responses,
+            }),
+            ticket,
+        }
     }
 
     /// What is known of live lease `id`.
@@ -457,7 +546,7 @@ impl Engine {
             let (ttl, deadline) = self.table.alive(id, now).ok_or(Error::LeaseNotFound(id))?;
             Ok(LeaseInfo {
                 id,
-                granted_ttl: Duration::from_nanos(ttl),
+                ttl: Duration::from_nanos(ttl),
                 remaining: Duration::from_nanos(deadline.saturating_sub(now).min(ttl)),
                 keys,
             })
@@ -495,6 +584,12 @@ impl Engine {
         self.revoke_if(id, || true)
     }
 
+    /// Applies [`revoke`](Self::revoke): the revision, and whether the lease has keys left to
+    /// delete in steps (`reap.rs`). The ticker is woken for them already.
+    pub(crate) fn revoke_apply(&self, id: LeaseId) -> Applied<(Revision, bool)> {
+        self.revoke_if_apply(id, || true)
+    }
+
     /// [`revoke`](Self::revoke), if `still_ours()` says, under the writer lock, that the lease is
     /// still the one the caller means; [`Error::LeaseNotFound`] otherwise. Keep-alives are told
     /// of every lease's end under that lock, before its id can be granted again: a keep-alive's
@@ -504,6 +599,17 @@ impl Engine {
         id: LeaseId,
         still_ours: impl FnOnce() -> bool,
     ) -> Result<Revision> {
+        self.revoke_if_apply(id, still_ours)
+            .wait(self)
+            .map(|(revision, _)| revision)
+    }
+
+    /// Applies [`revoke_if`](Self::revoke_if); see [`revoke_apply`](Self::revoke_apply).
+    fn revoke_if_apply(
+        &self,
+        id: LeaseId,
+        still_ours: impl FnOnce() -> bool,
+    ) -> Applied<(Revision, bool)> {
         let mut claimed = None;
         let mut marked = false;
         let (mut w, result, ticket) = self.pipeline.write(self, |life, b| {
@@ -531,7 +637,7 @@ impl Engine {
         });
         if let Err(e) = result {
             w.life.revoke_failed(&self.table, id, claimed, &e);
-            return Err(e);
+            return Applied::refused(e);
         }
         w.life.revoke_applied(id);
         if marked {
@@ -541,13 +647,16 @@ impl Engine {
         self.metrics.revokes.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(lease = id.get(), "lease revoked");
         let revision = Revision(w.counters.revision);
-        self.pipeline.finish(self, w, ticket)?;
+        drop(w);
         if marked {
             // Its other keys, hidden since the request above, are deleted chunk by chunk
             // (`reap.rs`): by `Lessor::revoke` before it returns, else by the ticker.
             self.wake_ticker(0);
         }
-        Ok(revision)
+        Applied {
+            result: Ok((revision, marked)),
+            ticket,
+        }
     }
 
     /// Revokes every expired lease, batch after batch, handing each batch's ids to `each`; in
@@ -643,8 +752,29 @@ impl Engine {
         }
     }
 
-    /// The figures of [`Lessor::stats`](crate::Lessor::stats), whatever the state.
-    pub(crate) fn stats(&self) -> Result<Stats> {
+    /// The lessor's health; the ticker's part (`ticker_running`, `ticker_stopped`) is the
+    /// caller's, who holds the ticker's handle.
+    pub(crate) fn health(&self, ticker_running: bool, ticker_stopped: Option<String>) -> Health {
+        let keepalive = self.keepalives.health();
+        Health {
+            ticker_running,
+            ticker_stopped,
+            ticker_failures: self.ticker_failures.load(Ordering::Relaxed),
+            last_ticker_error: self.ticker_last_error.lock().clone(),
+            poisoned: self.is_poisoned(),
+            storage_failures: self.failures.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            checkpoints: self.checkpointing.batches(),
+            checkpointed_leases: self.checkpointing.leases(),
+            keepalive_running: keepalive.running,
+            keepalive_stopped: keepalive.stopped,
+            keepalive_failures: keepalive.failures,
+            last_keepalive_error: keepalive.last_error,
+        }
+    }
+
+    /// The figures of [`Lessor::stats`](crate::Lessor::stats), with `health`.
+    pub(crate) fn stats(&self, health: Health) -> Result<Stats> {
         let (keys, attached_keys) = self.read(Query::Counts, |view, _| view.key_counts())?;
         let m = &self.metrics;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -664,19 +794,17 @@ impl Engine {
             expiries: load(&m.expiries),
             expiry_lateness: m.lateness.summary(),
             expiry_batches: load(&m.expiry_batches),
-            ticker_failures: load(&self.ticker_failures),
             commits: load(&m.commits),
             fsyncs: load(&m.fsyncs),
             commit_latency: m.commit_latency.summary(),
-            storage_failures: load(&self.failures),
-            reloads: load(&self.reloads),
+            health,
         })
     }
 
     /// The checks of [`Lessor::verify_report`](crate::Lessor::verify_report): everything applied
     /// goes to the file first; then, holding the writer (so that memory and file stay still
     /// while they are compared), nothing may have come in meanwhile.
-    pub(crate) fn verify_report(&self) -> Result<Vec<String>> {
+    pub(crate) fn verify_report(&self) -> Result<Vec<Problem>> {
         for _ in 0..100 {
             self.sync()?;
             let guard = self.pipeline.store();
@@ -692,11 +820,10 @@ impl Engine {
             } = crate::contain::storage(|| store::verify(&read))?;
             let in_memory = self.table.all_ids();
             if on_disk != in_memory {
-                problems.push(format!(
-                    "leases in memory ({}) differ from leases in the file ({})",
-                    in_memory.len(),
-                    on_disk.len()
-                ));
+                problems.push(Problem::MemoryDiffersFromFile {
+                    in_memory: in_memory.len(),
+                    in_file: on_disk.len(),
+                });
             }
             problems.extend(crate::integrity::check_file(self.path.as_deref())?);
             drop(w);
@@ -754,6 +881,7 @@ impl Engine {
             _ => reaped,
         };
         self.pipeline.close();
+        self.flusher.close(); // joins `lessor-flusher`: its waits ended with the pipeline
         self.table.clear();
         *self.queue.lock() = ExpiryQueue::new();
         self.hub.close();

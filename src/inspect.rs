@@ -38,6 +38,7 @@ use redb::{
 };
 
 use crate::error::{Error, Result};
+use crate::integrity::Problem;
 use crate::lease::{KeyValue, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::record::LeaseRecord;
 use crate::restart::{RestartPolicy, left_at_open};
@@ -487,7 +488,7 @@ impl Inspector {
     /// # Errors
     /// [`Error::Storage`] if the file cannot be read, [`Error::Corrupted`] if redb finds its own
     /// structures damaged.
-    pub fn verify_report(&self) -> Result<Vec<String>> {
+    pub fn verify_report(&self) -> Result<Vec<Problem>> {
         // A file without its data tables holds no data to check.
         if self.meta.is_none() || !self.tables.complete() {
             return Ok(Vec::new());
@@ -516,7 +517,7 @@ impl Inspector {
         }
         Ok(Some(LeaseInfo {
             id,
-            granted_ttl: Duration::from_nanos(record.ttl_nanos),
+            ttl: Duration::from_nanos(record.ttl_nanos),
             remaining: Duration::from_nanos(left),
             keys: self.tables.lease_keys(id).map_err(not_ours)?,
         }))

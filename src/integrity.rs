@@ -1,3 +1,4 @@
+//! What [`Lessor::verify_report`](crate::Lessor::verify_report) finds ([`Problem`]), and
 //! redb's own integrity check (its page checksums and allocator state) for
 //! [`Lessor::verify`](crate::Lessor::verify), run without stopping renewals.
 //!
@@ -34,18 +35,195 @@ use crate::error::{Error, Result};
 /// Bytes read from the file at a time.
 const CHUNK: usize = 1 << 20;
 
+/// One problem found by [`Lessor::verify_report`](crate::Lessor::verify_report) or
+/// [`Inspector::verify_report`](crate::Inspector::verify_report): a broken invariant of the
+/// database. Lease ids are raw (`u64`), as stored: one may be out of range. `Display` gives
+/// the one-line description the command-line tool prints.
+///
+/// ```
+/// # fn main() -> lessor::Result<()> {
+/// let lessor = lessor::Lessor::open_in_memory()?;
+/// for problem in lessor.verify_report()? {
+///     eprintln!("{problem}"); // none here
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Problem {
+    /// A lease's id is 0 or above `i64::MAX`.
+    LeaseIdOutOfRange {
+        /// The stored id.
+        lease: u64,
+    },
+    /// A lease's id is above the database's id high-water mark (ids could be reused).
+    LeaseIdAboveHighWater {
+        /// The stored id.
+        lease: u64,
+        /// The high-water mark.
+        max: u64,
+    },
+    /// A lease's record does not decode, or fails its checksum.
+    BadLeaseRecord {
+        /// The stored id.
+        lease: u64,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A lease marked as being revoked (its keys deleted in steps) still has its record.
+    RevokingLeaseHasRecord {
+        /// The lease.
+        lease: u64,
+    },
+    /// A lease was marked as revoked at a revision after the database's.
+    RevokedAfterTheRevision {
+        /// The lease.
+        lease: u64,
+        /// The revision of its mark.
+        revision: u64,
+        /// The database's revision.
+        database_revision: u64,
+    },
+    /// A key's record does not decode, or fails its checksum.
+    BadKeyRecord {
+        /// The key.
+        key: Vec<u8>,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A key's create and mod revisions are out of order, or after the database's revision.
+    KeyRevisionsOutOfOrder {
+        /// The key.
+        key: Vec<u8>,
+        /// Its create revision.
+        create_revision: u64,
+        /// Its mod revision.
+        mod_revision: u64,
+        /// The database's revision.
+        database_revision: u64,
+    },
+    /// A key is attached to a lease that does not exist.
+    KeyOfMissingLease {
+        /// The key.
+        key: Vec<u8>,
+        /// The lease it names.
+        lease: u64,
+    },
+    /// A key is attached to a lease but missing from that lease's index.
+    KeyMissingFromIndex {
+        /// The key.
+        key: Vec<u8>,
+        /// Its lease.
+        lease: u64,
+    },
+    /// A lease's index lists a key that is not attached to it.
+    IndexedKeyNotAttached {
+        /// The key.
+        key: Vec<u8>,
+        /// The lease whose index lists it.
+        lease: u64,
+        /// Where the key really is: `None` if it does not exist, `Some(0)` if attached to no
+        /// lease, else the lease it is attached to.
+        owner: Option<u64>,
+    },
+    /// The index lists a lease that does not exist.
+    IndexOfMissingLease {
+        /// The lease.
+        lease: u64,
+    },
+    /// The leases in memory are not those in the file (only a running lessor checks this).
+    MemoryDiffersFromFile {
+        /// Leases in memory.
+        in_memory: usize,
+        /// Leases in the file.
+        in_file: usize,
+    },
+    /// redb's integrity check failed on the file (page checksums, allocator state, or a
+    /// damaged latest commit).
+    FileDamaged {
+        /// What redb said.
+        detail: String,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |k: &[u8]| k.escape_ascii().to_string();
+        match self {
+            Problem::LeaseIdOutOfRange { lease } => write!(f, "lease id {lease} is out of range"),
+            Problem::LeaseIdAboveHighWater { lease, max } => {
+                write!(f, "lease {lease} is above the id high-water mark {max}")
+            }
+            Problem::BadLeaseRecord { lease, detail } => write!(f, "lease {lease}: {detail}"),
+            Problem::RevokingLeaseHasRecord { lease } => {
+                write!(f, "lease {lease} is being revoked but still has its record")
+            }
+            Problem::RevokedAfterTheRevision {
+                lease,
+                revision,
+                database_revision,
+            } => write!(
+                f,
+                "lease {lease} was revoked at revision {revision}, after the database revision {database_revision}"
+            ),
+            Problem::BadKeyRecord { key, detail } => write!(f, "key {}: {detail}", show(key)),
+            Problem::KeyRevisionsOutOfOrder {
+                key,
+                create_revision,
+                mod_revision,
+                database_revision,
+            } => write!(
+                f,
+                "key {}: revisions {create_revision}..{mod_revision} do not fit the database revision {database_revision}",
+                show(key)
+            ),
+            Problem::KeyOfMissingLease { key, lease } => write!(
+                f,
+                "key {} is attached to lease {lease}, which does not exist",
+                show(key)
+            ),
+            Problem::KeyMissingFromIndex { key, lease } => write!(
+                f,
+                "key {} is attached to lease {lease} but missing from its index",
+                show(key)
+            ),
+            Problem::IndexedKeyNotAttached { key, lease, owner } => write!(
+                f,
+                "index lists key {} under lease {lease}, but the key {}",
+                show(key),
+                match owner {
+                    None => "does not exist".to_string(),
+                    Some(0) => "has no lease".to_string(),
+                    Some(o) => format!("is attached to lease {o}"),
+                }
+            ),
+            Problem::IndexOfMissingLease { lease } => {
+                write!(f, "index lists lease {lease}, which does not exist")
+            }
+            Problem::MemoryDiffersFromFile { in_memory, in_file } => write!(
+                f,
+                "leases in memory ({in_memory}) differ from leases in the file ({in_file})"
+            ),
+            Problem::FileDamaged { detail } => write!(f, "{detail}"),
+        }
+    }
+}
+
 /// Runs redb's integrity check on a copy of the database file at `path`, returning each problem
 /// found as a line (empty: the file passes). `None` (no file) finds nothing. Call only while no
 /// commit can be under way (see the module docs).
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be read.
-pub(crate) fn check_file(path: Option<&Path>) -> Result<Vec<String>> {
+pub(crate) fn check_file(path: Option<&Path>) -> Result<Vec<Problem>> {
     let Some(path) = path else {
         return Ok(Vec::new());
     };
     let copy = read_copy(path)?;
-    Ok(check_copy(copy).into_iter().collect())
+    Ok(check_copy(copy)
+        .into_iter()
+        .map(|detail| Problem::FileDamaged { detail })
+        .collect())
 }
 
 /// The file's bytes, in a backend redb can open.

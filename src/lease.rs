@@ -157,8 +157,9 @@ pub struct Lease {
 pub struct LeaseInfo {
     /// Its id.
     pub id: LeaseId,
-    /// The TTL it was granted with (after raising to the minimum); each renewal restores it.
-    pub granted_ttl: Duration,
+    /// The TTL it was granted with (after raising to the minimum), as [`Lease::ttl`]; each
+    /// renewal restores it. etcd calls it `grantedTTL`.
+    pub ttl: Duration,
     /// Time left before it expires, as of the call.
     pub remaining: Duration,
     /// The keys attached to it, in key order: filled in by

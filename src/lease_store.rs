@@ -2,7 +2,7 @@
 //! embedded [`Lessor`] or, with the `etcd` feature, on an etcd cluster (`EtcdLessor`).
 //!
 //! The trait is object-safe: keys and values are byte slices (`b"/a"`, `s.as_bytes()`), and
-//! a transaction is described by a [`TxnRequest`] (our [`Compare`] and [`Op`] values) rather
+//! a transaction is described by a [`Txn`] (our [`Compare`] and [`Op`] values) rather
 //! than by a builder borrowed from one backend. So a program can pick its backend at run time
 //! and hold it as a `Box<dyn LeaseStore>` or an `Arc<dyn LeaseStore>`. Handles are the same
 //! types on every backend: [`Watch`], [`KeepAlive`].
@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::keepalive::{KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lessor::Lessor;
-use crate::txn::{TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// A lease store: leases with TTLs, keys attached to them, renewals, revocation and expiry,
@@ -35,7 +35,7 @@ use crate::watch::Watch;
 /// | [`attach`](LeaseStore::attach) / [`detach`](LeaseStore::detach) | in place: same revision and version, no watch event | a rewrite of each key with its own value: a new revision, the version grows, watchers see a put |
 /// | delete causes in watches | [`DeleteCause::Deleted`](crate::DeleteCause::Deleted), `LeaseRevoked(id)`, `LeaseExpired(id)` | always [`DeleteCause::Unknown`](crate::DeleteCause::Unknown) |
 /// | [`watch_from`](LeaseStore::watch_from)`(0)` | [`Error::Compacted`](crate::Error::Compacted) (0 is before any history) | from the next change (etcd reads 0 as "no start revision") |
-/// | size limits | [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) above [`Builder::max_value_size`](crate::Builder::max_value_size) (1 MiB), the value alone | `ValueTooLarge` from [`put`](LeaseStore::put) when etcd refuses the request (`--max-request-bytes`, 1.5 MiB by default, for key, value and framing together); `max` is the limit etcd named (gRPC's, 2 MiB by default) or 1.5 MiB; in a [`transaction`](LeaseStore::transaction), [`Error::Backend`](crate::Error::Backend) |
+/// | size limits | [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) above [`Builder::max_value_size`](crate::Builder::max_value_size) (1 MiB), the value alone | `ValueTooLarge` from [`put`](LeaseStore::put) when etcd refuses the request (`--max-request-bytes`, 1.5 MiB by default, for key, value and framing together); `max` is the limit etcd named (gRPC's, 2 MiB by default) or 1.5 MiB; in a [`txn`](LeaseStore::txn), [`Error::Backend`](crate::Error::Backend) |
 /// | lease TTL on a leader change | no leader | every lease's TTL restarts in full when a new leader is elected (etcd's rule): a lease outlives its deadline by up to an election plus one TTL |
 /// | a write that fails | did not happen (see [`Error::Storage`](crate::Error::Storage) for the one exception) | [`Error::Unavailable`](crate::Error::Unavailable) after it was sent **may have committed**: read before retrying it. Retried on another endpoint only when it provably never left (connection refused) |
 /// | lease ids | assigned in sequence from 1; any id from 1 to [`LeaseId::MAX`] can be asked for | assigned by etcd's members (large, at most [`LeaseId::MAX`], which is `i64::MAX`) |
@@ -211,8 +211,8 @@ pub trait LeaseStore: Send + Sync {
     /// ops, atomically. See [`Txn`](crate::Txn) for the contract.
     ///
     /// # Errors
-    /// As [`Txn::commit`](crate::Txn::commit).
-    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult>;
+    /// As [`Lessor::txn`](crate::Lessor::txn).
+    fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
     /// The store's current revision: the revision of its last change. See
     /// [`Lessor::revision`].
@@ -273,7 +273,7 @@ impl LeaseStore for Lessor {
     }
 
     fn leases(&self) -> Result<Vec<LeaseId>> {
-        Ok(Lessor::leases(self))
+        Lessor::leases(self)
     }
 
     fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
@@ -324,8 +324,8 @@ impl LeaseStore for Lessor {
         Lessor::watch_key(self, key)
     }
 
-    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
-        self.commit_txn(&txn)
+    fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        Lessor::txn(self, txn)
     }
 
     fn revision(&self) -> Result<Revision> {
@@ -357,6 +357,6 @@ mod tests {
         );
         assert_eq!(store.leases().unwrap(), vec![lease.id]);
         store.close().unwrap();
-        assert!(store.leases().unwrap().is_empty());
+        assert!(matches!(store.leases(), Err(crate::Error::Closed)));
     }
 }

@@ -7,7 +7,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -17,13 +16,14 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::events::LeaseEvents;
+use crate::integrity::Problem;
 use crate::keepalive::{self, KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::overlay::Query;
 use crate::reload::Source;
-use crate::stats::Stats;
+use crate::stats::{Health, Stats};
 use crate::ticker::Ticker;
-use crate::txn::{Compare, Op, TxnRequest, TxnResult};
+use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
 
 /// A handle to an open lease database: grant, renew and revoke leases, and read and write the
@@ -75,47 +75,6 @@ struct Handle {
     closing: Mutex<()>,
 }
 
-/// A snapshot of the ticker's health, from [`Lessor::health`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Health {
-    /// Whether the ticker thread is running (`false` if built without one, or once closed).
-    pub ticker_running: bool,
-    /// Why the ticker is not running: `None` while it runs; otherwise "the lessor is closed",
-    /// "built without a ticker", or what ended it (a panic outside the passes that contain
-    /// them). While it is not running, no lease expires by itself.
-    pub ticker_stopped: Option<String>,
-    /// Ticker passes that failed since open (an expiry batch that did not commit, a reload that
-    /// failed, or a panic the ticker contained); each is retried with backoff.
-    pub ticker_failures: u64,
-    /// The last such failure.
-    pub last_ticker_error: Option<String>,
-    /// Whether a write failed in storage and the database has not been reloaded since: every
-    /// call returns [`Error::Poisoned`] meanwhile. The ticker reloads it (retrying with
-    /// backoff while the fault lasts); [`Lessor::recover`] does it at once.
-    pub poisoned: bool,
-    /// Writes that failed in storage since open (each poisoned the lessor).
-    pub storage_failures: u64,
-    /// Reloads from the file after such failures since open.
-    pub reloads: u64,
-    /// Checkpoint transactions committed since open; always 0 under
-    /// [`RestartPolicy::Reset`](crate::RestartPolicy::Reset).
-    pub checkpoints: u64,
-    /// Lease records those checkpoints wrote: one per lease renewed since its last checkpoint.
-    pub checkpointed_leases: u64,
-    /// Whether the keep-alive thread (`lessor-keepalive`, started by the first keep-alive) is
-    /// running.
-    pub keepalive_running: bool,
-    /// Why the keep-alive thread is not running once it has been started: "the lessor is
-    /// closed", or what ended it. `None` while it runs, and before the first keep-alive.
-    pub keepalive_stopped: Option<String>,
-    /// Panics the keep-alive thread contained since open (in a renewal, or around them): each
-    /// was counted here and the thread went on.
-    pub keepalive_failures: u64,
-    /// The last such panic.
-    pub last_keepalive_error: Option<String>,
-}
-
 impl Lessor {
     pub(crate) fn open_with(config: Config, db: Database, source: Source) -> Result<Lessor> {
         let (engine, wake) = Engine::open(config, db, source)?;
@@ -146,6 +105,13 @@ impl Lessor {
         let engine = &*self.handle.engine;
         engine.check_readable()?;
         Ok(engine)
+    }
+
+    /// The engine, for a call that writes (as [`core`](Self::core)), shared: for
+    /// `async_lessor.rs`, whose futures may outlive the borrow of the handle.
+    pub(crate) fn writable_engine(&self) -> Result<&Arc<Engine>> {
+        self.handle.engine.check_writable()?;
+        Ok(&self.handle.engine)
     }
 
     /// A read snapshot of the file holding every change acknowledged so far ([`Engine::sync`]
@@ -399,7 +365,7 @@ impl Lessor {
     /// let lessor = lessor::Lessor::open_in_memory()?;
     /// let lease = lessor.grant(Duration::from_secs(60))?;
     /// let info = lessor.time_to_live(lease.id)?;
-    /// assert_eq!(info.granted_ttl, Duration::from_secs(60));
+    /// assert_eq!(info.ttl, Duration::from_secs(60));
     /// assert!(info.remaining <= Duration::from_secs(60));
     /// # Ok(()) }
     /// ```
@@ -427,12 +393,13 @@ impl Lessor {
         self.readable()?.time_to_live(id, true)
     }
 
-    /// Ids of the live leases, ascending. Empty once closed.
-    pub fn leases(&self) -> Vec<LeaseId> {
-        match self.readable() {
-            Ok(core) => core.table.alive_ids(core.now()),
-            Err(_) => Vec::new(),
-        }
+    /// Ids of the live leases, ascending; from memory, taking no lock but each shard's.
+    ///
+    /// # Errors
+    /// [`Error::Closed`].
+    pub fn leases(&self) -> Result<Vec<LeaseId>> {
+        let core = self.readable()?;
+        Ok(core.table.alive_ids(core.now()))
     }
 
     /// Writes `key = value` attached to lease `id`: the key is deleted when the lease ends.
@@ -608,13 +575,52 @@ impl Lessor {
         self.core()?.subscribe()
     }
 
-    /// Starts an etcd-style transaction; see [`Txn`].
-    pub fn txn(&self) -> Txn<'_> {
-        Txn::new(self)
-    }
-
-    pub(crate) fn commit_txn(&self, spec: &TxnRequest) -> Result<TxnResult> {
-        self.core()?.transaction(spec)
+    /// Runs an etcd-style transaction ([`Txn`]): `when` every comparison holds, `then` its ops,
+    /// `otherwise` the others; all in one request, committed durably, its writes at one revision.
+    /// A transaction with no comparisons succeeds.
+    ///
+    /// The classic use is a lock: create the key only if it does not exist, attached to the
+    /// holder's lease, and read who holds it either way.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lessor::{Compare, Lessor, Op, OpResponse, Txn};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// let me = lessor.grant(Duration::from_secs(10))?;
+    /// let got = lessor
+    ///     .txn(Txn::new()
+    ///     .when(Compare::absent("/cron/lock/job1"))
+    ///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
+    ///     .otherwise(Op::get("/cron/lock/job1"))
+    ///     )?;
+    /// assert!(got.succeeded);
+    /// // The fencing token: the revision that created the lock key.
+    /// let token = lessor.get("/cron/lock/job1")?.unwrap().create_revision;
+    /// assert_eq!(token, got.revision);
+    ///
+    /// let other = lessor.grant(Duration::from_secs(10))?;
+    /// let lost = lessor
+    ///     .txn(Txn::new()
+    ///     .when(Compare::absent("/cron/lock/job1"))
+    ///     .then(Op::put_with_lease("/cron/lock/job1", "worker-2", other.id))
+    ///     .otherwise(Op::get("/cron/lock/job1"))
+    ///     )?;
+    /// assert!(!lost.succeeded);
+    /// let OpResponse::Get(Some(holder)) = &lost.responses[0] else { panic!() };
+    /// assert_eq!(holder.value, b"worker-1");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::LeaseNotFound`] if an op that runs puts with a lease that is not alive (nothing
+    /// is written then); [`Error::InvalidKey`], [`Error::KeyTooLarge`], [`Error::ValueTooLarge`]
+    /// for any key or value of any op or comparison, and [`Error::InvalidKey`] if a branch
+    /// writes (puts or deletes) one key twice (all checked before anything runs);
+    /// [`Error::Storage`], [`Error::Closed`].
+    pub fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.core()?.txn(&txn)
     }
 
     /// Deletes a key (detaching it from its lease). Returns whether it existed; deleting a key
@@ -697,6 +703,7 @@ impl Lessor {
         if problems.is_empty() {
             Ok(())
         } else {
+            let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
             Err(Error::Corrupted(problems.join("; ")))
         }
     }
@@ -714,7 +721,7 @@ impl Lessor {
     ///
     /// # Errors
     /// [`Error::Storage`] if the file cannot be read; [`Error::Closed`], [`Error::Poisoned`].
-    pub fn verify_report(&self) -> Result<Vec<String>> {
+    pub fn verify_report(&self) -> Result<Vec<Problem>> {
         self.core()?.verify_report()
     }
 
@@ -735,7 +742,8 @@ impl Lessor {
     /// # Errors
     /// [`Error::Storage`] reading the key counts, [`Error::Closed`], [`Error::Poisoned`].
     pub fn stats(&self) -> Result<Stats> {
-        let stats = self.readable()?.stats()?;
+        let core = self.readable()?;
+        let stats = core.stats(self.health())?;
         #[cfg(feature = "metrics")]
         crate::stats::publish(&stats);
         Ok(stats)
@@ -797,22 +805,10 @@ impl Lessor {
     pub fn health(&self) -> Health {
         let core = &self.handle.engine;
         let ticker = self.handle.ticker.lock();
-        let keepalive = core.keepalives.health();
-        Health {
-            ticker_running: ticker.as_ref().is_some_and(|t| !t.is_finished()),
-            ticker_stopped: crate::ticker::stopped(ticker.as_ref(), core.config.ticker),
-            ticker_failures: core.ticker_failures.load(Ordering::Relaxed),
-            last_ticker_error: core.ticker_last_error.lock().clone(),
-            poisoned: core.is_poisoned(),
-            storage_failures: core.failures.load(Ordering::Relaxed),
-            reloads: core.reloads.load(Ordering::Relaxed),
-            checkpoints: core.checkpointing.batches(),
-            checkpointed_leases: core.checkpointing.leases(),
-            keepalive_running: keepalive.running,
-            keepalive_stopped: keepalive.stopped,
-            keepalive_failures: keepalive.failures,
-            last_keepalive_error: keepalive.last_error,
-        }
+        core.health(
+            ticker.as_ref().is_some_and(|t| !t.is_finished()),
+            crate::ticker::stopped(ticker.as_ref(), core.config.ticker),
+        )
     }
 
     /// Closes the lessor: stops and joins the ticker, revokes what has already expired (so that
@@ -849,98 +845,6 @@ impl Handle {
 impl Drop for Handle {
     fn drop(&mut self) {
         let _ = self.close();
-    }
-}
-
-/// An etcd-style transaction, from [`Lessor::txn`]: `when` every comparison holds, `then` run
-/// these ops, `otherwise` those; all in one transaction, committed durably, its writes at one
-/// revision. A transaction with no comparisons succeeds.
-///
-/// The classic use is a lock: create the key only if it does not exist, attached to the
-/// holder's lease, and read who holds it either way.
-///
-/// ```
-/// use std::time::Duration;
-/// use lessor::{Compare, Lessor, Op, TxnResponse};
-///
-/// # fn main() -> lessor::Result<()> {
-/// let lessor = Lessor::open_in_memory()?;
-/// let me = lessor.grant(Duration::from_secs(10))?;
-/// let got = lessor
-///     .txn()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
-///     .otherwise(Op::get("/cron/lock/job1"))
-///     .commit()?;
-/// assert!(got.succeeded);
-/// // The fencing token: the revision that created the lock key.
-/// let token = lessor.get("/cron/lock/job1")?.unwrap().create_revision;
-/// assert_eq!(token, got.revision);
-///
-/// let other = lessor.grant(Duration::from_secs(10))?;
-/// let lost = lessor
-///     .txn()
-///     .when(Compare::absent("/cron/lock/job1"))
-///     .then(Op::put_with_lease("/cron/lock/job1", "worker-2", other.id))
-///     .otherwise(Op::get("/cron/lock/job1"))
-///     .commit()?;
-/// assert!(!lost.succeeded);
-/// let TxnResponse::Get(Some(holder)) = &lost.responses[0] else { panic!() };
-/// assert_eq!(holder.value, b"worker-1");
-/// # Ok(()) }
-/// ```
-#[must_use = "a transaction does nothing until committed"]
-pub struct Txn<'a> {
-    lessor: &'a Lessor,
-    request: TxnRequest,
-}
-
-impl<'a> Txn<'a> {
-    pub(crate) fn new(lessor: &'a Lessor) -> Txn<'a> {
-        Txn {
-            lessor,
-            request: TxnRequest::new(),
-        }
-    }
-
-    /// Adds a comparison; all of them must hold.
-    pub fn when(mut self, compare: Compare) -> Self {
-        self.request = self.request.when(compare);
-        self
-    }
-
-    /// Adds an op to run if every comparison holds.
-    pub fn then(mut self, op: Op) -> Self {
-        self.request = self.request.then(op);
-        self
-    }
-
-    /// Adds an op to run if a comparison fails.
-    pub fn otherwise(mut self, op: Op) -> Self {
-        self.request = self.request.otherwise(op);
-        self
-    }
-
-    /// Runs the transaction.
-    ///
-    /// # Errors
-    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if an op that runs puts with a lease that is not alive (nothing
-    /// is written then); [`Error::InvalidKey`](crate::Error::InvalidKey), [`Error::KeyTooLarge`](crate::Error::KeyTooLarge),
-    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) for any key or value of any op or comparison, and
-    /// [`Error::InvalidKey`](crate::Error::InvalidKey) if a branch writes (puts or deletes) one key twice (all checked
-    /// before anything runs); [`Error::Storage`](crate::Error::Storage), [`Error::Closed`](crate::Error::Closed).
-    pub fn commit(self) -> Result<TxnResult> {
-        self.lessor.commit_txn(&self.request)
-    }
-}
-
-impl fmt::Debug for Txn<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Txn")
-            .field("compares", &self.request.compares)
-            .field("then", &self.request.then)
-            .field("otherwise", &self.request.otherwise)
-            .finish()
     }
 }
 

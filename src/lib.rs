@@ -56,7 +56,10 @@
 //! - **Streams**: [`Watch`], [`LeaseEvents`] and [`KeepAlive`] are [`Stream`]s as well as
 //!   blocking receivers, on any executor (there is no runtime of ours); [`Watch::ready`] and
 //!   [`LeaseEvents::receiver`] let a thread wait on them with `select!`.
-//! - **Transactions** ([`Lessor::txn`]): etcd's compare-then-act, in one transaction: the
+//! - **Async** ([`AsyncLessor`]): the same operations as `async fn`s whose futures never block
+//!   their executor: a write is applied on the task and its fsync runs on the lessor's
+//!   `lessor-flusher` thread. [`AsyncLeaseStore`] is the async trait both backends implement.
+//! - **Transactions** ([`Lessor::txn`], [`Txn`]): etcd's compare-then-act, in one transaction: the
 //!   building block of locks (put the key if absent, under your lease).
 //! - **Expiry**: a background thread, the ticker, sleeps until the earliest deadline and revokes
 //!   expired leases in deadline order, many per transaction. [`Lessor::revoke_expired`] does the
@@ -103,6 +106,8 @@
 //! what each wrong or hostile input gets (which [`Error`], or which documented behaviour), in
 //! `docs/hostile-input.md`.
 
+mod async_lessor;
+mod async_store;
 mod backup;
 mod builder;
 mod checkpoint;
@@ -118,6 +123,7 @@ mod error;
 mod etcd;
 mod events;
 mod expiry;
+mod flusher;
 mod inspect;
 mod integrity;
 mod keepalive;
@@ -141,6 +147,8 @@ mod ticker;
 mod txn;
 mod watch;
 
+pub use crate::async_lessor::AsyncLessor;
+pub use crate::async_store::{AsyncLeaseStore, BoxFuture};
 pub use crate::builder::{Builder, MAX_TTL};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::durability::Durability;
@@ -149,13 +157,14 @@ pub use crate::error::{Error, Result};
 pub use crate::etcd::{EtcdLessor, EtcdOptions};
 pub use crate::events::{LeaseEvent, LeaseEvents, RevokeCause};
 pub use crate::inspect::{FileStats, Inspector};
+pub use crate::integrity::Problem;
 pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResponse, Lost};
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
-pub use crate::lessor::{Health, Lessor, Txn};
+pub use crate::lessor::Lessor;
 pub use crate::restart::RestartPolicy;
-pub use crate::stats::{Percentiles, Stats};
-pub use crate::txn::{CmpOp, Compare, Op, TxnRequest, TxnResponse, TxnResult};
+pub use crate::stats::{Health, Percentiles, Stats};
+pub use crate::txn::{CmpOp, Compare, Op, OpResponse, Txn, TxnResponse};
 pub use crate::watch::{DeleteCause, Watch, WatchEnd, WatchEvent};
 /// The channels the blocking API hands out ([`Watch::ready`], [`LeaseEvents::receiver`],
 /// [`KeepAlive::responses`]) are crossbeam's; re-exported so that `select!` over them and the
@@ -164,6 +173,12 @@ pub use crossbeam_channel;
 /// The [`Stream`] trait that [`Watch`], [`LeaseEvents`] and
 /// [`KeepAlive`] implement, re-exported for callers without `futures`.
 pub use futures_core::Stream;
+/// The storage engine, re-exported on purpose: its
+/// [`StorageBackend`](redb::StorageBackend) is what
+/// [`Builder::open_with_backend`](crate::Builder::open_with_backend) takes, and its
+/// [`redb::Error`] is the source of [`Error::Storage`], so callers that implement the one or
+/// inspect the other use the same version as ours.
+pub use redb;
 
 /// Entry points for the fuzz targets in `fuzz/`; not part of the API.
 #[doc(hidden)]

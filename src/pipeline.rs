@@ -427,6 +427,22 @@ impl Pipeline {
         }
     }
 
+    /// [`await_durable`](Self::await_durable) for a task: never blocks, never leads a flush
+    /// (see `flusher.rs`); registers the task's waker while the request of `seq` is not durable.
+    pub(crate) fn poll_durable(
+        &self,
+        seq: u64,
+        cx: &std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        self.syncer.poll(seq, cx)
+    }
+
+    /// The sequence number of the last request applied: once it is durable, so is everything
+    /// acknowledged before (what [`sync`](Self::sync) waits for).
+    pub(crate) fn applied_seq(&self) -> u64 {
+        self.writer.lock().seq
+    }
+
     /// Makes every request applied so far durable (one flush), if any is not.
     pub(crate) fn sync(&self, hooks: &dyn Hooks) -> Result<()> {
         let seq = self.writer.lock().seq;

@@ -27,6 +27,7 @@
 //! tables, through the write buffer, are the truth: a step whose lease is no longer marked (its
 //! revocation was undone by a failure) does nothing and forgets it.
 
+use crate::durability::Ticket;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::lease::LeaseId;
@@ -35,8 +36,23 @@ use crate::lease::LeaseId;
 /// keys left. Returns whether keys are left (of `only`, or of any lease) afterwards; under
 /// `Immediate`, returns once the chunk is durable.
 pub(crate) fn step(engine: &Engine, only: Option<LeaseId>) -> Result<bool> {
-    let Some((id, cause, after)) = engine.reaping.lock().next(only) else {
+    let Some((left, ticket)) = step_apply(engine, only)? else {
         return Ok(false);
+    };
+    engine.pipeline.await_durable(engine, ticket)?;
+    // Under `Batched` too, each chunk goes to disk before the next: the write buffer never holds
+    // more than about one chunk of them, so other writers never meet its back-pressure, and the
+    // flusher (the ticker) is not kept from expiring other leases by large flushes.
+    engine.sync()?;
+    Ok(left)
+}
+
+/// Applies one [`step`]: `None` if there was nothing to delete; else whether keys are left,
+/// and what to wait for before the next step (then the step's chunk must be flushed, as
+/// [`step`] does, before the next is applied).
+pub(crate) fn step_apply(engine: &Engine, only: Option<LeaseId>) -> Result<Option<(bool, Ticket)>> {
+    let Some((id, cause, after)) = engine.reaping.lock().next(only) else {
+        return Ok(None);
     };
     let chunk = engine.config.revoke_chunk;
     let (w, result, ticket) = engine.pipeline.write(engine, |_, b| {
@@ -54,15 +70,11 @@ pub(crate) fn step(engine: &Engine, only: Option<LeaseId>) -> Result<bool> {
             None => !reaping.is_empty(),
         }
     };
-    engine.pipeline.finish(engine, w, ticket)?;
-    // Under `Batched` too, each chunk goes to disk before the next: the write buffer never holds
-    // more than about one chunk of them, so other writers never meet its back-pressure, and the
-    // flusher (the ticker) is not kept from expiring other leases by large flushes.
-    engine.sync()?;
+    drop(w);
     if !more {
         tracing::debug!(lease = id.get(), "revocation of a large lease finished");
     }
-    Ok(left)
+    Ok(Some((left, ticket)))
 }
 
 /// Deletes every hidden key of lease `id`, chunk by chunk.

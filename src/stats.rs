@@ -240,18 +240,58 @@ pub struct Stats {
     pub expiry_lateness: Percentiles,
     /// Expiry batches committed (one transaction each).
     pub expiry_batches: u64,
-    /// Expiry batches, checkpoints and reloads that failed (each retried with backoff).
-    pub ticker_failures: u64,
     /// Transactions committed, and how long each commit took (real time).
     pub commits: u64,
     /// Of those, commits made with fsync.
     pub fsyncs: u64,
     /// Commit latency: the commit of each transaction, fsync included when it had one.
     pub commit_latency: Percentiles,
-    /// Writes that failed in storage (each poisoned the lessor until a reload).
+    /// The lessor's health as [`Lessor::health`](crate::Lessor::health) gives it: whether its
+    /// threads run, failures of the ticker and of storage, reloads, checkpoints.
+    pub health: Health,
+}
+
+/// A snapshot of the lessor's health: its threads, and storage failures. From
+/// [`Lessor::health`](crate::Lessor::health) (memory only, no I/O: cheap enough for a liveness
+/// probe), and as [`Stats::health`] in every [`Stats`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Whether the ticker thread is running (`false` if built without one, or once closed).
+    pub ticker_running: bool,
+    /// Why the ticker is not running: `None` while it runs; otherwise "the lessor is closed",
+    /// "built without a ticker", or what ended it (a panic outside the passes that contain
+    /// them). While it is not running, no lease expires by itself.
+    pub ticker_stopped: Option<String>,
+    /// Ticker passes that failed since open (an expiry batch that did not commit, a reload that
+    /// failed, or a panic the ticker contained); each is retried with backoff.
+    pub ticker_failures: u64,
+    /// The last such failure.
+    pub last_ticker_error: Option<String>,
+    /// Whether a write failed in storage and the database has not been reloaded since: every
+    /// call returns [`Error::Poisoned`](crate::Error::Poisoned) meanwhile. The ticker reloads it (retrying with
+    /// backoff while the fault lasts); [`Lessor::recover`](crate::Lessor::recover) does it at once.
+    pub poisoned: bool,
+    /// Writes that failed in storage since open (each poisoned the lessor).
     pub storage_failures: u64,
-    /// Reloads from the file after such failures.
+    /// Reloads from the file after such failures since open.
     pub reloads: u64,
+    /// Checkpoint transactions committed since open; always 0 under
+    /// [`RestartPolicy::Reset`](crate::RestartPolicy::Reset).
+    pub checkpoints: u64,
+    /// Lease records those checkpoints wrote: one per lease renewed since its last checkpoint.
+    pub checkpointed_leases: u64,
+    /// Whether the keep-alive thread (`lessor-keepalive`, started by the first keep-alive) is
+    /// running.
+    pub keepalive_running: bool,
+    /// Why the keep-alive thread is not running once it has been started: "the lessor is
+    /// closed", or what ended it. `None` while it runs, and before the first keep-alive.
+    pub keepalive_stopped: Option<String>,
+    /// Panics the keep-alive thread contained since open (in a renewal, or around them): each
+    /// was counted here and the thread went on.
+    pub keepalive_failures: u64,
+    /// The last such panic.
+    pub last_keepalive_error: Option<String>,
 }
 
 /// How often the ticker publishes [`Stats`] through the `metrics` facade.
@@ -283,11 +323,11 @@ pub(crate) fn publish(s: &Stats) {
         ("lessor_revokes_total", s.revokes),
         ("lessor_expiries_total", s.expiries),
         ("lessor_expiry_batches_total", s.expiry_batches),
-        ("lessor_ticker_failures_total", s.ticker_failures),
+        ("lessor_ticker_failures_total", s.health.ticker_failures),
         ("lessor_commits_total", s.commits),
         ("lessor_fsyncs_total", s.fsyncs),
-        ("lessor_storage_failures_total", s.storage_failures),
-        ("lessor_reloads_total", s.reloads),
+        ("lessor_storage_failures_total", s.health.storage_failures),
+        ("lessor_reloads_total", s.health.reloads),
     ] {
         counter!(name).absolute(value);
     }

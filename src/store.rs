@@ -45,6 +45,7 @@ use redb::{
 };
 
 use crate::error::{Error, Result};
+use crate::integrity::Problem;
 use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::record::{KvRecord, LeaseRecord};
 
@@ -347,7 +348,7 @@ fn write_format(meta: &mut Table<'_, &'static str, u64>, checkpoints: bool) -> R
 /// What [`verify`] found.
 pub(crate) struct Report {
     /// Broken invariants; empty when the database is consistent.
-    pub problems: Vec<String>,
+    pub problems: Vec<Problem>,
     /// The ids of the stored leases, ascending.
     pub leases: Vec<LeaseId>,
 }
@@ -363,21 +364,20 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
     let kv = read.open_table(KV)?;
     let index = read.open_table(LEASE_KEYS)?;
     let revoking = revoking(read)?;
-    let show = |k: &[u8]| k.escape_ascii().to_string();
     // A lease being revoked has no record, and still keys and index entries.
     let exists = |lease: u64| -> Result<bool> {
         Ok(revoking.contains_key(&lease) || leases.get(lease)?.is_some())
     };
     for (&id, &rev) in &revoking {
         if leases.get(id)?.is_some() {
-            problems.push(format!(
-                "lease {id} is being revoked but still has its record"
-            ));
+            problems.push(Problem::RevokingLeaseHasRecord { lease: id });
         }
         if rev > revision {
-            problems.push(format!(
-                "lease {id} was revoked at revision {rev}, after the database revision {revision}"
-            ));
+            problems.push(Problem::RevokedAfterTheRevision {
+                lease: id,
+                revision: rev,
+                database_revision: revision,
+            });
         }
     }
 
@@ -386,15 +386,19 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
         let id = k.value();
         match LeaseId::new(id) {
             Some(lease) => ids.push(lease),
-            None => problems.push(format!("lease id {id} is out of range")),
+            None => problems.push(Problem::LeaseIdOutOfRange { lease: id }),
         }
         if id > max_id {
-            problems.push(format!(
-                "lease {id} is above the id high-water mark {max_id}"
-            ));
+            problems.push(Problem::LeaseIdAboveHighWater {
+                lease: id,
+                max: max_id,
+            });
         }
         if let Err(e) = LeaseRecord::decode(id, v.value()) {
-            problems.push(format!("lease {id}: {e}"));
+            problems.push(Problem::BadLeaseRecord {
+                lease: id,
+                detail: e.to_string(),
+            });
         }
     }
     for entry in kv.iter()? {
@@ -403,32 +407,33 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
         let record = match KvRecord::decode(key, v.value()) {
             Ok(r) => r,
             Err(e) => {
-                problems.push(format!("key {}: {e}", show(key)));
+                problems.push(Problem::BadKeyRecord {
+                    key: key.to_vec(),
+                    detail: e.to_string(),
+                });
                 continue;
             }
         };
         if record.mod_revision > revision || record.create_revision > record.mod_revision {
-            problems.push(format!(
-                "key {}: revisions {}..{} do not fit the database revision {revision}",
-                show(key),
-                record.create_revision,
-                record.mod_revision
-            ));
+            problems.push(Problem::KeyRevisionsOutOfOrder {
+                key: key.to_vec(),
+                create_revision: record.create_revision,
+                mod_revision: record.mod_revision,
+                database_revision: revision,
+            });
         }
         if record.lease != 0 {
             if !exists(record.lease)? {
-                problems.push(format!(
-                    "key {} is attached to lease {}, which does not exist",
-                    show(key),
-                    record.lease
-                ));
+                problems.push(Problem::KeyOfMissingLease {
+                    key: key.to_vec(),
+                    lease: record.lease,
+                });
             }
             if index.get((record.lease, key))?.is_none() {
-                problems.push(format!(
-                    "key {} is attached to lease {} but missing from its index",
-                    show(key),
-                    record.lease
-                ));
+                problems.push(Problem::KeyMissingFromIndex {
+                    key: key.to_vec(),
+                    lease: record.lease,
+                });
             }
         }
     }
@@ -440,18 +445,14 @@ pub(crate) fn verify(read: &ReadTransaction) -> Result<Report> {
             None => None,
         };
         if owner != Some(lease) {
-            problems.push(format!(
-                "index lists key {} under lease {lease}, but the key {}",
-                show(key),
-                match owner {
-                    None => "does not exist".to_string(),
-                    Some(0) => "has no lease".to_string(),
-                    Some(o) => format!("is attached to lease {o}"),
-                }
-            ));
+            problems.push(Problem::IndexedKeyNotAttached {
+                key: key.to_vec(),
+                lease,
+                owner,
+            });
         }
         if !exists(lease)? {
-            problems.push(format!("index lists lease {lease}, which does not exist"));
+            problems.push(Problem::IndexOfMissingLease { lease });
         }
     }
     Ok(Report {

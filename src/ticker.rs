@@ -185,7 +185,7 @@ fn failed(core: &Engine, reason: &str) {
 fn pass(core: &Engine, state: &mut State) -> Option<Duration> {
     #[cfg(feature = "metrics")]
     if Instant::now() >= state.next_publish {
-        if let Ok(stats) = core.stats() {
+        if let Ok(stats) = core.stats(core.health(true, None)) {
             crate::stats::publish(&stats);
         }
         state.next_publish = Instant::now() + crate::stats::PUBLISH_EVERY;

@@ -179,10 +179,10 @@ impl Op {
     }
 }
 
-/// What one [`Op`] did, in [`TxnResult::responses`].
+/// What one [`Op`] did, in [`TxnResponse::responses`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum TxnResponse {
+pub enum OpResponse {
     /// The put was done, at the transaction's revision.
     Put,
     /// Whether the deleted key existed.
@@ -196,49 +196,49 @@ pub enum TxnResponse {
     Range(Vec<KeyValue>),
 }
 
-/// The outcome of [`Txn::commit`](crate::Txn::commit).
+/// The outcome of [`Lessor::txn`](crate::Lessor::txn).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TxnResult {
+pub struct TxnResponse {
     /// Whether every comparison held (so the `then` ops ran, else the `otherwise` ops).
     pub succeeded: bool,
     /// The database's revision after the transaction: that of its writes, if it wrote.
     pub revision: Revision,
     /// One response per op that ran, in order.
-    pub responses: Vec<TxnResponse>,
+    pub responses: Vec<OpResponse>,
 }
 
-/// A transaction described apart from any backend, for
-/// [`LeaseStore::transaction`](crate::LeaseStore::transaction): `when`
-/// every comparison holds, `then` these ops, `otherwise` those. The same [`Compare`] and [`Op`]
-/// values as [`Lessor::txn`](crate::Lessor::txn).
+/// An etcd-style transaction: `when` every comparison holds, `then` these ops, `otherwise`
+/// those. Built apart from any backend, and run by the `txn` of each:
+/// [`Lessor::txn`](crate::Lessor::txn), [`AsyncLessor::txn`](crate::AsyncLessor::txn),
+/// [`LeaseStore::txn`](crate::LeaseStore::txn), [`AsyncLeaseStore::txn`](crate::AsyncLeaseStore::txn).
 ///
 /// ```
 /// use std::time::Duration;
-/// use lessor::{Compare, LeaseStore, Lessor, Op, TxnRequest};
+/// use lessor::{Compare, LeaseStore, Lessor, Op, Txn};
 ///
 /// # fn main() -> lessor::Result<()> {
 /// let store = Lessor::open_in_memory()?;
 /// let me = LeaseStore::grant(&store, Duration::from_secs(10))?;
-/// let lock = TxnRequest::new()
+/// let lock = Txn::new()
 ///     .when(Compare::absent("/cron/lock/job1"))
 ///     .then(Op::put_with_lease("/cron/lock/job1", "worker-1", me.id))
 ///     .otherwise(Op::get("/cron/lock/job1"));
-/// assert!(store.transaction(lock.clone())?.succeeded);
-/// assert!(!store.transaction(lock)?.succeeded); // held now
+/// assert!(store.txn(lock.clone())?.succeeded);
+/// assert!(!store.txn(lock)?.succeeded); // held now
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[must_use = "a transaction does nothing until passed to LeaseStore::transaction"]
-pub struct TxnRequest {
+#[must_use = "a transaction does nothing until passed to a `txn` call"]
+pub struct Txn {
     pub(crate) compares: Vec<Compare>,
     pub(crate) then: Vec<Op>,
     pub(crate) otherwise: Vec<Op>,
 }
 
-impl TxnRequest {
+impl Txn {
     /// An empty transaction (it succeeds and does nothing).
-    pub fn new() -> TxnRequest {
-        TxnRequest::default()
+    pub fn new() -> Txn {
+        Txn::default()
     }
 
     /// Adds a comparison; all of them must hold.
@@ -296,7 +296,7 @@ impl TxnRequest {
         &self,
         batch: &mut Batch<'_>,
         alive: impl Fn(LeaseId, &crate::overlay::Tables<'_>) -> Result<()>,
-    ) -> Result<(bool, Vec<TxnResponse>)> {
+    ) -> Result<(bool, Vec<OpResponse>)> {
         let mut succeeded = true;
         for c in &self.compares {
             if !c.holds(batch.tables.get(&c.key)?.as_ref()) {
@@ -314,8 +314,8 @@ impl TxnRequest {
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.kind {
-                OpKind::Get => TxnResponse::Get(batch.tables.get(&op.key)?),
-                OpKind::Range => TxnResponse::Range(batch.tables.range(&op.key)?),
+                OpKind::Get => OpResponse::Get(batch.tables.get(&op.key)?),
+                OpKind::Range => OpResponse::Range(batch.tables.range(&op.key)?),
                 OpKind::Put { value, lease } => {
                     if let Some(id) = lease {
                         alive(*id, &batch.tables)?;
@@ -323,7 +323,7 @@ impl TxnRequest {
                     let rev = write_revision(&mut revision, batch)?;
                     let kv = batch.tables.put(&op.key, value, *lease, rev)?;
                     batch.changes.push(Change::Put(kv));
-                    TxnResponse::Put
+                    OpResponse::Put
                 }
                 OpKind::Delete => {
                     let existed = batch.tables.get(&op.key)?.is_some();
@@ -335,7 +335,7 @@ impl TxnRequest {
                             revision: rev,
                         });
                     }
-                    TxnResponse::Delete { existed }
+                    OpResponse::Delete { existed }
                 }
             };
             responses.push(response);

@@ -46,6 +46,10 @@ use crate::signal::{Notifier, WakerCell, poll_recv};
 use futures_core::Stream;
 
 /// Capacity of each watch's channel; beyond it, the watch catches up from the history.
+///
+/// The channel is crossbeam's unbounded (linked blocks, allocated as events arrive) held to
+/// this bound by its only sender, the hub ([`Slot::send`]): a bounded channel would allocate
+/// all its slots up front, ~28 KiB per idle watch (measured by `benches/async_api.rs`).
 const CHANNEL: usize = 256;
 
 /// Bytes an event is counted for in the history budget, besides its key and value.
@@ -383,6 +387,18 @@ fn matches(prefix: &[u8], exact: bool, key: &[u8]) -> bool {
 }
 
 impl Slot {
+    /// Sends `event` unless the channel holds [`CHANNEL`] events already. The hub is the only
+    /// sender, under its mutex, and the receiver only takes events out, so the check holds.
+    fn send(&self, event: &WatchEvent) -> std::result::Result<(), TrySendError<()>> {
+        if self.tx.len() >= CHANNEL {
+            // A disconnected receiver is found at the next send that has room.
+            return Err(TrySendError::Full(()));
+        }
+        self.tx
+            .send(event.clone())
+            .map_err(|_| TrySendError::Disconnected(()))
+    }
+
     fn wants(&self, event: &WatchEvent) -> bool {
         event.revision().get() >= self.start && matches(&self.prefix, self.exact, event.key())
     }
@@ -392,7 +408,7 @@ impl Slot {
         if self.lagging || !self.wants(event) {
             return Ok(());
         }
-        match self.tx.try_send(event.clone()) {
+        match self.send(event) {
             Ok(()) => {
                 self.unnotified = true;
                 Ok(())
@@ -471,7 +487,7 @@ impl Watchers {
                 .take_while(|e| !matches(prefix, exact, e.key()))
                 .count();
         let next_seq = self.first_seq + skip as u64;
-        let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
+        let (tx, rx) = crossbeam_channel::unbounded();
         let ended = Arc::new(AtomicU8::new(RUNNING));
         let (notifier, waker, ready) = Notifier::new();
         let id = self.next_id;
@@ -603,7 +619,7 @@ impl Watchers {
                 break;
             };
             if slot.wants(event) {
-                match slot.tx.try_send(event.clone()) {
+                match slot.send(event) {
                     Ok(()) => {}
                     Err(TrySendError::Full(_)) => {
                         slot.lagging = true;

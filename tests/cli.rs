@@ -204,7 +204,10 @@ fn the_database_comes_from_lessor_db_when_no_db_is_given() {
         .output()
         .unwrap();
     Run::from(run).ok();
-    assert_eq!(Lessor::open(&dir.path).unwrap().leases(), vec![id(1)]);
+    assert_eq!(
+        Lessor::open(&dir.path).unwrap().leases().unwrap(),
+        vec![id(1)]
+    );
 }
 
 #[test]
@@ -296,7 +299,7 @@ fn revoke_deletes_the_keys_and_a_second_revoke_is_not_found() {
             .contains("lease 1 not found")
     );
     let l = Lessor::open(db).unwrap();
-    assert!(l.leases().is_empty());
+    assert!(l.leases().unwrap().is_empty());
     assert_eq!(l.range("").unwrap().len(), 1);
     l.close().unwrap();
 
@@ -782,7 +785,7 @@ fn dump_then_restore_gives_the_same_leases_and_keys() {
     let l = Lessor::open(&copy).unwrap();
     assert_eq!(l.get(b"/b/\xff").unwrap().unwrap().lease, Some(id(1000)));
     assert_eq!(
-        l.time_to_live(id(1000)).unwrap().granted_ttl,
+        l.time_to_live(id(1000)).unwrap().ttl,
         Duration::from_millis(1500)
     );
     l.close().unwrap();

@@ -118,7 +118,8 @@ fn threads_racing_the_ticker_leave_a_consistent_database() {
     assert!(ops.load(Ordering::Relaxed) > 100, "the workload barely ran");
 
     // Every short lease expires within its TTL plus the ticker's reaction time.
-    assert!(wait_until(Duration::from_secs(10), || l.leases() == vec![keeper.id]));
+    assert!(wait_until(Duration::from_secs(10), || l.leases().unwrap()
+        == vec![keeper.id]));
     assert!(wait_until(Duration::from_secs(10), || {
         l.range("")
             .unwrap()
@@ -133,7 +134,7 @@ fn threads_racing_the_ticker_leave_a_consistent_database() {
     // And the file says the same after a reopen.
     let clock = ManualClock::new();
     let l = disk.open(&clock).unwrap();
-    assert_eq!(l.leases(), vec![keeper.id]);
+    assert_eq!(l.leases().unwrap(), vec![keeper.id]);
     l.verify().unwrap();
 }
 
@@ -169,7 +170,7 @@ fn renew_and_expiry_never_both_win() {
         let revoked = l.revoke_expired().unwrap();
         let renewed = renewer.join().unwrap();
         let revoked_again = l.revoke_expired().unwrap();
-        let alive_now = l.leases();
+        let alive_now = l.leases().unwrap();
         for id in &ids {
             let was_renewed = renewed.contains(id);
             let was_revoked = revoked.contains(id) || revoked_again.contains(id);

@@ -160,8 +160,9 @@ fn child(spec: &str) -> ! {
         .durability(durability)
         .open(path)
         .unwrap();
-    let pool: Arc<Mutex<Vec<u64>>> =
-        Arc::new(Mutex::new(l.leases().iter().map(|id| id.get()).collect()));
+    let pool: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(
+        l.leases().unwrap().iter().map(|id| id.get()).collect(),
+    ));
     say(&format!("ready {}", wall()));
     for t in 0..threads {
         let (l, pool, life) = (l.clone(), Arc::clone(&pool), life.to_string());

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use etcd_cluster::Cluster;
 use lessor::{
-    Compare, EndReason, Error, EtcdLessor, EtcdOptions, KeepAlive, Op, Revision, TxnRequest, Watch,
+    Compare, EndReason, Error, EtcdLessor, EtcdOptions, KeepAlive, Op, Revision, Txn, Watch,
     WatchEvent,
 };
 use tcp_proxy::Proxy;
@@ -136,8 +136,8 @@ impl Holder {
     fn acquire(store: EtcdLessor, ttl: Duration) -> Holder {
         let lease = store.grant(ttl).unwrap();
         let got = store
-            .transaction(
-                TxnRequest::new()
+            .txn(
+                Txn::new()
                     .when(Compare::absent(LOCK))
                     .then(Op::put_with_lease(LOCK, b"A", lease.id)),
             )
@@ -261,8 +261,8 @@ impl Load {
                     let Some(id) = lease else { continue };
                     let sent = Instant::now();
                     let got = calls.timed("txn", REQUEST_TIMEOUT, || {
-                        store.transaction(
-                            TxnRequest::new()
+                        store.txn(
+                            Txn::new()
                                 .when(Compare::absent(LOCK))
                                 .then(Op::put_with_lease(LOCK, b"B", id)),
                         )

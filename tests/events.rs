@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use common::{MemDisk, id, secs};
 use lessor::{
-    Error, KeyValue, LeaseEvent, Lessor, ManualClock, Revision, RevokeCause, WatchEnd, WatchEvent,
+    Error, KeyValue, LeaseEvent, Lessor, ManualClock, Revision, RevokeCause, Txn, WatchEnd,
+    WatchEvent,
 };
 
 fn mem(clock: &ManualClock) -> Lessor {
@@ -354,13 +355,14 @@ fn transactions_publish_their_writes_at_one_revision() {
     let l = Lessor::open_in_memory().unwrap();
     l.put("/x", "0").unwrap();
     let w = l.watch("/").unwrap();
-    l.txn()
-        .then(lessor::Op::put("/a", "1"))
-        .then(lessor::Op::delete("/x"))
-        .then(lessor::Op::delete("/nothing"))
-        .then(lessor::Op::put("/b", "2"))
-        .commit()
-        .unwrap();
+    l.txn(
+        Txn::new()
+            .then(lessor::Op::put("/a", "1"))
+            .then(lessor::Op::delete("/x"))
+            .then(lessor::Op::delete("/nothing"))
+            .then(lessor::Op::put("/b", "2")),
+    )
+    .unwrap();
     assert_eq!(drain(&w), ["put /a=1@2", "del /x@2 Deleted", "put /b=2@2"]);
 }
 
@@ -504,12 +506,12 @@ fn an_undrained_subscriber_holds_at_most_event_buffer_bytes_then_gets_lagged() {
     let mut leases = Vec::new();
     for n in 0..20 {
         let lease = l.grant(secs(60)).unwrap();
-        let mut txn = l.txn();
+        let mut txn = Txn::new();
         for k in 0..64 {
             let key = format!("/{n:02}/{k:02}/{}", "k".repeat(1017));
             txn = txn.then(lessor::Op::put_with_lease(key, &value, lease.id));
         }
-        txn.commit().unwrap();
+        l.txn(txn).unwrap();
         leases.push(lease.id);
     }
     let events = l.subscribe().unwrap();

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::faults::{FaultDisk, Io};
 use common::{id, secs, wait_until};
 use lessor::{
-    Compare, Durability, Error, KeepAliveOptions, LeaseId, Lessor, ManualClock, Op, WatchEnd,
+    Compare, Durability, Error, KeepAliveOptions, LeaseId, Lessor, ManualClock, Op, Txn, WatchEnd,
 };
 
 /// What a lessor holds, as seen through the public API: each live lease's TTL and keys, and
@@ -30,12 +30,9 @@ struct State {
 
 fn state(l: &Lessor) -> State {
     let mut leases = BTreeMap::new();
-    for lid in l.leases() {
+    for lid in l.leases().unwrap() {
         let info = l.time_to_live(lid).unwrap();
-        leases.insert(
-            lid.get(),
-            (info.granted_ttl, info.keys.into_iter().collect()),
-        );
+        leases.insert(lid.get(), (info.ttl, info.keys.into_iter().collect()));
     }
     let keys = l
         .range("")
@@ -81,12 +78,13 @@ fn operations() -> Vec<(&'static str, Operation)> {
         ("attach", |l, _| l.attach(id(3), ["/plain"])),
         ("detach", |l, _| l.detach(id(1), ["/a/2"])),
         ("txn", |l, _| {
-            l.txn()
-                .when(Compare::exists("/plain"))
-                .then(Op::put("/t", "t"))
-                .then(Op::delete("/a/1"))
-                .commit()
-                .map(drop)
+            l.txn(
+                Txn::new()
+                    .when(Compare::exists("/plain"))
+                    .then(Op::put("/t", "t"))
+                    .then(Op::delete("/a/1")),
+            )
+            .map(drop)
         }),
         ("put_large", |l, _| {
             // Grows the file: set_len.
@@ -265,7 +263,7 @@ fn a_failed_group_fsync_fails_exactly_the_grants_it_covered() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         l.recover().unwrap();
-        let alive: BTreeSet<LeaseId> = l.leases().into_iter().collect();
+        let alive: BTreeSet<LeaseId> = l.leases().unwrap().into_iter().collect();
         let mut failed = 0;
         for (lid, ok) in results.iter().flatten() {
             if *ok {
@@ -284,7 +282,10 @@ fn a_failed_group_fsync_fails_exactly_the_grants_it_covered() {
         l.close().unwrap();
         // A power cut now keeps exactly what the lessor holds.
         let l = open(&disk.after_power_loss(), &clock, Durability::Immediate);
-        assert_eq!(l.leases().into_iter().collect::<BTreeSet<_>>(), alive);
+        assert_eq!(
+            l.leases().unwrap().into_iter().collect::<BTreeSet<_>>(),
+            alive
+        );
         l.close().unwrap();
     }
 }
@@ -323,7 +324,7 @@ fn a_failed_batched_flush_undoes_nothing_acknowledged() {
     // Writes wait for a flush to succeed; reads and renewals answer what was acknowledged.
     assert!(matches!(l.put("/x", "x"), Err(Error::Poisoned)));
     assert!(l.renew(pending).is_ok());
-    assert_eq!(l.leases(), vec![pending]);
+    assert_eq!(l.leases().unwrap(), vec![pending]);
     assert_eq!(l.get("/pending").unwrap().unwrap().value, b"p");
     assert_eq!(l.get("/durable").unwrap(), None);
     // Subscriptions and watches end, saying why.
@@ -337,7 +338,7 @@ fn a_failed_batched_flush_undoes_nothing_acknowledged() {
         !h.poisoned && h.storage_failures == 1 && h.reloads == 1,
         "{h:?}"
     );
-    assert_eq!(l.leases(), vec![pending]);
+    assert_eq!(l.leases().unwrap(), vec![pending]);
     assert_eq!(l.get("/pending").unwrap().unwrap().value, b"p");
     assert_eq!(
         l.get("/durable").unwrap(),
@@ -367,7 +368,7 @@ fn a_failed_batched_flush_undoes_nothing_acknowledged() {
             max_delay: Duration::from_secs(3600),
         },
     );
-    assert_eq!(l.leases(), vec![pending]);
+    assert_eq!(l.leases().unwrap(), vec![pending]);
     assert_eq!(l.get("/pending").unwrap().unwrap().value, b"p");
     assert_eq!(l.get("/durable").unwrap(), None);
     assert_eq!(l.get("/w").unwrap().unwrap().value, b"1");
@@ -500,7 +501,7 @@ fn the_ticker_retries_through_a_lasting_fault_and_expiry_resumes_when_it_clears(
             "{io:?}: expiry did not resume: {:?}",
             l.health()
         );
-        assert_eq!(l.leases(), vec![long]);
+        assert_eq!(l.leases().unwrap(), vec![long]);
         assert_eq!(l.get("/long").unwrap().unwrap().value, b"l");
         assert!(l.health().reloads >= 1);
         l.verify().unwrap();
@@ -741,9 +742,9 @@ mod random {
             max_id: like.max_id,
             ..Model::default()
         };
-        for id in l.leases() {
+        for id in l.leases().unwrap() {
             let info = l.time_to_live(id).unwrap();
-            let ttl = info.granted_ttl.as_secs();
+            let ttl = info.ttl.as_secs();
             seen.leases
                 .insert(id.get(), (ttl, like.now + info.remaining.as_secs()));
         }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::{TestDir, id, secs, test_dir};
 use lessor::{
     Clock, Compare, EndReason, Error, KeepAliveOptions, KeyValue, LeaseId, Lessor, MAX_TTL,
-    ManualClock, Op, Revision, WatchEnd,
+    ManualClock, Op, Revision, Txn, WatchEnd,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -64,7 +64,7 @@ fn fixture_with(builder: lessor::Builder) -> Fixture {
 fn state(l: &Lessor) -> State {
     State {
         kvs: l.range("").unwrap(),
-        leases: l.leases(),
+        leases: l.leases().unwrap(),
         revision: l.revision().unwrap(),
     }
 }
@@ -88,7 +88,7 @@ impl Fixture {
         let l = common::manual_at(&self.dir.path, &self.clock);
         l.verify().unwrap();
         assert_eq!(l.range("").unwrap(), before.kvs);
-        assert_eq!(l.leases(), before.leases);
+        assert_eq!(l.leases().unwrap(), before.leases);
         assert_eq!(l.revision().unwrap(), before.revision);
         l.close().unwrap();
     }
@@ -121,7 +121,7 @@ fn ttl_zero_or_below_min_ttl_is_raised_to_min_ttl() {
     for ttl in [Duration::ZERO, Duration::from_nanos(1), secs(1)] {
         let lease = fx.l.grant(ttl).unwrap();
         assert_eq!(lease.ttl, secs(2), "{ttl:?}");
-        assert_eq!(fx.l.time_to_live(lease.id).unwrap().granted_ttl, secs(2));
+        assert_eq!(fx.l.time_to_live(lease.id).unwrap().ttl, secs(2));
         fx.l.revoke(lease.id).unwrap();
     }
     // the default minimum is 10 ms; a zero TTL is not an instant expiry
@@ -146,7 +146,7 @@ fn ttl_above_max_ttl_and_duration_max_get_ttl_out_of_range() {
     let before = state(&fx.l);
     assert_eq!(fx.l.grant(max).unwrap().ttl, max); // at the limit
     let before = State {
-        leases: fx.l.leases(),
+        leases: fx.l.leases().unwrap(),
         ..before
     };
     for ttl in [max + Duration::from_nanos(1), Duration::MAX] {
@@ -177,7 +177,7 @@ fn ttl_of_max_ttl_is_accepted_and_a_larger_max_ttl_is_lowered_to_it() {
     assert_eq!(fx.l.renew(lease.id).unwrap(), MAX_TTL);
     assert_eq!(fx.l.time_to_live(lease.id).unwrap().remaining, MAX_TTL);
     let before = State {
-        leases: fx.l.leases(),
+        leases: fx.l.leases().unwrap(),
         ..before
     };
     fx.assert_intact(&before);
@@ -185,7 +185,7 @@ fn ttl_of_max_ttl_is_accepted_and_a_larger_max_ttl_is_lowered_to_it() {
     fx.clock.advance(secs(1_000_000_000));
     assert_eq!(fx.l.revoke_expired().unwrap(), vec![fx.base]);
     assert!(fx.l.renew(lease.id).is_ok());
-    assert_eq!(fx.l.leases(), vec![lease.id]);
+    assert_eq!(fx.l.leases().unwrap(), vec![lease.id]);
     fx.l.verify().unwrap();
 }
 
@@ -212,7 +212,7 @@ fn huge_ttl_on_a_clock_far_from_its_epoch_saturates_and_never_wraps() {
     assert!(l.renew(huge.id).is_ok());
     clock.advance(secs(1));
     assert_eq!(l.revoke_expired().unwrap(), vec![keep.id]);
-    assert_eq!(l.leases(), vec![huge.id]);
+    assert_eq!(l.leases().unwrap(), vec![huge.id]);
     l.verify().unwrap();
 }
 
@@ -300,9 +300,7 @@ fn id_i64_max_works_everywhere_then_auto_ids_are_exhausted() {
     fx.l.put("/max/b", "v").unwrap();
     fx.l.attach(max, ["/max/b"]).unwrap();
     fx.l.detach(max, ["/max/b"]).unwrap();
-    fx.l.txn()
-        .then(Op::put_with_lease("/max/c", "v", max))
-        .commit()
+    fx.l.txn(Txn::new().then(Op::put_with_lease("/max/c", "v", max)))
         .unwrap();
     assert_eq!(
         fx.l.time_to_live_with_keys(max).unwrap().keys,
@@ -365,21 +363,23 @@ fn assert_dead_everywhere(l: &Lessor, dead: LeaseId) {
         dead,
     );
     assert_not_found(
-        l.txn()
-            .then(Op::put("/new2", "v"))
-            .then(Op::put_with_lease("/new", "v", dead))
-            .commit(),
+        l.txn(
+            Txn::new()
+                .then(Op::put("/new2", "v"))
+                .then(Op::put_with_lease("/new", "v", dead)),
+        ),
         dead,
     );
     // a put_with_lease in the branch that does not run is not looked at
     let r = l
-        .txn()
-        .when(Compare::absent("/plain"))
-        .then(Op::put_with_lease("/new", "v", dead))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::absent("/plain"))
+                .then(Op::put_with_lease("/new", "v", dead)),
+        )
         .unwrap();
     assert!(!r.succeeded);
-    assert!(!l.leases().contains(&dead));
+    assert!(!l.leases().unwrap().contains(&dead));
     assert!(l.get("/new").unwrap().is_none());
     assert!(l.get("/new2").unwrap().is_none());
 }
@@ -477,12 +477,12 @@ fn empty_keys_get_invalid_key_from_every_write() {
         err(l.attach(b, [""])),
         err(l.detach(b, [""])),
         err(l.attach(b, ["/plain", ""])), // all or nothing
-        err(l.txn().then(Op::put("", "v")).commit()),
-        err(l.txn().then(Op::put_with_lease("", "v", b)).commit()),
-        err(l.txn().then(Op::delete("")).commit()),
-        err(l.txn().then(Op::get("")).commit()),
-        err(l.txn().when(Compare::exists("")).commit()),
-        err(l.txn().otherwise(Op::put("", "v")).commit()),
+        err(l.txn(Txn::new().then(Op::put("", "v")))),
+        err(l.txn(Txn::new().then(Op::put_with_lease("", "v", b)))),
+        err(l.txn(Txn::new().then(Op::delete("")))),
+        err(l.txn(Txn::new().then(Op::get("")))),
+        err(l.txn(Txn::new().when(Compare::exists("")))),
+        err(l.txn(Txn::new().otherwise(Op::put("", "v")))),
     ];
     for (i, e) in results.into_iter().enumerate() {
         assert!(matches!(e, Error::InvalidKey(_)), "call {i}: {e:?}");
@@ -507,25 +507,26 @@ fn key_calls(l: &Lessor, base: LeaseId, len: usize) -> Vec<(&'static str, lessor
         ("attach", l.attach(base, [&k])),
         (
             "txn compare",
-            l.txn().when(Compare::exists(&k)).commit().map(|_| ()),
+            l.txn(Txn::new().when(Compare::exists(&k))).map(|_| ()),
         ),
-        ("txn get", l.txn().then(Op::get(&k)).commit().map(|_| ())),
+        ("txn get", l.txn(Txn::new().then(Op::get(&k))).map(|_| ())),
         (
             "txn put",
-            l.txn().then(Op::put(&k, "w")).commit().map(|_| ()),
+            l.txn(Txn::new().then(Op::put(&k, "w"))).map(|_| ()),
         ),
         (
             "txn put_with_lease",
-            l.txn()
-                .otherwise(Op::put_with_lease(&k2, "w", base))
-                .when(Compare::absent(&k))
-                .commit()
-                .map(|_| ()),
+            l.txn(
+                Txn::new()
+                    .otherwise(Op::put_with_lease(&k2, "w", base))
+                    .when(Compare::absent(&k)),
+            )
+            .map(|_| ()),
         ),
         ("delete", l.delete(&k).map(|_| ())),
         (
             "txn delete",
-            l.txn().then(Op::delete(&k2)).commit().map(|_| ()),
+            l.txn(Txn::new().then(Op::delete(&k2))).map(|_| ()),
         ),
     ]
 }
@@ -578,12 +579,10 @@ fn values_at_max_value_size_are_accepted_and_one_byte_over_get_value_too_large()
             err(fx.l.put("/v", &over)),
             err(fx.l.put_with_lease("/v", &over, b)),
             err(fx.l.put("/plain", &over)), // an existing key keeps its value
-            err(fx.l.txn().then(Op::put("/v", &over)).commit()),
+            err(fx.l.txn(Txn::new().then(Op::put("/v", &over)))),
             err(fx
                 .l
-                .txn()
-                .otherwise(Op::put_with_lease("/v", &over, b))
-                .commit()),
+                .txn(Txn::new().otherwise(Op::put_with_lease("/v", &over, b)))),
         ];
         for (i, e) in results.into_iter().enumerate() {
             match e {
@@ -595,13 +594,13 @@ fn values_at_max_value_size_are_accepted_and_one_byte_over_get_value_too_large()
         let at = vec![b'v'; max];
         fx.l.put("/v1", &at).unwrap();
         fx.l.put_with_lease("/v2", &at, b).unwrap();
-        fx.l.txn().then(Op::put("/v3", &at)).commit().unwrap();
+        fx.l.txn(Txn::new().then(Op::put("/v3", &at))).unwrap();
         fx.l.put("/empty", "").unwrap(); // an empty value is a value
         assert_eq!(fx.l.get("/v2").unwrap().unwrap().value.len(), max);
         assert_eq!(fx.l.get("/empty").unwrap().unwrap().value, b"");
         // a comparison's value is never stored, so it is not limited
         let cmp = Compare::value("/plain", lessor::CmpOp::Equal, &over);
-        assert!(!fx.l.txn().when(cmp).commit().unwrap().succeeded);
+        assert!(!fx.l.txn(Txn::new().when(cmp)).unwrap().succeeded);
         fx.l.verify().unwrap();
     }
 }
@@ -612,10 +611,7 @@ fn a_transaction_branch_writing_one_key_twice_gets_invalid_key() {
     let before = state(&fx.l);
     let e = err(fx
         .l
-        .txn()
-        .then(Op::put("/x", "1"))
-        .then(Op::delete("/x"))
-        .commit());
+        .txn(Txn::new().then(Op::put("/x", "1")).then(Op::delete("/x"))));
     assert!(
         matches!(e, Error::InvalidKey(m) if m.contains("twice")),
         "{e:?}"
@@ -632,7 +628,7 @@ fn attach_of_a_missing_key_gets_key_not_found_and_attaches_nothing() {
     let before = state(&fx.l);
     let other = fx.l.grant(secs(100)).unwrap().id;
     let before = State {
-        leases: fx.l.leases(),
+        leases: fx.l.leases().unwrap(),
         ..before
     };
     let e = err(fx.l.attach(other, ["/plain", "/missing", "/base/a"]));
@@ -1103,7 +1099,7 @@ fn every_call_after_close_gets_closed_and_close_twice_is_fine() {
     let ka = l.keep_alive(fx.base).unwrap();
     let watch = l.watch("/").unwrap();
     let events = l.subscribe().unwrap();
-    let pending_txn = l.txn().then(Op::put("/late", "v"));
+    let pending_txn = Txn::new().then(Op::put("/late", "v"));
     l.close().unwrap();
     l.close().unwrap(); // twice: nothing
     fx.l.close().unwrap(); // and from another clone
@@ -1123,8 +1119,8 @@ fn every_call_after_close_gets_closed_and_close_twice_is_fine() {
         ("delete", err(l.delete("/plain"))),
         ("attach", err(l.attach(b, ["/plain"]))),
         ("detach", err(l.detach(b, ["/base/a"]))),
-        ("txn", err(l.txn().then(Op::put("/k", "v")).commit())),
-        ("txn built before close", err(pending_txn.commit())),
+        ("txn", err(l.txn(Txn::new().then(Op::put("/k", "v"))))),
+        ("txn built before close", err(l.txn(pending_txn))),
         ("watch", err(l.watch(""))),
         ("watch_from", err(l.watch_from("", Revision::new(1)))),
         ("subscribe", err(l.subscribe())),
@@ -1146,7 +1142,7 @@ fn every_call_after_close_gets_closed_and_close_twice_is_fine() {
         assert!(matches!(e, Error::Closed), "{call}: {e:?}");
         assert_eq!(e.to_string(), "lessor is closed", "{call}");
     }
-    assert!(l.leases().is_empty());
+    assert!(matches!(l.leases(), Err(Error::Closed)));
     assert!(!l.health().ticker_running);
     // what was running ends, saying why
     assert_eq!(ka.ended(), Some(EndReason::Closed));
@@ -1222,7 +1218,7 @@ fn a_clock_that_goes_backwards_never_revives_a_lease_nor_expires_one_early() {
     assert!(l.get("/revoked").unwrap().is_none());
     // a lease someone saw expire stays dead for every call, though the clock says 5 s < 20 s
     assert_dead_everywhere(&l, seen_dead);
-    assert!(!l.leases().contains(&seen_dead));
+    assert!(!l.leases().unwrap().contains(&seen_dead));
     // renew never moves a deadline backwards: `renewed` still lives to 55 s
     assert_eq!(l.renew(renewed).unwrap(), secs(30));
     assert!(l.time_to_live(renewed).unwrap().remaining <= secs(30));
@@ -1253,7 +1249,7 @@ fn a_clock_that_goes_backwards_never_revives_a_lease_nor_expires_one_early() {
     assert!(l.revoke_expired().unwrap().is_empty());
     clock.set(secs(55));
     assert_eq!(l.revoke_expired().unwrap(), vec![renewed]);
-    assert_eq!(l.leases(), vec![base]);
+    assert_eq!(l.leases().unwrap(), vec![base]);
     assert_eq!(l.get("/base").unwrap().unwrap().value, b"b");
     l.verify().unwrap();
     l.close().unwrap();
@@ -1476,7 +1472,7 @@ fn a_clock_past_2_63_ns_after_open_gets_clock_out_of_range_never_a_dead_lease() 
                 .contains("a lease granted now would be dead at once")
         );
         // nothing was granted, and every lease is dead; no call panics
-        assert!(l.leases().is_empty(), "{now:?}");
+        assert!(l.leases().unwrap().is_empty(), "{now:?}");
         assert_not_found(l.renew(base), base);
         assert_not_found(l.time_to_live(late.id), late.id);
         assert_eq!(l.revision().unwrap(), revision);

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Seek, SeekFrom, Write};
 
 use common::secs;
-use lessor::{Error, Lessor, ManualClock};
+use lessor::{Error, Lessor, ManualClock, Problem};
 
 const SENTINEL: &[u8] = b"VALUE-THAT-IS-EASY-TO-FIND-IN-THE-FILE";
 
@@ -52,7 +52,8 @@ fn verify_reports_pages_damaged_after_a_clean_open_through_redbs_checksums() {
     assert!(
         problems
             .iter()
-            .any(|p| p.starts_with("redb's integrity check failed")),
+            .any(|p| matches!(p, Problem::FileDamaged { detail }
+                if detail.starts_with("redb's integrity check failed"))),
         "{problems:?}"
     );
     match l.verify() {
@@ -77,9 +78,56 @@ fn verify_runs_redbs_check_while_writes_go_on() {
             }
         });
         for _ in 0..5 {
-            assert_eq!(l.verify_report().unwrap(), Vec::<String>::new());
+            assert_eq!(l.verify_report().unwrap(), Vec::<Problem>::new());
         }
         writer.join().unwrap();
     });
     l.verify().unwrap();
+}
+
+#[test]
+fn verify_report_names_each_problem_with_its_key_and_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.redb");
+    let l = Lessor::open(&path).unwrap();
+    let lease = l.grant(secs(60)).unwrap();
+    l.put_with_lease("/a", "1", lease.id).unwrap();
+    l.put("/free", "2").unwrap();
+    l.close().unwrap();
+    // Behind lessor's back: /a loses its index entry, and the index gains an entry for /free
+    // (attached to no lease) under the lease.
+    {
+        let index: redb::TableDefinition<(u64, &[u8]), ()> =
+            redb::TableDefinition::new("lessor.lease_keys");
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(index).unwrap();
+            t.remove((lease.id.get(), &b"/a"[..])).unwrap();
+            t.insert((lease.id.get(), &b"/free"[..]), ()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let problems = lessor::Inspector::open(&path, lessor::RestartPolicy::default())
+        .unwrap()
+        .verify_report()
+        .unwrap();
+    assert_eq!(
+        problems,
+        vec![
+            Problem::KeyMissingFromIndex {
+                key: b"/a".to_vec(),
+                lease: lease.id.get()
+            },
+            Problem::IndexedKeyNotAttached {
+                key: b"/free".to_vec(),
+                lease: lease.id.get(),
+                owner: Some(0)
+            },
+        ]
+    );
+    assert_eq!(
+        problems[1].to_string(),
+        "index lists key /free under lease 1, but the key has no lease"
+    );
 }

@@ -163,7 +163,7 @@ fn an_interrupted_revocation_is_hidden_at_open_and_finished_by_revoke_expired() 
     l.verify().unwrap();
     assert_eq!(l.range("").unwrap().len(), 2);
     assert_eq!(l.get(big_key(3)).unwrap(), None);
-    assert_eq!(l.leases(), vec![]);
+    assert_eq!(l.leases().unwrap(), vec![]);
     // Hidden keys are gone to writers too.
     assert!(!l.delete(big_key(4)).unwrap());
     assert!(matches!(

@@ -8,18 +8,19 @@ use std::time::Duration;
 
 use common::{secs, wait_until};
 use lessor::{
-    Clock, Compare, DeleteCause, EndReason, Lessor, ManualClock, Op, TxnResult, WatchEvent,
+    Clock, Compare, DeleteCause, EndReason, Lessor, ManualClock, Op, Txn, TxnResponse, WatchEvent,
 };
 
 const KEY: &str = "/cron/lock/job1";
 
-fn try_lock(l: &Lessor, owner: &str, lease: lessor::LeaseId) -> TxnResult {
-    l.txn()
-        .when(Compare::absent(KEY))
-        .then(Op::put_with_lease(KEY, owner, lease))
-        .otherwise(Op::get(KEY))
-        .commit()
-        .unwrap()
+fn try_lock(l: &Lessor, owner: &str, lease: lessor::LeaseId) -> TxnResponse {
+    l.txn(
+        Txn::new()
+            .when(Compare::absent(KEY))
+            .then(Op::put_with_lease(KEY, owner, lease))
+            .otherwise(Op::get(KEY)),
+    )
+    .unwrap()
 }
 
 #[test]

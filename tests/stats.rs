@@ -50,7 +50,11 @@ fn counters_and_gauges_follow_the_work() {
         (1, secs(2), secs(2), secs(2))
     );
     assert_eq!(
-        (s.storage_failures, s.reloads, s.ticker_failures),
+        (
+            s.health.storage_failures,
+            s.health.reloads,
+            s.health.ticker_failures
+        ),
         (0, 0, 0)
     );
 }

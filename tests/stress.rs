@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{MemDisk, Rng, invariants, wait_until};
 use lessor::{
     CmpOp, Compare, Durability, Error, KeepAlive, KeepAliveOptions, KeyValue, LeaseEvent, LeaseId,
-    Lessor, ManualClock, Op, Revision, WatchEnd, WatchEvent,
+    Lessor, ManualClock, Op, Revision, Txn, WatchEnd, WatchEvent,
 };
 use parking_lot::Mutex;
 
@@ -176,7 +176,7 @@ fn threads_mixing_every_operation_keep_every_invariant() {
     // (with its keys) soon after. `leases()` drops a lease at its deadline, its keys go at its
     // revocation: wait for both.
     let at_rest = || {
-        l.leases() == vec![keeper.id]
+        l.leases().unwrap() == vec![keeper.id]
             && l.range("")
                 .unwrap()
                 .iter()
@@ -185,7 +185,7 @@ fn threads_mixing_every_operation_keep_every_invariant() {
     assert!(
         wait_until(Duration::from_secs(20), at_rest),
         "leases left: {:?}, keys: {:?}",
-        l.leases(),
+        l.leases().unwrap(),
         l.range("").unwrap()
     );
     assert_eq!(
@@ -325,32 +325,34 @@ fn work(s: &Shared, t: u64, mut rng: Rng) {
             }
             82..=91 => {
                 // The lock pattern: create under a lease if absent, else read the holder.
-                l.txn()
-                    .when(Compare::absent(&key))
-                    .then(Op::put_with_lease(&key, &value, lease))
-                    .otherwise(Op::get(&key))
-                    .commit()
-                    .map(|r| {
-                        saw(r.revision, r.succeeded);
-                        if r.succeeded {
-                            let got = l.get(&key).unwrap();
-                            // Another thread may have changed it since, but never before.
-                            if let Some(kv) = got {
-                                assert!(kv.create_revision >= r.revision, "{kv:?} vs {r:?}");
-                            }
+                l.txn(
+                    Txn::new()
+                        .when(Compare::absent(&key))
+                        .then(Op::put_with_lease(&key, &value, lease))
+                        .otherwise(Op::get(&key)),
+                )
+                .map(|r| {
+                    saw(r.revision, r.succeeded);
+                    if r.succeeded {
+                        let got = l.get(&key).unwrap();
+                        // Another thread may have changed it since, but never before.
+                        if let Some(kv) = got {
+                            assert!(kv.create_revision >= r.revision, "{kv:?} vs {r:?}");
                         }
-                    })
+                    }
+                })
             }
             _ => {
                 // Compare-and-delete, or a two-key write at one revision.
                 let other = format!("/s/{}", (k + 1 + rng.below(KEYS - 1)) % KEYS);
-                l.txn()
-                    .when(Compare::version(&key, CmpOp::Greater, 1))
-                    .then(Op::delete(&key))
-                    .otherwise(Op::put(&key, &value))
-                    .otherwise(Op::put(&other, &value))
-                    .commit()
-                    .map(|r| saw(r.revision, true))
+                l.txn(
+                    Txn::new()
+                        .when(Compare::version(&key, CmpOp::Greater, 1))
+                        .then(Op::delete(&key))
+                        .otherwise(Op::put(&key, &value))
+                        .otherwise(Op::put(&other, &value)),
+                )
+                .map(|r| saw(r.revision, true))
             }
         };
         if let Err(e) = result {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{id, secs};
-use lessor::{CmpOp, Compare, Error, Lessor, ManualClock, Op, Revision, TxnResponse};
+use lessor::{CmpOp, Compare, Error, Lessor, ManualClock, Op, OpResponse, Revision, Txn};
 
 fn lessor() -> Lessor {
     Lessor::builder()
@@ -16,7 +16,7 @@ fn lessor() -> Lessor {
 
 /// Whether a transaction with this one comparison succeeds.
 fn holds(l: &Lessor, c: Compare) -> bool {
-    l.txn().when(c).commit().unwrap().succeeded
+    l.txn(Txn::new().when(c)).unwrap().succeeded
 }
 
 #[test]
@@ -73,19 +73,20 @@ fn all_comparisons_must_hold_and_the_right_branch_runs() {
     let l = lessor();
     l.put("/a", "1").unwrap();
     let res = l
-        .txn()
-        .when(Compare::value("/a", CmpOp::Equal, "1"))
-        .when(Compare::exists("/b"))
-        .then(Op::put("/then", "x"))
-        .otherwise(Op::put("/else", "y"))
-        .otherwise(Op::get("/a"))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::value("/a", CmpOp::Equal, "1"))
+                .when(Compare::exists("/b"))
+                .then(Op::put("/then", "x"))
+                .otherwise(Op::put("/else", "y"))
+                .otherwise(Op::get("/a")),
+        )
         .unwrap();
     assert!(!res.succeeded);
     assert_eq!(res.revision, Revision::new(2));
     assert_eq!(res.responses.len(), 2);
-    assert_eq!(res.responses[0], TxnResponse::Put);
-    let TxnResponse::Get(Some(kv)) = &res.responses[1] else {
+    assert_eq!(res.responses[0], OpResponse::Put);
+    let OpResponse::Get(Some(kv)) = &res.responses[1] else {
         panic!("{:?}", res.responses)
     };
     assert_eq!(kv.value, b"1");
@@ -98,26 +99,27 @@ fn writes_share_one_revision_and_gets_see_earlier_writes() {
     let l = lessor();
     l.put("/old", "o").unwrap(); // rev 1
     let res = l
-        .txn()
-        .then(Op::put("/a", "2"))
-        .then(Op::get("/a"))
-        .then(Op::delete("/old"))
-        .then(Op::delete("/missing"))
-        .then(Op::get("/old"))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::put("/a", "2"))
+                .then(Op::get("/a"))
+                .then(Op::delete("/old"))
+                .then(Op::delete("/missing"))
+                .then(Op::get("/old")),
+        )
         .unwrap();
     assert!(res.succeeded);
     assert_eq!(res.revision, Revision::new(2));
-    let TxnResponse::Get(Some(a)) = &res.responses[1] else {
+    let OpResponse::Get(Some(a)) = &res.responses[1] else {
         panic!()
     };
     assert_eq!(
         (a.value.as_slice(), a.mod_revision, a.version),
         (&b"2"[..], Revision::new(2), 1)
     );
-    assert_eq!(res.responses[2], TxnResponse::Delete { existed: true });
-    assert_eq!(res.responses[3], TxnResponse::Delete { existed: false });
-    assert_eq!(res.responses[4], TxnResponse::Get(None));
+    assert_eq!(res.responses[2], OpResponse::Delete { existed: true });
+    assert_eq!(res.responses[3], OpResponse::Delete { existed: false });
+    assert_eq!(res.responses[4], OpResponse::Get(None));
     assert_eq!(l.revision().unwrap(), Revision::new(2));
 }
 
@@ -126,10 +128,7 @@ fn a_read_only_transaction_does_not_advance_the_revision() {
     let l = lessor();
     l.put("/a", "1").unwrap();
     let res = l
-        .txn()
-        .then(Op::get("/a"))
-        .then(Op::delete("/missing"))
-        .commit()
+        .txn(Txn::new().then(Op::get("/a")).then(Op::delete("/missing")))
         .unwrap();
     assert_eq!(res.revision, Revision::new(1));
     assert_eq!(l.revision().unwrap(), Revision::new(1));
@@ -147,11 +146,12 @@ fn a_dead_lease_aborts_the_whole_transaction() {
     l.put("/keep", "1").unwrap();
     clock.advance(secs(2));
     let err = l
-        .txn()
-        .then(Op::put("/a", "1"))
-        .then(Op::delete("/keep"))
-        .then(Op::put_with_lease("/b", "2", lease.id))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::put("/a", "1"))
+                .then(Op::delete("/keep"))
+                .then(Op::put_with_lease("/b", "2", lease.id)),
+        )
         .unwrap_err();
     assert!(matches!(err, Error::LeaseNotFound(i) if i == lease.id));
     assert!(l.get("/a").unwrap().is_none());
@@ -159,11 +159,12 @@ fn a_dead_lease_aborts_the_whole_transaction() {
     assert_eq!(l.revision().unwrap(), Revision::new(1));
     // Only the branch that runs matters.
     let ok = l
-        .txn()
-        .when(Compare::exists("/nothing"))
-        .then(Op::put_with_lease("/b", "2", id(999)))
-        .otherwise(Op::put("/c", "3"))
-        .commit()
+        .txn(
+            Txn::new()
+                .when(Compare::exists("/nothing"))
+                .then(Op::put_with_lease("/b", "2", id(999)))
+                .otherwise(Op::put("/c", "3")),
+        )
         .unwrap();
     assert!(!ok.succeeded);
 }
@@ -177,19 +178,18 @@ fn bad_keys_and_values_are_refused_before_anything_runs() {
         .open_in_memory()
         .unwrap();
     let e = l
-        .txn()
-        .then(Op::put("/a", "1"))
-        .otherwise(Op::put("", "x"))
-        .commit()
+        .txn(
+            Txn::new()
+                .then(Op::put("/a", "1"))
+                .otherwise(Op::put("", "x")),
+        )
         .unwrap_err();
     assert!(matches!(e, Error::InvalidKey(_)));
     let e = l
-        .txn()
-        .when(Compare::exists("/much-too-long"))
-        .commit()
+        .txn(Txn::new().when(Compare::exists("/much-too-long")))
         .unwrap_err();
     assert!(matches!(e, Error::KeyTooLarge { .. }));
-    let e = l.txn().then(Op::put("/a", "12345")).commit().unwrap_err();
+    let e = l.txn(Txn::new().then(Op::put("/a", "12345"))).unwrap_err();
     assert!(matches!(e, Error::ValueTooLarge { .. }));
     assert!(l.get("/a").unwrap().is_none());
 }
@@ -203,12 +203,13 @@ fn put_if_absent_admits_exactly_one_of_many_contenders() {
                 let l = l.clone();
                 s.spawn(move || {
                     let me = l.grant(secs(10)).unwrap();
-                    l.txn()
-                        .when(Compare::absent("/lock"))
-                        .then(Op::put_with_lease("/lock", format!("{i}"), me.id))
-                        .commit()
-                        .unwrap()
-                        .succeeded as usize
+                    l.txn(
+                        Txn::new()
+                            .when(Compare::absent("/lock"))
+                            .then(Op::put_with_lease("/lock", format!("{i}"), me.id)),
+                    )
+                    .unwrap()
+                    .succeeded as usize
                 })
             })
             .collect();
@@ -220,10 +221,10 @@ fn put_if_absent_admits_exactly_one_of_many_contenders() {
 #[test]
 fn an_empty_transaction_succeeds_and_closed_lessors_refuse() {
     let l = lessor();
-    let res = l.txn().commit().unwrap();
+    let res = l.txn(Txn::new()).unwrap();
     assert!(res.succeeded && res.responses.is_empty());
     l.close().unwrap();
-    assert!(matches!(l.txn().commit(), Err(Error::Closed)));
+    assert!(matches!(l.txn(Txn::new()), Err(Error::Closed)));
 }
 
 #[test]
@@ -234,16 +235,17 @@ fn a_branch_that_writes_one_key_twice_is_refused_as_etcd_does() {
         (Op::put("/k", "1"), Op::delete("/k")),
         (Op::delete("/k"), Op::delete("/k")),
     ] {
-        let e = l.txn().then(a).then(b).commit().unwrap_err();
+        let e = l.txn(Txn::new().then(a).then(b)).unwrap_err();
         assert!(matches!(e, Error::InvalidKey(_)), "{e}");
     }
     // Reading a key twice, or writing it once in each branch, is fine.
-    l.txn()
-        .then(Op::put("/k", "1"))
-        .then(Op::get("/k"))
-        .then(Op::get("/k"))
-        .otherwise(Op::put("/k", "2"))
-        .commit()
-        .unwrap();
+    l.txn(
+        Txn::new()
+            .then(Op::put("/k", "1"))
+            .then(Op::get("/k"))
+            .then(Op::get("/k"))
+            .otherwise(Op::put("/k", "2")),
+    )
+    .unwrap();
     assert_eq!(l.get("/k").unwrap().unwrap().version, 1);
 }

@@ -12,7 +12,7 @@ use super::session::Session;
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, Revision};
 use crate::lease_store::LeaseStore;
-use crate::txn::{CmpOp, Compare, Op, TxnRequest};
+use crate::txn::{CmpOp, Compare, Op, Txn};
 use crate::watch::{Watch, WatchEnd, WatchEvent};
 
 /// A leader election: campaigners queue under a prefix, first come first served, and the first
@@ -140,13 +140,13 @@ impl<'a, S: LeaseStore + ?Sized> Election<'a, S> {
     /// Writes `value` to our key if it is still the one created at `rev`.
     fn put_value(&self, rev: Revision, value: &[u8]) -> Result<()> {
         let lease = self.session.lease();
-        let txn = TxnRequest::new()
+        let txn = Txn::new()
             .when(Compare::create_revision(&self.key, CmpOp::Equal, rev))
             .then(Op::put_with_lease(&self.key, value, lease));
         let result = self
             .session
             .store()
-            .transaction(txn)
+            .txn(txn)
             .map_err(|e| queue::lost(e, lease))?;
         if result.succeeded {
             Ok(())

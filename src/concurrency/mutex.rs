@@ -189,17 +189,17 @@ impl<'a, S: LeaseStore + ?Sized> Mutex<'a, S> {
     ///
     /// ```
     /// # use std::time::Duration;
-    /// # use lessor::{Lessor, LeaseStore, Op, TxnRequest};
+    /// # use lessor::{Lessor, LeaseStore, Op, Txn};
     /// # use lessor::concurrency::{Mutex, Session};
     /// # fn main() -> lessor::Result<()> {
     /// # let store = Lessor::open_in_memory()?;
     /// # let session = Session::new(&store, Duration::from_secs(10))?;
     /// let mut lock = Mutex::new(&session, "/jobs/lock")?;
     /// lock.lock()?;
-    /// let fenced = TxnRequest::new()
+    /// let fenced = Txn::new()
     ///     .when(lock.is_owner().unwrap())
     ///     .then(Op::put("/jobs/state", "done"));
-    /// assert!(store.transaction(fenced)?.succeeded); // refused once the lock has passed on
+    /// assert!(store.txn(fenced)?.succeeded); // refused once the lock has passed on
     /// # Ok(()) }
     /// ```
     pub fn is_owner(&self) -> Option<Compare> {

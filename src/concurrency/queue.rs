@@ -14,7 +14,7 @@ use super::session::Session;
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::lease_store::LeaseStore;
-use crate::txn::{Compare, Op, TxnRequest, TxnResponse};
+use crate::txn::{Compare, Op, OpResponse, Txn};
 use crate::watch::{WatchEnd, WatchEvent};
 
 /// The longest a wait blocks on its watch before it looks at its session and deadline again.
@@ -98,24 +98,21 @@ pub(crate) fn join<S: LeaseStore + ?Sized>(
     value: &[u8],
 ) -> Result<Joined> {
     let lease = session.lease();
-    let txn = TxnRequest::new()
+    let txn = Txn::new()
         .when(Compare::absent(key))
         .then(Op::put_with_lease(key, value, lease))
         .then(Op::get(key))
         .then(Op::range(queue))
         .otherwise(Op::get(key))
         .otherwise(Op::range(queue));
-    let result = session
-        .store()
-        .transaction(txn)
-        .map_err(|e| lost(e, lease))?;
+    let result = session.store().txn(txn).map_err(|e| lost(e, lease))?;
     let (own, all) = match result.responses.as_slice() {
         [
-            TxnResponse::Put,
-            TxnResponse::Get(Some(own)),
-            TxnResponse::Range(all),
+            OpResponse::Put,
+            OpResponse::Get(Some(own)),
+            OpResponse::Range(all),
         ]
-        | [TxnResponse::Get(Some(own)), TxnResponse::Range(all)] => (own, all),
+        | [OpResponse::Get(Some(own)), OpResponse::Range(all)] => (own, all),
         other => {
             return Err(Error::Backend(
                 format!("unexpected answer to a lock attempt: {other:?}").into(),
@@ -209,10 +206,10 @@ pub(crate) fn leave<S: LeaseStore + ?Sized>(
     key: &[u8],
     rev: Revision,
 ) -> Result<()> {
-    let txn = TxnRequest::new()
+    let txn = Txn::new()
         .when(Compare::create_revision(key, crate::txn::CmpOp::Equal, rev))
         .then(Op::delete(key));
-    session.store().transaction(txn)?;
+    session.store().txn(txn)?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use etcd_client as etcd;
 use crate::builder::MAX_TTL;
 use crate::error::{Error, Result};
 use crate::lease::{KeyValue, LeaseId, Revision};
-use crate::txn::{CmpOp, Compare, Op, OpKind, Target, TxnResponse};
+use crate::txn::{CmpOp, Compare, Op, OpKind, OpResponse, Target};
 
 /// What an etcd error means to us, before the context (which lease) is added.
 #[derive(Debug, PartialEq, Eq)]
@@ -219,18 +219,18 @@ pub(crate) fn op(op: &Op) -> etcd::TxnOp {
 }
 
 /// Our response for etcd's response to one op (`op`, which says whether a read was a range).
-pub(crate) fn op_response(op: Option<&Op>, r: &etcd::TxnOpResponse) -> TxnResponse {
+pub(crate) fn op_response(op: Option<&Op>, r: &etcd::TxnOpResponse) -> OpResponse {
     match r {
         etcd::TxnOpResponse::Get(g) if op.is_some_and(|op| op.kind == OpKind::Range) => {
-            TxnResponse::Range(g.kvs().iter().map(key_value).collect())
+            OpResponse::Range(g.kvs().iter().map(key_value).collect())
         }
-        etcd::TxnOpResponse::Put(_) => TxnResponse::Put,
-        etcd::TxnOpResponse::Delete(d) => TxnResponse::Delete {
+        etcd::TxnOpResponse::Put(_) => OpResponse::Put,
+        etcd::TxnOpResponse::Delete(d) => OpResponse::Delete {
             existed: d.deleted() > 0,
         },
-        etcd::TxnOpResponse::Get(g) => TxnResponse::Get(g.kvs().first().map(key_value)),
+        etcd::TxnOpResponse::Get(g) => OpResponse::Get(g.kvs().first().map(key_value)),
         // We never send nested transactions.
-        etcd::TxnOpResponse::Txn(_) => TxnResponse::Put,
+        etcd::TxnOpResponse::Txn(_) => OpResponse::Put,
     }
 }
 

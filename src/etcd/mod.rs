@@ -42,7 +42,7 @@ use crate::error::{Error, Result};
 use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, set_reason};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lease_store::LeaseStore;
-use crate::txn::{OpKind, TxnRequest, TxnResult};
+use crate::txn::{OpKind, Txn, TxnResponse};
 use crate::watch::{ENDED_CLOSED, RUNNING, Watch};
 
 use self::convert::{header_revision, raw_id};
@@ -496,7 +496,7 @@ impl EtcdLessor {
         keys.sort();
         Ok(LeaseInfo {
             id,
-            granted_ttl: convert::secs(resp.granted_ttl()),
+            ttl: convert::secs(resp.granted_ttl()),
             remaining: convert::secs(resp.ttl()),
             keys,
         })
@@ -661,7 +661,7 @@ impl EtcdLessor {
     /// (reported with the first lease the transaction names); [`Error::InvalidKey`] for an
     /// empty key or a branch that writes one key twice; [`Error::Unavailable`],
     /// [`Error::Closed`].
-    pub fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
+    pub fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         let first_lease = txn
             .then
             .iter()
@@ -688,7 +688,7 @@ impl EtcdLessor {
         } else {
             &txn.otherwise
         };
-        Ok(TxnResult {
+        Ok(TxnResponse {
             succeeded: resp.succeeded(),
             revision: header_revision(resp.header()),
             responses: resp
@@ -1108,8 +1108,8 @@ impl LeaseStore for EtcdLessor {
         EtcdLessor::watch_key(self, key)
     }
 
-    fn transaction(&self, txn: TxnRequest) -> Result<TxnResult> {
-        EtcdLessor::transaction(self, txn)
+    fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        EtcdLessor::txn(self, txn)
     }
 
     fn revision(&self) -> Result<Revision> {

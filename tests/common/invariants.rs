@@ -9,7 +9,7 @@
 //! - keys come in strictly ascending order, with `1 <= create_revision <= mod_revision <=
 //!   revision` and `version >= 1`;
 //! - `range_with_revision` and `revision` agree;
-//! - live leases come in strictly ascending order, each with `remaining <= granted_ttl`.
+//! - live leases come in strictly ascending order, each with `remaining <= ttl`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -55,7 +55,7 @@ pub fn check(l: &Lessor) -> Result<State, String> {
             snap.revision
         ));
     }
-    let ids = l.leases();
+    let ids = l.leases().unwrap();
     if ids.windows(2).any(|w| w[0] >= w[1]) {
         problems.push(format!("leases() not strictly ascending: {ids:?}"));
     }
@@ -93,10 +93,10 @@ pub fn check(l: &Lessor) -> Result<State, String> {
                         show(keys)
                     ));
                 }
-                if info.remaining > info.granted_ttl {
+                if info.remaining > info.ttl {
                     problems.push(format!("lease {id}: {info:?} has more than its TTL left"));
                 }
-                leases.insert(id, info.granted_ttl);
+                leases.insert(id, info.ttl);
                 remaining.insert(id, info.remaining);
             }
             Err(e) => problems.push(format!("lease {id} is in leases() but time_to_live: {e}")),

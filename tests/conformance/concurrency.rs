@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use lessor::concurrency::{Election, Mutex, Session};
-use lessor::{CmpOp, Compare, EndReason, Error, LeaseStore, Op, TxnRequest, TxnResponse};
+use lessor::{CmpOp, Compare, EndReason, Error, LeaseStore, Op, OpResponse, Txn};
 
 use super::{ACT, Harness, TTL, eventually};
 
@@ -43,7 +43,7 @@ pub fn mutex_excludes_many_threads<H: Harness + Sync>(h: &H) {
                     assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
                     let kv = s.get(&counter).unwrap().unwrap();
                     let n: u64 = std::str::from_utf8(&kv.value).unwrap().parse().unwrap();
-                    let bump = TxnRequest::new()
+                    let bump = Txn::new()
                         .when(lock.is_owner().unwrap())
                         .when(Compare::mod_revision(
                             &counter,
@@ -51,7 +51,7 @@ pub fn mutex_excludes_many_threads<H: Harness + Sync>(h: &H) {
                             kv.mod_revision,
                         ))
                         .then(Op::put(&counter, (n + 1).to_string()));
-                    assert!(s.transaction(bump).unwrap().succeeded, "fenced increment");
+                    assert!(s.txn(bump).unwrap().succeeded, "fenced increment");
                     holders.fetch_sub(1, Ordering::SeqCst);
                     lock.unlock().unwrap();
                 }
@@ -202,8 +202,8 @@ pub fn mutex_fencing_refuses_a_stale_holder<H: Harness>(h: &H) {
     let stale = la.is_owner().unwrap();
     let token = la.revision().unwrap();
     let write = |fence: Compare, value: &str| {
-        s.transaction(
-            TxnRequest::new()
+        s.txn(
+            Txn::new()
                 .when(fence)
                 .then(Op::put(&data, value))
                 .otherwise(Op::get(&data)),
@@ -220,7 +220,7 @@ pub fn mutex_fencing_refuses_a_stale_holder<H: Harness>(h: &H) {
     assert!(lb.revision().unwrap() > token);
     let refused = write(stale, "stale");
     assert!(!refused.succeeded);
-    let TxnResponse::Get(Some(kv)) = &refused.responses[0] else {
+    let OpResponse::Get(Some(kv)) = &refused.responses[0] else {
         panic!("{refused:?}")
     };
     assert_eq!(kv.value, b"a");

@@ -9,6 +9,7 @@
 //! so that both backends grant exactly what is asked.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod blocking;
 pub mod concurrency;
 pub mod differences;
 pub mod etcd_server;
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use lessor::{
     CmpOp, Compare, DeleteCause, EndReason, Error, KeepAliveOptions, LeaseId, LeaseStore, Op,
-    TxnRequest, TxnResponse, WatchEvent,
+    OpResponse, Txn, WatchEvent,
 };
 
 /// The TTL the tests grant: etcd's minimum with its default election timeout.
@@ -132,7 +133,7 @@ pub fn grant_renew_time_to_live_revoke<H: Harness>(h: &H) {
     assert_eq!(lease.ttl, TTL);
     assert_eq!(s.renew(lease.id).unwrap(), TTL);
     let info = s.time_to_live(lease.id).unwrap();
-    assert_eq!((info.id, info.granted_ttl), (lease.id, TTL));
+    assert_eq!((info.id, info.ttl), (lease.id, TTL));
     assert!(info.remaining <= TTL, "{info:?}");
     assert!(info.keys.is_empty());
     assert!(s.leases().unwrap().contains(&lease.id));
@@ -153,10 +154,7 @@ pub fn grant_renew_time_to_live_revoke<H: Harness>(h: &H) {
 pub fn ttl_below_the_minimum_is_raised<H: Harness>(h: &H) {
     let lease = h.store().grant(Duration::from_millis(1)).unwrap();
     assert_eq!(lease.ttl, h.min_ttl());
-    assert_eq!(
-        h.store().time_to_live(lease.id).unwrap().granted_ttl,
-        h.min_ttl()
-    );
+    assert_eq!(h.store().time_to_live(lease.id).unwrap().ttl, h.min_ttl());
     h.store().revoke(lease.id).unwrap();
 }
 
@@ -357,15 +355,15 @@ pub fn txn_lock_and_compare_and_swap<H: Harness>(h: &H) {
     let lock = h.key("lock");
     let me = s.grant(TTL).unwrap();
     let acquire = |who: &[u8], id: LeaseId| {
-        TxnRequest::new()
+        Txn::new()
             .when(Compare::absent(&lock))
             .then(Op::put_with_lease(&lock, who, id))
             .then(Op::get(&lock))
             .otherwise(Op::get(&lock))
     };
-    let got = s.transaction(acquire(b"me", me.id)).unwrap();
+    let got = s.txn(acquire(b"me", me.id)).unwrap();
     assert!(got.succeeded);
-    let TxnResponse::Get(Some(held)) = &got.responses[1] else {
+    let OpResponse::Get(Some(held)) = &got.responses[1] else {
         panic!("{got:?}")
     };
     assert_eq!(
@@ -378,9 +376,9 @@ pub fn txn_lock_and_compare_and_swap<H: Harness>(h: &H) {
     );
 
     let other = s.grant(TTL).unwrap();
-    let lost = s.transaction(acquire(b"other", other.id)).unwrap();
+    let lost = s.txn(acquire(b"other", other.id)).unwrap();
     assert!(!lost.succeeded);
-    let TxnResponse::Get(Some(holder)) = &lost.responses[0] else {
+    let OpResponse::Get(Some(holder)) = &lost.responses[0] else {
         panic!("{lost:?}")
     };
     assert_eq!(holder.value, b"me");
@@ -394,39 +392,35 @@ pub fn txn_lock_and_compare_and_swap<H: Harness>(h: &H) {
     let counter = h.key("counter");
     let r = s.put(&counter, b"1").unwrap();
     let cas = |from: &[u8], to: &[u8]| {
-        TxnRequest::new()
+        Txn::new()
             .when(Compare::value(&counter, CmpOp::Equal, from))
             .then(Op::put(&counter, to))
     };
-    assert!(s.transaction(cas(b"1", b"2")).unwrap().succeeded);
-    assert!(!s.transaction(cas(b"1", b"3")).unwrap().succeeded);
-    let stale = TxnRequest::new()
+    assert!(s.txn(cas(b"1", b"2")).unwrap().succeeded);
+    assert!(!s.txn(cas(b"1", b"3")).unwrap().succeeded);
+    let stale = Txn::new()
         .when(Compare::mod_revision(&counter, CmpOp::Equal, r))
         .then(Op::delete(&counter));
-    assert!(!s.transaction(stale).unwrap().succeeded);
-    let fresh = TxnRequest::new()
+    assert!(!s.txn(stale).unwrap().succeeded);
+    let fresh = Txn::new()
         .when(Compare::version(&counter, CmpOp::Equal, 2))
         .when(Compare::lease(&counter, CmpOp::Equal, None))
         .then(Op::delete(&counter))
         .then(Op::delete(h.key("never")));
-    let done = s.transaction(fresh).unwrap();
+    let done = s.txn(fresh).unwrap();
     assert!(done.succeeded);
     assert_eq!(
         done.responses,
         vec![
-            TxnResponse::Delete { existed: true },
-            TxnResponse::Delete { existed: false }
+            OpResponse::Delete { existed: true },
+            OpResponse::Delete { existed: false }
         ]
     );
     assert_eq!(s.get(&counter).unwrap(), None);
 
     // Revoking the holder's lease releases the lock.
     s.revoke(me.id).unwrap();
-    assert!(
-        s.transaction(acquire(b"other", other.id))
-            .unwrap()
-            .succeeded
-    );
+    assert!(s.txn(acquire(b"other", other.id)).unwrap().succeeded);
     s.revoke(other.id).unwrap();
 }
 
@@ -434,15 +428,15 @@ pub fn txn_with_a_dead_lease_writes_nothing<H: Harness>(h: &H) {
     let s = h.store();
     let dead = s.grant(TTL).unwrap();
     s.revoke(dead.id).unwrap();
-    let txn = TxnRequest::new()
+    let txn = Txn::new()
         .then(Op::put(h.key("plain"), b"x"))
         .then(Op::put_with_lease(h.key("leased"), b"y", dead.id));
-    not_found(s.transaction(txn), dead.id);
+    not_found(s.txn(txn), dead.id);
     assert_eq!(s.get(&h.key("plain")).unwrap(), None, "all or nothing");
-    let twice = TxnRequest::new()
+    let twice = Txn::new()
         .then(Op::put(h.key("k"), b"1"))
         .then(Op::delete(h.key("k")));
-    assert!(matches!(s.transaction(twice), Err(Error::InvalidKey(_))));
+    assert!(matches!(s.txn(twice), Err(Error::InvalidKey(_))));
 }
 
 pub fn watch_sees_changes_in_order_with_causes<H: Harness>(h: &H) {

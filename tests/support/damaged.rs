@@ -405,7 +405,7 @@ pub fn run(
                 for lease in m.leases.values_mut() {
                     lease.deadline = m.now + lease.ttl;
                 }
-                let leases = call("leases", || l.leases())?;
+                let leases = call("leases", || l.leases().unwrap_or_default())?;
                 if readable(&l)? {
                     m.check_leases(&leases)
                         .map_err(|e| format!("after the reopen: {e}"))?;
@@ -619,7 +619,7 @@ pub fn run(
             Err(e) => clear("range", &e)?,
         },
         Op::Leases => {
-            let leases = call("leases", || l.leases())?;
+            let leases = call("leases", || l.leases().unwrap_or_default())?;
             if readable(l)? {
                 m.check_leases(&leases)?;
             }
@@ -627,7 +627,7 @@ pub fn run(
                 match call("time_to_live", || l.time_to_live(id))? {
                     Ok(info) => {
                         if let Some(lease) = m.leases.get(&id.get())
-                            && (info.granted_ttl != lease.ttl || info.remaining > lease.ttl)
+                            && (info.ttl != lease.ttl || info.remaining > lease.ttl)
                         {
                             return Err(format!(
                                 "silently different: lease {id}: {info:?}, granted {lease:?}"

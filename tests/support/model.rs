@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::common::{self, MemDisk};
 use lessor::{
-    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, Revision, TxnResponse, Watch,
-    WatchEvent,
+    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse, Revision, Txn,
+    Watch, WatchEvent,
 };
 
 /// Returns `Err(message)` from the enclosing function unless `cond` holds.
@@ -686,9 +686,9 @@ pub fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, batched: bool, op
         Op::Attach(id, ref ks) => l.attach(lid(id), keys(ks)).map_or_else(err, |()| Out::Ok),
         Op::Detach(id, ref ks) => l.detach(lid(id), keys(ks)).map_or_else(err, |()| Out::Ok),
         Op::Revoke(id) => l.revoke(lid(id)).map_or_else(err, |r| Out::Rev(r.get())),
-        Op::TimeToLive(id) => l.time_to_live_with_keys(lid(id)).map_or_else(err, |i| {
-            Out::Info(nanos(i.granted_ttl), nanos(i.remaining), i.keys)
-        }),
+        Op::TimeToLive(id) => l
+            .time_to_live_with_keys(lid(id))
+            .map_or_else(err, |i| Out::Info(nanos(i.ttl), nanos(i.remaining), i.keys)),
         Op::Advance(ms) => {
             clock.advance(Duration::from_millis(ms));
             Out::Ok
@@ -707,25 +707,26 @@ pub fn run(sut: &mut Sut, disk: &MemDisk, clock: &ManualClock, batched: bool, op
                 Some(id) => lessor::Op::put_with_lease(key(k), [v], lid(id)),
                 None => lessor::Op::put(key(k), [v]),
             };
-            l.txn()
-                .when(Compare::version(key(k), CmpOp::Equal, version))
-                .then(put)
-                .otherwise(lessor::Op::delete(key(k)))
-                .otherwise(lessor::Op::get(key(k)))
-                .commit()
-                .map_or_else(err, |r| {
-                    let responses = r
-                        .responses
-                        .iter()
-                        .map(|x| match x {
-                            TxnResponse::Put => "put".to_string(),
-                            TxnResponse::Delete { existed } => format!("deleted {existed}"),
-                            TxnResponse::Get(None) => "get none".into(),
-                            other => format!("{other:?}"),
-                        })
-                        .collect();
-                    Out::Txn(r.succeeded, r.revision.get(), responses)
-                })
+            l.txn(
+                Txn::new()
+                    .when(Compare::version(key(k), CmpOp::Equal, version))
+                    .then(put)
+                    .otherwise(lessor::Op::delete(key(k)))
+                    .otherwise(lessor::Op::get(key(k))),
+            )
+            .map_or_else(err, |r| {
+                let responses = r
+                    .responses
+                    .iter()
+                    .map(|x| match x {
+                        OpResponse::Put => "put".to_string(),
+                        OpResponse::Delete { existed } => format!("deleted {existed}"),
+                        OpResponse::Get(None) => "get none".into(),
+                        other => format!("{other:?}"),
+                    })
+                    .collect();
+                Out::Txn(r.succeeded, r.revision.get(), responses)
+            })
         }
         Op::WatchFrom(back) => {
             let now = l.revision().unwrap().get();
@@ -780,7 +781,11 @@ pub fn compare_events(sut: &Sut, m: &mut Model) -> Result<(), String> {
 pub fn compare(l: &Lessor, m: &Model) -> Result<(), String> {
     let alive: Vec<u64> = m.leases.keys().copied().filter(|&id| m.alive(id)).collect();
     ensure_eq!(
-        l.leases().into_iter().map(LeaseId::get).collect::<Vec<_>>(),
+        l.leases()
+            .unwrap()
+            .into_iter()
+            .map(LeaseId::get)
+            .collect::<Vec<_>>(),
         alive.clone()
     );
     ensure_eq!(l.revision().unwrap().get(), m.revision);

@@ -370,10 +370,10 @@ fn check_image(image: Vec<u8>, policy: RestartPolicy) -> Result<(), String> {
     must(consistent, "revoke_expired", l.revoke_expired())?;
 
     // Reads agree with each other.
-    let leases = l.leases();
+    let leases = l.leases().unwrap();
     for &id in &leases {
         if let Some(info) = must(consistent, "time_to_live", l.time_to_live(id))?
-            && info.remaining > info.granted_ttl
+            && info.remaining > info.ttl
         {
             return Err(format!("lease {id}: {info:?} has more left than its TTL"));
         }
@@ -429,7 +429,7 @@ fn check_image(image: Vec<u8>, policy: RestartPolicy) -> Result<(), String> {
     clock.advance(Duration::MAX);
     must(strict, "revoke_expired", l.revoke_expired())?;
     if strict {
-        let left = l.leases();
+        let left = l.leases().unwrap();
         if !left.is_empty() {
             return Err(format!("leases {left:?} outlived the end of the clock"));
         }
@@ -450,7 +450,7 @@ fn check_image(image: Vec<u8>, policy: RestartPolicy) -> Result<(), String> {
     if strict {
         l.verify()
             .map_err(|e| format!("consistent before the close, not after the reopen: {e}"))?;
-        if !l.leases().is_empty() {
+        if !l.leases().unwrap().is_empty() {
             return Err(format!("leases {:?} came back after expiring", l.leases()));
         }
         check_no_leased_keys(&l)?;

@@ -16,7 +16,7 @@ use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use lessor::{Durability, Error, Inspector, LeaseId, Lessor, Op};
+use lessor::{Durability, Error, Inspector, LeaseId, Lessor, Op, Txn};
 use serde::{Deserialize, Serialize};
 
 use crate::args::Cli;
@@ -88,7 +88,7 @@ pub fn dump(cli: &Cli, out: &mut dyn Write) -> CliResult {
             &mut out,
             &Line::Lease {
                 id: info.id.get(),
-                ttl_ms: millis(info.granted_ttl),
+                ttl_ms: millis(info.ttl),
                 remaining_ms: millis(info.remaining),
             },
         )?;
@@ -513,11 +513,11 @@ impl<'a> Batch<'a> {
         if self.ops.is_empty() {
             return Ok(());
         }
-        let mut txn = self.lessor.txn();
+        let mut txn = Txn::new();
         for op in self.ops.drain(..) {
             txn = txn.then(op);
         }
-        txn.commit()?;
+        self.lessor.txn(txn)?;
         Ok(())
     }
 }

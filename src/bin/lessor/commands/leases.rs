@@ -26,7 +26,7 @@ impl JsonLease {
     fn new(info: &LeaseInfo, with_keys: bool) -> JsonLease {
         JsonLease {
             id: info.id.get(),
-            ttl_ms: millis(info.granted_ttl),
+            ttl_ms: millis(info.ttl),
             remaining_ms: millis(info.remaining),
             key_count: info.keys.len(),
             keys: with_keys.then(|| info.keys.iter().map(|k| JsonKey::new(k)).collect()),
@@ -46,7 +46,7 @@ pub fn leases(cli: &Cli, out: &mut dyn Write) -> CliResult {
         for info in &infos {
             table.row(vec![
                 info.id.to_string(),
-                duration::format(info.granted_ttl),
+                duration::format(info.ttl),
                 duration::format(info.remaining),
                 info.keys.len().to_string(),
             ]);
@@ -68,7 +68,7 @@ pub fn ttl(cli: &Cli, out: &mut dyn Write, id: LeaseId, with_keys: bool) -> CliR
         out,
         &[
             ("lease", info.id.to_string()),
-            ("ttl", duration::format(info.granted_ttl)),
+            ("ttl", duration::format(info.ttl)),
             ("remaining", duration::format(info.remaining)),
             ("keys", info.keys.len().to_string()),
         ],

@@ -58,7 +58,7 @@ fn problems(cli: &Cli) -> CliResult<Vec<String>> {
         Err(failure) => return Err(failure),
     };
     match inspector.verify_report() {
-        Ok(problems) => Ok(problems),
+        Ok(problems) => Ok(problems.iter().map(ToString::to_string).collect()),
         // A record the report itself cannot read is one more finding.
         Err(Error::Corrupted(problem)) => Ok(vec![problem]),
         Err(e) => Err(Failure::at(&cli.db, e)),
