@@ -95,6 +95,15 @@ impl<S: AsyncLeaseStore> LeaseStore for Blocking<S> {
         block_on(self.0.txn(txn))
     }
 
+    fn revision(&self) -> Result<Revision> {
+        block_on(self.0.revision())
+    }
+
+    /// `AsyncLeaseStore` has no readiness probe of its own: ready when it answers a read.
+    fn ready(&self) -> Result<()> {
+        block_on(self.0.revision()).map(|_| ())
+    }
+
     fn close(&self) -> Result<()> {
         block_on(self.0.close())
     }
