@@ -154,6 +154,10 @@ pub trait AsyncLeaseStore: Send + Sync {
     /// The store's current revision; see [`Lessor::revision`](crate::Lessor::revision).
     fn revision(&self) -> BoxFuture<'_, Result<Revision>>;
 
+    /// Whether the store can serve calls now, for a readiness probe; see
+    /// [`LeaseStore::ready`](crate::LeaseStore::ready).
+    fn ready(&self) -> BoxFuture<'_, Result<()>>;
+
     /// Closes the store; see [`LeaseStore::close`](crate::LeaseStore::close).
     fn close(&self) -> BoxFuture<'_, Result<()>>;
 }
@@ -246,6 +250,10 @@ impl AsyncLeaseStore for AsyncLessor {
 
     fn revision(&self) -> BoxFuture<'_, Result<Revision>> {
         Box::pin(AsyncLessor::revision(self))
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(AsyncLessor::ready(self))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {

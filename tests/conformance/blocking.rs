@@ -99,9 +99,8 @@ impl<S: AsyncLeaseStore> LeaseStore for Blocking<S> {
         block_on(self.0.revision())
     }
 
-    /// `AsyncLeaseStore` has no readiness probe of its own: ready when it answers a read.
     fn ready(&self) -> Result<()> {
-        block_on(self.0.revision()).map(|_| ())
+        block_on(self.0.ready())
     }
 
     fn close(&self) -> Result<()> {
