@@ -417,8 +417,10 @@ fn main() {
             "- durable put, one caller: blocking {sync_put:.1} µs, async {async_put:.1} µs ({:+.1}%)",
             (async_put / sync_put - 1.0) * 100.0
         );
-        let [(sync_ws, sync_group, sync_commit), (async_ws, async_group, async_commit)] =
-            eight_writers(s, dir.path());
+        let [
+            (sync_ws, sync_group, sync_commit),
+            (async_ws, async_group, async_commit),
+        ] = eight_writers(s, dir.path());
         println!(
             "- 8 durable writers: 8 threads {sync_ws:.0} writes/s ({sync_group:.1} per commit, commit p50 {sync_commit:?}), 8 tasks on one thread {async_ws:.0} writes/s ({async_group:.1} per commit, commit p50 {async_commit:?}) ({:+.1}%)",
             (async_ws / sync_ws - 1.0) * 100.0
