@@ -100,7 +100,6 @@ fn build_examples() -> PathBuf {
     let profile = profile_dir.file_name().unwrap().to_str().unwrap();
     let profile = if profile == "debug" { "dev" } else { profile };
     let features: Vec<&str> = [
-        ("cli", cfg!(feature = "cli")),
         ("metrics", cfg!(feature = "metrics")),
         ("etcd", cfg!(feature = "etcd")),
     ]

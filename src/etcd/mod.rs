@@ -670,41 +670,7 @@ impl EtcdLessor {
                 OpKind::Put { lease, .. } => lease,
                 _ => None,
             });
-<<<<<<< HEAD
         let request = convert::txn(&txn);
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .kv_client()
-                .txn(request)
-                .await
-                .map_err(|e| error(e, first_lease))?;
-            let ops = if resp.succeeded() {
-                &txn.then
-            } else {
-                &txn.otherwise
-            };
-            Ok(TxnResponse {
-                succeeded: resp.succeeded(),
-                revision: header_revision(resp.header()),
-                responses: resp
-                    .op_responses()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| convert::op_response(ops.get(i), r))
-                    .collect(),
-            })
-=======
-        let request = etcd::Txn::new()
-            .when(
-                txn.compares
-                    .iter()
-                    .map(convert::compare)
-                    .collect::<Vec<_>>(),
-            )
-            .and_then(txn.then.iter().map(convert::op).collect::<Vec<_>>())
-            .or_else(txn.otherwise.iter().map(convert::op).collect::<Vec<_>>());
         let resp = self.core().call(Retry::Write, first_lease, |c| {
             let request = request.clone();
             async move { c.kv_client().txn(request).await }
@@ -723,7 +689,6 @@ impl EtcdLessor {
                 .enumerate()
                 .map(|(i, r)| convert::op_response(ops.get(i), r))
                 .collect(),
->>>>>>> main
         })
     }
 
