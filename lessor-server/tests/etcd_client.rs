@@ -629,6 +629,53 @@ async fn limits_answer_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_over_ranges_from_the_future_and_prev_kv_limits() {
+    let mut c = start().await;
+    c.put("/r/a", "1", None).await.unwrap(); // rev 1
+    // From "/r/b" to the end of the keyspace, starting at revision 3 (in the future).
+    let opts = WatchOptions::new().with_from_key().with_start_revision(3);
+    let mut stream = c.watch("/r/b", Some(opts)).await.unwrap();
+    assert!(next(&mut stream).await.created());
+    c.put("/r/c", "2", None).await.unwrap(); // rev 2: before the start
+    c.put("/r/a", "3", None).await.unwrap(); // rev 3: outside the range
+    c.put("/z", "4", None).await.unwrap(); // rev 4
+    let r = next(&mut stream).await;
+    let seen: Vec<_> = r
+        .events()
+        .iter()
+        .map(|e| e.kv().unwrap().mod_revision())
+        .collect();
+    assert_eq!(seen, [4]);
+
+    // prev_kv from the past: the engine has no older values, so the watch is refused.
+    let opts = WatchOptions::new().with_prev_key().with_start_revision(2);
+    stream.watch("/r/", Some(opts.with_prefix())).await.unwrap();
+    let refused = next(&mut stream).await;
+    assert!(refused.created() && refused.canceled());
+    assert!(
+        refused.cancel_reason().contains("prev_kv"),
+        "{}",
+        refused.cancel_reason()
+    );
+
+    // prev_kv from now on, over a prefix: a put's previous value, and none for a new key.
+    let opts = WatchOptions::new().with_prev_key().with_prefix();
+    stream.watch("/r/", Some(opts)).await.unwrap();
+    let id = next(&mut stream).await.watch_id();
+    c.put("/r/a", "5", None).await.unwrap();
+    c.put("/r/new", "6", None).await.unwrap();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let r = next(&mut stream).await;
+        if r.watch_id() == id {
+            events.extend(r.events().iter().cloned());
+        }
+    }
+    assert_eq!(events[0].prev_kv().unwrap().value(), b"3");
+    assert!(events[1].prev_kv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_watches_that_ask_get_progress_notifications() {
     let config = Config::new("127.0.0.1:0".parse().unwrap())
         .progress_notify_interval(Duration::from_millis(100));
