@@ -703,6 +703,36 @@ async fn idle_watches_that_ask_get_progress_notifications() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams_and_returns() {
+    let lessor = lessor::Lessor::open_in_memory().unwrap();
+    let config = Config::new("127.0.0.1:0".parse().unwrap());
+    let bound = Server::new(lessor, config).unwrap().bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let mut c = Client::connect([addr.to_string()], None).await.unwrap();
+    let mut watch = c.watch("k", None).await.unwrap();
+    assert!(next(&mut watch).await.created());
+    let lease = c.lease_grant(10, None).await.unwrap().id();
+    let (_keeper, mut keepalive) = c.lease_keep_alive(lease).await.unwrap();
+    stop.send(()).unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(5), server).await;
+    done.expect("the server stops although streams were open")
+        .unwrap()
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap();
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), keepalive.message())
+        .await
+        .unwrap();
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+}
+
 #[test]
 fn other_addresses_need_tls_or_insecure() {
     let lessor = lessor::Lessor::open_in_memory().unwrap();
