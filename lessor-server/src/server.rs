@@ -28,13 +28,12 @@ pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
 impl Stopping {
     /// A signal that never fires (services called without a server).
     pub(crate) fn never() -> Stopping {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        // Kept alive for ever, so that the receiver never sees it closed.
-        std::mem::forget(tx);
-        Stopping(rx)
+        // The sender is dropped: `wait` takes a closed channel for "never".
+        Stopping(tokio::sync::watch::channel(false).1)
     }
 
-    /// Completes once the server is stopping.
+    /// Completes once the server is stopping; never if the server went away without saying
+    /// so (its sender dropped).
     pub(crate) async fn wait(mut self) {
         if self.0.wait_for(|stopping| *stopping).await.is_err() {
             std::future::pending::<()>().await;
