@@ -28,16 +28,18 @@ pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
 impl Stopping {
     /// A signal that never fires (services called without a server).
     pub(crate) fn never() -> Stopping {
-        // The sender is dropped: `wait` takes a closed channel for "never".
-        Stopping(tokio::sync::watch::channel(false).1)
+        static NEVER: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
+            std::sync::OnceLock::new();
+        Stopping(
+            NEVER
+                .get_or_init(|| tokio::sync::watch::channel(false).0)
+                .subscribe(),
+        )
     }
 
-    /// Completes once the server is stopping; never if the server went away without saying
-    /// so (its sender dropped).
+    /// Completes once the server is stopping, or has been dropped (its serve future with it).
     pub(crate) async fn wait(mut self) {
-        if self.0.wait_for(|stopping| *stopping).await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        let _ = self.0.wait_for(|stopping| *stopping).await;
     }
 }
 
@@ -184,7 +186,8 @@ impl Bound {
         self.local
     }
 
-    /// Serves until the listener fails. Dropping the future stops the server.
+    /// Serves until the listener fails. Dropping the future stops accepting connections and
+    /// ends the open Watch and LeaseKeepAlive streams.
     ///
     /// # Errors
     /// [`ServeError::Transport`].
