@@ -337,7 +337,9 @@ impl EtcdLessor {
     /// cluster) and checks that it answers.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] if no endpoint answers within the connect timeout;
+    /// [`Error::InvalidConfig`] for no endpoint, a zero timeout, or TLS options with an
+    /// `http://` endpoint; [`Error::Unavailable`] if no endpoint answers within the connect
+    /// timeout;
     /// [`Error::Backend`] for a malformed endpoint or refused credentials; [`Error::Spawn`] if
     /// the runtime thread cannot start.
     pub fn connect<E: AsRef<str>>(
@@ -350,6 +352,17 @@ impl EtcdLessor {
             .collect();
         if endpoints.is_empty() {
             return Err(Error::InvalidConfig("no etcd endpoint given"));
+        }
+        if [
+            options.request_timeout,
+            options.connect_timeout,
+            options.attempt_timeout,
+        ]
+        .contains(&Duration::ZERO)
+        {
+            return Err(Error::InvalidConfig(
+                "etcd timeouts (request, connect, attempt) must be above zero",
+            ));
         }
         if options.tls() && endpoints.iter().any(|e| e.starts_with("http://")) {
             return Err(Error::InvalidConfig(
@@ -710,8 +723,8 @@ impl EtcdLessor {
 
     /// Whether the cluster can serve calls now, for a readiness probe: a linearizable read
     /// answered within the request timeout (a leader and a quorum are there), and no alarm
-    /// raised (etcd refuses writes under a `NOSPACE` alarm). See
-    /// [`LeaseStore::ready`].
+    /// raised (etcd refuses writes under a `NOSPACE` alarm): two requests, each within the
+    /// request timeout. See [`LeaseStore::ready`].
     ///
     /// # Errors
     /// [`Error::Unavailable`] (unreachable, no leader, too slow), [`Error::Backend`] naming the
