@@ -10,6 +10,10 @@
 //! async runtime is refused ([`Error::InvalidConfig`]) rather than left to panic.
 //!
 //! Shared state lives in [`Core`]:
+//! - `pool` ([`pool`]): one `etcd-client` connection per endpoint and the preferred endpoint (an
+//!   atomic); every request goes through [`Pool::call`], which retries on the next endpoint as
+//!   the request allows (reads and renewals on any transport failure, writes only when they were
+//!   never sent), under the call's deadline.
 //! - `runtime`: `None` once closed. Every call holds its read lock for the call's length; only
 //!   `close` takes the write lock, so it waits for calls in flight.
 //! - `registry` (a leaf lock): the running keep-alives and watches, so that `revoke` ends the
