@@ -299,6 +299,15 @@ impl AsyncLessor {
         self.lessor.revision()
     }
 
+    /// Whether the lessor can serve calls now, for a readiness probe; see [`Lessor::ready`].
+    /// Memory only: it never waits.
+    ///
+    /// # Errors
+    /// As [`Lessor::ready`].
+    pub async fn ready(&self) -> Result<()> {
+        self.lessor.ready()
+    }
+
     /// Watches the keys under `prefix`; see [`Lessor::watch`]. A [`Watch`] is a
     /// [`Stream`](crate::Stream) of events.
     ///

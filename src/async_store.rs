@@ -5,8 +5,9 @@
 //! contracts, those that may wait returning a [`BoxFuture`]. It is dyn-compatible, so a service
 //! can hold an `Arc<dyn AsyncLeaseStore>` and pick its backend at run time; the boxing costs an
 //! allocation per call (tens of nanoseconds), and the inherent `async fn`s of [`AsyncLessor`]
-//! avoid even that. Calls that never wait ([`renew`](AsyncLeaseStore::renew), keep-alives and
-//! watches, which hand out [`Stream`](crate::Stream)s) are plain methods.
+//! avoid even that. Every method returns a future, even those that never wait on the embedded
+//! engine ([`renew`](AsyncLeaseStore::renew), keep-alives and watches): on etcd each is a
+//! round trip (a renewal, or opening a stream).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,12 +62,9 @@ pub trait AsyncLeaseStore: Send + Sync {
     fn grant_with_id(&self, id: LeaseId, ttl: Duration) -> BoxFuture<'_, Result<Lease>>;
 
     /// Renews a lease once and returns its TTL; see
-    /// [`LeaseStore::renew`](crate::LeaseStore::renew). Never waits on the embedded engine; on
-    /// etcd it is a round trip, made on the backend's own runtime (prefer keep-alives there).
-    ///
-    /// # Errors
-    /// [`Error::LeaseNotFound`](crate::Error::LeaseNotFound) if it is not alive.
-    fn renew(&self, id: LeaseId) -> Result<Duration>;
+    /// [`LeaseStore::renew`](crate::LeaseStore::renew). Ready at once on the embedded engine
+    /// (whose [`AsyncLessor::renew`] is a plain call); a round trip on etcd.
+    fn renew(&self, id: LeaseId) -> BoxFuture<'_, Result<Duration>>;
 
     /// Revokes a lease, deleting its keys; see [`LeaseStore::revoke`](crate::LeaseStore::revoke).
     fn revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<Revision>>;
@@ -83,20 +81,20 @@ pub trait AsyncLeaseStore: Send + Sync {
     fn leases(&self) -> BoxFuture<'_, Result<Vec<LeaseId>>>;
 
     /// Keeps a lease alive in the background; see
-    /// [`LeaseStore::keep_alive`](crate::LeaseStore::keep_alive).
-    ///
-    /// # Errors
-    /// As [`LeaseStore::keep_alive`](crate::LeaseStore::keep_alive).
-    fn keep_alive(&self, id: LeaseId) -> Result<KeepAlive> {
+    /// [`LeaseStore::keep_alive`](crate::LeaseStore::keep_alive). The future resolves once the
+    /// keep-alive runs (at once on the embedded engine; once its stream is open on etcd); the
+    /// handle is a [`Stream`](crate::Stream) of renewals, with [`KeepAlive::lost`].
+    fn keep_alive(&self, id: LeaseId) -> BoxFuture<'_, Result<KeepAlive>> {
         self.keep_alive_with(id, KeepAliveOptions::default())
     }
 
     /// [`keep_alive`](Self::keep_alive) with options; see
     /// [`LeaseStore::keep_alive_with`](crate::LeaseStore::keep_alive_with).
-    ///
-    /// # Errors
-    /// As [`LeaseStore::keep_alive_with`](crate::LeaseStore::keep_alive_with).
-    fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive>;
+    fn keep_alive_with(
+        &self,
+        id: LeaseId,
+        opts: KeepAliveOptions,
+    ) -> BoxFuture<'_, Result<KeepAlive>>;
 
     /// Attaches existing keys to a lease; see [`LeaseStore::attach`](crate::LeaseStore::attach).
     fn attach<'a>(&'a self, id: LeaseId, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<()>>;
@@ -129,30 +127,27 @@ pub trait AsyncLeaseStore: Send + Sync {
     /// Deletes a key; see [`LeaseStore::delete`](crate::LeaseStore::delete).
     fn delete<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<bool>>;
 
-    /// Watches a prefix; see [`LeaseStore::watch`](crate::LeaseStore::watch).
-    ///
-    /// # Errors
-    /// As [`LeaseStore::watch`](crate::LeaseStore::watch).
-    fn watch(&self, prefix: &[u8]) -> Result<Watch>;
+    /// Watches a prefix; see [`LeaseStore::watch`](crate::LeaseStore::watch). The future
+    /// resolves once the watch is registered (at once on the embedded engine; once its stream is
+    /// open on etcd); the [`Watch`] is a [`Stream`](crate::Stream).
+    fn watch<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<Watch>>;
 
     /// Watches a prefix from a revision; see
     /// [`LeaseStore::watch_from`](crate::LeaseStore::watch_from).
-    ///
-    /// # Errors
-    /// As [`LeaseStore::watch_from`](crate::LeaseStore::watch_from).
-    fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch>;
+    fn watch_from<'a>(&'a self, prefix: &'a [u8], from: Revision) -> BoxFuture<'a, Result<Watch>>;
 
     /// Watches one key exactly; see [`LeaseStore::watch_key`](crate::LeaseStore::watch_key).
-    ///
-    /// # Errors
-    /// As [`LeaseStore::watch_key`](crate::LeaseStore::watch_key).
-    fn watch_key(&self, key: &[u8]) -> Result<Watch>;
+    fn watch_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Watch>>;
 
     /// Commits a transaction; see [`LeaseStore::txn`](crate::LeaseStore::txn).
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>>;
 
     /// The store's current revision; see [`Lessor::revision`](crate::Lessor::revision).
     fn revision(&self) -> BoxFuture<'_, Result<Revision>>;
+
+    /// Whether the store can serve calls now, for a readiness probe; see
+    /// [`LeaseStore::ready`](crate::LeaseStore::ready).
+    fn ready(&self) -> BoxFuture<'_, Result<()>>;
 
     /// Closes the store; see [`LeaseStore::close`](crate::LeaseStore::close).
     fn close(&self) -> BoxFuture<'_, Result<()>>;
@@ -167,8 +162,8 @@ impl AsyncLeaseStore for AsyncLessor {
         Box::pin(AsyncLessor::grant_with_id(self, id, ttl))
     }
 
-    fn renew(&self, id: LeaseId) -> Result<Duration> {
-        AsyncLessor::renew(self, id)
+    fn renew(&self, id: LeaseId) -> BoxFuture<'_, Result<Duration>> {
+        Box::pin(std::future::ready(AsyncLessor::renew(self, id)))
     }
 
     fn revoke(&self, id: LeaseId) -> BoxFuture<'_, Result<Revision>> {
@@ -187,8 +182,14 @@ impl AsyncLeaseStore for AsyncLessor {
         Box::pin(AsyncLessor::leases(self))
     }
 
-    fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
-        AsyncLessor::keep_alive_with(self, id, opts)
+    fn keep_alive_with(
+        &self,
+        id: LeaseId,
+        opts: KeepAliveOptions,
+    ) -> BoxFuture<'_, Result<KeepAlive>> {
+        Box::pin(std::future::ready(AsyncLessor::keep_alive_with(
+            self, id, opts,
+        )))
     }
 
     fn attach<'a>(&'a self, id: LeaseId, keys: &'a [&'a [u8]]) -> BoxFuture<'a, Result<()>> {
@@ -228,16 +229,18 @@ impl AsyncLeaseStore for AsyncLessor {
         Box::pin(AsyncLessor::delete(self, key))
     }
 
-    fn watch(&self, prefix: &[u8]) -> Result<Watch> {
-        AsyncLessor::watch(self, prefix)
+    fn watch<'a>(&'a self, prefix: &'a [u8]) -> BoxFuture<'a, Result<Watch>> {
+        Box::pin(std::future::ready(AsyncLessor::watch(self, prefix)))
     }
 
-    fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
-        AsyncLessor::watch_from(self, prefix, from)
+    fn watch_from<'a>(&'a self, prefix: &'a [u8], from: Revision) -> BoxFuture<'a, Result<Watch>> {
+        Box::pin(std::future::ready(AsyncLessor::watch_from(
+            self, prefix, from,
+        )))
     }
 
-    fn watch_key(&self, key: &[u8]) -> Result<Watch> {
-        AsyncLessor::watch_key(self, key)
+    fn watch_key<'a>(&'a self, key: &'a [u8]) -> BoxFuture<'a, Result<Watch>> {
+        Box::pin(std::future::ready(AsyncLessor::watch_key(self, key)))
     }
 
     fn txn(&self, txn: Txn) -> BoxFuture<'_, Result<TxnResponse>> {
@@ -246,6 +249,10 @@ impl AsyncLeaseStore for AsyncLessor {
 
     fn revision(&self) -> BoxFuture<'_, Result<Revision>> {
         Box::pin(AsyncLessor::revision(self))
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(AsyncLessor::ready(self))
     }
 
     fn close(&self) -> BoxFuture<'_, Result<()>> {

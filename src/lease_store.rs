@@ -25,16 +25,23 @@ use crate::watch::Watch;
 /// feature, by `EtcdLessor` (an etcd cluster).
 ///
 /// Every method has the contract of the [`Lessor`] method of the same name; where a backend
-/// departs from it, that backend's docs say so. The differences on etcd, in short:
-/// - TTLs are whole seconds there (rounded up) and at least the cluster's minimum (2 s by
-///   default); [`time_to_live`](LeaseStore::time_to_live) reports whole seconds.
-/// - [`attach`](LeaseStore::attach) and [`detach`](LeaseStore::detach) rewrite each key with
-///   its own value (etcd moves a key between leases only by a put): the revision advances, the
-///   version grows and watchers see a put.
-/// - A watch cannot tell why a key was deleted: its deletes carry
-///   [`DeleteCause::Unknown`](crate::DeleteCause::Unknown).
-/// - Revisions start at 1 on a fresh etcd cluster, at 0 in a fresh embedded database; code
-///   should compare revisions, not expect given values.
+/// departs from it, that backend's docs say so. The differences, each pinned by a test that runs
+/// on both backends (`tests/conformance/differences.rs`, or `tests/etcd_faults.rs` where it
+/// needs a cluster):
+///
+/// | | embedded [`Lessor`] | `EtcdLessor` |
+/// |---|---|---|
+/// | TTL granularity | kept to the nanosecond; raised to [`Builder::min_ttl`](crate::Builder::min_ttl) (10 ms) | whole seconds, rounded up; raised to the cluster's minimum (2 s by default); [`time_to_live`](LeaseStore::time_to_live)'s `remaining` in whole seconds, rounded down |
+/// | [`attach`](LeaseStore::attach) / [`detach`](LeaseStore::detach) | in place: same revision and version, no watch event | a rewrite of each key with its own value: a new revision, the version grows, watchers see a put |
+/// | delete causes in watches | [`DeleteCause::Deleted`](crate::DeleteCause::Deleted), `LeaseRevoked(id)`, `LeaseExpired(id)` | always [`DeleteCause::Unknown`](crate::DeleteCause::Unknown) |
+/// | [`watch_from`](LeaseStore::watch_from)`(0)` | [`Error::Compacted`](crate::Error::Compacted) (0 is before any history) | from the next change (etcd reads 0 as "no start revision") |
+/// | size limits | [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) above [`Builder::max_value_size`](crate::Builder::max_value_size) (1 MiB), the value alone | `ValueTooLarge` from [`put`](LeaseStore::put) when etcd refuses the request (`--max-request-bytes`, 1.5 MiB by default, for key, value and framing together); `max` is the limit etcd named (gRPC's, 2 MiB by default) or 1.5 MiB; in a [`txn`](LeaseStore::txn), [`Error::Backend`](crate::Error::Backend) |
+/// | lease TTL on a leader change | no leader | every lease's TTL restarts in full when a new leader is elected (etcd's rule): a lease outlives its deadline by up to an election plus one TTL |
+/// | a write that fails | did not happen (see [`Error::Storage`](crate::Error::Storage) for the one exception) | [`Error::Unavailable`](crate::Error::Unavailable) after it was sent **may have committed**: read before retrying it. Retried on another endpoint only when it provably never left (connection refused) |
+/// | lease ids | assigned in sequence from 1; any id from 1 to [`LeaseId::MAX`] can be asked for | assigned by etcd's members (large, at most [`LeaseId::MAX`], which is `i64::MAX`) |
+/// | revisions | start at 0 in a fresh database | start at 1 on a fresh cluster; compare revisions, do not expect values |
+///
+/// The keep-alive's [`KeepAlive::deadline`] is on both: until when the lease is held for sure.
 ///
 /// ```
 /// use std::time::Duration;
@@ -105,6 +112,11 @@ pub trait LeaseStore: Send + Sync {
 
     /// Keeps a lease alive with the default options (renewals every third of its TTL) until the
     /// handle is cancelled or dropped; see [`Lessor::keep_alive`].
+    ///
+    /// On every backend the handle knows until when the lease is held for sure, its *local
+    /// deadline*: [`KeepAlive::deadline`]. A lock holder fences its work with it (start a step
+    /// only if it ends before the deadline); once it passes without a renewal the keep-alive
+    /// ends as [`EndReason::Expired`](crate::EndReason::Expired), network or not.
     ///
     /// # Errors
     /// As [`keep_alive_with`](LeaseStore::keep_alive_with).
@@ -202,6 +214,29 @@ pub trait LeaseStore: Send + Sync {
     /// As [`Lessor::txn`](crate::Lessor::txn).
     fn txn(&self, txn: Txn) -> Result<TxnResponse>;
 
+    /// The store's current revision: the revision of its last change. See
+    /// [`Lessor::revision`].
+    ///
+    /// # Errors
+    /// The backend's errors.
+    fn revision(&self) -> Result<Revision>;
+
+    /// Whether the store can serve calls now, for a readiness probe: `Ok(())`, or the error
+    /// that says why not. What a portable service needs to take itself out of a load balancer
+    /// (a health endpoint answers 503 on `Err`); it does not change anything.
+    ///
+    /// - The embedded engine ([`Lessor::ready`]): open, not poisoned by a failed write, and
+    ///   its ticker (which expires leases) running if it was built with one. No I/O.
+    /// - etcd (`EtcdLessor::ready`): a linearizable read answered within the request timeout
+    ///   (so a leader and a quorum are there), and no alarm raised (a full disk makes etcd
+    ///   refuse writes).
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed), [`Error::Poisoned`](crate::Error::Poisoned),
+    /// [`Error::Unavailable`](crate::Error::Unavailable) (unreachable, no leader, or the
+    /// embedded ticker stopped), [`Error::Backend`](crate::Error::Backend) (an etcd alarm).
+    fn ready(&self) -> Result<()>;
+
     /// Closes this handle (every clone of it): keep-alives end with
     /// [`EndReason::Closed`](crate::EndReason::Closed), watches end, later calls get
     /// [`Error::Closed`](crate::Error::Closed). Leases are not revoked. Calling it again does
@@ -291,6 +326,14 @@ impl LeaseStore for Lessor {
 
     fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         Lessor::txn(self, txn)
+    }
+
+    fn revision(&self) -> Result<Revision> {
+        Lessor::revision(self)
+    }
+
+    fn ready(&self) -> Result<()> {
+        Lessor::ready(self)
     }
 
     fn close(&self) -> Result<()> {

@@ -799,6 +799,39 @@ impl Lessor {
         engine.reload().map(|_| ())
     }
 
+    /// Whether the lessor can serve calls now, for a readiness probe: open, not poisoned by a
+    /// failed write, and its ticker (which expires leases) running if it was built with one.
+    /// No I/O; see [`LeaseStore::ready`](crate::LeaseStore::ready) and, for the details,
+    /// [`health`](Lessor::health).
+    ///
+    /// ```
+    /// use lessor::Lessor;
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// assert!(lessor.ready().is_ok());
+    /// lessor.close()?;
+    /// assert!(matches!(lessor.ready(), Err(lessor::Error::Closed)));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::Poisoned`], [`Error::Unavailable`] if the ticker stopped
+    /// (leases would no longer expire by themselves).
+    pub fn ready(&self) -> Result<()> {
+        let engine = &*self.handle.engine;
+        engine.check_writable()?;
+        let ticker = self.handle.ticker.lock();
+        if engine.config.ticker
+            && let Some(why) = crate::ticker::stopped(ticker.as_ref(), true)
+        {
+            return Err(Error::Unavailable(
+                format!("the ticker is not running: {why}").into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The ticker's health: whether it runs, how many expiry batches failed, and whether a
     /// storage failure has the lessor waiting to reload its file.
     pub fn health(&self) -> Health {

@@ -59,6 +59,10 @@ impl Harness for Async {
         true
     }
 
+    fn is_etcd(&self) -> bool {
+        false
+    }
+
     fn fresh_id(&self) -> LeaseId {
         static NEXT: AtomicU64 = AtomicU64::new(1_000_000);
         LeaseId::new(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap()

@@ -51,6 +51,10 @@ impl Harness for Embedded {
         true
     }
 
+    fn is_etcd(&self) -> bool {
+        false
+    }
+
     fn fresh_id(&self) -> LeaseId {
         static NEXT: AtomicU64 = AtomicU64::new(1_000_000);
         LeaseId::new(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap()

@@ -57,6 +57,10 @@ impl Harness for Etcd {
         false
     }
 
+    fn is_etcd(&self) -> bool {
+        true
+    }
+
     fn fresh_id(&self) -> LeaseId {
         // etcd's own ids are large; these are small and distinct within the run.
         static NEXT: AtomicU64 = AtomicU64::new(1_000_000);

@@ -13,112 +13,21 @@
 
 #[path = "conformance/etcd_server.rs"]
 mod etcd_server;
+#[path = "support/tcp_proxy.rs"]
+mod tcp_proxy;
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_server::EtcdServer;
 use lessor::{EndReason, EtcdLessor, EtcdOptions, KeepAlive, KeepAliveResponse};
+use tcp_proxy::Proxy;
 
 /// The lease TTL: etcd's minimum with its default election timeout.
 const TTL: Duration = Duration::from_secs(2);
 
 /// How late after its deadline a keep-alive may end (issue 16's target).
 const LATENESS: Duration = Duration::from_millis(100);
-
-/// A TCP proxy between the client and etcd, on std threads. While cut, it forwards nothing in
-/// either direction and holds every connection open (new ones too): a black hole, the worst
-/// case for a client, which sees neither data nor an error. `heal` closes the connections it
-/// held, so that the client reconnects, and forwards again.
-struct Proxy {
-    /// `http://127.0.0.1:PORT`, for `EtcdLessor::connect`.
-    endpoint: String,
-    state: Arc<ProxyState>,
-}
-
-struct ProxyState {
-    cut: AtomicBool,
-    /// Every connection accepted, both of its sockets, to close on `heal`.
-    conns: Mutex<Vec<(TcpStream, TcpStream)>>,
-}
-
-impl Proxy {
-    fn start(upstream: &str) -> Proxy {
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(ProxyState {
-            cut: AtomicBool::new(false),
-            conns: Mutex::new(Vec::new()),
-        });
-        let shared = Arc::clone(&state);
-        std::thread::Builder::new()
-            .name("proxy-accept".into())
-            .spawn(move || {
-                for client in listener.incoming() {
-                    let Ok(client) = client else { continue };
-                    let Ok(server) = TcpStream::connect(&upstream) else {
-                        continue;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    let pair = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                    shared.conns.lock().unwrap().push(pair);
-                    pump(
-                        &shared,
-                        client.try_clone().unwrap(),
-                        server.try_clone().unwrap(),
-                    );
-                    pump(&shared, server, client);
-                }
-            })
-            .unwrap();
-        Proxy { endpoint, state }
-    }
-
-    /// Stops forwarding; connections stay open.
-    fn cut(&self) {
-        self.state.cut.store(true, Ordering::SeqCst);
-    }
-
-    /// Closes every connection (their streams are corrupt: data was dropped) and forwards again.
-    fn heal(&self) {
-        let conns: Vec<_> = self.state.conns.lock().unwrap().drain(..).collect();
-        for (a, b) in conns {
-            let _ = a.shutdown(Shutdown::Both);
-            let _ = b.shutdown(Shutdown::Both);
-        }
-        self.state.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Copies `from` to `to` on a thread of its own until either closes, dropping the bytes while
-/// the proxy is cut.
-fn pump(state: &Arc<ProxyState>, mut from: TcpStream, mut to: TcpStream) {
-    let state = Arc::clone(state);
-    std::thread::Builder::new()
-        .name("proxy-pump".into())
-        .spawn(move || {
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                let n = match from.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                if state.cut.load(Ordering::SeqCst) {
-                    continue;
-                }
-                if to.write_all(&buf[..n]).is_err() {
-                    break;
-                }
-            }
-            let _ = to.shutdown(Shutdown::Write);
-        })
-        .unwrap();
-}
 
 /// Waits until the server has elected itself leader and answers.
 fn connect(endpoint: &str) -> EtcdLessor {

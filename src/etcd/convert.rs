@@ -46,7 +46,8 @@ pub(crate) fn classify(e: &etcd::Error) -> Kind {
 const CANCELLED: i32 = 1;
 const UNKNOWN: i32 = 2;
 const DEADLINE_EXCEEDED: i32 = 4;
-const UNAVAILABLE: i32 = 14;
+const RESOURCE_EXHAUSTED: i32 = 8;
+pub(crate) const UNAVAILABLE: i32 = 14;
 
 /// Classifies a gRPC status by its code and message.
 fn classify_status(code: i32, msg: &str) -> Kind {
@@ -84,6 +85,37 @@ pub(crate) fn error(e: etcd::Error, lease: Option<LeaseId>) -> Error {
         (Kind::Unavailable, _) => Error::Unavailable(Box::new(e)),
         _ => Error::Backend(Box::new(e)),
     }
+}
+
+/// etcd's default request size limit (`--max-request-bytes`, 1.5 MiB), reported when its error
+/// does not say the limit.
+pub(crate) const DEFAULT_MAX_REQUEST: usize = 1_572_864;
+
+/// If `e` is etcd refusing a request as too large, the limit it names (or etcd's default):
+/// either etcd's own check (`etcdserver: request is too large`) or gRPC's message size limit
+/// (`RESOURCE_EXHAUSTED`, "received message larger than max (LEN vs. MAX)").
+pub(crate) fn too_large(e: &Error) -> Option<usize> {
+    let Error::Backend(source) = e else {
+        return None;
+    };
+    let etcd::Error::GRpcStatus(status) = source.downcast_ref::<etcd::Error>()? else {
+        return None;
+    };
+    too_large_message(i32::from(status.code()), status.message())
+}
+
+fn too_large_message(code: i32, msg: &str) -> Option<usize> {
+    if msg.contains("request is too large") {
+        return Some(DEFAULT_MAX_REQUEST);
+    }
+    if code != RESOURCE_EXHAUSTED || !msg.contains("larger than max") {
+        return None;
+    }
+    let max = msg
+        .rsplit("vs.")
+        .next()
+        .and_then(|tail| tail.trim().trim_end_matches(')').trim().parse().ok());
+    Some(max.unwrap_or(DEFAULT_MAX_REQUEST))
 }
 
 /// The error of a call that did not finish within `limit`.
@@ -317,6 +349,23 @@ mod tests {
         for (code, msg, kind) in cases {
             assert_eq!(classify_status(code, msg), kind, "{msg}");
         }
+    }
+
+    #[test]
+    fn oversized_requests_are_recognised_with_their_limit() {
+        assert_eq!(
+            too_large_message(
+                8,
+                "grpc: received message larger than max (2100035 vs. 2097152)"
+            ),
+            Some(2_097_152)
+        );
+        assert_eq!(
+            too_large_message(3, "etcdserver: request is too large"),
+            Some(DEFAULT_MAX_REQUEST)
+        );
+        assert_eq!(too_large_message(8, "etcdserver: too many requests"), None);
+        assert_eq!(too_large_message(2, "larger than max (1 vs. 2)"), None);
     }
 
     #[test]

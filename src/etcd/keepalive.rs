@@ -18,8 +18,8 @@
 //!   and while a renewal or reconnect is in flight: when it passes, the keep-alive ends at once
 //!   as [`EndReason::Expired`], whatever the network does.
 //! - Every renewal and reconnect runs under a timeout below the TTL ([`attempt_limit`]); one
-//!   that fails or times out drops the stream and is retried (on a new stream) after
-//!   [`RETRY`] at most, until the local deadline.
+//!   that fails or times out drops the stream, marks its endpoint failed, and is retried (on a
+//!   new stream, on the next endpoint) after [`RETRY`] at most, until the local deadline.
 //! - [`EndReason::Revoked`] only when etcd answered a renewal, before the local deadline, that
 //!   the lease is gone (TTL 0, or not found on reconnect). An answer after the deadline is never
 //!   read: the deadline's timer wins, and its reason is final.
@@ -35,7 +35,8 @@ use crossbeam_channel::{Receiver, Sender};
 use etcd_client as etcd;
 use tokio::sync::Notify;
 
-use super::convert::{self, error, raw_id};
+use super::convert::{self, raw_id};
+use super::pool::Retry;
 use super::{Core, RENEWERS};
 use crate::error::{Error, Result};
 use crate::keepalive::{
@@ -95,6 +96,8 @@ pub(crate) struct Entry {
 pub(crate) struct Renewer {
     keeper: etcd::LeaseKeeper,
     stream: etcd::LeaseKeepAliveStream,
+    /// The endpoint the stream is open on (in the pool).
+    endpoint: usize,
     /// The lease's TTL as etcd last reported it.
     ttl: Duration,
     /// When the renewal that reported `ttl` was sent.
@@ -126,22 +129,23 @@ async fn renew_on(
 }
 
 /// Opens a keep-alive stream for `id` (etcd renews the lease as it opens) and renews once more
-/// to learn the TTL, which `etcd-client` does not report for the opening renewal.
-async fn open(core: &Core, id: LeaseId) -> Result<Renewer> {
-    let (mut keeper, mut stream) = core
-        .client
-        .lease_client()
-        .keep_alive(raw_id(id))
-        .await
-        .map_err(|e| error(e, Some(id)))?;
-    let sent = Instant::now();
-    match renew_on(&mut keeper, &mut stream)
-        .await
-        .map_err(|e| error(e, Some(id)))?
-    {
+/// to learn the TTL, which `etcd-client` does not report for the opening renewal; on another
+/// endpoint if one fails, until `deadline`.
+async fn open(core: &Core, id: LeaseId, deadline: tokio::time::Instant) -> Result<Renewer> {
+    let ((keeper, stream, sent, renewal), endpoint) = core
+        .pool
+        .call(deadline, Retry::Idempotent, Some(id), |c| async move {
+            let (mut keeper, mut stream) = c.lease_client().keep_alive(raw_id(id)).await?;
+            let sent = Instant::now();
+            let renewal = renew_on(&mut keeper, &mut stream).await?;
+            Ok((keeper, stream, sent, renewal))
+        })
+        .await?;
+    match renewal {
         Renewal::Alive(ttl) => Ok(Renewer {
             keeper,
             stream,
+            endpoint,
             ttl,
             sent,
             used: Instant::now(),
@@ -151,20 +155,32 @@ async fn open(core: &Core, id: LeaseId) -> Result<Renewer> {
 }
 
 /// [`EtcdLessor::renew`](super::EtcdLessor::renew): a renewal on the lease's cached stream,
-/// or on a new one.
-pub(crate) async fn renew(core: &Core, id: LeaseId) -> Result<Duration> {
+/// or on a new one (on another endpoint if the stream's failed), until `deadline`.
+pub(crate) async fn renew(
+    core: &Core,
+    id: LeaseId,
+    deadline: tokio::time::Instant,
+) -> Result<Duration> {
     let cached = core.renewers.lock().await.remove(&id);
     let mut renewer = match cached {
-        Some(mut r) => match renew_on(&mut r.keeper, &mut r.stream).await {
-            Ok(Renewal::Alive(ttl)) => {
-                r.ttl = ttl;
-                r
+        Some(mut r) => {
+            let limit = core.options.attempt_timeout;
+            let at = deadline.min(tokio::time::Instant::now() + limit);
+            match tokio::time::timeout_at(at, renew_on(&mut r.keeper, &mut r.stream)).await {
+                Ok(Ok(Renewal::Alive(ttl))) => {
+                    r.ttl = ttl;
+                    r
+                }
+                Ok(Ok(Renewal::Gone)) => return Err(Error::LeaseNotFound(id)),
+                // The stream broke or went silent (a member down, a connection dropped): open
+                // another, on the next endpoint.
+                Ok(Err(_)) | Err(_) => {
+                    core.pool.failed(r.endpoint);
+                    open(core, id, deadline).await?
+                }
             }
-            Ok(Renewal::Gone) => return Err(Error::LeaseNotFound(id)),
-            // The stream broke (etcd restarted, a connection dropped): open another.
-            Err(_) => open(core, id).await?,
-        },
-        None => open(core, id).await?,
+        }
+        None => open(core, id, deadline).await?,
     };
     renewer.used = Instant::now();
     let ttl = renewer.ttl;
@@ -180,7 +196,7 @@ pub(crate) async fn renew(core: &Core, id: LeaseId) -> Result<Duration> {
 
 /// [`EtcdLessor::keep_alive_with`](super::EtcdLessor::keep_alive_with).
 pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
-    let renewer = core.run(open(core, id))?;
+    let renewer = core.run(|deadline| open(core, id, deadline))?;
     let ttl = renewer.ttl;
     let interval = Duration::from_nanos(opts.interval_for(nanos(ttl))?);
     let started = renewer.sent;
@@ -293,18 +309,31 @@ impl Drop for Task {
     }
 }
 
-/// What one renewal attempt of a keep-alive found; `Err` for a broken stream, a failed
-/// reconnect or any other error (retried until the local deadline).
+/// A keep-alive's open stream, and the endpoint it is on.
+type Stream = (etcd::LeaseKeeper, etcd::LeaseKeepAliveStream, usize);
+
+/// What one renewal attempt of a keep-alive found, by `deadline`; `Err` for a broken or silent
+/// stream (its endpoint is then marked failed), a failed reconnect or any other error
+/// (retried until the local deadline).
 async fn attempt(
     core: &Core,
     id: LeaseId,
-    stream: &mut Option<(etcd::LeaseKeeper, etcd::LeaseKeepAliveStream)>,
+    stream: &mut Option<Stream>,
+    deadline: tokio::time::Instant,
 ) -> std::result::Result<Renewal, ()> {
     match stream.as_mut() {
-        Some((keeper, s)) => renew_on(keeper, s).await.map_err(drop),
-        None => match open(core, id).await {
+        Some((keeper, s, endpoint)) => {
+            match tokio::time::timeout_at(deadline, renew_on(keeper, s)).await {
+                Ok(Ok(renewal)) => Ok(renewal),
+                Ok(Err(_)) | Err(_) => {
+                    core.pool.failed(*endpoint);
+                    Err(())
+                }
+            }
+        }
+        None => match open(core, id, deadline).await {
             Ok(r) => {
-                *stream = Some((r.keeper, r.stream));
+                *stream = Some((r.keeper, r.stream, r.endpoint));
                 Ok(Renewal::Alive(r.ttl))
             }
             Err(Error::LeaseNotFound(_)) => Ok(Renewal::Gone),
@@ -315,7 +344,7 @@ async fn attempt(
 
 impl Task {
     async fn run(mut self, renewer: Renewer) {
-        let mut stream = Some((renewer.keeper, renewer.stream));
+        let mut stream = Some((renewer.keeper, renewer.stream, renewer.endpoint));
         let mut next = self.last_renewed + self.interval;
         // `None`: the reason was set by whoever stopped the task.
         let ended = loop {
@@ -335,9 +364,12 @@ impl Task {
                 biased;
                 () = self.stop.notified() => break None,
                 () = tokio::time::sleep_until(deadline) => break Some(EndReason::Expired),
-                outcome = tokio::time::timeout(limit, attempt(&self.core, self.id, &mut stream)) => {
-                    outcome.unwrap_or(Err(()))
-                }
+                outcome = attempt(
+                    &self.core,
+                    self.id,
+                    &mut stream,
+                    tokio::time::Instant::from_std(sent + limit),
+                ) => outcome,
             };
             match outcome {
                 Ok(Renewal::Alive(ttl)) => {

@@ -10,6 +10,10 @@
 //! async runtime is refused ([`Error::InvalidConfig`]) rather than left to panic.
 //!
 //! Shared state lives in [`Core`]:
+//! - `pool` ([`pool`]): one `etcd-client` connection per endpoint and the preferred endpoint (an
+//!   atomic); every request goes through [`Pool::call`], which retries on the next endpoint as
+//!   the request allows (reads and renewals on any transport failure, writes only when they were
+//!   never sent), under the call's deadline.
 //! - `runtime`: `None` once closed. Every call holds its read lock for the call's length; only
 //!   `close` takes the write lock, so it waits for calls in flight.
 //! - `registry` (a leaf lock): the running keep-alives and watches, so that `revoke` ends the
@@ -24,6 +28,7 @@
 
 mod convert;
 mod keepalive;
+mod pool;
 mod watch;
 
 use std::collections::HashMap;
@@ -44,12 +49,13 @@ use crate::lease_store::LeaseStore;
 use crate::txn::{OpKind, Txn, TxnResponse};
 use crate::watch::{ENDED_CLOSED, RUNNING, Watch};
 
-use self::convert::{error, header_revision, raw_id};
+use self::convert::{header_revision, raw_id};
+use self::pool::{Pool, Retry};
 
 /// How many keep-alive streams [`EtcdLessor::renew`] keeps open for reuse.
 const RENEWERS: usize = 256;
 
-/// Settings of an [`EtcdLessor`] connection.
+/// Settings of an [`EtcdLessor`] connection: timeouts, TLS and authentication.
 ///
 /// ```
 /// use std::time::Duration;
@@ -57,15 +63,42 @@ const RENEWERS: usize = 256;
 ///
 /// let opts = EtcdOptions::new()
 ///     .request_timeout(Duration::from_secs(2))
-///     .connect_timeout(Duration::from_secs(1));
+///     .connect_timeout(Duration::from_secs(1))
+///     .attempt_timeout(Duration::from_millis(500));
 /// # let _ = opts;
+/// ```
+///
+/// A production cluster, with TLS and a user (the endpoints are then `https://`):
+///
+/// ```no_run
+/// use lessor::{EtcdLessor, EtcdOptions};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let opts = EtcdOptions::new()
+///     .ca_certificate(std::fs::read("/etc/etcd/ca.pem")?)
+///     .client_certificate(
+///         std::fs::read("/etc/etcd/client.pem")?,
+///         std::fs::read("/etc/etcd/client-key.pem")?,
+///     )
+///     .user("lessor", "secret");
+/// let store = EtcdLessor::connect(
+///     ["https://10.0.0.1:2379", "https://10.0.0.2:2379", "https://10.0.0.3:2379"],
+///     opts,
+/// )?;
+/// # let _ = store;
+/// # Ok(()) }
 /// ```
 #[must_use]
 #[derive(Clone)]
 pub struct EtcdOptions {
     request_timeout: Duration,
     connect_timeout: Duration,
+    attempt_timeout: Duration,
+    keep_alive: (Duration, Duration),
     user: Option<(String, String)>,
+    ca_certificate: Option<Vec<u8>>,
+    client_certificate: Option<(Vec<u8>, Vec<u8>)>,
+    tls_domain: Option<String>,
 }
 
 impl Default for EtcdOptions {
@@ -73,33 +106,118 @@ impl Default for EtcdOptions {
         EtcdOptions {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(2),
+            keep_alive: (Duration::from_secs(10), Duration::from_secs(5)),
             user: None,
+            ca_certificate: None,
+            client_certificate: None,
+            tls_domain: None,
         }
     }
 }
 
 impl EtcdOptions {
-    /// The defaults: 5 s per request, 5 s to connect, no authentication.
+    /// The defaults: 5 s per request, 5 s to connect, 2 s per attempt on one endpoint, HTTP/2
+    /// pings every 10 s (5 s to answer), no TLS, no authentication.
     pub fn new() -> EtcdOptions {
         EtcdOptions::default()
     }
 
-    /// How long a call waits for etcd before failing with [`Error::Unavailable`]. Default 5 s.
+    /// The longest any call blocks, retries on other endpoints included; past it the call
+    /// fails with [`Error::Unavailable`]. Default 5 s.
     pub fn request_timeout(mut self, limit: Duration) -> Self {
         self.request_timeout = limit;
         self
     }
 
-    /// How long [`EtcdLessor::connect`] waits for the cluster to answer. Default 5 s.
+    /// How long [`EtcdLessor::connect`] waits for the cluster to answer, and how long one
+    /// endpoint is given to accept a connection. Default 5 s.
     pub fn connect_timeout(mut self, limit: Duration) -> Self {
         self.connect_timeout = limit;
         self
     }
 
-    /// Authenticates as `name` with `password` (etcd's auth). Default: none.
+    /// How long one attempt of a call that can be retried (a read, a renewal, opening a watch)
+    /// waits on one endpoint before trying the next: what a frozen or cut-off member costs such
+    /// a call. Writes are not retried after they were sent, so they wait up to the request
+    /// timeout. Default 2 s.
+    pub fn attempt_timeout(mut self, limit: Duration) -> Self {
+        self.attempt_timeout = limit;
+        self
+    }
+
+    /// HTTP/2 pings on each connection: one every `interval`, and a connection whose ping is
+    /// not answered within `timeout` is closed (its streams, watches included, are reopened on
+    /// another endpoint). etcd refuses pings more often than every 5 s by default
+    /// (`--grpc-keepalive-min-time`). Default 10 s and 5 s.
+    pub fn keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.keep_alive = (interval, timeout);
+        self
+    }
+
+    /// Authenticates as `name` with `password` (etcd's auth); the token is refreshed when etcd
+    /// says it expired. Default: none.
     pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((name.into(), password.into()));
         self
+    }
+
+    /// Trusts the certificate authority `pem` (PEM-encoded) for the cluster's server
+    /// certificates, and turns TLS on: endpoints must then be `https://` (or have no scheme).
+    /// Default: no TLS.
+    pub fn ca_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.ca_certificate = Some(pem.into());
+        self
+    }
+
+    /// Presents a client certificate and its private key (both PEM-encoded) to the cluster, for
+    /// etcd's `--client-cert-auth`; turns TLS on. Default: none.
+    pub fn client_certificate(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.client_certificate = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// The name the servers' certificates must carry, when it is not the endpoints' host.
+    /// Default: each endpoint's host.
+    pub fn tls_domain(mut self, name: impl Into<String>) -> Self {
+        self.tls_domain = Some(name.into());
+        self
+    }
+
+    fn tls(&self) -> bool {
+        self.ca_certificate.is_some()
+            || self.client_certificate.is_some()
+            || self.tls_domain.is_some()
+    }
+
+    /// `etcd-client`'s options for one endpoint's connection.
+    fn connect_options(&self) -> etcd::ConnectOptions {
+        let mut connect = etcd::ConnectOptions::new()
+            .with_connect_timeout(self.connect_timeout)
+            .with_keep_alive(self.keep_alive.0, self.keep_alive.1);
+        if let Some((name, password)) = &self.user {
+            connect = connect
+                .with_user(name.clone(), password.clone())
+                .with_auto_token_refresh(true);
+        }
+        if self.tls() {
+            let mut tls = etcd::TlsOptions::new();
+            if let Some(ca) = &self.ca_certificate {
+                tls = tls.ca_certificate(etcd::Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &self.client_certificate {
+                tls = tls.identity(etcd::Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &self.tls_domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            connect = connect.with_tls(tls);
+        }
+        connect
     }
 }
 
@@ -108,7 +226,12 @@ impl fmt::Debug for EtcdOptions {
         f.debug_struct("EtcdOptions")
             .field("request_timeout", &self.request_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("keep_alive", &self.keep_alive)
             .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .field("ca_certificate", &self.ca_certificate.is_some())
+            .field("client_certificate", &self.client_certificate.is_some())
+            .field("tls_domain", &self.tls_domain)
             .finish()
     }
 }
@@ -143,9 +266,20 @@ impl fmt::Debug for EtcdOptions {
 ///   most [`EtcdOptions::request_timeout`]) and is retried. A lease revoked through this handle
 ///   ends them as [`EndReason::Revoked`] at once; one that etcd says is gone, in an answer that
 ///   came before the local deadline, too (revoked by another client).
+/// - **Failover**: give every member's endpoint. Each endpoint has a connection of its own, and
+///   calls go to the last one that answered. Reads, renewals and watch (re)opens move to the
+///   next endpoint when one fails or stays silent past [`EtcdOptions::attempt_timeout`];
+///   writes only when the request provably never left (the connection could not be made).
+///   No call blocks longer than [`EtcdOptions::request_timeout`].
 /// - **Errors**: an unreachable cluster, a lost leader or a timeout is [`Error::Unavailable`]
-///   (the transport's error attached); other refusals without a variant of ours are
-///   [`Error::Backend`]. Key and value sizes are etcd's to limit.
+///   (the transport's error attached). **A write that fails with `Unavailable` after it was
+///   sent may have committed** (etcd's own rule): read before retrying it. Other refusals
+///   without a variant of ours are [`Error::Backend`]. A put that etcd refuses as too large
+///   is [`Error::ValueTooLarge`] (etcd limits the whole request: `--max-request-bytes`,
+///   1.5 MiB by default).
+/// - **Leases on a leader change**: etcd restarts every lease's TTL when a new leader is
+///   elected, so a lease can outlive its deadline by an election plus one TTL; the local
+///   deadline ([`KeepAlive::deadline`]) never counts on that.
 /// - **Revisions** start at 1 on a fresh cluster; granting does not advance them, as in the
 ///   embedded engine.
 ///
@@ -180,7 +314,8 @@ impl Drop for Handle {
 
 /// State shared by every clone, keep-alive handle and task; see the module docs.
 pub(crate) struct Core {
-    client: etcd::Client,
+    /// The endpoints, one connection each, and which one calls try first.
+    pool: Pool,
     options: EtcdOptions,
     /// The runtime; `None` once closed. Read-locked by every call for its length.
     runtime: RwLock<Option<Runtime>>,
@@ -206,7 +341,9 @@ impl EtcdLessor {
     /// cluster) and checks that it answers.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] if no endpoint answers within the connect timeout;
+    /// [`Error::InvalidConfig`] for no endpoint, a zero timeout, or TLS options with an
+    /// `http://` endpoint; [`Error::Unavailable`] if no endpoint answers within the connect
+    /// timeout;
     /// [`Error::Backend`] for a malformed endpoint or refused credentials; [`Error::Spawn`] if
     /// the runtime thread cannot start.
     pub fn connect<E: AsRef<str>>(
@@ -220,6 +357,22 @@ impl EtcdLessor {
         if endpoints.is_empty() {
             return Err(Error::InvalidConfig("no etcd endpoint given"));
         }
+        if [
+            options.request_timeout,
+            options.connect_timeout,
+            options.attempt_timeout,
+        ]
+        .contains(&Duration::ZERO)
+        {
+            return Err(Error::InvalidConfig(
+                "etcd timeouts (request, connect, attempt) must be above zero",
+            ));
+        }
+        if options.tls() && endpoints.iter().any(|e| e.starts_with("http://")) {
+            return Err(Error::InvalidConfig(
+                "TLS options need https:// endpoints (or endpoints without a scheme)",
+            ));
+        }
         refuse_inside_runtime()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -227,37 +380,32 @@ impl EtcdLessor {
             .enable_all()
             .build()
             .map_err(Error::Spawn)?;
-        let mut connect = etcd::ConnectOptions::new()
-            .with_connect_timeout(options.connect_timeout)
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if let Some((name, password)) = &options.user {
-            connect = connect.with_user(name.clone(), password.clone());
-        }
-        let limit = options.connect_timeout;
-        let client = runtime.block_on(async {
-            let attempt = async {
-                let mut client = etcd::Client::connect(&endpoints, Some(connect)).await?;
-                // Connecting is lazy: ask for something to know that the cluster answers.
-                client.status().await?;
-                Ok::<_, etcd::Error>(client)
-            };
-            match tokio::time::timeout(limit, attempt).await {
-                Ok(Ok(client)) => Ok(client),
-                Ok(Err(e)) => Err(error(e, None)),
-                Err(_) => Err(convert::timed_out(limit)),
-            }
+        let pool = Pool::new(
+            endpoints,
+            options.connect_options(),
+            options.attempt_timeout,
+        );
+        // Connecting is lazy: ask one endpoint after another for its status, to know that the
+        // cluster answers (and that the credentials are good).
+        let deadline = tokio::time::Instant::now() + options.connect_timeout;
+        let checked = runtime.block_on(async {
+            tokio::time::timeout_at(
+                deadline,
+                pool.call(deadline, Retry::Idempotent, None, |c| async move {
+                    c.maintenance_client().status().await
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| Err(convert::timed_out(options.connect_timeout)))
         });
-        let client = match client {
-            Ok(client) => client,
-            Err(e) => {
-                runtime.shutdown_background();
-                return Err(e);
-            }
-        };
+        if let Err(e) = checked {
+            runtime.shutdown_background();
+            return Err(e);
+        }
         Ok(EtcdLessor {
             handle: Arc::new(Handle {
                 core: Arc::new(Core {
-                    client,
+                    pool,
                     options,
                     runtime: RwLock::new(Some(runtime)),
                     registry: Mutex::new(Registry::default()),
@@ -296,7 +444,7 @@ impl EtcdLessor {
     /// [`Error::LeaseNotFound`] if it is not alive, [`Error::Unavailable`], [`Error::Closed`].
     pub fn renew(&self, id: LeaseId) -> Result<Duration> {
         let core = self.core();
-        core.run(keepalive::renew(core, id))
+        core.run(|deadline| keepalive::renew(core, id, deadline))
     }
 
     /// Keeps a lease alive with the default options; see
@@ -347,27 +495,27 @@ impl EtcdLessor {
     }
 
     fn lease_info(&self, id: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
-        self.core().run(async {
-            let mut lease = self.core().client.lease_client();
-            let opts = etcd::LeaseTimeToLiveOptions::new();
-            let resp = lease
-                .time_to_live(
-                    raw_id(id),
-                    Some(if with_keys { opts.with_keys() } else { opts }),
-                )
-                .await
-                .map_err(|e| error(e, Some(id)))?;
-            if resp.ttl() < 0 {
-                return Err(Error::LeaseNotFound(id));
-            }
-            let mut keys = resp.keys().to_vec();
-            keys.sort();
-            Ok(LeaseInfo {
-                id,
-                ttl: convert::secs(resp.granted_ttl()),
-                remaining: convert::secs(resp.ttl()),
-                keys,
-            })
+        let resp = self
+            .core()
+            .call(Retry::Idempotent, Some(id), |c| async move {
+                let opts = etcd::LeaseTimeToLiveOptions::new();
+                c.lease_client()
+                    .time_to_live(
+                        raw_id(id),
+                        Some(if with_keys { opts.with_keys() } else { opts }),
+                    )
+                    .await
+            })?;
+        if resp.ttl() < 0 {
+            return Err(Error::LeaseNotFound(id));
+        }
+        let mut keys = resp.keys().to_vec();
+        keys.sort();
+        Ok(LeaseInfo {
+            id,
+            ttl: convert::secs(resp.granted_ttl()),
+            remaining: convert::secs(resp.ttl()),
+            keys,
         })
     }
 
@@ -376,22 +524,16 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn leases(&self) -> Result<Vec<LeaseId>> {
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .lease_client()
-                .leases()
-                .await
-                .map_err(|e| error(e, None))?;
-            let mut ids: Vec<LeaseId> = resp
-                .leases()
-                .iter()
-                .filter_map(|l| convert::lease_id(l.id()))
-                .collect();
-            ids.sort();
-            Ok(ids)
-        })
+        let resp = self.core().call(Retry::Idempotent, None, |c| async move {
+            c.lease_client().leases().await
+        })?;
+        let mut ids: Vec<LeaseId> = resp
+            .leases()
+            .iter()
+            .filter_map(|l| convert::lease_id(l.id()))
+            .collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// Writes `key = value` with no lease (detaching it from any). Returns the new revision.
@@ -424,16 +566,10 @@ impl EtcdLessor {
         if key.is_empty() {
             return Ok(None);
         }
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .kv_client()
-                .get(key, None)
-                .await
-                .map_err(|e| error(e, None))?;
-            Ok(resp.kvs().first().map(convert::key_value))
-        })
+        let resp = self.core().call(Retry::Idempotent, None, |c| async move {
+            c.kv_client().get(key, None).await
+        })?;
+        Ok(resp.kvs().first().map(convert::key_value))
     }
 
     /// Reads every key that starts with `prefix`, in key order (`""`: every key).
@@ -451,18 +587,14 @@ impl EtcdLessor {
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
         let prefix = prefix.as_ref();
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .kv_client()
+        let resp = self.core().call(Retry::Idempotent, None, |c| async move {
+            c.kv_client()
                 .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
                 .await
-                .map_err(|e| error(e, None))?;
-            Ok(Snapshot {
-                revision: header_revision(resp.header()),
-                kvs: resp.kvs().iter().map(convert::key_value).collect(),
-            })
+        })?;
+        Ok(Snapshot {
+            revision: header_revision(resp.header()),
+            kvs: resp.kvs().iter().map(convert::key_value).collect(),
         })
     }
 
@@ -473,16 +605,10 @@ impl EtcdLessor {
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = key.as_ref();
         check_key(key)?;
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .kv_client()
-                .delete(key, None)
-                .await
-                .map_err(|e| error(e, None))?;
-            Ok(resp.deleted() > 0)
-        })
+        let resp = self.core().call(Retry::Write, None, |c| async move {
+            c.kv_client().delete(key, None).await
+        })?;
+        Ok(resp.deleted() > 0)
     }
 
     /// Attaches existing keys to lease `id`, all or nothing, by rewriting each with its own
@@ -562,29 +688,24 @@ impl EtcdLessor {
                 _ => None,
             });
         let request = convert::txn(&txn);
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .kv_client()
-                .txn(request)
-                .await
-                .map_err(|e| error(e, first_lease))?;
-            let ops = if resp.succeeded() {
-                &txn.then
-            } else {
-                &txn.otherwise
-            };
-            Ok(TxnResponse {
-                succeeded: resp.succeeded(),
-                revision: header_revision(resp.header()),
-                responses: resp
-                    .op_responses()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| convert::op_response(ops.get(i), r))
-                    .collect(),
-            })
+        let resp = self.core().call(Retry::Write, first_lease, |c| {
+            let request = request.clone();
+            async move { c.kv_client().txn(request).await }
+        })?;
+        let ops = if resp.succeeded() {
+            &txn.then
+        } else {
+            &txn.otherwise
+        };
+        Ok(TxnResponse {
+            succeeded: resp.succeeded(),
+            revision: header_revision(resp.header()),
+            responses: resp
+                .op_responses()
+                .iter()
+                .enumerate()
+                .map(|(i, r)| convert::op_response(ops.get(i), r))
+                .collect(),
         })
     }
 
@@ -593,16 +714,36 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn revision(&self) -> Result<Revision> {
-        self.core().run(async {
-            let resp = self
-                .core()
-                .client
-                .kv_client()
-                .get("\0", Some(etcd::GetOptions::new().with_count_only()))
+        self.core().revision()
+    }
+
+    /// Whether the cluster can serve calls now, for a readiness probe: a linearizable read
+    /// answered within the request timeout (a leader and a quorum are there), and no alarm
+    /// raised (etcd refuses writes under a `NOSPACE` alarm): two requests, each within the
+    /// request timeout. See [`LeaseStore::ready`].
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] (unreachable, no leader, too slow), [`Error::Backend`] naming the
+    /// alarm, [`Error::Closed`].
+    pub fn ready(&self) -> Result<()> {
+        let core = self.core();
+        core.revision()?;
+        let resp = core.call(Retry::Idempotent, None, |c| async move {
+            c.maintenance_client()
+                .alarm(etcd::AlarmAction::Get, etcd::AlarmType::None, None)
                 .await
-                .map_err(|e| error(e, None))?;
-            Ok(header_revision(resp.header()))
-        })
+        })?;
+        if let Some(alarm) = resp.alarms().first() {
+            return Err(Error::Backend(
+                format!(
+                    "etcd member {:x} raised the alarm {:?}",
+                    alarm.member_id(),
+                    alarm.alarm()
+                )
+                .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Closes the connection: keep-alives end with [`EndReason::Closed`] (their leases are not
@@ -621,69 +762,92 @@ impl EtcdLessor {
 impl Core {
     /// Runs `fut` to completion on the runtime, from the calling thread, under the request
     /// deadline.
-    pub(crate) fn run<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
+    pub(crate) fn run<T, Fut>(&self, fut: impl FnOnce(tokio::time::Instant) -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
         refuse_inside_runtime()?;
         let guard = self.runtime.read();
         let runtime = guard.as_ref().ok_or(Error::Closed)?;
         let limit = self.options.request_timeout;
         runtime.block_on(async {
-            tokio::time::timeout(limit, fut)
+            let deadline = tokio::time::Instant::now() + limit;
+            tokio::time::timeout_at(deadline, fut(deadline))
                 .await
                 .unwrap_or_else(|_| Err(convert::timed_out(limit)))
         })
     }
 
+    /// Runs one request with `f` on the cluster's client (see [`Pool::call`] for the retries),
+    /// from the calling thread, under the request deadline.
+    pub(crate) fn call<T, F, Fut>(&self, retry: Retry, lease: Option<LeaseId>, f: F) -> Result<T>
+    where
+        F: FnMut(etcd::Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd::Error>>,
+    {
+        self.run(|deadline| async move {
+            self.pool
+                .call(deadline, retry, lease, f)
+                .await
+                .map(|(value, _)| value)
+        })
+    }
+
+    /// The cluster's current revision: a count-only read of one key.
+    fn revision(&self) -> Result<Revision> {
+        let resp = self.call(Retry::Idempotent, None, |c| async move {
+            c.kv_client()
+                .get("\0", Some(etcd::GetOptions::new().with_count_only()))
+                .await
+        })?;
+        Ok(header_revision(resp.header()))
+    }
+
     fn grant(&self, id: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
         let secs = convert::ttl_secs(ttl)?;
-        self.run(async {
+        let resp = self.call(Retry::Write, id, |c| async move {
             let options = id.map(|id| etcd::LeaseGrantOptions::new().with_id(raw_id(id)));
-            let resp = self
-                .client
-                .lease_client()
-                .grant(secs, options)
-                .await
-                .map_err(|e| error(e, id))?;
-            if !resp.error().is_empty() {
-                return Err(Error::Backend(resp.error().to_owned().into()));
-            }
-            let granted = convert::lease_id(resp.id()).ok_or_else(|| {
-                Error::Backend(format!("etcd granted an invalid lease id {}", resp.id()).into())
-            })?;
-            Ok(Lease {
-                id: granted,
-                ttl: convert::secs(resp.ttl()),
-                revision: header_revision(resp.header()),
-            })
+            c.lease_client().grant(secs, options).await
+        })?;
+        if !resp.error().is_empty() {
+            return Err(Error::Backend(resp.error().to_owned().into()));
+        }
+        let granted = convert::lease_id(resp.id()).ok_or_else(|| {
+            Error::Backend(format!("etcd granted an invalid lease id {}", resp.id()).into())
+        })?;
+        Ok(Lease {
+            id: granted,
+            ttl: convert::secs(resp.ttl()),
+            revision: header_revision(resp.header()),
         })
     }
 
     pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
-        let revision = self.run(async {
-            let resp = self
-                .client
-                .lease_client()
-                .revoke(raw_id(id))
-                .await
-                .map_err(|e| error(e, Some(id)))?;
-            self.renewers.lock().await.remove(&id);
-            Ok(header_revision(resp.header()))
+        let resp = self.call(Retry::Write, Some(id), |c| async move {
+            c.lease_client().revoke(raw_id(id)).await
         })?;
+        if let Some(runtime) = self.runtime.read().as_ref() {
+            runtime.block_on(async { self.renewers.lock().await.remove(&id) });
+        }
         self.lease_ended(id, EndReason::Revoked);
-        Ok(revision)
+        Ok(header_revision(resp.header()))
     }
 
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
         check_key(key)?;
-        self.run(async {
-            let options = lease.map(|id| etcd::PutOptions::new().with_lease(raw_id(id)));
-            let resp = self
-                .client
-                .kv_client()
-                .put(key, value, options)
-                .await
-                .map_err(|e| error(e, lease))?;
-            Ok(header_revision(resp.header()))
-        })
+        let resp = self
+            .call(Retry::Write, lease, |c| async move {
+                let options = lease.map(|id| etcd::PutOptions::new().with_lease(raw_id(id)));
+                c.kv_client().put(key, value, options).await
+            })
+            .map_err(|e| match convert::too_large(&e) {
+                Some(max) => Error::ValueTooLarge {
+                    len: value.len(),
+                    max,
+                },
+                None => e,
+            })?;
+        Ok(header_revision(resp.header()))
     }
 
     /// Attaches (`attach`) or detaches keys: one transaction that rewrites each key with its own
@@ -703,23 +867,14 @@ impl Core {
         }
         if keys.is_empty() {
             // Nothing to move: still say whether the lease is alive, as the embedded engine.
-            return self
-                .run(async {
-                    let resp = self
-                        .client
-                        .lease_client()
-                        .time_to_live(raw_id(id), None)
-                        .await
-                        .map_err(|e| error(e, Some(id)))?;
-                    Ok(resp.ttl())
-                })
-                .and_then(|ttl| {
-                    if ttl < 0 {
-                        Err(Error::LeaseNotFound(id))
-                    } else {
-                        Ok(())
-                    }
-                });
+            let resp = self.call(Retry::Idempotent, Some(id), |c| async move {
+                c.lease_client().time_to_live(raw_id(id), None).await
+            })?;
+            return if resp.ttl() < 0 {
+                Err(Error::LeaseNotFound(id))
+            } else {
+                Ok(())
+            };
         }
         let compares: Vec<etcd::Compare> = keys
             .iter()
@@ -748,12 +903,9 @@ impl Core {
             .map(|k| etcd::TxnOp::get(k.clone(), None))
             .collect();
         let txn = etcd::Txn::new().when(compares).and_then(puts).or_else(gets);
-        let resp = self.run(async {
-            self.client
-                .kv_client()
-                .txn(txn)
-                .await
-                .map_err(|e| error(e, Some(id)))
+        let resp = self.call(Retry::Write, Some(id), |c| {
+            let txn = txn.clone();
+            async move { c.kv_client().txn(txn).await }
         })?;
         if resp.succeeded() {
             return Ok(());
@@ -967,6 +1119,14 @@ impl LeaseStore for EtcdLessor {
 
     fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         EtcdLessor::txn(self, txn)
+    }
+
+    fn revision(&self) -> Result<Revision> {
+        EtcdLessor::revision(self)
+    }
+
+    fn ready(&self) -> Result<()> {
+        EtcdLessor::ready(self)
     }
 
     fn close(&self) -> Result<()> {

@@ -20,7 +20,8 @@ use crossbeam_channel::{Sender, TrySendError};
 use etcd_client as etcd;
 
 use super::Core;
-use super::convert::{self, error};
+use super::convert;
+use super::pool::Retry;
 use crate::error::{Error, Result};
 use crate::lease::Revision;
 use crate::signal::Notifier;
@@ -51,45 +52,53 @@ enum Opened {
 }
 
 /// Opens a watch stream of `prefix` (`exact`: of that key alone, etcd's empty `range_end`) from
-/// `from` (0: the next change) and waits for etcd to confirm it.
-async fn open(core: &Core, prefix: &[u8], exact: bool, from: i64) -> Result<Opened> {
-    let mut options = etcd::WatchOptions::new();
-    if !exact {
-        options = options.with_prefix();
-    }
-    if from > 0 {
-        options = options.with_start_revision(from);
-    }
-    let mut stream = core
-        .client
-        .watch_client()
-        .watch(prefix, Some(options))
-        .await
-        .map_err(|e| error(e, None))?;
-    loop {
-        match stream.message().await.map_err(|e| error(e, None))? {
-            Some(resp) if resp.canceled() && resp.compact_revision() > 0 => {
-                return Ok(Opened::Compacted(resp.compact_revision()));
+/// `from` (0: the next change) and waits for etcd to confirm it; on another endpoint if one
+/// fails, until `deadline`. Returns the endpoint it is open on too.
+async fn open(
+    core: &Core,
+    prefix: &[u8],
+    exact: bool,
+    from: i64,
+    deadline: tokio::time::Instant,
+) -> Result<(Opened, usize)> {
+    let (opened, endpoint) = core
+        .pool
+        .call(deadline, Retry::Idempotent, None, |c| async move {
+            let mut options = etcd::WatchOptions::new();
+            if !exact {
+                options = options.with_prefix();
             }
-            Some(resp) if resp.canceled() => {
-                return Err(Error::Backend(
-                    format!("etcd cancelled the watch: {}", resp.cancel_reason()).into(),
-                ));
+            if from > 0 {
+                options = options.with_start_revision(from);
             }
-            Some(resp) if resp.created() => {
-                let now = resp.header().map_or(0, etcd::ResponseHeader::revision);
-                // From `from` if asked, else from the revision after the one etcd was at.
-                let after = if from > 0 { from - 1 } else { now };
-                return Ok(Opened::Stream(Box::new(stream), after));
+            let mut stream = c.watch_client().watch(prefix, Some(options)).await?;
+            loop {
+                match stream.message().await? {
+                    Some(resp) if resp.canceled() && resp.compact_revision() > 0 => {
+                        return Ok(Ok(Opened::Compacted(resp.compact_revision())));
+                    }
+                    Some(resp) if resp.canceled() => {
+                        return Ok(Err(Error::Backend(
+                            format!("etcd cancelled the watch: {}", resp.cancel_reason()).into(),
+                        )));
+                    }
+                    Some(resp) if resp.created() => {
+                        let now = resp.header().map_or(0, etcd::ResponseHeader::revision);
+                        // From `from` if asked, else from the revision after the one etcd was at.
+                        let after = if from > 0 { from - 1 } else { now };
+                        return Ok(Ok(Opened::Stream(Box::new(stream), after)));
+                    }
+                    Some(_) => {}
+                    None => {
+                        return Err(etcd::Error::WatchError(
+                            "etcd closed the watch stream".to_owned(),
+                        ));
+                    }
+                }
             }
-            Some(_) => {}
-            None => {
-                return Err(Error::Unavailable(
-                    "etcd closed the watch stream".to_owned().into(),
-                ));
-            }
-        }
-    }
+        })
+        .await?;
+    Ok((opened?, endpoint))
 }
 
 /// [`EtcdLessor::watch`](super::EtcdLessor::watch), `watch_from` and `watch_key` (`exact`).
@@ -100,7 +109,7 @@ pub(crate) fn start(
     from: Option<Revision>,
 ) -> Result<Watch> {
     let raw_from = from.map_or(0, |r| i64::try_from(r.get()).unwrap_or(i64::MAX));
-    let opened = core.run(open(core, prefix, exact, raw_from))?;
+    let (opened, endpoint) = core.run(|deadline| open(core, prefix, exact, raw_from, deadline))?;
     let (stream, after) = match opened {
         Opened::Stream(stream, after) => (stream, after),
         Opened::Compacted(oldest) => {
@@ -122,6 +131,7 @@ pub(crate) fn start(
         prefix: prefix.to_vec(),
         exact,
         next: after.saturating_add(1),
+        endpoint,
         ended: Arc::clone(&ended),
         tx: Some(tx),
         notifier: Some(notifier),
@@ -154,6 +164,8 @@ struct Task {
     exact: bool,
     /// The revision to reopen the stream from: the one after the last event delivered.
     next: i64,
+    /// The endpoint the stream is open on.
+    endpoint: usize,
     ended: Arc<AtomicU8>,
     /// `None` only while the task is dropped.
     tx: Option<Sender<WatchEvent>>,
@@ -225,7 +237,8 @@ impl Task {
 
     /// Reopens the stream from `next`, retrying with a growing pause until etcd answers;
     /// `None` if the watch is no longer wanted.
-    async fn reopen(&self) -> Option<Opened> {
+    async fn reopen(&mut self) -> Option<Opened> {
+        self.core.pool.failed(self.endpoint);
         let mut pause = Duration::from_millis(10);
         loop {
             if !self.core.is_open() {
@@ -233,7 +246,11 @@ impl Task {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_BACKOFF * 10);
-            if let Ok(opened) = open(&self.core, &self.prefix, self.exact, self.next).await {
+            let deadline = tokio::time::Instant::now() + self.core.options.request_timeout;
+            if let Ok((opened, endpoint)) =
+                open(&self.core, &self.prefix, self.exact, self.next, deadline).await
+            {
+                self.endpoint = endpoint;
                 return Some(opened);
             }
         }

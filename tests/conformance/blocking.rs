@@ -24,7 +24,7 @@ impl<S: AsyncLeaseStore> LeaseStore for Blocking<S> {
     }
 
     fn renew(&self, id: LeaseId) -> Result<Duration> {
-        self.0.renew(id)
+        block_on(self.0.renew(id))
     }
 
     fn revoke(&self, id: LeaseId) -> Result<Revision> {
@@ -44,7 +44,7 @@ impl<S: AsyncLeaseStore> LeaseStore for Blocking<S> {
     }
 
     fn keep_alive_with(&self, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
-        self.0.keep_alive_with(id, opts)
+        block_on(self.0.keep_alive_with(id, opts))
     }
 
     fn attach(&self, id: LeaseId, keys: &[&[u8]]) -> Result<()> {
@@ -80,19 +80,27 @@ impl<S: AsyncLeaseStore> LeaseStore for Blocking<S> {
     }
 
     fn watch(&self, prefix: &[u8]) -> Result<Watch> {
-        self.0.watch(prefix)
+        block_on(self.0.watch(prefix))
     }
 
     fn watch_from(&self, prefix: &[u8], from: Revision) -> Result<Watch> {
-        self.0.watch_from(prefix, from)
+        block_on(self.0.watch_from(prefix, from))
     }
 
     fn watch_key(&self, key: &[u8]) -> Result<Watch> {
-        self.0.watch_key(key)
+        block_on(self.0.watch_key(key))
     }
 
     fn txn(&self, txn: Txn) -> Result<TxnResponse> {
         block_on(self.0.txn(txn))
+    }
+
+    fn revision(&self) -> Result<Revision> {
+        block_on(self.0.revision())
+    }
+
+    fn ready(&self) -> Result<()> {
+        block_on(self.0.ready())
     }
 
     fn close(&self) -> Result<()> {

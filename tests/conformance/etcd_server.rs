@@ -22,8 +22,18 @@ impl EtcdServer {
     /// Starts a server and waits (up to 30 s) until it accepts connections. Panics with the
     /// server's log if it cannot start.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_with("http", &[], None)
+    }
+
+    /// Starts a server whose client URL has `scheme` (`https` with TLS flags in `extra`), with
+    /// `extra` flags, in `dir` if given (a folder the test prepared, with certificates).
+    pub fn start_with(
+        scheme: &str,
+        extra: &[String],
+        dir: Option<tempfile::TempDir>,
+    ) -> EtcdServer {
         let binary = std::env::var_os("LESSOR_ETCD").unwrap_or_else(|| "etcd".into());
-        let dir = tempfile::tempdir().expect("a temporary folder for etcd");
+        let dir = dir.unwrap_or_else(|| tempfile::tempdir().expect("a temporary folder for etcd"));
         // Ask the OS for two free loopback ports; both listeners live until both are known.
         let (client, peer) = {
             let a = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -33,7 +43,7 @@ impl EtcdServer {
                 b.local_addr().unwrap().port(),
             )
         };
-        let client_url = format!("http://127.0.0.1:{client}");
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
         let log: PathBuf = dir.path().join("etcd.log");
         let log_file = std::fs::File::create(&log).unwrap();
@@ -48,6 +58,7 @@ impl EtcdServer {
             .arg("--initial-cluster-state=new")
             .arg("--logger=zap")
             .arg("--log-level=warn")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)

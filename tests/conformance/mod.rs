@@ -11,9 +11,11 @@
 
 pub mod blocking;
 pub mod concurrency;
+pub mod differences;
 pub mod etcd_server;
 
 pub use concurrency::*;
+pub use differences::*;
 
 use std::time::{Duration, Instant};
 
@@ -51,6 +53,9 @@ pub trait Harness {
 
     /// An id that no lease has, for `grant_with_id`.
     fn fresh_id(&self) -> LeaseId;
+
+    /// Whether the store is etcd (the tests in `differences.rs` assert each backend's way).
+    fn is_etcd(&self) -> bool;
 
     /// A key under this test's prefix.
     fn key(&self, name: &str) -> Vec<u8> {
@@ -91,7 +96,14 @@ macro_rules! all_cases {
             mutex_lock_until_timeout_leaves_no_key,
             mutex_passes_on_when_the_holders_session_expires,
             mutex_fencing_refuses_a_stale_holder,
-            election_proclaim_resign_failover_observe
+            election_proclaim_resign_failover_observe,
+            ttl_granularity_and_rounding,
+            attach_is_a_rewrite_on_etcd_only,
+            delete_causes,
+            watch_from_zero,
+            size_limits,
+            lease_id_ranges,
+            revision_and_readiness
         );
     };
 }
