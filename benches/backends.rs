@@ -1,15 +1,20 @@
-//! The same small workload on both backends, side by side, from one run: for each of N leases,
+//! The same small workload on the backends, side by side, from one run: for each of N leases,
 //! grant, renew (twice: etcd's first renewal of a lease opens its keep-alive stream), put a key
-//! with the lease, revoke. Single thread, through `&dyn LeaseStore`, so both run the same code.
+//! with the lease, revoke. Through `&dyn LeaseStore`, so every backend runs the same code; on 1
+//! thread, then on 8 (each with its share of the leases), for the throughput.
 //!
 //! The embedded `Lessor` works on a temporary file with its default durability (an fsync per
-//! mutating call); etcd is a one-member server started here on 127.0.0.1 with its data in a
-//! temporary folder (its default: an fsync of its WAL per write), reached over loopback gRPC.
+//! mutating call); etcd is started here on 127.0.0.1 with its data in a temporary folder (its
+//! default: an fsync of its WAL per write), reached over loopback gRPC: one member, then a
+//! 3-member cluster (every write replicated to a quorum; the client given every member).
 //!
 //! `cargo bench --features etcd --bench backends [-- N]` (N leases, default 300). Needs the `etcd`
-//! binary (Debian's `etcd-server`, or `$LESSOR_ETCD`).
+//! and `etcdctl` binaries (Debian's `etcd-server` and `etcd-client`, or `$LESSOR_ETCD` and
+//! `$LESSOR_ETCDCTL`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/etcd_cluster.rs"]
+mod etcd_cluster;
 #[path = "../tests/conformance/etcd_server.rs"]
 mod etcd_server;
 
@@ -25,8 +30,28 @@ const OPS: [&str; 5] = [
     "revoke",
 ];
 
-/// Runs the workload `n` times; the time of each op, by op.
-fn workload(store: &dyn LeaseStore, n: usize) -> Vec<Vec<Duration>> {
+/// Runs the workload for `n` leases on `threads` threads; the time of each op, by op, and the
+/// wall time of the whole.
+fn run(store: &dyn LeaseStore, threads: usize, n: usize) -> (Vec<Vec<Duration>>, Duration) {
+    let start = Instant::now();
+    let per_thread: Vec<Vec<Vec<Duration>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| scope.spawn(move || workload(store, t, n / threads)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wall = start.elapsed();
+    let mut times = vec![Vec::new(); OPS.len()];
+    for t in per_thread {
+        for (op, d) in t.into_iter().enumerate() {
+            times[op].extend(d);
+        }
+    }
+    (times, wall)
+}
+
+/// Runs the workload `n` times on this thread (`thread` names its keys); the time of each op.
+fn workload(store: &dyn LeaseStore, thread: usize, n: usize) -> Vec<Vec<Duration>> {
     let mut times = vec![Vec::with_capacity(n); OPS.len()];
     let mut timed = |op: usize, f: &mut dyn FnMut()| {
         let start = Instant::now();
@@ -45,7 +70,7 @@ fn workload(store: &dyn LeaseStore, n: usize) -> Vec<Vec<Duration>> {
         timed(2, &mut || {
             store.renew(id).unwrap();
         });
-        let key = format!("/bench/workers/{i}");
+        let key = format!("/bench/workers/{thread}/{i}");
         timed(3, &mut || {
             store.put_with_lease(key.as_bytes(), b"up", id).unwrap();
         });
@@ -81,51 +106,73 @@ fn main() {
         .unwrap_or(if smoke { 20 } else { 300 });
 
     let dir = tempfile::tempdir().unwrap();
+    let mut results: Vec<(&str, Vec<Run>)> = Vec::new();
+    let measure = |store: &dyn LeaseStore| {
+        run(store, 1, n / 10); // warm-up
+        THREADS
+            .iter()
+            .map(|&threads| {
+                let (times, wall) = run(store, threads, n);
+                (threads, times, wall)
+            })
+            .collect::<Vec<_>>()
+    };
+
     let embedded = Lessor::open(dir.path().join("bench.redb")).unwrap();
-    workload(&embedded, n / 10); // warm-up
-    let mut local = workload(&embedded, n);
+    results.push(("Lessor (file)", measure(&embedded)));
     embedded.close().unwrap();
 
     let server = etcd_server::EtcdServer::start();
+    let etcd = connect(std::slice::from_ref(&server.endpoint));
+    results.push(("etcd, 1 member", measure(&etcd)));
+    etcd.close().unwrap();
+    drop(server);
+
+    let cluster = etcd_cluster::Cluster::start(3);
+    cluster.wait_leader();
+    let etcd = connect(&cluster.endpoints());
+    results.push(("etcd, 3 members", measure(&etcd)));
+    etcd.close().unwrap();
+    drop(cluster);
+
+    for (k, &threads) in THREADS.iter().enumerate() {
+        println!("\n{n} leases on {threads} thread(s); median (p99) per call");
+        print!("{:<16}", "op");
+        for (name, _) in &results {
+            print!(" {name:>24}");
+        }
+        println!();
+        for (op, op_name) in OPS.iter().enumerate() {
+            print!("{op_name:<16}");
+            for (_, runs) in &mut results {
+                let times = &mut runs[k].1[op];
+                let (p50, p99) = (percentile(times, 0.5), percentile(times, 0.99));
+                print!(" {:>24}", format!("{} ({})", show(p50), show(p99)));
+            }
+            println!();
+        }
+        print!("{:<16}", "leases/s");
+        for (_, runs) in &results {
+            print!(" {:>24.0}", n as f64 / runs[k].2.as_secs_f64());
+        }
+        println!();
+    }
+}
+
+/// One measurement: the thread count, each op's times, the wall time.
+type Run = (usize, Vec<Vec<Duration>>, Duration);
+
+/// The thread counts measured.
+const THREADS: [usize; 2] = [1, 8];
+
+/// Connects, waiting (up to 30 s) for a leader.
+fn connect(endpoints: &[String]) -> EtcdLessor {
     let start = Instant::now();
-    let etcd = loop {
-        match EtcdLessor::connect([server.endpoint.as_str()], EtcdOptions::new()) {
+    loop {
+        match EtcdLessor::connect(endpoints, EtcdOptions::new()) {
             Ok(etcd) => break etcd,
             Err(e) if start.elapsed() > Duration::from_secs(30) => panic!("etcd: {e}"),
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
-    };
-    workload(&etcd, n / 10); // warm-up
-    let mut remote = workload(&etcd, n);
-    etcd.close().unwrap();
-    drop(server);
-
-    println!("{n} leases, single thread; median (p99) per call");
-    println!(
-        "{:<16} {:>22} {:>22} {:>8}",
-        "op", "Lessor (file, fsync)", "EtcdLessor (loopback)", "ratio"
-    );
-    for (op, name) in OPS.iter().enumerate() {
-        let (l50, l99) = (
-            percentile(&mut local[op], 0.5),
-            percentile(&mut local[op], 0.99),
-        );
-        let (r50, r99) = (
-            percentile(&mut remote[op], 0.5),
-            percentile(&mut remote[op], 0.99),
-        );
-        println!(
-            "{:<16} {:>22} {:>22} {:>7.1}x",
-            name,
-            format!("{} ({})", show(l50), show(l99)),
-            format!("{} ({})", show(r50), show(r99)),
-            r50.as_secs_f64() / l50.as_secs_f64().max(1e-9)
-        );
     }
-    let total = |t: &[Vec<Duration>]| t.iter().flatten().sum::<Duration>();
-    println!(
-        "whole workload (sum of every call): Lessor {:.2} s, EtcdLessor {:.2} s",
-        total(&local).as_secs_f64(),
-        total(&remote).as_secs_f64()
-    );
 }

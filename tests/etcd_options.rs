@@ -200,6 +200,15 @@ fn tls_refuses_an_unknown_server_a_missing_client_certificate_and_plain_http() {
     let plain = server.endpoint.replace("https://", "http://");
     assert!(EtcdLessor::connect([&plain], quick(EtcdOptions::new())).is_err());
 
+    // A zero timeout: a configuration error.
+    assert!(matches!(
+        EtcdLessor::connect(
+            [&server.endpoint],
+            tls_options(&dir).attempt_timeout(Duration::ZERO)
+        ),
+        Err(Error::InvalidConfig(_))
+    ));
+
     // TLS options with an http:// endpoint: a configuration error, before any connection.
     assert!(matches!(
         EtcdLessor::connect([&plain], tls_options(&dir)),

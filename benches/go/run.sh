@@ -19,6 +19,7 @@ EXPIRING="${EXPIRING:-500}"
 DURABILITY="${DURABILITY:-immediate}"
 ETCD_PORT="${ETCD_PORT:-23791}"
 target="${CARGO_TARGET_DIR:-target}"
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
 
 tmp="$(mktemp -d)"
 pids=()
@@ -31,7 +32,7 @@ trap cleanup EXIT
 
 echo "== building lessor (release) and the load program" >&2
 cargo build --release -q -p lessor-cli
-GOCACHE="$PWD/$target/go-cache" GOPATH=/usr/share/gocode GO111MODULE=off \
+GOCACHE="$target/go-cache" GOPATH=/usr/share/gocode GO111MODULE=off \
     go build -o "$tmp/load" ./benches/go/load
 
 echo "== etcd $(etcd --version | head -1 | awk '{print $3}') on 127.0.0.1:$ETCD_PORT" >&2

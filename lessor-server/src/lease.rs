@@ -17,6 +17,7 @@ use crate::engine::Engine;
 use crate::errors;
 use crate::kv::header;
 use crate::proto::etcdserverpb::{self as pb, lease_server};
+use crate::server::Stopping;
 
 /// Whole seconds of a duration, as etcd's TTL fields carry them.
 fn secs(d: Duration) -> i64 {
@@ -35,14 +36,16 @@ pub(crate) struct Lease {
     /// KeepAlive streams open now, over all connections.
     keepalive_streams: Arc<AtomicUsize>,
     max_keepalive_streams: usize,
+    stopping: Stopping,
 }
 
 impl Lease {
-    pub(crate) fn new(engine: Engine, limits: &crate::Limits) -> Lease {
+    pub(crate) fn new(engine: Engine, limits: &crate::Limits, stopping: Stopping) -> Lease {
         Lease {
             engine,
             keepalive_streams: Arc::new(AtomicUsize::new(0)),
             max_keepalive_streams: limits.max_keepalive_streams,
+            stopping,
         }
     }
 
@@ -128,10 +131,20 @@ impl lease_server::Lease for Lease {
         }
         let engine = self.engine.clone();
         let mut inbound = request.into_inner();
+        let stopping = self.stopping.clone().wait();
         // One response per request, in order; renewals are in memory, so answered inline.
         let responses = async_stream(move |tx| async move {
             let _slot = slot;
-            while let Some(req) = inbound.next().await {
+            tokio::pin!(stopping);
+            loop {
+                let req = tokio::select! {
+                    req = inbound.next() => req,
+                    () = &mut stopping => {
+                        let _ = tx.send(Err(errors::stopped())).await;
+                        break;
+                    }
+                };
+                let Some(req) = req else { break };
                 let response = req.map(|req| Lease::keep_alive_once(&engine, &req));
                 let failed = response.is_err();
                 if tx.send(response).await.is_err() || failed {

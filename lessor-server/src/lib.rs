@@ -93,6 +93,10 @@ pub mod __test {
         lessor: lessor::Lessor,
         limits: crate::Limits,
     ) -> impl crate::pb::etcdserverpb::lease_server::Lease {
-        crate::lease::Lease::new(Engine::new(lessor), &limits)
+        crate::lease::Lease::new(
+            Engine::new(lessor),
+            &limits,
+            crate::server::Stopping::never(),
+        )
     }
 }

@@ -20,6 +20,29 @@ use crate::proto::etcdserverpb::{
 };
 use crate::watch::WatchService;
 
+/// Tells long-lived streams (watches, keep-alives) that the server is stopping, so that a
+/// graceful shutdown does not wait for their clients to hang up.
+#[derive(Clone, Debug)]
+pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
+
+impl Stopping {
+    /// A signal that never fires (services called without a server).
+    pub(crate) fn never() -> Stopping {
+        static NEVER: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
+            std::sync::OnceLock::new();
+        Stopping(
+            NEVER
+                .get_or_init(|| tokio::sync::watch::channel(false).0)
+                .subscribe(),
+        )
+    }
+
+    /// Completes once the server is stopping, or has been dropped (its serve future with it).
+    pub(crate) async fn wait(mut self) {
+        let _ = self.0.wait_for(|stopping| *stopping).await;
+    }
+}
+
 /// Why the server could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -163,7 +186,8 @@ impl Bound {
         self.local
     }
 
-    /// Serves until the listener fails. Dropping the future stops the server.
+    /// Serves until the listener fails. Dropping the future stops accepting connections and
+    /// ends the open Watch and LeaseKeepAlive streams.
     ///
     /// # Errors
     /// [`ServeError::Transport`].
@@ -188,6 +212,13 @@ impl Bound {
         } = self;
         let config = &server.config;
         let limits = config.limits;
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let stopping = Stopping(stopping);
+        let signal = async move {
+            signal.await;
+            // Streams end (UNAVAILABLE, as etcd's when it stops) so that connections close.
+            let _ = stop.send(true);
+        };
         let engine = Engine::new(server.lessor.clone());
         let max = limits.max_message_bytes();
         let maintenance =
@@ -202,11 +233,11 @@ impl Bound {
                 KvServer::new(Kv::new(engine.clone(), limits)).max_decoding_message_size(max),
             )
             .add_service(
-                WatchServer::new(WatchService::new(engine.clone(), config))
+                WatchServer::new(WatchService::new(engine.clone(), config, stopping.clone()))
                     .max_decoding_message_size(max),
             )
             .add_service(
-                LeaseServer::new(Lease::new(engine.clone(), &limits))
+                LeaseServer::new(Lease::new(engine.clone(), &limits, stopping))
                     .max_decoding_message_size(max),
             )
             .add_service(MaintenanceServer::new(maintenance.clone()).max_decoding_message_size(max))

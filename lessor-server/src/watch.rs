@@ -31,6 +31,7 @@ use crate::kv::{header, in_range, key_end, rev, to_kv};
 use crate::lease::async_stream;
 use crate::proto::etcdserverpb::{self as pb, watch_create_request, watch_request, watch_server};
 use crate::proto::mvccpb;
+use crate::server::Stopping;
 
 /// Events taken at once before they are sent.
 const MAX_BATCH: usize = 1000;
@@ -41,14 +42,16 @@ pub(crate) struct WatchService {
     engine: Engine,
     max_watches: usize,
     progress_interval: Duration,
+    stopping: Stopping,
 }
 
 impl WatchService {
-    pub(crate) fn new(engine: Engine, config: &crate::Config) -> WatchService {
+    pub(crate) fn new(engine: Engine, config: &crate::Config, stopping: Stopping) -> WatchService {
         WatchService {
             engine,
             max_watches: config.limits.max_watches_per_stream,
             progress_interval: config.progress_notify_interval,
+            stopping,
         }
     }
 }
@@ -73,8 +76,9 @@ impl watch_server::Watch for WatchService {
             next_id: 0,
         };
         let interval = self.progress_interval;
+        let stopping = self.stopping.clone().wait();
         Ok(Response::new(async_stream(move |tx| {
-            session.run(inbound, tx, interval)
+            session.run(inbound, tx, interval, stopping)
         })))
     }
 }
@@ -200,10 +204,16 @@ impl Session {
         mut inbound: Streaming<pb::WatchRequest>,
         tx: Sender<Result<pb::WatchResponse, Status>>,
         interval: Duration,
+        stopping: impl std::future::Future<Output = ()>,
     ) {
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tokio::pin!(stopping);
         loop {
             let step = tokio::select! {
+                () = &mut stopping => {
+                    let _ = tx.send(Err(crate::errors::stopped())).await;
+                    break;
+                }
                 request = inbound.next() => match request {
                     Some(Ok(request)) => self.handle(request, &tx).await,
                     Some(Err(_)) | None => Err(Gone),

@@ -629,6 +629,53 @@ async fn limits_answer_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_over_ranges_from_the_future_and_prev_kv_limits() {
+    let mut c = start().await;
+    c.put("/r/a", "1", None).await.unwrap(); // rev 1
+    // From "/r/b" to the end of the keyspace, starting at revision 3 (in the future).
+    let opts = WatchOptions::new().with_from_key().with_start_revision(3);
+    let mut stream = c.watch("/r/b", Some(opts)).await.unwrap();
+    assert!(next(&mut stream).await.created());
+    c.put("/r/c", "2", None).await.unwrap(); // rev 2: before the start
+    c.put("/r/a", "3", None).await.unwrap(); // rev 3: outside the range
+    c.put("/z", "4", None).await.unwrap(); // rev 4
+    let r = next(&mut stream).await;
+    let seen: Vec<_> = r
+        .events()
+        .iter()
+        .map(|e| e.kv().unwrap().mod_revision())
+        .collect();
+    assert_eq!(seen, [4]);
+
+    // prev_kv from the past: the engine has no older values, so the watch is refused.
+    let opts = WatchOptions::new().with_prev_key().with_start_revision(2);
+    stream.watch("/r/", Some(opts.with_prefix())).await.unwrap();
+    let refused = next(&mut stream).await;
+    assert!(refused.created() && refused.canceled());
+    assert!(
+        refused.cancel_reason().contains("prev_kv"),
+        "{}",
+        refused.cancel_reason()
+    );
+
+    // prev_kv from now on, over a prefix: a put's previous value, and none for a new key.
+    let opts = WatchOptions::new().with_prev_key().with_prefix();
+    stream.watch("/r/", Some(opts)).await.unwrap();
+    let id = next(&mut stream).await.watch_id();
+    c.put("/r/a", "5", None).await.unwrap();
+    c.put("/r/new", "6", None).await.unwrap();
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let r = next(&mut stream).await;
+        if r.watch_id() == id {
+            events.extend(r.events().iter().cloned());
+        }
+    }
+    assert_eq!(events[0].prev_kv().unwrap().value(), b"3");
+    assert!(events[1].prev_kv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_watches_that_ask_get_progress_notifications() {
     let config = Config::new("127.0.0.1:0".parse().unwrap())
         .progress_notify_interval(Duration::from_millis(100));
@@ -654,6 +701,36 @@ async fn idle_watches_that_ask_get_progress_notifications() {
         assert!(progress.events().is_empty());
         assert_eq!(progress.header().unwrap().revision(), 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams_and_returns() {
+    let lessor = lessor::Lessor::open_in_memory().unwrap();
+    let config = Config::new("127.0.0.1:0".parse().unwrap());
+    let bound = Server::new(lessor, config).unwrap().bind().await.unwrap();
+    let addr = bound.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(bound.serve_with_shutdown(async {
+        let _ = stopped.await;
+    }));
+    let mut c = Client::connect([addr.to_string()], None).await.unwrap();
+    let mut watch = c.watch("k", None).await.unwrap();
+    assert!(next(&mut watch).await.created());
+    let lease = c.lease_grant(10, None).await.unwrap().id();
+    let (_keeper, mut keepalive) = c.lease_keep_alive(lease).await.unwrap();
+    stop.send(()).unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(5), server).await;
+    done.expect("the server stops although streams were open")
+        .unwrap()
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap();
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+    let ended = tokio::time::timeout(Duration::from_secs(5), keepalive.message())
+        .await
+        .unwrap();
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
 }
 
 #[test]

@@ -18,8 +18,8 @@
 //!   and while a renewal or reconnect is in flight: when it passes, the keep-alive ends at once
 //!   as [`EndReason::Expired`], whatever the network does.
 //! - Every renewal and reconnect runs under a timeout below the TTL ([`attempt_limit`]); one
-//!   that fails or times out drops the stream and is retried (on a new stream) after
-//!   [`RETRY`] at most, until the local deadline.
+//!   that fails or times out drops the stream, marks its endpoint failed, and is retried (on a
+//!   new stream, on the next endpoint) after [`RETRY`] at most, until the local deadline.
 //! - [`EndReason::Revoked`] only when etcd answered a renewal, before the local deadline, that
 //!   the lease is gone (TTL 0, or not found on reconnect). An answer after the deadline is never
 //!   read: the deadline's timer wins, and its reason is final.

@@ -10,6 +10,10 @@
 //! async runtime is refused ([`Error::InvalidConfig`]) rather than left to panic.
 //!
 //! Shared state lives in [`Core`]:
+//! - `pool` ([`pool`]): one `etcd-client` connection per endpoint and the preferred endpoint (an
+//!   atomic); every request goes through [`Pool::call`], which retries on the next endpoint as
+//!   the request allows (reads and renewals on any transport failure, writes only when they were
+//!   never sent), under the call's deadline.
 //! - `runtime`: `None` once closed. Every call holds its read lock for the call's length; only
 //!   `close` takes the write lock, so it waits for calls in flight.
 //! - `registry` (a leaf lock): the running keep-alives and watches, so that `revoke` ends the
@@ -337,7 +341,9 @@ impl EtcdLessor {
     /// cluster) and checks that it answers.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] if no endpoint answers within the connect timeout;
+    /// [`Error::InvalidConfig`] for no endpoint, a zero timeout, or TLS options with an
+    /// `http://` endpoint; [`Error::Unavailable`] if no endpoint answers within the connect
+    /// timeout;
     /// [`Error::Backend`] for a malformed endpoint or refused credentials; [`Error::Spawn`] if
     /// the runtime thread cannot start.
     pub fn connect<E: AsRef<str>>(
@@ -350,6 +356,17 @@ impl EtcdLessor {
             .collect();
         if endpoints.is_empty() {
             return Err(Error::InvalidConfig("no etcd endpoint given"));
+        }
+        if [
+            options.request_timeout,
+            options.connect_timeout,
+            options.attempt_timeout,
+        ]
+        .contains(&Duration::ZERO)
+        {
+            return Err(Error::InvalidConfig(
+                "etcd timeouts (request, connect, attempt) must be above zero",
+            ));
         }
         if options.tls() && endpoints.iter().any(|e| e.starts_with("http://")) {
             return Err(Error::InvalidConfig(
@@ -702,8 +719,8 @@ impl EtcdLessor {
 
     /// Whether the cluster can serve calls now, for a readiness probe: a linearizable read
     /// answered within the request timeout (a leader and a quorum are there), and no alarm
-    /// raised (etcd refuses writes under a `NOSPACE` alarm). See
-    /// [`LeaseStore::ready`].
+    /// raised (etcd refuses writes under a `NOSPACE` alarm): two requests, each within the
+    /// request timeout. See [`LeaseStore::ready`].
     ///
     /// # Errors
     /// [`Error::Unavailable`] (unreachable, no leader, too slow), [`Error::Backend`] naming the

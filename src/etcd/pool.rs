@@ -124,20 +124,21 @@ impl Pool {
         F: FnMut(etcd::Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd::Error>>,
     {
+        let limit_at_start = deadline.saturating_duration_since(Instant::now());
         let mut last: Option<Error> = None;
         let mut attempts = 0usize;
         let mut pause = Duration::from_millis(20);
         loop {
             let now = Instant::now();
             if now >= deadline {
-                return Err(last.unwrap_or_else(|| convert::timed_out(Duration::ZERO)));
+                return Err(last.unwrap_or_else(|| convert::timed_out(limit_at_start)));
             }
             if attempts > 0 && attempts.is_multiple_of(self.endpoints.len()) {
                 // A full round failed: wait a little before the next (an election, a restart).
                 tokio::time::sleep_until((now + pause).min(deadline)).await;
                 pause = (pause * 2).min(MAX_PAUSE);
                 if Instant::now() >= deadline {
-                    return Err(last.unwrap_or_else(|| convert::timed_out(Duration::ZERO)));
+                    return Err(last.unwrap_or_else(|| convert::timed_out(limit_at_start)));
                 }
             }
             attempts += 1;
