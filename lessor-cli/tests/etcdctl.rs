@@ -271,6 +271,27 @@ fn compare(script: fn(&mut Side)) {
     drop(etcd_server);
 }
 
+/// The one absolute revision compared: a fresh server's first write. etcd's empty store is at
+/// revision 1, so its first write is at 2, and clients count on revisions above 1:
+/// clientv3/concurrency's Mutex and Election wait for the keys created before theirs with
+/// `WithMaxCreateRev(own create revision - 1)`, where 0 means "no bound", so a lock or
+/// campaign made with the first write of a store at revision 0 waits for its own key.
+#[test]
+fn a_fresh_servers_first_write_is_at_etcds_revision() {
+    if !have(&["etcd", "etcdctl"]) {
+        return;
+    }
+    let (etcd_server, etcd_endpoint) = etcd();
+    let lessor_server = LessorServe::start(&[]);
+    let first = |endpoint: &str| {
+        let ran = etcdctl(endpoint, &["put", "/first", "x", "-w", "json"], "");
+        assert_eq!(ran.code, 0, "{ran:?}");
+        Side::revision_of(&ran)
+    };
+    assert_eq!(first(&lessor_server.endpoint), first(&etcd_endpoint));
+    drop(etcd_server);
+}
+
 #[test]
 fn leases_keys_and_ranges() {
     compare(|s| {
