@@ -36,6 +36,14 @@ pub struct Config {
     /// How often a watch created with `progress_notify` gets an empty response while none of
     /// its keys change (etcd's default: 10 minutes).
     pub progress_notify_interval: Duration,
+    /// Whether [`Server::bind`](crate::Server::bind) brings a store never written (at revision
+    /// 0) to revision 2 first, with a put and a delete of an internal key, so that clients'
+    /// first write is above revision 1 as on etcd, whose empty store is at revision 1 (default
+    /// `true`). clientv3/concurrency's Mutex and Election rely on it: they wait for the keys
+    /// created before their own with `WithMaxCreateRev(own - 1)`, where 0 means "no bound", so
+    /// a lock taken by a store's very first write would wait for its own key forever. Turn it
+    /// off only for a store no such client uses, to keep the engine's revisions as they are.
+    pub etcd_start_revision: bool,
     /// The name this member gives in `MemberList` and `endpoint status`. Default `"lessor"`.
     pub name: String,
 }
@@ -49,6 +57,7 @@ impl Default for Config {
             limits: Limits::default(),
             progress_notify_interval: Duration::from_secs(600),
             name: "lessor".to_owned(),
+            etcd_start_revision: true,
         }
     }
 }
@@ -87,6 +96,13 @@ impl Config {
     #[must_use]
     pub fn progress_notify_interval(mut self, interval: Duration) -> Config {
         self.progress_notify_interval = interval;
+        self
+    }
+
+    /// Sets [`etcd_start_revision`](Config::etcd_start_revision).
+    #[must_use]
+    pub fn etcd_start_revision(mut self, on: bool) -> Config {
+        self.etcd_start_revision = on;
         self
     }
 

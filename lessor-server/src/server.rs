@@ -77,6 +77,29 @@ pub enum ServeError {
     /// The gRPC server failed (TLS set-up, or the listener).
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The lessor refused the start-up write (see [`Server::bind`]): closed, poisoned, or
+    /// storage failed.
+    #[error("the lessor: {0}")]
+    Lessor(#[from] lessor::Error),
+}
+
+/// The key [`Server::bind`] writes and deletes once on a store still at revision 0; the
+/// services never show it (watch events of it are dropped).
+pub(crate) const START_KEY: &[u8] = b"\0lessor-server/start";
+
+/// Brings a store still at revision 0 (never written) past revision 1, so that the first write
+/// of a client is above 1, as on etcd (whose empty store is at revision 1). Clients rely on it:
+/// clientv3/concurrency's mutex and election wait for the keys created before their own with
+/// `WithMaxCreateRev(own - 1)`, where 0 means "no bound", so a lock taken by the very first
+/// write of a store at revision 0 waited for its own key forever. A put and a delete of
+/// [`START_KEY`]: revision 2, nothing left behind.
+async fn past_revision_one(lessor: &lessor::Lessor) -> Result<(), ServeError> {
+    if lessor.revision()?.get() == 0 {
+        let a = lessor::AsyncLessor::from(lessor.clone());
+        a.put(START_KEY, "").await?;
+        a.delete(START_KEY).await?;
+    }
+    Ok(())
 }
 
 /// A server over a [`lessor::Lessor`], not yet listening: [`Server::bind`] binds its address,
@@ -133,11 +156,17 @@ impl Server {
     }
 
     /// Binds the listen address (and reads the TLS files): clients can connect once this
-    /// returns, and are answered once [`Bound::serve`] runs.
+    /// returns, and are answered once [`Bound::serve`] runs. A store never written (at revision
+    /// 0) is first brought to revision 2 by a put and a delete of an internal key, so that
+    /// clients' first write is above revision 1, as on etcd (clientv3's locks and elections rely
+    /// on it; see [`Config::etcd_start_revision`]).
     ///
     /// # Errors
-    /// [`ServeError::Bind`], [`ServeError::TlsFile`].
+    /// [`ServeError::Bind`], [`ServeError::TlsFile`], [`ServeError::Lessor`].
     pub async fn bind(self) -> Result<Bound, ServeError> {
+        if self.config.etcd_start_revision {
+            past_revision_one(&self.lessor).await?;
+        }
         let tls = match &self.config.tls {
             None => None,
             Some(t) => {

@@ -134,7 +134,9 @@ struct State {
 impl State {
     /// etcd's event for ours, if the watch wants it.
     fn event(&mut self, event: &WatchEvent) -> Option<mvccpb::Event> {
-        if !in_range(event.key(), &self.start, self.end.as_deref()) {
+        if event.key() == crate::server::START_KEY
+            || !in_range(event.key(), &self.start, self.end.as_deref())
+        {
             return None;
         }
         let prev = self.prev.as_mut().map(|keys| match event {

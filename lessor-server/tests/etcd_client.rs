@@ -10,9 +10,13 @@ use etcd_client::{
 use lessor_server::{Config, Limits, ServeError, Server};
 use tonic::Code;
 
-/// A server over `lessor` on a free loopback port, and a client of it.
+/// A server over `lessor` on a free loopback port, and a client of it. These tests count
+/// revisions from the engine's own 0, so the start-up write that brings a fresh store past
+/// revision 1 is off here; it has a test of its own below (and lessor-cli's etcdctl test).
 async fn start_with(lessor: lessor::Lessor, limits: Limits) -> Client {
-    let config = Config::new("127.0.0.1:0".parse().unwrap()).limits(limits);
+    let config = Config::new("127.0.0.1:0".parse().unwrap())
+        .limits(limits)
+        .etcd_start_revision(false);
     let bound = Server::new(lessor, config).unwrap().bind().await.unwrap();
     let addr = bound.local_addr();
     tokio::spawn(bound.serve());
@@ -21,6 +25,54 @@ async fn start_with(lessor: lessor::Lessor, limits: Limits) -> Client {
 
 async fn start() -> Client {
     start_with(lessor::Lessor::open_in_memory().unwrap(), Limits::default()).await
+}
+
+#[tokio::test]
+async fn a_fresh_store_is_brought_past_revision_one_and_the_internal_key_never_shows() {
+    let lessor = lessor::Lessor::open_in_memory().unwrap();
+    let config = Config::new("127.0.0.1:0".parse().unwrap());
+    let bound = Server::new(lessor.clone(), config)
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let addr = bound.local_addr();
+    tokio::spawn(bound.serve());
+    let mut c = Client::connect([addr.to_string()], None).await.unwrap();
+    // As on etcd, the first write is above revision 1 (etcd's is at 2; ours at 3).
+    let put = c.put("/first", "x", None).await.unwrap();
+    assert_eq!(put.header().unwrap().revision(), 3);
+    // Nothing of the start-up write is left, and a watch from the start does not see it.
+    let all = c
+        .get("", Some(etcd_client::GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    assert_eq!(all.kvs().len(), 1);
+    let mut stream = c
+        .watch(
+            "",
+            Some(
+                etcd_client::WatchOptions::new()
+                    .with_all_keys()
+                    .with_start_revision(1),
+            ),
+        )
+        .await
+        .unwrap();
+    let mut keys = Vec::new();
+    while keys.is_empty() {
+        let resp = stream.message().await.unwrap().unwrap();
+        keys.extend(resp.events().iter().map(|e| e.kv().unwrap().key().to_vec()));
+    }
+    assert_eq!(keys, vec![b"/first".to_vec()]);
+    // A store already written is left as it is.
+    let again = Server::new(lessor.clone(), Config::new("127.0.0.1:0".parse().unwrap()))
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    drop(again);
+    assert_eq!(lessor.revision().unwrap().get(), 3);
 }
 
 /// The gRPC status of a failed call.
@@ -678,6 +730,7 @@ async fn watches_over_ranges_from_the_future_and_prev_kv_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_watches_that_ask_get_progress_notifications() {
     let config = Config::new("127.0.0.1:0".parse().unwrap())
+        .etcd_start_revision(false)
         .progress_notify_interval(Duration::from_millis(100));
     let lessor = lessor::Lessor::open_in_memory().unwrap();
     let bound = Server::new(lessor, config).unwrap().bind().await.unwrap();
