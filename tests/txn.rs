@@ -415,3 +415,25 @@ fn nested_transactions_see_earlier_writes_and_share_the_revision() {
         .unwrap_err();
     assert!(matches!(err, Error::InvalidKey(_)), "{err}");
 }
+
+#[test]
+fn transactions_nested_deeper_than_64_levels_are_refused_and_write_nothing() {
+    let l = lessor();
+    let nest = |levels: usize| {
+        let mut txn = Txn::new().then(Op::put("/deep", "v"));
+        for _ in 0..levels {
+            txn = Txn::new().then(Op::txn(txn));
+        }
+        txn
+    };
+    let e = l.txn(nest(65)).unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidKey(m) if m.contains("nested deeper")),
+        "{e}"
+    );
+    assert!(l.get("/deep").unwrap().is_none());
+    // 64 levels are fine, and write at one revision.
+    let res = l.txn(nest(64)).unwrap();
+    assert!(res.succeeded);
+    assert_eq!(l.get("/deep").unwrap().unwrap().mod_revision, res.revision);
+}
