@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use conformance::Harness;
+use conformance::blocking::Blocking;
 use conformance::etcd_server::EtcdServer;
 use lessor::{EtcdLessor, EtcdOptions, LeaseId};
 
@@ -68,6 +69,58 @@ impl Harness for Etcd {
     }
 }
 
+/// The same cluster through `AsyncLeaseStore`: every call is `EtcdLessor`'s future, polled by
+/// `futures::executor::block_on` (no tokio runtime of the test's: the futures run inside the
+/// backend's runtime context), so that the suite checks the async backend too.
+struct EtcdAsync {
+    store: Blocking<EtcdLessor>,
+    prefix: String,
+}
+
+impl EtcdAsync {
+    fn new(endpoint: &str, case: &str) -> EtcdAsync {
+        let connect = EtcdLessor::connect_async([endpoint], EtcdOptions::new());
+        let store = futures::executor::block_on(connect).unwrap();
+        EtcdAsync {
+            store: Blocking(store),
+            prefix: format!("/conformance-async/{case}/"),
+        }
+    }
+}
+
+impl Harness for EtcdAsync {
+    type Store = Blocking<EtcdLessor>;
+
+    fn store(&self) -> &Blocking<EtcdLessor> {
+        &self.store
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn pass(&self, by: Duration) {
+        std::thread::sleep(by); // etcd's leases live by the server's clock
+    }
+
+    fn min_ttl(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
+    fn knows_delete_causes(&self) -> bool {
+        false
+    }
+
+    fn is_etcd(&self) -> bool {
+        true
+    }
+
+    fn fresh_id(&self) -> LeaseId {
+        static NEXT: AtomicU64 = AtomicU64::new(5_000_000);
+        LeaseId::new(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap()
+    }
+}
+
 type Case = (&'static str, fn(&str));
 
 macro_rules! etcd_cases {
@@ -84,10 +137,25 @@ macro_rules! etcd_cases {
 
 all_cases!(etcd_cases);
 
+macro_rules! etcd_async_cases {
+    ($($case:ident),*) => {
+        const ASYNC_CASES: &[Case] = &[$(
+            (concat!("async::", stringify!($case)), |endpoint| {
+                let h = EtcdAsync::new(endpoint, stringify!($case));
+                conformance::$case(&h);
+                lessor::LeaseStore::close(&h.store).unwrap();
+            }),
+        )*];
+    };
+}
+
+all_cases!(etcd_async_cases);
+
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let cases: Vec<&Case> = CASES
         .iter()
+        .chain(ASYNC_CASES)
         .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
         .collect();
     let server = EtcdServer::start();

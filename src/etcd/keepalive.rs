@@ -197,6 +197,26 @@ pub(crate) async fn renew(
 /// [`EtcdLessor::keep_alive_with`](super::EtcdLessor::keep_alive_with).
 pub(crate) fn start(core: &Arc<Core>, id: LeaseId, opts: KeepAliveOptions) -> Result<KeepAlive> {
     let renewer = core.run(|deadline| open(core, id, deadline))?;
+    begin(core, id, opts, renewer)
+}
+
+/// [`start`] as a future, for the async API: the stream is opened by the caller's executor.
+pub(crate) async fn start_async(
+    core: &Arc<Core>,
+    id: LeaseId,
+    opts: KeepAliveOptions,
+) -> Result<KeepAlive> {
+    let renewer = core.run_async(|deadline| open(core, id, deadline)).await?;
+    begin(core, id, opts, renewer)
+}
+
+/// The rest of a start, once the first renewal answered: the task, spawned on the runtime.
+fn begin(
+    core: &Arc<Core>,
+    id: LeaseId,
+    opts: KeepAliveOptions,
+    renewer: Renewer,
+) -> Result<KeepAlive> {
     let ttl = renewer.ttl;
     let interval = Duration::from_nanos(opts.interval_for(nanos(ttl))?);
     let started = renewer.sent;

@@ -2,20 +2,26 @@
 //!
 //! # Implementation
 //!
-//! `etcd-client` is asynchronous; `EtcdLessor` is not. Each `EtcdLessor` owns a small tokio
-//! runtime: one worker thread, `lessor-etcd`, which drives the connection and runs the
-//! background tasks (one per keep-alive, one per watch). A call runs its request with
-//! `block_on` on the calling thread, under a deadline ([`EtcdOptions::request_timeout`]), so
-//! every method is synchronous like [`Lessor`](crate::Lessor)'s; calling one from inside an
-//! async runtime is refused ([`Error::InvalidConfig`]) rather than left to panic.
+//! `etcd-client` is asynchronous. Each `EtcdLessor` owns a small tokio runtime: one worker
+//! thread, `lessor-etcd`, which drives the connections and timers and runs the background tasks
+//! (one per keep-alive, one per watch). Every call is written once, as a future
+//! (`Core::run_async`: the request under its deadline, wrapped in `InRuntime`, which enters the
+//! runtime's context on each poll):
+//! - the blocking methods run that future with `block_on` on the calling thread (refused inside
+//!   an async runtime with [`Error::InvalidConfig`], rather than left to stall it or panic);
+//! - the [`AsyncLeaseStore`](crate::AsyncLeaseStore) methods (`async_store.rs`) return it, to be
+//!   polled by the caller's own executor: tokio's (inside a runtime, where
+//!   [`EtcdLessor::connect_async`] connects), `futures::executor`, any other.
 //!
 //! Shared state lives in [`Core`]:
 //! - `pool` ([`pool`]): one `etcd-client` connection per endpoint and the preferred endpoint (an
 //!   atomic); every request goes through [`Pool::call`], which retries on the next endpoint as
 //!   the request allows (reads and renewals on any transport failure, writes only when they were
 //!   never sent), under the call's deadline.
-//! - `runtime`: `None` once closed. Every call holds its read lock for the call's length; only
-//!   `close` takes the write lock, so it waits for calls in flight.
+//! - `runtime`: `None` once closed. A blocking call holds its read lock for the call's length,
+//!   an async one for each poll; only `close` takes the write lock, so it waits for blocking
+//!   calls in flight and for polls in progress, and an async call's next poll answers
+//!   [`Error::Closed`].
 //! - `registry` (a leaf lock): the running keep-alives and watches, so that `revoke` ends the
 //!   keep-alives of its lease as revoked, and `close` ends everything as closed, before the
 //!   runtime (and with it every task and channel) is shut down.
@@ -26,6 +32,7 @@
 //! Nothing blocks or calls out under `registry`; `renewers` is an async mutex held across one
 //! renewal's round trip.
 
+mod async_store;
 mod convert;
 mod keepalive;
 mod pool;
@@ -350,59 +357,61 @@ impl EtcdLessor {
         endpoints: impl IntoIterator<Item = E>,
         options: EtcdOptions,
     ) -> Result<EtcdLessor> {
-        let endpoints: Vec<String> = endpoints
-            .into_iter()
-            .map(|e| e.as_ref().to_owned())
-            .collect();
-        if endpoints.is_empty() {
-            return Err(Error::InvalidConfig("no etcd endpoint given"));
-        }
-        if [
-            options.request_timeout,
-            options.connect_timeout,
-            options.attempt_timeout,
-        ]
-        .contains(&Duration::ZERO)
-        {
-            return Err(Error::InvalidConfig(
-                "etcd timeouts (request, connect, attempt) must be above zero",
-            ));
-        }
-        if options.tls() && endpoints.iter().any(|e| e.starts_with("http://")) {
-            return Err(Error::InvalidConfig(
-                "TLS options need https:// endpoints (or endpoints without a scheme)",
-            ));
-        }
+        let endpoints = checked_endpoints(endpoints, &options)?;
         refuse_inside_runtime()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lessor-etcd")
-            .enable_all()
-            .build()
-            .map_err(Error::Spawn)?;
+        let runtime = runtime()?;
         let pool = Pool::new(
             endpoints,
             options.connect_options(),
             options.attempt_timeout,
         );
-        // Connecting is lazy: ask one endpoint after another for its status, to know that the
-        // cluster answers (and that the credentials are good).
-        let deadline = tokio::time::Instant::now() + options.connect_timeout;
-        let checked = runtime.block_on(async {
-            tokio::time::timeout_at(
-                deadline,
-                pool.call(deadline, Retry::Idempotent, None, |c| async move {
-                    c.maintenance_client().status().await
-                }),
-            )
-            .await
-            .unwrap_or_else(|_| Err(convert::timed_out(options.connect_timeout)))
-        });
+        let checked = runtime.block_on(answers(&pool, options.connect_timeout));
         if let Err(e) = checked {
             runtime.shutdown_background();
             return Err(e);
         }
-        Ok(EtcdLessor {
+        Ok(EtcdLessor::with(pool, options, runtime))
+    }
+
+    /// [`connect`](Self::connect) for async code: the same checks, awaited without blocking,
+    /// from any executor (inside a tokio runtime too, where `connect` refuses). The backend
+    /// still starts its own runtime thread, which drives the connections and timers; the
+    /// [`AsyncLeaseStore`](crate::AsyncLeaseStore) methods are polled by the caller's executor.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub async fn connect_async<E: AsRef<str>>(
+        endpoints: impl IntoIterator<Item = E>,
+        options: EtcdOptions,
+    ) -> Result<EtcdLessor> {
+        let endpoints = checked_endpoints(endpoints, &options)?;
+        let runtime = runtime()?;
+        let pool = Pool::new(
+            endpoints,
+            options.connect_options(),
+            options.attempt_timeout,
+        );
+        let limit = options.connect_timeout;
+        let task = runtime.spawn(async move {
+            let checked = answers(&pool, limit).await;
+            (pool, checked)
+        });
+        let (pool, checked) = match task.await {
+            Ok(done) => done,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(Error::Backend(format!("connecting to etcd: {e}").into()));
+            }
+        };
+        if let Err(e) = checked {
+            runtime.shutdown_background();
+            return Err(e);
+        }
+        Ok(EtcdLessor::with(pool, options, runtime))
+    }
+
+    fn with(pool: Pool, options: EtcdOptions, runtime: Runtime) -> EtcdLessor {
+        EtcdLessor {
             handle: Arc::new(Handle {
                 core: Arc::new(Core {
                     pool,
@@ -412,7 +421,7 @@ impl EtcdLessor {
                     renewers: tokio::sync::Mutex::new(HashMap::new()),
                 }),
             }),
-        })
+        }
     }
 
     fn core(&self) -> &Arc<Core> {
@@ -443,8 +452,13 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::LeaseNotFound`] if it is not alive, [`Error::Unavailable`], [`Error::Closed`].
     pub fn renew(&self, id: LeaseId) -> Result<Duration> {
+        self.core().block(self.renew_async(id))
+    }
+
+    pub(crate) async fn renew_async(&self, id: LeaseId) -> Result<Duration> {
         let core = self.core();
-        core.run(|deadline| keepalive::renew(core, id, deadline))
+        core.run_async(|deadline| keepalive::renew(core, id, deadline))
+            .await
     }
 
     /// Keeps a lease alive with the default options; see
@@ -495,9 +509,13 @@ impl EtcdLessor {
     }
 
     fn lease_info(&self, id: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
+        self.core().block(self.lease_info_async(id, with_keys))
+    }
+
+    pub(crate) async fn lease_info_async(&self, id: LeaseId, with_keys: bool) -> Result<LeaseInfo> {
         let resp = self
             .core()
-            .call(Retry::Idempotent, Some(id), |c| async move {
+            .call_async(Retry::Idempotent, Some(id), |c| async move {
                 let opts = etcd::LeaseTimeToLiveOptions::new();
                 c.lease_client()
                     .time_to_live(
@@ -505,7 +523,8 @@ impl EtcdLessor {
                         Some(if with_keys { opts.with_keys() } else { opts }),
                     )
                     .await
-            })?;
+            })
+            .await?;
         if resp.ttl() < 0 {
             return Err(Error::LeaseNotFound(id));
         }
@@ -524,9 +543,16 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn leases(&self) -> Result<Vec<LeaseId>> {
-        let resp = self.core().call(Retry::Idempotent, None, |c| async move {
-            c.lease_client().leases().await
-        })?;
+        self.core().block(self.leases_async())
+    }
+
+    pub(crate) async fn leases_async(&self) -> Result<Vec<LeaseId>> {
+        let resp = self
+            .core()
+            .call_async(Retry::Idempotent, None, |c| async move {
+                c.lease_client().leases().await
+            })
+            .await?;
         let mut ids: Vec<LeaseId> = resp
             .leases()
             .iter()
@@ -562,13 +588,19 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>> {
-        let key = key.as_ref();
+        self.core().block(self.get_async(key.as_ref()))
+    }
+
+    pub(crate) async fn get_async(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         if key.is_empty() {
             return Ok(None);
         }
-        let resp = self.core().call(Retry::Idempotent, None, |c| async move {
-            c.kv_client().get(key, None).await
-        })?;
+        let resp = self
+            .core()
+            .call_async(Retry::Idempotent, None, |c| async move {
+                c.kv_client().get(key, None).await
+            })
+            .await?;
         Ok(resp.kvs().first().map(convert::key_value))
     }
 
@@ -586,12 +618,19 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::Unavailable`], [`Error::Closed`].
     pub fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
-        let prefix = prefix.as_ref();
-        let resp = self.core().call(Retry::Idempotent, None, |c| async move {
-            c.kv_client()
-                .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
-                .await
-        })?;
+        self.core()
+            .block(self.range_with_revision_async(prefix.as_ref()))
+    }
+
+    pub(crate) async fn range_with_revision_async(&self, prefix: &[u8]) -> Result<Snapshot> {
+        let resp = self
+            .core()
+            .call_async(Retry::Idempotent, None, |c| async move {
+                c.kv_client()
+                    .get(prefix, Some(etcd::GetOptions::new().with_prefix()))
+                    .await
+            })
+            .await?;
         Ok(Snapshot {
             revision: header_revision(resp.header()),
             kvs: resp.kvs().iter().map(convert::key_value).collect(),
@@ -603,11 +642,17 @@ impl EtcdLessor {
     /// # Errors
     /// [`Error::InvalidKey`] for an empty key, [`Error::Unavailable`], [`Error::Closed`].
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let key = key.as_ref();
+        self.core().block(self.delete_async(key.as_ref()))
+    }
+
+    pub(crate) async fn delete_async(&self, key: &[u8]) -> Result<bool> {
         check_key(key)?;
-        let resp = self.core().call(Retry::Write, None, |c| async move {
-            c.kv_client().delete(key, None).await
-        })?;
+        let resp = self
+            .core()
+            .call_async(Retry::Write, None, |c| async move {
+                c.kv_client().delete(key, None).await
+            })
+            .await?;
         Ok(resp.deleted() > 0)
     }
 
@@ -679,6 +724,10 @@ impl EtcdLessor {
     /// empty key or a branch that writes one key twice; [`Error::Unavailable`],
     /// [`Error::Closed`].
     pub fn txn(&self, txn: Txn) -> Result<TxnResponse> {
+        self.core().block(self.txn_async(txn))
+    }
+
+    pub(crate) async fn txn_async(&self, txn: Txn) -> Result<TxnResponse> {
         let first_lease = txn
             .then
             .iter()
@@ -688,10 +737,13 @@ impl EtcdLessor {
                 _ => None,
             });
         let request = convert::txn(&txn);
-        let resp = self.core().call(Retry::Write, first_lease, |c| {
-            let request = request.clone();
-            async move { c.kv_client().txn(request).await }
-        })?;
+        let resp = self
+            .core()
+            .call_async(Retry::Write, first_lease, |c| {
+                let request = request.clone();
+                async move { c.kv_client().txn(request).await }
+            })
+            .await?;
         let ops = if resp.succeeded() {
             &txn.then
         } else {
@@ -726,13 +778,19 @@ impl EtcdLessor {
     /// [`Error::Unavailable`] (unreachable, no leader, too slow), [`Error::Backend`] naming the
     /// alarm, [`Error::Closed`].
     pub fn ready(&self) -> Result<()> {
+        self.core().block(self.ready_async())
+    }
+
+    pub(crate) async fn ready_async(&self) -> Result<()> {
         let core = self.core();
-        core.revision()?;
-        let resp = core.call(Retry::Idempotent, None, |c| async move {
-            c.maintenance_client()
-                .alarm(etcd::AlarmAction::Get, etcd::AlarmType::None, None)
-                .await
-        })?;
+        core.revision_async().await?;
+        let resp = core
+            .call_async(Retry::Idempotent, None, |c| async move {
+                c.maintenance_client()
+                    .alarm(etcd::AlarmAction::Get, etcd::AlarmType::None, None)
+                    .await
+            })
+            .await?;
         if let Some(alarm) = resp.alarms().first() {
             return Err(Error::Backend(
                 format!(
@@ -761,54 +819,95 @@ impl EtcdLessor {
 
 impl Core {
     /// Runs `fut` to completion on the runtime, from the calling thread, under the request
-    /// deadline.
+    /// deadline (the blocking API).
     pub(crate) fn run<T, Fut>(&self, fut: impl FnOnce(tokio::time::Instant) -> Fut) -> Result<T>
     where
         Fut: Future<Output = Result<T>>,
     {
+        self.block(self.run_async(fut))
+    }
+
+    /// Drives `fut` on the calling thread until it completes (the blocking API), holding the
+    /// runtime's read lock so that a close waits for it. Refused inside a runtime, where
+    /// blocking would stall the caller's executor: async code uses the
+    /// [`AsyncLeaseStore`](crate::AsyncLeaseStore) methods instead.
+    fn block<T>(&self, fut: impl Future<Output = Result<T>>) -> Result<T> {
         refuse_inside_runtime()?;
         let guard = self.runtime.read();
         let runtime = guard.as_ref().ok_or(Error::Closed)?;
-        let limit = self.options.request_timeout;
-        runtime.block_on(async {
-            let deadline = tokio::time::Instant::now() + limit;
-            tokio::time::timeout_at(deadline, fut(deadline))
-                .await
-                .unwrap_or_else(|_| Err(convert::timed_out(limit)))
-        })
+        runtime.block_on(fut)
     }
 
-    /// Runs one request with `f` on the cluster's client (see [`Pool::call`] for the retries),
-    /// from the calling thread, under the request deadline.
-    pub(crate) fn call<T, F, Fut>(&self, retry: Retry, lease: Option<LeaseId>, f: F) -> Result<T>
+    /// `fut`, under the request deadline, polled by the caller's own executor (any: tokio's,
+    /// `futures::executor`...) inside this backend's runtime context (see [`InRuntime`]).
+    pub(crate) async fn run_async<T, Fut>(
+        &self,
+        fut: impl FnOnce(tokio::time::Instant) -> Fut,
+    ) -> Result<T>
+    where
+        Fut: Future<Output = Result<T>>,
+    {
+        let limit = self.options.request_timeout;
+        InRuntime {
+            core: self,
+            fut: Box::pin(async move {
+                let deadline = tokio::time::Instant::now() + limit;
+                tokio::time::timeout_at(deadline, fut(deadline))
+                    .await
+                    .unwrap_or_else(|_| Err(convert::timed_out(limit)))
+            }),
+        }
+        .await
+    }
+
+    /// [`call`](Self::call) as a future: see [`run_async`](Self::run_async).
+    pub(crate) async fn call_async<T, F, Fut>(
+        &self,
+        retry: Retry,
+        lease: Option<LeaseId>,
+        f: F,
+    ) -> Result<T>
     where
         F: FnMut(etcd::Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd::Error>>,
     {
-        self.run(|deadline| async move {
+        self.run_async(|deadline| async move {
             self.pool
                 .call(deadline, retry, lease, f)
                 .await
                 .map(|(value, _)| value)
         })
+        .await
     }
 
     /// The cluster's current revision: a count-only read of one key.
     fn revision(&self) -> Result<Revision> {
-        let resp = self.call(Retry::Idempotent, None, |c| async move {
-            c.kv_client()
-                .get("\0", Some(etcd::GetOptions::new().with_count_only()))
-                .await
-        })?;
+        self.block(self.revision_async())
+    }
+
+    pub(crate) async fn revision_async(&self) -> Result<Revision> {
+        let resp = self
+            .call_async(Retry::Idempotent, None, |c| async move {
+                c.kv_client()
+                    .get("\0", Some(etcd::GetOptions::new().with_count_only()))
+                    .await
+            })
+            .await?;
         Ok(header_revision(resp.header()))
     }
 
     fn grant(&self, id: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
+        self.block(self.grant_async(id, ttl))
+    }
+
+    pub(crate) async fn grant_async(&self, id: Option<LeaseId>, ttl: Duration) -> Result<Lease> {
         let secs = convert::ttl_secs(ttl)?;
-        let resp = self.call(Retry::Write, id, |c| async move {
-            let options = id.map(|id| etcd::LeaseGrantOptions::new().with_id(raw_id(id)));
-            c.lease_client().grant(secs, options).await
-        })?;
+        let resp = self
+            .call_async(Retry::Write, id, |c| async move {
+                let options = id.map(|id| etcd::LeaseGrantOptions::new().with_id(raw_id(id)));
+                c.lease_client().grant(secs, options).await
+            })
+            .await?;
         if !resp.error().is_empty() {
             return Err(Error::Backend(resp.error().to_owned().into()));
         }
@@ -823,23 +922,37 @@ impl Core {
     }
 
     pub(crate) fn revoke(&self, id: LeaseId) -> Result<Revision> {
-        let resp = self.call(Retry::Write, Some(id), |c| async move {
-            c.lease_client().revoke(raw_id(id)).await
-        })?;
-        if let Some(runtime) = self.runtime.read().as_ref() {
-            runtime.block_on(async { self.renewers.lock().await.remove(&id) });
-        }
+        self.block(self.revoke_async(id))
+    }
+
+    pub(crate) async fn revoke_async(&self, id: LeaseId) -> Result<Revision> {
+        let resp = self
+            .call_async(Retry::Write, Some(id), |c| async move {
+                c.lease_client().revoke(raw_id(id)).await
+            })
+            .await?;
+        self.renewers.lock().await.remove(&id);
         self.lease_ended(id, EndReason::Revoked);
         Ok(header_revision(resp.header()))
     }
 
     fn put(&self, key: &[u8], value: &[u8], lease: Option<LeaseId>) -> Result<Revision> {
+        self.block(self.put_async(key, value, lease))
+    }
+
+    pub(crate) async fn put_async(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<LeaseId>,
+    ) -> Result<Revision> {
         check_key(key)?;
         let resp = self
-            .call(Retry::Write, lease, |c| async move {
+            .call_async(Retry::Write, lease, |c| async move {
                 let options = lease.map(|id| etcd::PutOptions::new().with_lease(raw_id(id)));
                 c.kv_client().put(key, value, options).await
             })
+            .await
             .map_err(|e| match convert::too_large(&e) {
                 Some(max) => Error::ValueTooLarge {
                     len: value.len(),
@@ -859,7 +972,16 @@ impl Core {
         keys: impl IntoIterator<Item = K>,
         attach: bool,
     ) -> Result<()> {
-        let mut keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.as_ref().to_vec()).collect();
+        self.block(self.move_keys_async(id, keys, attach))
+    }
+
+    pub(crate) async fn move_keys_async(
+        &self,
+        id: LeaseId,
+        mut keys: Vec<Vec<u8>>,
+        attach: bool,
+    ) -> Result<()> {
         keys.sort();
         keys.dedup();
         for key in &keys {
@@ -867,9 +989,11 @@ impl Core {
         }
         if keys.is_empty() {
             // Nothing to move: still say whether the lease is alive, as the embedded engine.
-            let resp = self.call(Retry::Idempotent, Some(id), |c| async move {
-                c.lease_client().time_to_live(raw_id(id), None).await
-            })?;
+            let resp = self
+                .call_async(Retry::Idempotent, Some(id), |c| async move {
+                    c.lease_client().time_to_live(raw_id(id), None).await
+                })
+                .await?;
             return if resp.ttl() < 0 {
                 Err(Error::LeaseNotFound(id))
             } else {
@@ -903,10 +1027,12 @@ impl Core {
             .map(|k| etcd::TxnOp::get(k.clone(), None))
             .collect();
         let txn = etcd::Txn::new().when(compares).and_then(puts).or_else(gets);
-        let resp = self.call(Retry::Write, Some(id), |c| {
-            let txn = txn.clone();
-            async move { c.kv_client().txn(txn).await }
-        })?;
+        let resp = self
+            .call_async(Retry::Write, Some(id), |c| {
+                let txn = txn.clone();
+                async move { c.kv_client().txn(txn).await }
+            })
+            .await?;
         if resp.succeeded() {
             return Ok(());
         }
@@ -1021,11 +1147,97 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The endpoints, once the options are checked against them.
+fn checked_endpoints<E: AsRef<str>>(
+    endpoints: impl IntoIterator<Item = E>,
+    options: &EtcdOptions,
+) -> Result<Vec<String>> {
+    let endpoints: Vec<String> = endpoints
+        .into_iter()
+        .map(|e| e.as_ref().to_owned())
+        .collect();
+    if endpoints.is_empty() {
+        return Err(Error::InvalidConfig("no etcd endpoint given"));
+    }
+    if [
+        options.request_timeout,
+        options.connect_timeout,
+        options.attempt_timeout,
+    ]
+    .contains(&Duration::ZERO)
+    {
+        return Err(Error::InvalidConfig(
+            "etcd timeouts (request, connect, attempt) must be above zero",
+        ));
+    }
+    if options.tls() && endpoints.iter().any(|e| e.starts_with("http://")) {
+        return Err(Error::InvalidConfig(
+            "TLS options need https:// endpoints (or endpoints without a scheme)",
+        ));
+    }
+    Ok(endpoints)
+}
+
+/// The backend's runtime: one `lessor-etcd` thread for connections, timers and the tasks of
+/// keep-alives and watches.
+fn runtime() -> Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("lessor-etcd")
+        .enable_all()
+        .build()
+        .map_err(Error::Spawn)
+}
+
+/// Whether the cluster answers within `limit`: connecting is lazy, so one endpoint after
+/// another is asked for its status (which also checks the credentials). Run on the runtime.
+async fn answers(pool: &Pool, limit: Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    tokio::time::timeout_at(
+        deadline,
+        pool.call(deadline, Retry::Idempotent, None, |c| async move {
+            c.maintenance_client().status().await
+        }),
+    )
+    .await
+    .unwrap_or_else(|_| Err(convert::timed_out(limit)))
+    .map(|_| ())
+}
+
+/// A future of the etcd client polled by the caller's executor, inside this backend's runtime
+/// context: etcd-client's futures and tokio's timers need a tokio context, which the runtime
+/// thread drives (connections, timers); the caller's executor only polls. The runtime's read
+/// lock is held during each poll, never across one: a close (which takes the write lock and
+/// shuts the runtime down) waits for a poll in progress, and the next poll answers
+/// [`Error::Closed`] instead of touching a runtime that is gone.
+struct InRuntime<'a, F> {
+    core: &'a Core,
+    fut: std::pin::Pin<Box<F>>,
+}
+
+impl<T, F: Future<Output = Result<T>>> Future for InRuntime<'_, F> {
+    type Output = Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        let this = &mut *self;
+        // Recursive: the blocking API polls this under the read lock it already holds.
+        let guard = this.core.runtime.read_recursive();
+        let Some(runtime) = guard.as_ref() else {
+            return std::task::Poll::Ready(Err(Error::Closed));
+        };
+        let _entered = runtime.enter();
+        this.fut.as_mut().poll(cx)
+    }
+}
+
 /// `block_on` inside a runtime would panic: refuse with an error instead.
 fn refuse_inside_runtime() -> Result<()> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::InvalidConfig(
-            "EtcdLessor blocks: call it outside an async runtime (e.g. in spawn_blocking)",
+            "EtcdLessor's blocking methods refuse inside an async runtime: use its AsyncLeaseStore methods (and connect_async), or spawn_blocking",
         ));
     }
     Ok(())

@@ -109,7 +109,32 @@ pub(crate) fn start(
     from: Option<Revision>,
 ) -> Result<Watch> {
     let raw_from = from.map_or(0, |r| i64::try_from(r.get()).unwrap_or(i64::MAX));
-    let (opened, endpoint) = core.run(|deadline| open(core, prefix, exact, raw_from, deadline))?;
+    let opened = core.run(|deadline| open(core, prefix, exact, raw_from, deadline))?;
+    begin(core, prefix, exact, from, opened)
+}
+
+/// [`start`] as a future, for the async API: the stream is opened by the caller's executor.
+pub(crate) async fn start_async(
+    core: &Arc<Core>,
+    prefix: &[u8],
+    exact: bool,
+    from: Option<Revision>,
+) -> Result<Watch> {
+    let raw_from = from.map_or(0, |r| i64::try_from(r.get()).unwrap_or(i64::MAX));
+    let opened = core
+        .run_async(|deadline| open(core, prefix, exact, raw_from, deadline))
+        .await?;
+    begin(core, prefix, exact, from, opened)
+}
+
+/// The rest of a start, once the stream is open: the task, spawned on the runtime.
+fn begin(
+    core: &Arc<Core>,
+    prefix: &[u8],
+    exact: bool,
+    from: Option<Revision>,
+    (opened, endpoint): (Opened, usize),
+) -> Result<Watch> {
     let (stream, after) = match opened {
         Opened::Stream(stream, after) => (stream, after),
         Opened::Compacted(oldest) => {
