@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
+use crate::durability::Ticket;
 use crate::engine::{Applied, Engine};
 use crate::error::{Error, Result};
 use crate::events::LeaseEvents;
@@ -464,7 +465,15 @@ impl Future for Durable<'_> {
         if polled.is_pending() && !self.asked {
             // The waker is registered first, so the end of the flush asked for cannot be missed.
             self.asked = true;
-            if let Err(e) = self.engine.flusher.ask(self.engine, self.seq) {
+            let engine = self.engine;
+            let flush = || {
+                let engine = Arc::clone(engine);
+                move |seq| {
+                    // Its failures reach the waiting tasks through the syncer.
+                    let _ = engine.pipeline.await_durable(&*engine, Ticket(Some(seq)));
+                }
+            };
+            if let Err(e) = engine.flusher.ask(self.seq, flush) {
                 return Poll::Ready(Err(e));
             }
         }

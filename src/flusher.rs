@@ -24,14 +24,11 @@
 //! [`Syncer`]: crate::durability::Syncer
 //! [`Pipeline::await_durable`]: crate::pipeline::Pipeline::await_durable
 
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::durability::Ticket;
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// The flusher thread's handle, kept by the engine.
@@ -56,12 +53,17 @@ struct Thread {
 }
 
 impl Flusher {
-    /// Asks for a flush that makes request `seq` durable, starting the thread if needed.
+    /// Asks for a flush that makes request `seq` durable, starting the thread if needed with
+    /// the flush `make_flush` returns: it waits, as a blocking caller would, until the request of
+    /// the sequence number it is given is durable (leading the flush if nobody is).
     ///
     /// # Errors
     /// [`Error::Closed`] once the lessor has closed, [`Error::Spawn`] if the thread could not be
     /// started.
-    pub(crate) fn ask(&self, engine: &Arc<Engine>, seq: u64) -> Result<()> {
+    pub(crate) fn ask<F>(&self, seq: u64, make_flush: impl FnOnce() -> F) -> Result<()>
+    where
+        F: Fn(u64) + Send + 'static,
+    {
         let mut state = self.state.lock();
         if state.closed {
             return Err(Error::Closed);
@@ -73,10 +75,10 @@ impl Flusher {
             return Ok(());
         }
         let (asks, rx) = crossbeam_channel::unbounded();
-        let engine = Arc::clone(engine);
+        let flush = make_flush();
         let join = std::thread::Builder::new()
             .name("lessor-flusher".into())
-            .spawn(move || run(&engine, &rx))
+            .spawn(move || run(&flush, &rx))
             .map_err(Error::Spawn)?;
         // Never fails: the thread holds the receiver until this sender is dropped.
         let _ = asks.send(seq);
@@ -101,13 +103,12 @@ impl Flusher {
 }
 
 /// The thread's loop: waits for asks, and makes the highest sequence number asked durable.
-fn run(engine: &Engine, asks: &Receiver<u64>) {
+fn run(flush: &impl Fn(u64), asks: &Receiver<u64>) {
     while let Ok(mut seq) = asks.recv() {
         seq = asks.try_iter().fold(seq, u64::max);
         // Failures reach the waiting tasks through the syncer (poisoned, closed); a panic in
         // redb is contained by the flush itself, and this one only guards the thread.
-        let outcome =
-            crate::contain::contain(|| engine.pipeline.await_durable(engine, Ticket(Some(seq))));
+        let outcome = crate::contain::contain(|| flush(seq));
         if let Err(panic) = outcome {
             tracing::error!(panic = %panic, "the flusher contained a panic");
         }

@@ -20,13 +20,17 @@ use conformance::blocking::Blocking;
 use conformance::etcd_server::EtcdServer;
 use lessor::{EtcdLessor, EtcdOptions, LeaseId};
 
-struct Etcd {
-    store: EtcdLessor,
+/// The cluster behind a store: `EtcdLessor` itself, or (`Blocking<EtcdLessor>`) the same
+/// cluster through `AsyncLeaseStore`, every call `EtcdLessor`'s future polled by
+/// `futures::executor::block_on` (no tokio runtime of the test's: the futures run inside the
+/// backend's runtime context), so that the suite checks the async backend too.
+struct Etcd<S> {
+    store: S,
     prefix: String,
 }
 
-impl Etcd {
-    fn new(endpoint: &str, case: &str) -> Etcd {
+impl Etcd<EtcdLessor> {
+    fn new(endpoint: &str, case: &str) -> Self {
         let store = EtcdLessor::connect([endpoint], EtcdOptions::new()).unwrap();
         Etcd {
             store,
@@ -35,63 +39,20 @@ impl Etcd {
     }
 }
 
-impl Harness for Etcd {
-    type Store = EtcdLessor;
-
-    fn store(&self) -> &EtcdLessor {
-        &self.store
-    }
-
-    fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
-    fn pass(&self, by: Duration) {
-        std::thread::sleep(by); // etcd's leases live by the server's clock
-    }
-
-    fn min_ttl(&self) -> Duration {
-        Duration::from_secs(2)
-    }
-
-    fn knows_delete_causes(&self) -> bool {
-        false
-    }
-
-    fn is_etcd(&self) -> bool {
-        true
-    }
-
-    fn fresh_id(&self) -> LeaseId {
-        // etcd's own ids are large; these are small and distinct within the run.
-        static NEXT: AtomicU64 = AtomicU64::new(1_000_000);
-        LeaseId::new(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap()
-    }
-}
-
-/// The same cluster through `AsyncLeaseStore`: every call is `EtcdLessor`'s future, polled by
-/// `futures::executor::block_on` (no tokio runtime of the test's: the futures run inside the
-/// backend's runtime context), so that the suite checks the async backend too.
-struct EtcdAsync {
-    store: Blocking<EtcdLessor>,
-    prefix: String,
-}
-
-impl EtcdAsync {
-    fn new(endpoint: &str, case: &str) -> EtcdAsync {
+impl Etcd<Blocking<EtcdLessor>> {
+    fn new_async(endpoint: &str, case: &str) -> Self {
         let connect = EtcdLessor::connect_async([endpoint], EtcdOptions::new());
-        let store = futures::executor::block_on(connect).unwrap();
-        EtcdAsync {
-            store: Blocking(store),
+        Etcd {
+            store: Blocking(futures::executor::block_on(connect).unwrap()),
             prefix: format!("/conformance-async/{case}/"),
         }
     }
 }
 
-impl Harness for EtcdAsync {
-    type Store = Blocking<EtcdLessor>;
+impl<S: lessor::LeaseStore> Harness for Etcd<S> {
+    type Store = S;
 
-    fn store(&self) -> &Blocking<EtcdLessor> {
+    fn store(&self) -> &S {
         &self.store
     }
 
@@ -116,7 +77,7 @@ impl Harness for EtcdAsync {
     }
 
     fn fresh_id(&self) -> LeaseId {
-        static NEXT: AtomicU64 = AtomicU64::new(5_000_000);
+        static NEXT: AtomicU64 = AtomicU64::new(1_000_000);
         LeaseId::new(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap()
     }
 }
@@ -141,7 +102,7 @@ macro_rules! etcd_async_cases {
     ($($case:ident),*) => {
         const ASYNC_CASES: &[Case] = &[$(
             (concat!("async::", stringify!($case)), |endpoint| {
-                let h = EtcdAsync::new(endpoint, stringify!($case));
+                let h = Etcd::new_async(endpoint, stringify!($case));
                 conformance::$case(&h);
                 lessor::LeaseStore::close(&h.store).unwrap();
             }),

@@ -98,3 +98,22 @@ impl Engine {
         self.sync().stats().map_err(errors::from_lessor)
     }
 }
+
+/// The key [`Server::bind`](crate::Server::bind) writes and deletes once on a store still at revision 0; the
+/// services never show it (watch events of it are dropped).
+pub(crate) const START_KEY: &[u8] = b"\0lessor-server/start";
+
+/// Brings a store still at revision 0 (never written) past revision 1, so that the first write
+/// of a client is above 1, as on etcd (whose empty store is at revision 1). Clients rely on it:
+/// clientv3/concurrency's mutex and election wait for the keys created before their own with
+/// `WithMaxCreateRev(own - 1)`, where 0 means "no bound", so a lock taken by the very first
+/// write of a store at revision 0 waited for its own key forever. A put and a delete of
+/// [`START_KEY`]: revision 2, nothing left behind.
+pub(crate) async fn past_revision_one(lessor: &lessor::Lessor) -> lessor::Result<()> {
+    if lessor.revision()?.get() == 0 {
+        let a = lessor::AsyncLessor::from(lessor.clone());
+        a.put(START_KEY, "").await?;
+        a.delete(START_KEY).await?;
+    }
+    Ok(())
+}

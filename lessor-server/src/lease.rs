@@ -17,7 +17,7 @@ use crate::engine::Engine;
 use crate::errors;
 use crate::kv::header;
 use crate::proto::etcdserverpb::{self as pb, lease_server};
-use crate::server::Stopping;
+use crate::stopping::Stopping;
 
 /// Whole seconds of a duration, as etcd's TTL fields carry them.
 fn secs(d: Duration) -> i64 {

@@ -61,6 +61,7 @@ mod lease;
 mod maintenance;
 mod proto;
 mod server;
+mod stopping;
 mod watch;
 
 pub use crate::config::{Config, Limits, TlsConfig};
@@ -96,7 +97,7 @@ pub mod __test {
         crate::lease::Lease::new(
             Engine::new(lessor),
             &limits,
-            crate::server::Stopping::never(),
+            crate::stopping::Stopping::never(),
         )
     }
 }

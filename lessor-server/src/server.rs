@@ -18,30 +18,8 @@ use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::stopping::Stopping;
 use crate::watch::WatchService;
-
-/// Tells long-lived streams (watches, keep-alives) that the server is stopping, so that a
-/// graceful shutdown does not wait for their clients to hang up.
-#[derive(Clone, Debug)]
-pub(crate) struct Stopping(tokio::sync::watch::Receiver<bool>);
-
-impl Stopping {
-    /// A signal that never fires (services called without a server).
-    pub(crate) fn never() -> Stopping {
-        static NEVER: std::sync::OnceLock<tokio::sync::watch::Sender<bool>> =
-            std::sync::OnceLock::new();
-        Stopping(
-            NEVER
-                .get_or_init(|| tokio::sync::watch::channel(false).0)
-                .subscribe(),
-        )
-    }
-
-    /// Completes once the server is stopping, or has been dropped (its serve future with it).
-    pub(crate) async fn wait(mut self) {
-        let _ = self.0.wait_for(|stopping| *stopping).await;
-    }
-}
 
 /// Why the server could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -81,25 +59,6 @@ pub enum ServeError {
     /// storage failed.
     #[error("the lessor: {0}")]
     Lessor(#[from] lessor::Error),
-}
-
-/// The key [`Server::bind`] writes and deletes once on a store still at revision 0; the
-/// services never show it (watch events of it are dropped).
-pub(crate) const START_KEY: &[u8] = b"\0lessor-server/start";
-
-/// Brings a store still at revision 0 (never written) past revision 1, so that the first write
-/// of a client is above 1, as on etcd (whose empty store is at revision 1). Clients rely on it:
-/// clientv3/concurrency's mutex and election wait for the keys created before their own with
-/// `WithMaxCreateRev(own - 1)`, where 0 means "no bound", so a lock taken by the very first
-/// write of a store at revision 0 waited for its own key forever. A put and a delete of
-/// [`START_KEY`]: revision 2, nothing left behind.
-async fn past_revision_one(lessor: &lessor::Lessor) -> Result<(), ServeError> {
-    if lessor.revision()?.get() == 0 {
-        let a = lessor::AsyncLessor::from(lessor.clone());
-        a.put(START_KEY, "").await?;
-        a.delete(START_KEY).await?;
-    }
-    Ok(())
 }
 
 /// A server over a [`lessor::Lessor`], not yet listening: [`Server::bind`] binds its address,
@@ -165,7 +124,7 @@ impl Server {
     /// [`ServeError::Bind`], [`ServeError::TlsFile`], [`ServeError::Lessor`].
     pub async fn bind(self) -> Result<Bound, ServeError> {
         if self.config.etcd_start_revision {
-            past_revision_one(&self.lessor).await?;
+            crate::engine::past_revision_one(&self.lessor).await?;
         }
         let tls = match &self.config.tls {
             None => None,

@@ -31,7 +31,7 @@ use crate::kv::{header, in_range, key_end, rev, to_kv};
 use crate::lease::async_stream;
 use crate::proto::etcdserverpb::{self as pb, watch_create_request, watch_request, watch_server};
 use crate::proto::mvccpb;
-use crate::server::Stopping;
+use crate::stopping::Stopping;
 
 /// Events taken at once before they are sent.
 const MAX_BATCH: usize = 1000;
@@ -134,7 +134,7 @@ struct State {
 impl State {
     /// etcd's event for ours, if the watch wants it.
     fn event(&mut self, event: &WatchEvent) -> Option<mvccpb::Event> {
-        if event.key() == crate::server::START_KEY
+        if event.key() == crate::engine::START_KEY
             || !in_range(event.key(), &self.start, self.end.as_deref())
         {
             return None;
