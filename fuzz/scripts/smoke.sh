@@ -12,7 +12,7 @@ seconds="${FUZZ_SMOKE_SECONDS:-40}"
 # with one-phase commits it finds the known rollbacks of `known-bugs/open_damaged/` within
 # seconds, and with two-phase commits (LESSOR_FUZZ_TWO_PHASE=1) its last 10-minute run still
 # found an abort inside redb at close; run it with FUZZ_SMOKE_TARGETS="open_damaged".
-read -r -a targets <<< "${FUZZ_SMOKE_TARGETS:-records ops open}"
+read -r -a targets <<< "${FUZZ_SMOKE_TARGETS:-records ops open serve}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     echo "fuzz smoke skipped: no nightly toolchain (rustup toolchain install nightly)"
@@ -33,9 +33,10 @@ trap 'rm -rf "${work}"' EXIT
 cargo +nightly fuzz build -s none
 
 for target in "${targets[@]}"; do
-    # `ops` waits (in real time, up to 10 s) for the keep-alive thread: a longer timeout.
+    # `ops` waits (in real time, up to 10 s) for the keep-alive thread, and `serve` gives each
+    # call and stream 10 s to answer before it reports which one hung: a longer timeout.
     timeout=10
-    [[ "${target}" == ops ]] && timeout=30
+    [[ "${target}" == ops || "${target}" == serve ]] && timeout=30
     mkdir -p "${work}/${target}"
     cp -R "corpus/${target}/." "${work}/${target}/"
     echo "== fuzz ${target}: ${seconds} s"

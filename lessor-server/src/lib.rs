@@ -100,4 +100,33 @@ pub mod __test {
             crate::stopping::Stopping::never(),
         )
     }
+
+    /// The Watch service over `lessor`, with `config`'s limits and progress interval.
+    pub fn watch(
+        lessor: lessor::Lessor,
+        config: &crate::Config,
+    ) -> impl crate::pb::etcdserverpb::watch_server::Watch {
+        crate::watch::WatchService::new(
+            Engine::new(lessor),
+            config,
+            crate::stopping::Stopping::never(),
+        )
+    }
+
+    /// The Maintenance and Cluster services over `lessor`, as a member named `name` that
+    /// clients reach at `addr` (plain text).
+    pub fn maintenance(
+        lessor: lessor::Lessor,
+        name: &str,
+        addr: std::net::SocketAddr,
+    ) -> impl crate::pb::etcdserverpb::maintenance_server::Maintenance
+    + crate::pb::etcdserverpb::cluster_server::Cluster {
+        crate::maintenance::Maintenance::new(Engine::new(lessor), name.to_owned(), addr, false)
+    }
+
+    /// The largest message the gRPC layer decodes under `limits` (what the server gives
+    /// tonic's `max_decoding_message_size`).
+    pub fn max_message_bytes(limits: &crate::Limits) -> usize {
+        limits.max_message_bytes()
+    }
 }
