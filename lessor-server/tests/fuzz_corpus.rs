@@ -2,8 +2,9 @@
 //! (`fuzz/corpus/serve/`, `fuzz/regressions/serve/`) on stable, through the check the target
 //! runs (`tests/support/serve.rs`), so that `cargo test` catches a regression without nightly.
 //!
-//! The ignored test writes the seed corpus: `cargo test -p lessor-server --test fuzz_corpus --
-//! --ignored`.
+//! Ignored tests write the seed corpus (`cargo test -p lessor-server --test fuzz_corpus --
+//! --ignored write_serve_seeds`) and replay a directory of inputs
+//! (`SERVE_DIR=<dir> [SERVE_TRACE=1] cargo test ... -- --ignored replay_serve_dir`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -110,6 +111,21 @@ fn the_watch_check_rejects_an_event_outside_the_range() {
     assert!(serve::check_watch(&sent, &[Ok(created.clone()), Ok(event(b"b"))], false).is_err());
     assert!(serve::check_watch(&sent, &[Ok(event(b"a"))], false).is_err());
     assert!(serve::check_watch(&sent, &[], false).is_err());
+}
+
+/// Replays every file of the directory `SERVE_DIR` (a grown corpus, or findings): with
+/// `SERVE_TRACE=1`, to read what the inputs do.
+#[test]
+#[ignore = "replays the directory SERVE_DIR"]
+fn replay_serve_dir() {
+    let dir = PathBuf::from(std::env::var_os("SERVE_DIR").expect("SERVE_DIR"));
+    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    replay(&files);
 }
 
 /// Writes the seeds into `fuzz/corpus/serve/`, one file per seed, named after it.

@@ -871,8 +871,8 @@ pub fn check(calls: &[Call]) -> Result<(), String> {
         .ticker(false)
         .max_key_size(256)
         .max_value_size(1024)
-        .event_buffer(64)
-        .watch_history(128, 64 << 10)
+        // A short history: a watch from an old revision is refused as compacted.
+        .watch_history(16, 4096)
         .open_in_memory()
         .map_err(|e| format!("cannot open a lessor: {e}"))?;
     let limits = limits();
