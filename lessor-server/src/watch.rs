@@ -218,7 +218,14 @@ impl Session {
                 }
                 request = inbound.next() => match request {
                     Some(Ok(request)) => self.handle(request, &tx).await,
-                    Some(Err(_)) | None => Err(Gone),
+                    // A request that does not decode ends the call with the decoder's error,
+                    // as etcd's watch returns its receive error (and as the keep-alive
+                    // stream does), not as if the client had closed the stream.
+                    Some(Err(status)) => {
+                        let _ = tx.send(Err(status)).await;
+                        Err(Gone)
+                    }
+                    None => Err(Gone),
                 },
                 Some(first) = self.feeds.next(), if !self.feeds.is_empty() => {
                     self.deliver(vec![first], &tx).await.map(|_| ())

@@ -21,7 +21,7 @@
 //!   created and cancelled), each progress request with one progress response, sends events
 //!   only for live watches, inside their range, after their start revision, in revision order,
 //!   honouring the NOPUT/NODELETE filters; only a stream whose framing was broken ends with
-//!   an error;
+//!   an error, and one sent a frame that does not decode does;
 //! - every call and stream answers within 10 s, no task panics, and at the end the lessor's
 //!   own integrity check finds no problem and it closes cleanly.
 //!
@@ -974,6 +974,8 @@ struct WatchStream {
     /// The stream's framing or a message was broken: it may end with an error, and requests
     /// after that are not answered.
     broken: bool,
+    /// A frame that does not decode was sent: the stream must end with an error.
+    bad_frame: bool,
     responses: tokio::task::JoinHandle<Vec<Result<pb::WatchResponse, Status>>>,
 }
 
@@ -1404,6 +1406,7 @@ where
                 body,
                 sent: Vec::new(),
                 broken: false,
+                bad_frame: false,
                 responses,
             },
         );
@@ -1428,6 +1431,7 @@ where
             return Err("a watch stream stopped reading its requests".to_owned());
         }
         stream.broken = request.is_none();
+        stream.bad_frame = request.is_none();
         stream.sent.push(request);
         Ok(())
     }
@@ -1460,7 +1464,14 @@ where
                 }
             }
         }
-        check_watch(&stream.sent, &responses, stream.broken)
+        check_watch(&stream.sent, &responses, stream.broken)?;
+        if stream.bad_frame && !matches!(responses.last(), Some(Err(_))) {
+            return Err(
+                "a watch stream sent a frame that does not decode ended without an error"
+                    .to_owned(),
+            );
+        }
+        Ok(())
     }
 
     /// Raw bytes into a stream's body, which then ends: whatever tonic makes of them, the
