@@ -1,6 +1,7 @@
 //! Benchmarks of the key-value family: the writes that tie keys to leases or end them with their
-//! lease (`put_with_lease`, `attach`, `revoke`) under each durability mode, and the reads
-//! (`get`, `time_to_live`) at 1,000, 100,000 and 1,000,000 leases.
+//! lease (`put_with_lease`, `attach`, `revoke`) under each durability mode, the reads
+//! (`get`, `time_to_live`) at 1,000, 100,000 and 1,000,000 leases, and a page of a large range
+//! against the whole range (`range`).
 //!
 //! Run it with `cargo bench --bench kv` (a few minutes, most of it waiting for fsyncs in the
 //! `immediate` cases; add a filter such as `cargo bench --bench kv -- revoke` to run part of
@@ -54,6 +55,26 @@
 //! - `time_to_live/N`: `time_to_live` of a random lease (the lease table alone; its keys are
 //!   read only by `time_to_live_with_keys`).
 //!
+//! ## A page of a range: `range`
+//!
+//! One fixture: 100,000 keys `/bench/range/NNNNNNN` and 100,000 keys `/bench/other/NNNNNNN`,
+//! attached to no lease, each with a 100-byte value, built in batched mode and synced (so every
+//! read is of the file). The ranges read:
+//!
+//! - `limit_10` and `count_only`: `[/bench/range/, /bench/range0)`, etcd's Range of that prefix
+//!   (100,000 keys, half of the table), with `limit` 10, or `count_only`;
+//! - `count_all`: every key (`[\0, ∞)`, etcd's `get "" --prefix --count-only`), 200,000 keys.
+//!
+//! Each in two ways:
+//! - `RANGE/whole`: what lessor-server did for every Range, and still does for a sort by
+//!   anything but the key or with revision bounds: read every key of the range whole
+//!   (`range_between`), then keep the first 10 (or none) and count them all;
+//! - `RANGE/page`: `range_page` with `limit(10)` (or `limit(0)`): the first 10 keys read whole
+//!   (or none), the others counted without being read.
+//!
+//! A read takes milliseconds, so this group samples flat (each sample the same number of
+//! reads), 20 samples.
+//!
 //! Building the 1,000,000-lease fixture took 5 s on a 2-core VM (printed as
 //! `kv bench: built ...`). It happens in the first call of `get/1000000`, which criterion's
 //! warm-up absorbs. With `--quick` there is no warm-up, and criterion stops a benchmark after
@@ -69,8 +90,8 @@ mod support;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, Throughput};
-use lessor::{Durability, LeaseId, Lessor, Op, Txn};
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
+use lessor::{Durability, LeaseId, Lessor, Op, RangeOptions, Txn};
 use support::{BySize, SplitMix64};
 
 /// TTL of every lease: far longer than the benchmark runs, so no lease expires.
@@ -409,9 +430,89 @@ fn reads(c: &mut Criterion) {
     group.finish();
 }
 
+/// Keys of the range fixture under each of its two prefixes (in test mode,
+/// [`support::TEST_MODE_MAX_LEASES`]).
+const RANGE_KEYS: usize = 100_000;
+
+/// Length of each value of the range fixture.
+const RANGE_VALUE_LEN: usize = 100;
+
+/// A lessor holding `n` keys `/bench/range/NNNNNNN` and `n` keys `/bench/other/NNNNNNN`, of no
+/// lease, with 100-byte values, synced.
+fn build_range(n: usize) -> Db {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let lessor = open(&dir, Mode::Batched);
+    let value = [b'v'; RANGE_VALUE_LEN];
+    for prefix in ["/bench/range/", "/bench/other/"] {
+        for chunk in (0..n).collect::<Vec<_>>().chunks(PUTS_PER_TXN) {
+            let txn = chunk.iter().fold(Txn::new(), |txn, i| {
+                txn.then(Op::put(format!("{prefix}{i:07}"), value))
+            });
+            assert!(lessor.txn(txn).expect("put a chunk of keys").succeeded);
+        }
+    }
+    lessor.sync().expect("flush the fixture");
+    eprintln!(
+        "kv bench: built 2 x {n} keys of {RANGE_VALUE_LEN} bytes in {:.1?}",
+        started.elapsed()
+    );
+    Db { lessor, dir }
+}
+
+fn ranges(c: &mut Criterion) {
+    let n = if support::test_mode() {
+        RANGE_KEYS.min(support::TEST_MODE_MAX_LEASES)
+    } else {
+        RANGE_KEYS
+    };
+    let mut fixture = None;
+    let prefix: (&[u8], Option<&[u8]>) = (b"/bench/range/", Some(b"/bench/range0"));
+    let everything: (&[u8], Option<&[u8]>) = (b"\0", None);
+    let mut group = c.benchmark_group("range");
+    group.throughput(Throughput::Elements(1));
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(20);
+    for (name, (start, end), limit, keys) in [
+        ("limit_10", prefix, 10, n),
+        ("count_only", prefix, 0, n),
+        ("count_all", everything, 0, 2 * n),
+    ] {
+        group.bench_function(BenchmarkId::new(name, "whole"), |b| {
+            let lessor = &fixture.get_or_insert_with(|| build_range(n)).lessor;
+            b.iter(|| {
+                let mut kvs = lessor
+                    .range_between(black_box(start), end)
+                    .expect("read the range")
+                    .kvs;
+                let count = kvs.len();
+                kvs.truncate(limit);
+                assert_eq!(count, keys, "a key is missing");
+                black_box((kvs, count))
+            });
+        });
+        group.bench_function(BenchmarkId::new(name, "page"), |b| {
+            let lessor = &fixture.get_or_insert_with(|| build_range(n)).lessor;
+            let options = RangeOptions::new().limit(limit);
+            b.iter(|| {
+                let page = lessor
+                    .range_page(black_box(start), end, options)
+                    .expect("read a page of the range");
+                assert_eq!((page.kvs.len(), page.count), (limit, keys as u64));
+                black_box(page)
+            });
+        });
+    }
+    group.finish();
+    if let Some(db) = fixture {
+        db.lessor.close().expect("close the range fixture");
+    }
+}
+
 fn main() {
     let mut c = support::criterion();
     writes(&mut c);
     reads(&mut c);
+    ranges(&mut c);
     c.final_summary();
 }

@@ -32,6 +32,7 @@ use crate::events::LeaseEvents;
 use crate::keepalive::{KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::lessor::Lessor;
+use crate::range::{Page, RangeOptions};
 use crate::signal::WakerCell;
 use crate::txn::{Txn, TxnResponse};
 use crate::watch::Watch;
@@ -290,6 +291,20 @@ impl AsyncLessor {
     /// As [`Lessor::range_with_revision`].
     pub async fn range_with_revision(&self, prefix: impl AsRef<[u8]>) -> Result<Snapshot> {
         self.lessor.range_with_revision(prefix)
+    }
+
+    /// A page of the keys from `start` up to `end`, with the count of the whole range; see
+    /// [`Lessor::range_page`].
+    ///
+    /// # Errors
+    /// As [`Lessor::range_page`].
+    pub async fn range_page(
+        &self,
+        start: impl AsRef<[u8]>,
+        end: Option<&[u8]>,
+        options: RangeOptions,
+    ) -> Result<Page> {
+        self.lessor.range_page(start, end, options)
     }
 
     /// The database's current revision; see [`Lessor::revision`].

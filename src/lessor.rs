@@ -20,6 +20,7 @@ use crate::integrity::Problem;
 use crate::keepalive::{self, KeepAlive, KeepAliveOptions};
 use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 use crate::overlay::Query;
+use crate::range::{Page, RangeOptions};
 use crate::reload::Source;
 use crate::stats::{Health, Stats};
 use crate::ticker::Ticker;
@@ -529,6 +530,64 @@ impl Lessor {
                 Ok(Snapshot {
                     revision: Revision(revision),
                     kvs: view.range_between(start, end)?,
+                })
+            })
+    }
+
+    /// Reads a page of the keys from `start` up to `end` (etcd's range `[key, range_end)`, as
+    /// in [`range_between`](Self::range_between)): the first keys in the order `options` asks,
+    /// at most its limit, and the number of keys in the whole range, all at one revision. This
+    /// is etcd's range with a limit, `count` and `more`.
+    ///
+    /// It costs what it returns: only the keys returned are read whole; every other key of the
+    /// range is counted without reading its value. `RangeOptions::new().limit(0)` only counts.
+    /// An `end` at or before `start` reads nothing.
+    ///
+    /// Records are checked (checksums, leases) for the keys returned, as every read checks
+    /// them; the keys only counted are not read, so damage to them is reported by the reads
+    /// that return them, or by [`verify`](Self::verify).
+    ///
+    /// # Errors
+    /// [`Error::Storage`], [`Error::Corrupted`], [`Error::Closed`].
+    ///
+    /// ```
+    /// use lessor::{Lessor, RangeOptions};
+    ///
+    /// # fn main() -> lessor::Result<()> {
+    /// let lessor = Lessor::open_in_memory()?;
+    /// for i in 0..5 {
+    ///     lessor.put(format!("/jobs/{i}"), "queued")?;
+    /// }
+    /// lessor.put("/other", "x")?;
+    ///
+    /// // The last two jobs, last first, out of the five.
+    /// let options = RangeOptions::new().limit(2).descending(true);
+    /// let page = lessor.range_page("/jobs/", Some(b"/jobs0"), options)?;
+    /// let keys: Vec<_> = page.kvs.iter().map(|kv| kv.key.as_slice()).collect();
+    /// assert_eq!(keys, [b"/jobs/4".as_slice(), b"/jobs/3"]);
+    /// assert_eq!((page.count, page.more), (5, true));
+    ///
+    /// // Only the count, with no end: every key from "/jobs/3" on.
+    /// let page = lessor.range_page("/jobs/3", None, RangeOptions::new().limit(0))?;
+    /// assert_eq!((page.kvs.len(), page.count), (0, 3));
+    /// assert_eq!(page.revision, lessor.revision()?);
+    /// # Ok(()) }
+    /// ```
+    pub fn range_page(
+        &self,
+        start: impl AsRef<[u8]>,
+        end: Option<&[u8]>,
+        options: RangeOptions,
+    ) -> Result<Page> {
+        let start = start.as_ref();
+        self.readable()?
+            .read(Query::Between(start, end), |view, revision| {
+                let (kvs, count) = view.page(start, end, options)?;
+                Ok(Page {
+                    more: count > kvs.len() as u64,
+                    kvs,
+                    count,
+                    revision: Revision(revision),
                 })
             })
     }

@@ -134,6 +134,7 @@ mod lessor;
 mod lifecycle;
 mod overlay;
 mod pipeline;
+mod range;
 mod reap;
 mod record;
 mod recovery;
@@ -162,6 +163,7 @@ pub use crate::keepalive::{EndReason, KeepAlive, KeepAliveOptions, KeepAliveResp
 pub use crate::lease::{KeyValue, Lease, LeaseId, LeaseInfo, Revision, Snapshot};
 pub use crate::lease_store::LeaseStore;
 pub use crate::lessor::Lessor;
+pub use crate::range::{Page, RangeOptions};
 pub use crate::restart::RestartPolicy;
 pub use crate::stats::{Health, Percentiles, Stats};
 pub use crate::txn::{CmpOp, Compare, Op, OpResponse, Txn, TxnResponse};

@@ -32,11 +32,12 @@ use crate::error::{Error, Result};
 use crate::events::Change;
 use crate::lease::{KeyValue, LeaseId, Revision};
 use crate::lease_table::LeaseTable;
+use crate::range::RangeOptions;
 use crate::record::{Checkpoint, KvRecord, LeaseRecord};
 use crate::store::{self, Counters, KV, LEASE_KEYS, LEASES, META, REVOKING};
 
 /// An entry's state in an overlay: its encoded record, or `None` for deleted.
-type Entry = Option<Vec<u8>>;
+pub(crate) type Entry = Option<Vec<u8>>;
 
 /// What a request wrote, so that it can be undone if the request fails.
 enum Undo {
@@ -94,6 +95,25 @@ impl Overlay {
         self.revoking
             .iter()
             .filter_map(|(&id, state)| state.is_some().then_some(id))
+    }
+
+    /// The key entries from `start` up to `end` (excluded; `None`: no end), in key order; none
+    /// if `end` is at or before `start`.
+    pub(crate) fn kv_between<'o>(
+        &'o self,
+        start: &[u8],
+        end: Option<&[u8]>,
+    ) -> impl DoubleEndedIterator<Item = (&'o [u8], &'o Entry)> + 'o {
+        let entries = if end.is_some_and(|end| end <= start) {
+            None
+        } else {
+            let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+            Some(self.kv.range::<[u8], _>((Bound::Included(start), upper)))
+        };
+        entries
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.as_slice(), v))
     }
 
     /// Low-level writes applied so far.
@@ -398,7 +418,7 @@ impl Base {
     /// leaves memory only once its revocation is durable, so a lease still there has its record
     /// in any snapshot that has its keys; a lease that is not there is looked up. (A key
     /// orphaned by damage is then missed only while its lease's id is granted again.)
-    fn owned(
+    pub(crate) fn owned(
         &self,
         kv: KeyValue,
         live: Option<&LeaseTable>,
@@ -427,25 +447,26 @@ impl Base {
         Ok(kv)
     }
 
-    /// Every key from `start` up to `end` (excluded; `None`: no end), in key order, with its
-    /// record.
-    fn kv_range(
-        &self,
-        start: &[u8],
-        end: Option<&[u8]>,
-        out: &mut BTreeMap<Vec<u8>, Entry>,
-    ) -> Result<()> {
-        for entry in self.kv.range::<&[u8]>(start..)? {
-            let (k, v) = entry?;
-            let key = k.value();
-            if !before_end(key, end) {
-                break;
-            }
-            out.insert(key.to_vec(), Some(v.value().to_vec()));
-        }
-        Ok(())
+    /// The file's keys within `bounds` with their records, read lazily in either direction;
+    /// none if the bounds are reversed.
+    pub(crate) fn kv_in(&self, bounds: (Bound<&[u8]>, Bound<&[u8]>)) -> Result<FileRange> {
+        // redb answers reversed bounds with no keys (where `BTreeMap::range` would panic).
+        Ok(self.kv.range::<&[u8]>(bounds)?)
+    }
+
+    /// How many keys the file holds; O(1) (redb keeps the count of each table).
+    pub(crate) fn kv_len(&self) -> Result<u64> {
+        Ok(self.kv.len()?)
+    }
+
+    /// Whether the file holds `key`, without copying its record.
+    pub(crate) fn kv_contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.kv.get(key)?.is_some())
     }
 }
+
+/// An iterator over a key range of the file, from [`Base::kv_in`].
+pub(crate) type FileRange = redb::Range<'static, &'static [u8], &'static [u8]>;
 
 /// Overlay layers, newest first, over a base: what a request or a read sees.
 #[derive(Clone, Copy)]
@@ -458,7 +479,7 @@ pub(crate) struct Layers<'a> {
 }
 
 impl Layers<'_> {
-    fn overlays(&self) -> impl Iterator<Item = &Overlay> {
+    pub(crate) fn overlays(&self) -> impl Iterator<Item = &Overlay> {
         self.overlays.iter().flatten().copied()
     }
 
@@ -481,7 +502,7 @@ impl Layers<'_> {
     }
 
     /// Whether any lease is being revoked: if not, no key is hidden and no record needs a look.
-    fn any_revoking(&self) -> bool {
+    pub(crate) fn any_revoking(&self) -> bool {
         !self.base.revoking.is_empty() || self.overlays().any(|o| !o.revoking.is_empty())
     }
 
@@ -498,7 +519,7 @@ impl Layers<'_> {
 
     /// Whether the key whose record is `bytes` is hidden: attached to a lease being revoked. A
     /// record that does not decode is not hidden (reading it gives the error).
-    fn hidden(&self, key: &[u8], bytes: &[u8]) -> bool {
+    pub(crate) fn hidden(&self, key: &[u8], bytes: &[u8]) -> bool {
         self.any_revoking()
             && KvRecord::decode(key, bytes).is_ok_and(|r| r.lease != 0 && self.is_revoking(r.lease))
     }
@@ -537,61 +558,7 @@ impl Layers<'_> {
 
     /// Every key from `start` up to `end` (excluded; `None`: no end), in key order.
     pub(crate) fn range_between(&self, start: &[u8], end: Option<&[u8]>) -> Result<Vec<KeyValue>> {
-        let mut merged = BTreeMap::new();
-        self.base.kv_range(start, end, &mut merged)?;
-        // The keys an overlay wrote, over the file's: `None` once the file's record is no
-        // longer what the read sees.
-        let mut written = BTreeMap::new();
-        for o in self.overlays.iter().rev().flatten() {
-            for (k, v) in
-                o.kv.range::<[u8], _>((Bound::Included(start), Bound::Unbounded))
-            {
-                if !before_end(k, end) {
-                    break;
-                }
-                merged.remove(k);
-                written.insert(k.clone(), v.clone());
-            }
-        }
-        let mut seen = Vec::new();
-        let mut file = merged
-            .iter()
-            .filter_map(|(k, v)| {
-                v.as_ref().filter(|v| !self.hidden(k, v)).map(|v| {
-                    self.base
-                        .owned(store::key_value(k, v)?, self.live, &mut seen)
-                })
-            })
-            .peekable();
-        let mut memory = written
-            .iter()
-            .filter_map(|(k, v)| {
-                v.as_ref()
-                    .filter(|v| !self.hidden(k, v))
-                    .map(|v| store::key_value(k, v))
-            })
-            .peekable();
-        // The two in key order (no key is in both).
-        let mut out = Vec::with_capacity(merged.len() + written.len());
-        loop {
-            let from_file = match (file.peek(), memory.peek()) {
-                (None, None) => break,
-                (Some(_), None) => true,
-                (None, Some(_)) => false,
-                (Some(Ok(f)), Some(Ok(m))) => f.key < m.key,
-                (Some(Err(_)), _) => true,
-                (_, Some(Err(_))) => false,
-            };
-            let next = if from_file {
-                file.next()
-            } else {
-                memory.next()
-            };
-            if let Some(kv) = next {
-                out.push(kv?);
-            }
-        }
-        Ok(out)
+        Ok(self.page(start, end, RangeOptions::new())?.0)
     }
 
     /// Up to `limit` keys attached to lease `id`, in key order, from the one after `after` (from

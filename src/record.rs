@@ -233,6 +233,18 @@ impl<'a> KvRecord<'a> {
     }
 }
 
+/// The lease id (0: none) that the key record `bytes` names, read from the record's first field
+/// alone: neither the value nor the checksum is looked at, so a damaged record may give a wrong
+/// id. `None` if even that field does not decode. For counting keys without reading them.
+pub(crate) fn kv_lease(bytes: &[u8]) -> Option<u64> {
+    match bytes.split_first() {
+        Some((&(KV_V1 | KV_V2), body)) => postcard::take_from_bytes::<u64>(body)
+            .ok()
+            .map(|(lease, _)| lease),
+        _ => None,
+    }
+}
+
 /// Decodes `bytes` as each record type and checks that whatever decodes re-encodes to a record
 /// that decodes to the same value. For the `records` fuzz target; never panics.
 ///
@@ -362,6 +374,25 @@ mod tests {
                 value: b"x",
             }
         );
+    }
+
+    #[test]
+    fn a_key_records_lease_is_read_from_its_first_field_alone() {
+        let big = KvRecord {
+            lease: u64::MAX,
+            ..kv()
+        };
+        for (r, lease) in [(kv(), 3), (big, u64::MAX)] {
+            let bytes = r.encode(b"/a").unwrap();
+            assert_eq!(kv_lease(&bytes), Some(lease));
+            // Neither the value nor the checksum is looked at.
+            assert_eq!(kv_lease(&bytes[..3]), Some(lease).filter(|&l| l < 128));
+        }
+        assert_eq!(kv_lease(&[KV_V1, 0, 1, 2, 2, 1, b'x']), Some(0));
+        assert_eq!(kv_lease(&[]), None);
+        assert_eq!(kv_lease(&[KV_V2]), None);
+        assert_eq!(kv_lease(&[LEASE_V3, 3]), None);
+        assert_eq!(kv_lease(&[KV_V2, 0x80]), None);
     }
 
     #[test]

@@ -309,11 +309,22 @@ pub(crate) fn lease_id(raw: u64) -> Result<LeaseId> {
     LeaseId::new(raw).ok_or_else(|| Error::Corrupted(format!("invalid lease id {raw} stored")))
 }
 
+/// The key stored under `key` with the record `bytes`, its value included.
 pub(crate) fn key_value(key: &[u8], bytes: &[u8]) -> Result<KeyValue> {
+    decode_key(key, bytes, true)
+}
+
+/// The key stored under `key` with the record `bytes`, with its value (`with_value`) or with
+/// an empty one. The record is checked whole either way (checksum included).
+pub(crate) fn decode_key(key: &[u8], bytes: &[u8], with_value: bool) -> Result<KeyValue> {
     let r = KvRecord::decode(key, bytes)?;
     Ok(KeyValue {
         key: key.to_vec(),
-        value: r.value.to_vec(),
+        value: if with_value {
+            r.value.to_vec()
+        } else {
+            Vec::new()
+        },
         lease: match r.lease {
             0 => None,
             raw => Some(lease_id(raw)?),

@@ -218,6 +218,13 @@ fn every_operation_works_and_reports_errors_as_the_blocking_api() {
         let result = lessor.txn(txn).await.unwrap();
         assert!(result.succeeded);
         assert_eq!(lessor.revision().await.unwrap(), result.revision);
+        let options = lessor::RangeOptions::new().limit(1).descending(true);
+        let page = lessor.range_page("/", None, options).await.unwrap();
+        assert_eq!(page.kvs[0].key, b"/lock");
+        assert_eq!(
+            (page.count, page.more, page.revision),
+            (2, true, result.revision)
+        );
         assert!(lessor.delete("/a").await.unwrap());
         assert!(!lessor.delete("/a").await.unwrap());
         assert_eq!(

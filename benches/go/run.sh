@@ -48,7 +48,7 @@ for _ in $(seq 100); do
     ETCDCTL_API=3 etcdctl --endpoints="127.0.0.1:$ETCD_PORT" endpoint health >/dev/null 2>&1 && break
     sleep 0.2
 done
-"$tmp/load" -endpoint "127.0.0.1:$ETCD_PORT" -ops "$OPS" -clients "$CLIENTS" -expiring "$EXPIRING" \
+"$tmp/load" -endpoint "127.0.0.1:$ETCD_PORT" -server-pid "$etcd_pid" -ops "$OPS" -clients "$CLIENTS" -expiring "$EXPIRING" \
     >"$tmp/etcd.txt"
 kill "$etcd_pid"
 
@@ -64,20 +64,24 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$endpoint" ] || { cat "$tmp/serve.log" >&2; exit 1; }
-"$tmp/load" -endpoint "$endpoint" -ops "$OPS" -clients "$CLIENTS" -expiring "$EXPIRING" \
+"$tmp/load" -endpoint "$endpoint" -server-pid "$lessor_pid" -ops "$OPS" -clients "$CLIENTS" -expiring "$EXPIRING" \
     >"$tmp/lessor.txt"
 kill -TERM "$lessor_pid"
 
 echo
-printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %7s\n' measure clients \
-    "etcd /s" "p50 µs" "p99 µs" "lessor /s" "p50 µs" "p99 µs" ratio
-paste -d' ' "$tmp/etcd.txt" "$tmp/lessor.txt" | while read -r name c _ _ erate ep50 ep99 _ _ _ _ lrate lp50 lp99; do
-    if [ "$name" = expiry_lateness ]; then
-        # Lateness: the rate column means nothing; the ratio is etcd's p99 over lessor's.
-        ratio="$(awk -v a="$ep99" -v b="$lp99" 'BEGIN { printf "%.0fx", (b > 0 ? a / b : 0) }')"
-        printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %7s\n' "$name" "$c" - "$ep50" "$ep99" - "$lp50" "$lp99" "$ratio"
-    else
-        ratio="$(awk -v a="$lrate" -v b="$erate" 'BEGIN { printf "%.2fx", a / b }')"
-        printf '%-16s %7s | %10s %9s %9s | %10s %9s %9s | %7s\n' "$name" "$c" "$erate" "$ep50" "$ep99" "$lrate" "$lp50" "$lp99" "$ratio"
-    fi
-done
+# CPU time (user + system) per call, µs, of the load program (the client) and of the server.
+fmt='%-16s %7s | %10s %9s %9s %6s %6s | %10s %9s %9s %6s %6s | %7s\n'
+printf "$fmt" measure clients "etcd /s" "p50 µs" "p99 µs" "cli µs" "srv µs" \
+    "lessor /s" "p50 µs" "p99 µs" "cli µs" "srv µs" ratio
+paste -d' ' "$tmp/etcd.txt" "$tmp/lessor.txt" |
+    while read -r name c _ _ erate ep50 ep99 ecli esrv _ _ _ _ lrate lp50 lp99 lcli lsrv; do
+        if [ "$name" = expiry_lateness ]; then
+            # Lateness: the rate column means nothing; the ratio is etcd's p99 over lessor's.
+            ratio="$(awk -v a="$ep99" -v b="$lp99" 'BEGIN { printf "%.0fx", (b > 0 ? a / b : 0) }')"
+            erate=- lrate=-
+        else
+            ratio="$(awk -v a="$lrate" -v b="$erate" 'BEGIN { printf "%.2fx", a / b }')"
+        fi
+        printf "$fmt" "$name" "$c" "$erate" "$ep50" "$ep99" "$ecli" "$esrv" \
+            "$lrate" "$lp50" "$lp99" "$lcli" "$lsrv" "$ratio"
+    done

@@ -333,6 +333,19 @@ fn leases_keys_and_ranges() {
         ]);
         s.ctl(&["get", "/k/", "--prefix", "--keys-only"]);
         s.ctl(&["get", "/k/", "--prefix", "--limit=1", "-w", "json"]); // count 4, more
+        // A page: the last two keys, without values (etcdctl 3.4 has no --count-only).
+        s.ctl(&[
+            "get",
+            "/k/",
+            "--prefix",
+            "--order=DESCEND",
+            "--limit=2",
+            "--keys-only",
+            "-w",
+            "json",
+        ]);
+        s.ctl(&["get", "", "--from-key", "--limit=1", "-w", "json"]); // every key counted
+        s.ctl(&["get", "/k/", "--prefix", "--limit=9", "-w", "json"]); // a limit above the count
         s.ctl(&["get", "/k/one", "-w", "json"]);
         s.ctl(&["get", "/k/", "/k/th", "-w", "json"]); // a [from, to) range
         s.ctl(&["get", "/k/", "--from-key", "--keys-only"]);

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use lessor::{
-    AsyncLessor, Lease, LeaseId, LeaseInfo, Lessor, Revision, Snapshot, Stats, Txn, TxnResponse,
-    Watch,
+    AsyncLessor, Lease, LeaseId, LeaseInfo, Lessor, Page, RangeOptions, Revision, Snapshot, Stats,
+    Txn, TxnResponse, Watch,
 };
 use tonic::Status;
 
@@ -80,6 +80,19 @@ impl Engine {
     pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>) -> Result<Snapshot> {
         self.sync()
             .range_between(start, end)
+            .map_err(errors::from_lessor)
+    }
+
+    /// A page of the keys of `[start, end)` (`end` `None`: from `start` on) and the count of
+    /// the whole range, reading no more than the page whole.
+    pub(crate) fn range_page(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        options: RangeOptions,
+    ) -> Result<Page> {
+        self.sync()
+            .range_page(start, end, options)
             .map_err(errors::from_lessor)
     }
 

@@ -118,6 +118,60 @@ fn check_revision(asked: i64, current: Revision) -> Result<(), Status> {
     }
 }
 
+/// The sort a range asks for, as etcd reads it: an unknown target is the key, an unknown order
+/// none, and a target other than the key with no order is ascending.
+fn sort_of(req: &pb::RangeRequest) -> (range_request::SortTarget, range_request::SortOrder) {
+    let target = range_request::SortTarget::try_from(req.sort_target)
+        .unwrap_or(range_request::SortTarget::Key);
+    let mut order = range_request::SortOrder::try_from(req.sort_order)
+        .unwrap_or(range_request::SortOrder::None);
+    // Keys come in key order; any other target is sorted ascending unless told otherwise.
+    if target != range_request::SortTarget::Key && order == range_request::SortOrder::None {
+        order = range_request::SortOrder::Ascend;
+    }
+    (target, order)
+}
+
+/// How the engine reads just what `req` returns ([`Lessor::range_page`](lessor::Lessor::range_page)),
+/// when it can: sorted by key (or not sorted: key order) and without revision bounds. Any other
+/// sort or a revision bound needs every key of the range (as it does on etcd): `None`.
+fn page_options(req: &pb::RangeRequest) -> Option<lessor::RangeOptions> {
+    let (target, order) = sort_of(req);
+    let bounded = [
+        req.min_mod_revision,
+        req.max_mod_revision,
+        req.min_create_revision,
+        req.max_create_revision,
+    ]
+    .iter()
+    .any(|&r| r != 0);
+    if target != range_request::SortTarget::Key || bounded {
+        return None;
+    }
+    let mut options = lessor::RangeOptions::new()
+        .descending(order == range_request::SortOrder::Descend)
+        .keys_only(req.keys_only);
+    if req.count_only {
+        options = options.limit(0);
+    } else if let Ok(limit) = usize::try_from(req.limit)
+        && limit > 0
+    {
+        options = options.limit(limit);
+    }
+    Some(options)
+}
+
+/// A range's answer from the page the engine read with [`page_options`]: the same answer as
+/// [`range_response`] gives from the whole range.
+fn page_response(req: &pb::RangeRequest, page: lessor::Page) -> pb::RangeResponse {
+    pb::RangeResponse {
+        header: header(page.revision),
+        kvs: page.kvs.iter().map(to_kv).collect(),
+        more: page.more && !req.count_only,
+        count: i64::try_from(page.count).unwrap_or(i64::MAX),
+    }
+}
+
 /// A range's answer from the keys of its range (in key order), as etcd gives it: filtered by
 /// the revision bounds, sorted, limited, counted, with or without values.
 fn range_response(
@@ -138,14 +192,7 @@ fn range_response(
                 kv.create_revision,
             )
     });
-    let target = range_request::SortTarget::try_from(req.sort_target)
-        .unwrap_or(range_request::SortTarget::Key);
-    let mut order = range_request::SortOrder::try_from(req.sort_order)
-        .unwrap_or(range_request::SortOrder::None);
-    // Keys come in key order; any other target is sorted ascending unless told otherwise.
-    if target != range_request::SortTarget::Key && order == range_request::SortOrder::None {
-        order = range_request::SortOrder::Ascend;
-    }
+    let (target, order) = sort_of(req);
     let by = |a: &lessor::KeyValue, b: &lessor::KeyValue| match target {
         range_request::SortTarget::Key => a.key.cmp(&b.key),
         range_request::SortTarget::Version => a.version.cmp(&b.version),
@@ -185,6 +232,26 @@ fn range_response(
         more,
         count,
     }
+}
+
+/// A range's answer: read a page at a time when the engine can ([`page_options`]), the whole
+/// range otherwise.
+fn read_range(engine: &Engine, req: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+    let Some(options) = page_options(req) else {
+        return read_whole_range(engine, req);
+    };
+    let (start, end) = key_range(&req.key, &req.range_end)?;
+    let page = engine.range_page(&start, end.as_deref(), options)?;
+    check_revision(req.revision, page.revision)?;
+    Ok(page_response(req, page))
+}
+
+/// A range's answer from every key of its range.
+fn read_whole_range(engine: &Engine, req: &pb::RangeRequest) -> Result<pb::RangeResponse, Status> {
+    let (start, end) = key_range(&req.key, &req.range_end)?;
+    let snapshot = engine.range(&start, end.as_deref())?;
+    check_revision(req.revision, snapshot.revision)?;
+    Ok(range_response(req, snapshot.kvs, snapshot.revision))
 }
 
 /// The KV service.
@@ -251,14 +318,7 @@ impl kv_server::Kv for Kv {
     ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = request.into_inner();
         self.check_size(&req)?;
-        let (start, end) = key_range(&req.key, &req.range_end)?;
-        let snapshot = self.engine.range(&start, end.as_deref())?;
-        check_revision(req.revision, snapshot.revision)?;
-        Ok(Response::new(range_response(
-            &req,
-            snapshot.kvs,
-            snapshot.revision,
-        )))
+        Ok(Response::new(read_range(&self.engine, &req)?))
     }
 
     async fn put(
@@ -641,5 +701,212 @@ mod tests {
             check_revision(4, r).unwrap_err().message(),
             errors::compacted().message()
         );
+    }
+}
+
+/// The page path of Range against the whole-range path, on many random requests.
+#[cfg(test)]
+mod page_tests {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    use super::*;
+
+    /// The bytes keys are made of: two letters, and the extreme bytes.
+    const ALPHABET: [u8; 4] = [b'a', b'b', 0x00, 0xff];
+
+    /// A tiny deterministic generator for the store's contents.
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (self.0 >> 33) % n
+        }
+    }
+
+    /// Every key of one to three bytes of [`ALPHABET`], most of them present: values of varied
+    /// lengths, some overwritten (versions above 1, create and mod revisions apart), some
+    /// attached to a lease, some deleted. Half of the writes are in the file, the rest still
+    /// in the write buffer (batched durability, not yet flushed).
+    fn varied_store() -> Engine {
+        let lessor = lessor::Lessor::builder()
+            .ticker(false)
+            .durability(lessor::Durability::Batched {
+                max_delay: Duration::from_secs(3600),
+            })
+            .open_in_memory()
+            .unwrap();
+        let lease = lessor.grant(Duration::from_secs(3600)).unwrap().id;
+        let mut keys = Vec::new();
+        for len in 1..=3u32 {
+            for n in 0..4usize.pow(len) {
+                let key: Vec<u8> = (0..len).map(|i| ALPHABET[n / 4usize.pow(i) % 4]).collect();
+                keys.push(key);
+            }
+        }
+        let mut rng = Lcg(7);
+        for round in 0..4 {
+            for key in &keys {
+                let value: Vec<u8> = (0..rng.below(24)).map(|_| rng.below(256) as u8).collect();
+                match rng.below(8) {
+                    0 => drop(lessor.delete(key).unwrap()),
+                    1 | 2 => drop(lessor.put_with_lease(key, &value, lease).unwrap()),
+                    3 if round > 0 => {} // left as it was
+                    _ => drop(lessor.put(key, &value).unwrap()),
+                }
+            }
+            if round == 1 {
+                lessor.sync().unwrap();
+            }
+        }
+        Engine::new(lessor)
+    }
+
+    /// A request's answer, comparable: the response's bytes, or the error's code and message.
+    fn outcome(r: Result<pb::RangeResponse, Status>) -> Result<Vec<u8>, (tonic::Code, String)> {
+        r.map(|r| r.encode_to_vec())
+            .map_err(|s| (s.code(), s.message().to_owned()))
+    }
+
+    fn key_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(prop::sample::select(ALPHABET.to_vec()), 0..=max)
+    }
+
+    fn request() -> impl Strategy<Value = pb::RangeRequest> {
+        let range_end = prop_oneof![
+            2 => Just(Vec::new()),
+            2 => Just(vec![0]),
+            5 => key_bytes(4),
+        ];
+        let limit = prop_oneof![
+            2 => Just(0i64),
+            1 => -3i64..0,
+            4 => 1i64..=12,
+            1 => Just(1000i64),
+            1 => Just(i64::MIN),
+            1 => Just(i64::MAX),
+        ];
+        let sort = (
+            prop_oneof![4 => Just(0i32), 1 => -1i32..=6],
+            prop_oneof![3 => 0i32..=2, 1 => -1i32..=4],
+        );
+        let bound = || prop_oneof![6 => Just(0i64), 1 => -2i64..=300];
+        let bounds = (bound(), bound(), bound(), bound());
+        let revision = prop_oneof![6 => Just(0i64), 1 => -1i64..=300];
+        (
+            key_bytes(3),
+            range_end,
+            limit,
+            sort,
+            (any::<bool>(), any::<bool>()),
+            bounds,
+            revision,
+        )
+            .prop_map(
+                |(key, range_end, limit, (target, order), (count_only, keys_only), b, revision)| {
+                    pb::RangeRequest {
+                        key,
+                        range_end,
+                        limit,
+                        revision,
+                        sort_order: order,
+                        sort_target: target,
+                        serializable: false,
+                        keys_only,
+                        count_only,
+                        min_mod_revision: b.0,
+                        max_mod_revision: b.1,
+                        min_create_revision: b.2,
+                        max_create_revision: b.3,
+                    }
+                },
+            )
+    }
+
+    #[test]
+    fn pages_answer_byte_for_byte_as_whole_ranges() {
+        let engine = varied_store();
+        let paged = std::cell::Cell::new(0u32);
+        let mut runner = TestRunner::new(Config::with_cases(3000));
+        runner
+            .run(&request(), |req| {
+                if page_options(&req).is_some() {
+                    paged.set(paged.get() + 1);
+                }
+                prop_assert_eq!(
+                    outcome(read_range(&engine, &req)),
+                    outcome(read_whole_range(&engine, &req)),
+                    "{:?}",
+                    req
+                );
+                Ok(())
+            })
+            .unwrap();
+        // Both paths were taken, many times each.
+        let paged = paged.get();
+        assert!((1000..2900).contains(&paged), "{paged} requests paged");
+    }
+
+    #[test]
+    fn the_edges_of_limits_and_ends() {
+        let engine = varied_store();
+        let all = read_whole_range(
+            &engine,
+            &pb::RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(all.count > 40, "{}", all.count);
+        let n = all.count;
+        let cases = [
+            // (limit, descending, count_only, keys_only, range_end, kvs, more)
+            (0, false, false, false, vec![0], n, false),
+            (-1, true, false, false, vec![0], n, false),
+            (n + 1, false, false, true, vec![0], n, false),
+            (n, true, false, false, vec![0], n, false),
+            (n - 1, true, false, false, vec![0], n - 1, true),
+            (3, false, false, false, vec![0], 3, true),
+            (3, false, true, false, vec![0], 0, false),
+            (3, true, false, true, Vec::new(), 1, false),
+        ];
+        for (limit, descending, count_only, keys_only, range_end, kvs, more) in cases {
+            let req = pb::RangeRequest {
+                key: vec![0],
+                range_end,
+                limit,
+                sort_order: if descending { 2 } else { 0 },
+                count_only,
+                keys_only,
+                ..Default::default()
+            };
+            assert!(page_options(&req).is_some());
+            let got = read_range(&engine, &req).unwrap();
+            assert_eq!(got, read_whole_range(&engine, &req).unwrap(), "{req:?}");
+            assert_eq!((got.kvs.len() as i64, got.more), (kvs, more), "{req:?}");
+            if descending && !got.kvs.is_empty() && req.range_end == [0] {
+                assert_eq!(got.kvs[0].key, all.kvs[all.kvs.len() - 1].key);
+            }
+            if keys_only {
+                assert!(got.kvs.iter().all(|kv| kv.value.is_empty()));
+            }
+        }
+        // An end at or before the key: nothing, counted as nothing.
+        let req = pb::RangeRequest {
+            key: b"b".to_vec(),
+            range_end: b"a".to_vec(),
+            limit: 2,
+            ..Default::default()
+        };
+        let got = read_range(&engine, &req).unwrap();
+        assert_eq!((got.kvs.len(), got.count, got.more), (0, 0, false));
     }
 }

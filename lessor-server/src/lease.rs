@@ -4,13 +4,15 @@
 //! lease. TTLs are whole seconds on the wire: a TTL below the lessor's minimum is raised to it,
 //! as etcd does, and what a lease has left is reported in whole seconds, rounded down.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lessor::LeaseId;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::engine::Engine;
@@ -77,6 +79,49 @@ impl Drop for StreamSlot {
     }
 }
 
+/// The responses of a KeepAlive stream: one per request, in order, computed as the stream is
+/// polled. Ends when the client's requests end, after an error in them (answered with it), or
+/// when the server stops (answered with UNAVAILABLE).
+struct KeepAliveResponses {
+    engine: Engine,
+    inbound: Streaming<pb::LeaseKeepAliveRequest>,
+    /// Completes once the server is stopping.
+    stopping: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Held for the stream's life.
+    _slot: StreamSlot,
+    /// Whether the last response was given.
+    ended: bool,
+}
+
+impl Stream for KeepAliveResponses {
+    type Item = Result<pb::LeaseKeepAliveResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.stopping.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(Some(Err(errors::stopped())));
+        }
+        let next = match Pin::new(&mut self.inbound).poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(next) => next,
+        };
+        Poll::Ready(match next {
+            None => {
+                self.ended = true;
+                None
+            }
+            Some(Ok(req)) => Some(Ok(Lease::keep_alive_once(&self.engine, &req))),
+            Some(Err(status)) => {
+                self.ended = true;
+                Some(Err(status))
+            }
+        })
+    }
+}
+
 /// The responses of a KeepAlive stream.
 type KeepAliveStream =
     Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
@@ -129,30 +174,16 @@ impl lease_server::Lease for Lease {
             );
             return Err(errors::too_many_requests());
         }
-        let engine = self.engine.clone();
-        let mut inbound = request.into_inner();
-        let stopping = self.stopping.clone().wait();
-        // One response per request, in order; renewals are in memory, so answered inline.
-        let responses = async_stream(move |tx| async move {
-            let _slot = slot;
-            tokio::pin!(stopping);
-            loop {
-                let req = tokio::select! {
-                    req = inbound.next() => req,
-                    () = &mut stopping => {
-                        let _ = tx.send(Err(errors::stopped())).await;
-                        break;
-                    }
-                };
-                let Some(req) = req else { break };
-                let response = req.map(|req| Lease::keep_alive_once(&engine, &req));
-                let failed = response.is_err();
-                if tx.send(response).await.is_err() || failed {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(responses))
+        // One response per request, in order; renewals are in memory, so each is answered as
+        // tonic polls for the next response: no task or channel of its own.
+        let responses = KeepAliveResponses {
+            engine: self.engine.clone(),
+            inbound: request.into_inner(),
+            stopping: Box::pin(self.stopping.clone().wait()),
+            _slot: slot,
+            ended: false,
+        };
+        Ok(Response::new(Box::pin(responses)))
     }
 
     async fn lease_time_to_live(

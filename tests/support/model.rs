@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::common::{self, MemDisk};
 use lessor::{
-    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse, Revision, Txn,
-    Watch, WatchEvent,
+    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse, RangeOptions,
+    Revision, Txn, Watch, WatchEvent,
 };
 
 /// Returns `Err(message)` from the enclosing function unless `cond` holds.
@@ -805,6 +805,65 @@ pub fn compare(l: &Lessor, m: &Model) -> Result<(), String> {
     for id in alive {
         let info = l.time_to_live(LeaseId::new(id).unwrap()).unwrap();
         ensure_eq!(nanos(info.remaining), m.leases[&id].deadline - m.now);
+    }
+    compare_pages(l, m)
+}
+
+/// Pages of a few ranges (one of them reversed, so empty), in both orders, with and without
+/// values, against the model's keys.
+fn compare_pages(l: &Lessor, m: &Model) -> Result<(), String> {
+    let bounds: [(&[u8], Option<&[u8]>); 4] = [
+        (b"/k", None),
+        (b"/k1", Some(b"/k4")),
+        (b"/k3", Some(b"/k3\0")),
+        (b"/k4", Some(b"/k2")),
+    ];
+    for (start, end) in bounds {
+        let mut want: Vec<(&Vec<u8>, &MKey)> = m
+            .keys
+            .iter()
+            .filter(|(k, _)| k.as_slice() >= start && end.is_none_or(|e| k.as_slice() < e))
+            .collect();
+        for descending in [false, true] {
+            if descending {
+                want.reverse();
+            }
+            for limit in [None, Some(0), Some(2)] {
+                let keys_only = descending == (limit == Some(2));
+                let mut options = RangeOptions::new()
+                    .descending(descending)
+                    .keys_only(keys_only);
+                if let Some(n) = limit {
+                    options = options.limit(n);
+                }
+                let page = l.range_page(start, end, options).unwrap();
+                let shown = limit.unwrap_or(usize::MAX).min(want.len());
+                let what = format!("range_page({start:?}, {end:?}, {options:?})");
+                ensure_eq!(page.count, want.len() as u64, "{what}: count");
+                ensure_eq!(page.more, shown < want.len(), "{what}: more");
+                ensure_eq!(page.revision.get(), m.revision, "{what}: revision");
+                ensure_eq!(page.kvs.len(), shown, "{what}: keys returned");
+                for (kv, (key, mkey)) in page.kvs.into_iter().zip(&want) {
+                    ensure_eq!(&kv.key, *key, "{what}: key");
+                    let got = MKey {
+                        value: kv.value,
+                        lease: kv.lease.map(LeaseId::get),
+                        create: kv.create_revision.get(),
+                        modified: kv.mod_revision.get(),
+                        version: kv.version,
+                    };
+                    let want = MKey {
+                        value: if keys_only {
+                            Vec::new()
+                        } else {
+                            mkey.value.clone()
+                        },
+                        ..(*mkey).clone()
+                    };
+                    ensure_eq!(got, want, "{what}: key {}", key.escape_ascii());
+                }
+            }
+        }
     }
     Ok(())
 }
