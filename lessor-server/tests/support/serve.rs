@@ -14,6 +14,10 @@
 //! - every unary call answers `Ok` or an error whose gRPC code is one etcd gives for that call
 //!   (never `INTERNAL` or `UNKNOWN`), and every `Ok` has a header whose revision never goes
 //!   back;
+//! - a range answers what the whole range (read by a transaction's range op, another path
+//!   through the engine) implies: its count, and for a range sorted by key without revision
+//!   bounds (the engine's paged read) exactly the first `limit` keys and whether there are
+//!   more;
 //! - a keep-alive stream answers each request, in order, with the lease's id and a TTL of 0 or
 //!   more; one frame that does not decode ends it with an error; opening more streams than
 //!   the limit is refused with `RESOURCE_EXHAUSTED`, and closing them frees their places;
@@ -48,8 +52,8 @@ use http_body_util::StreamBody;
 use lessor::{Lessor, ManualClock};
 use lessor_server::pb::etcdserverpb::{
     self as pb, cluster_server::Cluster, compare, kv_server::Kv, lease_server::Lease,
-    maintenance_server::Maintenance, request_op, watch_create_request, watch_request,
-    watch_server::Watch,
+    maintenance_server::Maintenance, range_request, request_op, response_op, watch_create_request,
+    watch_request, watch_server::Watch,
 };
 use lessor_server::{Config, Limits};
 use prost::Message;
@@ -63,6 +67,8 @@ use tonic::{Code, Request, Status};
 pub const MAX_CALLS: usize = 64;
 /// Stream slots of each kind: one more than the keep-alive stream limit.
 pub const SLOTS: u8 = 3;
+/// The lessor's largest key, in bytes.
+const MAX_KEY: usize = 256;
 /// How long any call or stream may take to answer.
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -869,7 +875,7 @@ pub fn check(calls: &[Call]) -> Result<(), String> {
     let lessor = Lessor::builder()
         .clock(clock.clone())
         .ticker(false)
-        .max_key_size(256)
+        .max_key_size(MAX_KEY)
         .max_value_size(1024)
         // A short history: a watch from an old revision is refused as compacted.
         .watch_history(16, 4096)
@@ -1146,8 +1152,45 @@ where
             if r.keys_only && resp.kvs.iter().any(|kv| !kv.value.is_empty()) {
                 return Err("values in a keys-only answer".to_owned());
             }
+            if let Some(whole) = self.whole_range(&r).await? {
+                check_range(&r, &resp, &whole)?;
+            }
         }
         Ok(())
+    }
+
+    /// Every key of `r`'s range, in key order, read another way: a transaction's range op,
+    /// which reads the whole range (a range request without a limit, sorted by key, takes the
+    /// engine's paged read instead). `None` where a transaction cannot read it.
+    async fn whole_range(
+        &mut self,
+        r: &pb::RangeRequest,
+    ) -> Result<Option<Vec<lessor_server::pb::mvccpb::KeyValue>>, String> {
+        let txn = pb::TxnRequest {
+            success: vec![pb::RequestOp {
+                request: Some(request_op::Request::RequestRange(pb::RangeRequest {
+                    key: r.key.clone(),
+                    range_end: r.range_end.clone(),
+                    ..pb::RangeRequest::default()
+                })),
+            }],
+            ..pb::TxnRequest::default()
+        };
+        // A transaction refuses a range whose first key is above the lessor's key size (a
+        // plain range reads it: such a key cannot exist), and any request above the size limit.
+        if r.key.len() > MAX_KEY || txn.encoded_len() > limits().max_request_bytes {
+            return Ok(None);
+        }
+        let resp = answer("whole range", self.kv.txn(Request::new(txn)))
+            .await?
+            .map_err(|s| format!("the whole range answered {:?}: {}", s.code(), s.message()))?
+            .into_inner();
+        match resp.responses.first().and_then(|op| op.response.as_ref()) {
+            Some(response_op::Response::ResponseRange(range)) if resp.responses.len() == 1 => {
+                Ok(Some(range.kvs.clone()))
+            }
+            _ => Err(format!("the whole range answered {resp:?}")),
+        }
     }
 
     async fn put(&mut self, r: &pb::PutRequest) -> Result<(), String> {
@@ -1524,6 +1567,72 @@ where
         }
         Ok(())
     }
+}
+
+/// A range's answer against `whole`, every key of its range in key order: the count is the
+/// range's; sorted by key without revision bounds, the keys are the first `limit` of `whole`
+/// (backwards if descending), `more` says whether there were others; otherwise each key
+/// returned is one of `whole`'s.
+fn check_range(
+    r: &pb::RangeRequest,
+    resp: &pb::RangeResponse,
+    whole: &[lessor_server::pb::mvccpb::KeyValue],
+) -> Result<(), String> {
+    use range_request::{SortOrder, SortTarget};
+    if usize::try_from(resp.count) != Ok(whole.len()) {
+        return Err(format!(
+            "count {} for a range of {} keys",
+            resp.count,
+            whole.len()
+        ));
+    }
+    let strip = |kv: &lessor_server::pb::mvccpb::KeyValue| {
+        let mut kv = kv.clone();
+        if r.keys_only {
+            kv.value.clear();
+        }
+        kv
+    };
+    let target = SortTarget::try_from(r.sort_target).unwrap_or(SortTarget::Key);
+    let bounded = [
+        r.min_mod_revision,
+        r.max_mod_revision,
+        r.min_create_revision,
+        r.max_create_revision,
+    ]
+    .iter()
+    .any(|&b| b != 0);
+    if target == SortTarget::Key && !bounded {
+        let mut expected: Vec<_> = whole.iter().map(strip).collect();
+        if SortOrder::try_from(r.sort_order) == Ok(SortOrder::Descend) {
+            expected.reverse();
+        }
+        let mut more = false;
+        if let Ok(limit) = usize::try_from(r.limit)
+            && limit > 0
+            && expected.len() > limit
+        {
+            expected.truncate(limit);
+            more = true;
+        }
+        if r.count_only {
+            expected.clear();
+            more = false;
+        }
+        if resp.kvs != expected || resp.more != more {
+            return Err(format!(
+                "range answered {:?} (more: {}), the whole range gives {expected:?} (more: {more})",
+                resp.kvs, resp.more
+            ));
+        }
+    } else if let Some(kv) = resp
+        .kvs
+        .iter()
+        .find(|kv| !whole.iter().map(strip).any(|w| w == **kv))
+    {
+        return Err(format!("range answered {kv:?}, not in the range"));
+    }
+    Ok(())
 }
 
 /// What a watch was created for, as its events must show.
