@@ -37,11 +37,15 @@ for target in "${targets[@]}"; do
     # call and stream 10 s to answer before it reports which one hung: a longer timeout.
     timeout=10
     [[ "${target}" == ops || "${target}" == serve ]] && timeout=30
+    # `serve` must stay in bounded memory whatever a client sends: its runs peak under 60 MB,
+    # so 512 MB in all, or one allocation of 64 MB, is a finding.
+    limits=()
+    [[ "${target}" == serve ]] && limits=(-rss_limit_mb=512 -malloc_limit_mb=64)
     mkdir -p "${work}/${target}"
     cp -R "corpus/${target}/." "${work}/${target}/"
     echo "== fuzz ${target}: ${seconds} s"
     if ! cargo +nightly fuzz run -s none "${target}" "${work}/${target}" -- \
-        -max_total_time="${seconds}" -timeout="${timeout}" -print_final_stats=1; then
+        -max_total_time="${seconds}" -timeout="${timeout}" "${limits[@]}" -print_final_stats=1; then
         echo "fuzz target ${target} failed: the reproducer is in fuzz/artifacts/${target}/;" \
             "replay it with: cargo +nightly fuzz run -s none ${target} <file>" >&2
         exit 1

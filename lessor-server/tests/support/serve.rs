@@ -1665,10 +1665,8 @@ pub fn check_watch(
     for (i, response) in responses.iter().enumerate() {
         let w = match response {
             Ok(w) => w,
-            Err(status) if broken && i + 1 == responses.len() => {
-                let _ = status;
-                break;
-            }
+            // How a broken stream ends (tonic's error for what it could not decode).
+            Err(_) if broken && i + 1 == responses.len() => break,
             Err(status) => {
                 return Err(format!(
                     "watch response {i} is an error on a healthy stream: {status:?}"
