@@ -47,13 +47,18 @@ fn run(store: &dyn LeaseStore, threads: usize, n: usize) -> (Vec<Vec<Duration>>,
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let wall = start.elapsed();
+    (merge(per_thread), wall)
+}
+
+/// Each op's times from every thread or task, in one list per op.
+fn merge(per_caller: Vec<Vec<Vec<Duration>>>) -> Vec<Vec<Duration>> {
     let mut times = vec![Vec::new(); OPS.len()];
-    for t in per_thread {
+    for t in per_caller {
         for (op, d) in t.into_iter().enumerate() {
             times[op].extend(d);
         }
     }
-    (times, wall)
+    times
 }
 
 /// Runs the workload `n` times on this thread (`thread` names its keys); the time of each op.
@@ -101,13 +106,7 @@ fn run_async(
         (0..tasks).map(|t| workload_async(store, t, n / tasks)),
     ));
     let wall = start.elapsed();
-    let mut times = vec![Vec::new(); OPS.len()];
-    for t in per_task {
-        for (op, d) in t.into_iter().enumerate() {
-            times[op].extend(d);
-        }
-    }
-    (times, wall)
+    (merge(per_task), wall)
 }
 
 /// [`workload`] through the async trait.

@@ -12,6 +12,7 @@
 mod common;
 mod support {
     pub mod damaged;
+    pub mod fuzz_inputs;
     pub mod model;
     pub mod open;
 }
@@ -29,20 +30,8 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
 }
 
-/// The input files of `fuzz/<dir>/<target>/`, sorted; READMEs and dotfiles are not inputs.
 fn inputs(dir: &str, target: &str) -> Vec<PathBuf> {
-    let dir = fuzz_dir().join(dir).join(target);
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.is_file())
-        .filter(|path| {
-            let name = path.file_name().unwrap().to_string_lossy();
-            !name.starts_with('.') && name != "README.md"
-        })
-        .collect();
-    files.sort();
-    files
+    support::fuzz_inputs::inputs(&fuzz_dir(), dir, target)
 }
 
 fn replay(files: &[PathBuf], check: fn(&[u8]) -> Result<(), String>) {

@@ -9,6 +9,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support {
+    #[path = "../../../tests/support/fuzz_inputs.rs"]
+    pub mod fuzz_inputs;
     pub mod serve;
 }
 
@@ -25,20 +27,9 @@ fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
 }
 
-/// The input files of `fuzz/<dir>/serve/`, sorted; READMEs and dotfiles are not inputs.
+/// The input files of `fuzz/<dir>/serve/`.
 fn inputs(dir: &str) -> Vec<PathBuf> {
-    let dir = fuzz_dir().join(dir).join("serve");
-    let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.is_file())
-        .filter(|path| {
-            let name = path.file_name().unwrap().to_string_lossy();
-            !name.starts_with('.') && name != "README.md"
-        })
-        .collect();
-    files.sort();
-    files
+    support::fuzz_inputs::inputs(&fuzz_dir(), dir, "serve")
 }
 
 fn replay(files: &[PathBuf]) {

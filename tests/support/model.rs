@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::common::{self, MemDisk};
 use lessor::{
-    CmpOp, Compare, Error, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse, RangeOptions,
-    Revision, Txn, Watch, WatchEvent,
+    CmpOp, Compare, Error, KeyValue, LeaseEvent, LeaseId, Lessor, ManualClock, OpResponse,
+    RangeOptions, Revision, Txn, Watch, WatchEvent,
 };
 
 /// Returns `Err(message)` from the enclosing function unless `cond` holds.
@@ -225,6 +225,19 @@ pub struct MKey {
     create: u64,
     modified: u64,
     version: u64,
+}
+
+impl From<KeyValue> for MKey {
+    /// A key as the lessor read it, in the model's terms.
+    fn from(kv: KeyValue) -> MKey {
+        MKey {
+            value: kv.value,
+            lease: kv.lease.map(LeaseId::get),
+            create: kv.create_revision.get(),
+            modified: kv.mod_revision.get(),
+            version: kv.version,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -793,13 +806,7 @@ pub fn compare(l: &Lessor, m: &Model) -> Result<(), String> {
     ensure_eq!(kvs.len(), m.keys.len());
     for kv in kvs {
         let want = &m.keys[&kv.key];
-        let got = MKey {
-            value: kv.value,
-            lease: kv.lease.map(LeaseId::get),
-            create: kv.create_revision.get(),
-            modified: kv.mod_revision.get(),
-            version: kv.version,
-        };
+        let got = MKey::from(kv);
         ensure_eq!(&got, want);
     }
     for id in alive {
@@ -845,13 +852,7 @@ fn compare_pages(l: &Lessor, m: &Model) -> Result<(), String> {
                 ensure_eq!(page.kvs.len(), shown, "{what}: keys returned");
                 for (kv, (key, mkey)) in page.kvs.into_iter().zip(&want) {
                     ensure_eq!(&kv.key, *key, "{what}: key");
-                    let got = MKey {
-                        value: kv.value,
-                        lease: kv.lease.map(LeaseId::get),
-                        create: kv.create_revision.get(),
-                        modified: kv.mod_revision.get(),
-                        version: kv.version,
-                    };
+                    let got = MKey::from(kv);
                     let want = MKey {
                         value: if keys_only {
                             Vec::new()
